@@ -1,0 +1,234 @@
+//! The [`LockBackend`] trait every store implements, and its [`Capabilities`].
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{LockError, Result};
+use crate::holder::Holder;
+use crate::lease::{Lease, LeaseInfo};
+use crate::name::LockName;
+
+/// A store of TTL leases: the one trait every backend implements.
+///
+/// Most code uses it through [`Locker`](crate::Locker), which adds waiting, background
+/// heartbeats and loss detection. Implement it to add a store.
+///
+/// # Contract
+///
+/// Every implementation must behave identically; the `lock-conformance` suite checks it.
+///
+/// - **One live lease per name.** [`try_acquire`](Self::try_acquire) is one atomic step on
+///   the store: it succeeds only if the name is free or its lease has expired, and of any
+///   number of concurrent contenders (tasks, processes, hosts) at most one wins.
+///   Contention is `Ok(None)`, not an error. It is not re-entrant: a second acquire with the
+///   same holder while the lease is live also gets `Ok(None)`.
+/// - **TTL.** A lease not heartbeated for `ttl` is expired and may be taken over; it is never
+///   free before. TTLs outside [`MIN_TTL`](crate::MIN_TTL)..=[`MAX_TTL`](crate::MAX_TTL) are
+///   rejected with [`LockError::InvalidTtl`] before the store is touched.
+/// - **Clocks.** The store's clock decides expiry (Redis: server time; SQLite and file: this
+///   host's wall clock). The returned [`Lease::deadline`] is on the caller's monotonic clock:
+///   the moment the request was sent, plus `ttl`, minus a margin
+///   ([`local_deadline`](crate::time::local_deadline)). Past it, the holder must assume the
+///   lease is gone.
+/// - **Ownership.** The holder's [`OwnerToken`](crate::OwnerToken) is the only authority.
+///   [`heartbeat`](Self::heartbeat) and [`release`](Self::release) act only if the stored
+///   lease carries the same token; they never touch another holder's lease.
+/// - **Fencing.** [`Lease::fence`] strictly increases across every successful acquisition of a
+///   name in the store — through release, expiry, takeover and
+///   [`force_release`](Self::force_release) — and is never reused for the life of the store.
+/// - **Errors.** Bad input and unreadable store data are typed errors, never a panic and never
+///   a false `Some(lease)`. An unreachable store gives [`LockError::Unavailable`] within a
+///   bounded time, and the same backend value recovers when the store returns.
+#[async_trait]
+pub trait LockBackend: Debug + Send + Sync + 'static {
+    /// Takes the lease on `name` for `holder` if it is free or expired.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidTtl`] for a bad `ttl`, [`LockError::Unavailable`] when the store
+    /// cannot be reached, [`LockError::Corrupt`] when the stored lease cannot be read.
+    async fn try_acquire(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Extends `lease` to expire `ttl` from now, if the store still holds it for this token and
+    /// it has not expired. Returns the renewed lease (same fence, new expiry and deadline).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::LeaseLost`] if the lease expired, was taken over or was force-released;
+    /// otherwise as [`try_acquire`](Self::try_acquire).
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
+
+    /// Compare-and-delete: frees the lease if the store still holds it for this token.
+    /// Returns `true` if it was held and is now free, `false` if it had already been lost.
+    /// Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Unavailable`] when the store cannot be reached.
+    async fn release(&self, lease: &Lease) -> Result<bool>;
+
+    /// The live lease on `name`, if any. Expired leases are reported as `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Unavailable`], or [`LockError::Corrupt`] when the record cannot be read.
+    async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>>;
+
+    /// Operator action for a stuck lock: frees `name` whoever holds it, and also clears a
+    /// corrupt record. Returns `true` if a live lease was removed. The next acquisition still
+    /// gets a higher fence.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Unavailable`] when the store cannot be reached.
+    async fn force_release(&self, name: &LockName) -> Result<bool>;
+
+    /// Waits up to `max` for the lease on `name` to change. Backends that can be notified
+    /// return as soon as it is released; the default just sleeps `max`.
+    async fn wait_for_change(&self, name: &LockName, max: Duration) {
+        let _ = name;
+        tokio::time::sleep(max).await;
+    }
+
+    /// Live leases whose names start with `prefix` (all of them for `""`), sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Unsupported`] by default; [`LockError::Unavailable`] when the store
+    /// cannot be reached.
+    async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
+        let _ = prefix;
+        Err(LockError::Unsupported {
+            backend: "custom",
+            operation: "listing leases",
+        })
+    }
+
+    /// Heartbeats many leases at once. Backends that can batch (one transaction, one
+    /// pipeline) override it; the default calls [`heartbeat`](Self::heartbeat) for each.
+    /// Results are in the order of `leases`.
+    async fn heartbeat_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Lease>> {
+        let mut out = Vec::with_capacity(leases.len());
+        for lease in leases {
+            out.push(self.heartbeat(lease, ttl).await);
+        }
+        out
+    }
+
+    /// What this backend can and cannot do.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+}
+
+/// Optional abilities of a backend. The conformance suite reads these to skip only what a
+/// backend truly cannot do, and says so in its output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`LockBackend::wait_for_change`] wakes as soon as a lease is released, instead of
+    /// sleeping its whole budget.
+    pub notifies_release: bool,
+    /// Processes on different hosts can share the store (false for a local directory or a
+    /// local SQLite file).
+    pub shared_across_hosts: bool,
+    /// [`LockBackend::list`] is implemented.
+    pub list: bool,
+    /// [`LockBackend::heartbeat_many`] does one store round trip for the whole batch.
+    pub batched_heartbeat: bool,
+}
+
+impl Capabilities {
+    /// No optional abilities.
+    pub const fn none() -> Self {
+        Self {
+            notifies_release: false,
+            shared_across_hosts: false,
+            list: false,
+            batched_heartbeat: false,
+        }
+    }
+
+    /// With [`notifies_release`](Self::notifies_release) set as given.
+    pub const fn with_notifies_release(mut self, yes: bool) -> Self {
+        self.notifies_release = yes;
+        self
+    }
+
+    /// With [`shared_across_hosts`](Self::shared_across_hosts) set as given.
+    pub const fn with_shared_across_hosts(mut self, yes: bool) -> Self {
+        self.shared_across_hosts = yes;
+        self
+    }
+
+    /// With [`list`](Self::list) set as given.
+    pub const fn with_list(mut self, yes: bool) -> Self {
+        self.list = yes;
+        self
+    }
+
+    /// With [`batched_heartbeat`](Self::batched_heartbeat) set as given.
+    pub const fn with_batched_heartbeat(mut self, yes: bool) -> Self {
+        self.batched_heartbeat = yes;
+        self
+    }
+}
+
+macro_rules! forward_backend {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: LockBackend + ?Sized> LockBackend for $ty {
+            async fn try_acquire(
+                &self,
+                name: &LockName,
+                holder: &Holder,
+                ttl: Duration,
+            ) -> Result<Option<Lease>> {
+                (**self).try_acquire(name, holder, ttl).await
+            }
+
+            async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+                (**self).heartbeat(lease, ttl).await
+            }
+
+            async fn release(&self, lease: &Lease) -> Result<bool> {
+                (**self).release(lease).await
+            }
+
+            async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
+                (**self).inspect(name).await
+            }
+
+            async fn force_release(&self, name: &LockName) -> Result<bool> {
+                (**self).force_release(name).await
+            }
+
+            async fn wait_for_change(&self, name: &LockName, max: Duration) {
+                (**self).wait_for_change(name, max).await
+            }
+
+            async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
+                (**self).list(prefix).await
+            }
+
+            async fn heartbeat_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Lease>> {
+                (**self).heartbeat_many(leases, ttl).await
+            }
+
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+        }
+    };
+}
+
+forward_backend!(Arc<T>);
+forward_backend!(Box<T>);

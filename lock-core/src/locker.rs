@@ -1,0 +1,239 @@
+//! [`Locker`]: acquire, wait for, and run work under leases from any [`LockBackend`].
+
+use std::borrow::Borrow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::backend::LockBackend;
+use crate::backoff::Backoff;
+use crate::error::{LockError, Result};
+use crate::guard::{LeaseWatch, LockGuard};
+use crate::holder::Holder;
+use crate::lease::Lease;
+use crate::name::{IntoLockName, LockName};
+use crate::options::LockOptions;
+use crate::time::monotonic_now;
+
+/// The high-level entry point: acquires leases from a backend and hands out
+/// [`LockGuard`]s that keep them alive.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use lock_core::{LockOptions, Locker};
+/// # use lock_core::memory::MemoryBackend;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lock_core::LockError> {
+/// # let backend = Arc::new(MemoryBackend::new());
+/// let locker = Locker::new(backend);
+/// let opts = LockOptions::default().with_ttl(Duration::from_secs(5)).with_wait(Duration::from_secs(1));
+///
+/// let report = locker
+///     .with_lock("nightly-report", &opts, async { "built" })
+///     .await?;
+/// assert_eq!(report, "built");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Locker {
+    backend: Arc<dyn LockBackend>,
+}
+
+impl Locker {
+    /// A locker over `backend`.
+    pub fn new(backend: Arc<dyn LockBackend>) -> Self {
+        Self { backend }
+    }
+
+    /// The backend this locker uses.
+    pub fn backend(&self) -> &Arc<dyn LockBackend> {
+        &self.backend
+    }
+
+    /// One attempt: the guard if the lock was free, `None` if someone else holds it.
+    ///
+    /// Cancel-safe: if this future is dropped while the store is acquiring, the lease is
+    /// released as soon as the store answers.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidName`], [`LockError::InvalidTtl`], or any store error.
+    pub async fn try_lock(
+        &self,
+        name: impl IntoLockName,
+        opts: impl Borrow<LockOptions>,
+    ) -> Result<Option<LockGuard>> {
+        let name = name.into_lock_name()?;
+        let opts = opts.borrow();
+        opts.validate()?;
+        let span = tracing::debug_span!("try_lock", lock = %name);
+        async {
+            let holder = Holder::current(opts.label.clone());
+            let lease = self.attempt(&name, &holder, opts.ttl).await?;
+            Ok(lease.map(|lease| self.guard(lease, opts)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Waits for the lock: retries with jittered exponential backoff, waking early when the
+    /// backend reports a release, until it is acquired or `opts.wait` has passed.
+    ///
+    /// Transient store errors ([`LockError::is_transient`]) are retried while the wait lasts;
+    /// with `wait: None` they are returned at once.
+    ///
+    /// Cancel-safe: dropping the future never leaves a lease held beyond its TTL, and releases
+    /// one that was being acquired as soon as the store answers.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`] when `opts.wait` passed, the last transient error if the store
+    /// kept failing until then, or any other error at once.
+    pub async fn lock(
+        &self,
+        name: impl IntoLockName,
+        opts: impl Borrow<LockOptions>,
+    ) -> Result<LockGuard> {
+        let name = name.into_lock_name()?;
+        let opts = opts.borrow();
+        opts.validate()?;
+        let span = tracing::debug_span!("lock", lock = %name);
+        self.wait_for(&name, opts).instrument(span).await
+    }
+
+    async fn wait_for(&self, name: &LockName, opts: &LockOptions) -> Result<LockGuard> {
+        let start = monotonic_now();
+        let holder = Holder::current(opts.label.clone());
+        let mut backoff = Backoff::new(opts.min_backoff, opts.max_backoff);
+        loop {
+            let failure = match self.attempt(name, &holder, opts.ttl).await {
+                Ok(Some(lease)) => return Ok(self.guard(lease, opts)),
+                Ok(None) => None,
+                Err(error) if error.is_transient() && opts.wait.is_some() => {
+                    tracing::debug!(%error, "transient error while waiting; retrying");
+                    Some(error)
+                }
+                Err(error) => return Err(error),
+            };
+            let waited = monotonic_now().saturating_duration_since(start);
+            let remaining = opts.wait.map(|wait| wait.saturating_sub(waited));
+            if remaining == Some(Duration::ZERO) {
+                return Err(failure.unwrap_or_else(|| LockError::Timeout {
+                    name: name.clone(),
+                    waited,
+                }));
+            }
+            let delay = backoff.next_delay().min(remaining.unwrap_or(Duration::MAX));
+            self.backend.wait_for_change(name, delay).await;
+        }
+    }
+
+    /// Runs `work` under the lock: waits for it as [`lock`](Self::lock) does, runs `work`
+    /// while the lease is held, then releases it. If the lease is lost first, `work` is
+    /// cancelled (dropped) at once and the result is [`LockError::LeaseLost`].
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock), plus [`LockError::LeaseLost`].
+    pub async fn with_lock<F: Future>(
+        &self,
+        name: impl IntoLockName,
+        opts: impl Borrow<LockOptions>,
+        work: F,
+    ) -> Result<F::Output> {
+        self.with_lock_fn(name, opts, |_| work).await
+    }
+
+    /// Like [`with_lock`](Self::with_lock), but builds the work from a [`LeaseWatch`] once the
+    /// lease is held, so the work can read its fencing token.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lock_core::{LockOptions, Locker};
+    /// # use lock_core::memory::MemoryBackend;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lock_core::LockError> {
+    /// # let locker = Locker::new(Arc::new(MemoryBackend::new()));
+    /// let fence = locker
+    ///     .with_lock_fn("migrations", LockOptions::default(), |lease| async move {
+    ///         // write(lease.fence(), ...) so the resource rejects stale holders
+    ///         lease.fence()
+    ///     })
+    ///     .await?;
+    /// assert!(fence > 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`with_lock`](Self::with_lock).
+    pub async fn with_lock_fn<F, Fut>(
+        &self,
+        name: impl IntoLockName,
+        opts: impl Borrow<LockOptions>,
+        work: F,
+    ) -> Result<Fut::Output>
+    where
+        F: FnOnce(LeaseWatch) -> Fut,
+        Fut: Future,
+    {
+        let guard = self.lock(name, opts).await?;
+        let outcome = guard.run(work(guard.watch())).await;
+        let name = guard.name();
+        match guard.release().await {
+            Ok(true) => {}
+            Ok(false) if outcome.is_ok() => {
+                tracing::warn!(lock = %name, "the lease was already gone when the finished work released it");
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(lock = %name, %error, "releasing after the work failed; the TTL will free the lock");
+            }
+        }
+        outcome
+    }
+
+    fn guard(&self, lease: Lease, opts: &LockOptions) -> LockGuard {
+        LockGuard::start(
+            Arc::clone(&self.backend),
+            lease,
+            opts.ttl,
+            opts.effective_heartbeat_interval(),
+        )
+    }
+
+    /// One `try_acquire`, run as its own task so that a caller dropping this future cannot
+    /// orphan a lease: if nobody is left to receive it, the task releases it.
+    async fn attempt(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        let (tx, rx) = oneshot::channel();
+        let backend = Arc::clone(&self.backend);
+        let (name, holder) = (name.clone(), holder.clone());
+        tokio::spawn(async move {
+            let result = backend.try_acquire(&name, &holder, ttl).await;
+            if let Err(Ok(Some(orphan))) = tx.send(result) {
+                tracing::debug!(lock = %name, "acquisition finished after the caller gave up; releasing it");
+                if let Err(error) = backend.release(&orphan).await {
+                    tracing::warn!(lock = %name, %error, "could not release an abandoned lease; its TTL will free it");
+                }
+            }
+        });
+        rx.await.map_err(|_| {
+            LockError::backend(
+                "lock",
+                "the backend panicked while acquiring; this is a bug in the backend",
+            )
+        })?
+    }
+}
