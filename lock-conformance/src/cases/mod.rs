@@ -1,0 +1,18 @@
+//! The cases, one `pub async fn` each. Every one takes a [`Target`](crate::Target), uses only
+//! names under its prefix, and panics with a message saying what broke.
+
+mod bad_input;
+mod basics;
+mod expiry;
+mod fencing;
+mod locker;
+mod operator;
+mod races;
+
+pub use bad_input::*;
+pub use basics::*;
+pub use expiry::*;
+pub use fencing::*;
+pub use locker::*;
+pub use operator::*;
+pub use races::*;
