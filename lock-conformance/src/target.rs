@@ -84,7 +84,7 @@ impl Target {
 
     /// Client `i` of the two, alternating, for spreading contenders.
     pub fn client(&self, i: usize) -> &Arc<dyn LockBackend> {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             &self.backend
         } else {
             &self.second

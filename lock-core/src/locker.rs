@@ -220,20 +220,56 @@ impl Locker {
         let (tx, rx) = oneshot::channel();
         let backend = Arc::clone(&self.backend);
         let (name, holder) = (name.clone(), holder.clone());
+        let mut pending = PendingAcquire {
+            rx,
+            backend: Arc::clone(&self.backend),
+        };
         tokio::spawn(async move {
             let result = backend.try_acquire(&name, &holder, ttl).await;
             if let Err(Ok(Some(orphan))) = tx.send(result) {
-                tracing::debug!(lock = %name, "acquisition finished after the caller gave up; releasing it");
-                if let Err(error) = backend.release(&orphan).await {
-                    tracing::warn!(lock = %name, %error, "could not release an abandoned lease; its TTL will free it");
-                }
+                release_orphan(backend, orphan).await;
             }
         });
-        rx.await.map_err(|_| {
+        (&mut pending.rx).await.map_err(|_| {
             LockError::backend(
                 "lock",
                 "the backend panicked while acquiring; this is a bug in the backend",
             )
         })?
+    }
+}
+
+/// The caller's end of an acquisition running in its own task.
+///
+/// The task may hand over a lease just as the caller's future is dropped: the send succeeds but
+/// nobody reads it. Dropping this closes the channel and releases any lease already sent, so a
+/// cancelled `lock()` never leaves a lease held until its TTL.
+struct PendingAcquire {
+    rx: oneshot::Receiver<Result<Option<Lease>>>,
+    backend: Arc<dyn LockBackend>,
+}
+
+impl Drop for PendingAcquire {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(Ok(Some(orphan))) = self.rx.try_recv() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(release_orphan(Arc::clone(&self.backend), orphan));
+                }
+                Err(_) => tracing::warn!(
+                    lock = %orphan.name,
+                    "no runtime to release an abandoned lease; its TTL will free it"
+                ),
+            }
+        }
+    }
+}
+
+/// Releases a lease whose acquisition finished after the caller gave up.
+async fn release_orphan(backend: Arc<dyn LockBackend>, orphan: Lease) {
+    tracing::debug!(lock = %orphan.name, "acquisition finished after the caller gave up; releasing it");
+    if let Err(error) = backend.release(&orphan).await {
+        tracing::warn!(lock = %orphan.name, %error, "could not release an abandoned lease; its TTL will free it");
     }
 }

@@ -1,6 +1,7 @@
 //! The guard and locker logic against a mocked backend, on Tokio's paused clock so every
 //! timing assertion is exact.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -334,6 +335,36 @@ async fn a_lock_future_dropped_mid_acquire_releases_the_orphan() {
         backend.released.load(Ordering::SeqCst),
         1,
         "the orphaned lease was released"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_future_dropped_after_the_grant_arrived_but_before_it_was_read_releases_it() {
+    // The store answers at 50 ms; the caller is polled once before and then dropped after the
+    // answer was delivered to it but before it ran again: the narrowest cancellation window.
+    let backend = Arc::new(SlowAcquire::default());
+    let locker = Locker::new(backend.clone());
+    let mut lock = Box::pin(locker.lock("job", opts()));
+    std::future::poll_fn(|cx| {
+        assert!(
+            lock.as_mut().poll(cx).is_pending(),
+            "the store has not answered yet"
+        );
+        std::task::Poll::Ready(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        backend.acquired.load(Ordering::SeqCst),
+        1,
+        "the grant was sent"
+    );
+    drop(lock);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        backend.released.load(Ordering::SeqCst),
+        1,
+        "a grant nobody read is released, not left held until its TTL"
     );
 }
 
