@@ -1,0 +1,132 @@
+//! One lease file, open and locked for the critical section of one operation.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use lock_core::{LockError, LockName, Result};
+
+use crate::io_error::{BACKEND, io_error};
+use crate::record::{self, Decoded, State};
+
+/// Lease files are a few hundred bytes; anything much larger is not ours.
+const MAX_LEN: u64 = 1 << 20;
+
+/// A lease file whose fs4 lock this value holds; closing it (drop) releases the lock.
+#[derive(Debug)]
+pub(crate) struct LeaseFile {
+    file: File,
+    path: PathBuf,
+    sync_writes: bool,
+}
+
+impl LeaseFile {
+    /// Wraps an open, locked file.
+    pub(crate) fn new(file: File, path: PathBuf, sync_writes: bool) -> Self {
+        Self {
+            file,
+            path,
+            sync_writes,
+        }
+    }
+
+    /// Where the file is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw content (at most one byte past [`MAX_LEN`], so oversize is detectable).
+    pub(crate) fn read_bytes(&mut self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| (&mut self.file).take(MAX_LEN + 1).read_to_end(&mut bytes))
+            .map_err(|e| io_error("read", &self.path, e))?;
+        Ok(bytes)
+    }
+
+    /// The state of `name`'s lock: `None` if the file was never written.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Corrupt`] if the content cannot be read or belongs to another name.
+    pub(crate) fn load(&mut self, name: &LockName) -> Result<Option<State>> {
+        let bytes = self.read_bytes()?;
+        match decode(&bytes) {
+            Ok(None) => Ok(None),
+            Ok(Some(d)) if d.name == name.as_str() => Ok(Some(d.state)),
+            Ok(Some(d)) => Err(self.corrupt(
+                name,
+                &format!("holds the lease of another lock ({:?})", d.name),
+            )),
+            Err(detail) => Err(self.corrupt(name, &detail)),
+        }
+    }
+
+    /// The decoded content whatever name it is for (for listing the directory).
+    pub(crate) fn load_any(&mut self) -> Result<Option<Decoded>> {
+        let bytes = self.read_bytes()?;
+        decode(&bytes).map_err(|detail| {
+            LockError::corrupt(
+                BACKEND,
+                format!("lease file {} {detail}", self.path.display()),
+            )
+        })
+    }
+
+    /// Rewrites the file in place with `name`'s `state`.
+    ///
+    /// The new record is written over the old one from offset 0, padded with spaces
+    /// (which JSON ignores) to at least the old length, and only then is the file cut to
+    /// the record's length. So the file holds one complete record at every moment: a
+    /// process crash cannot leave a mix of old and new. Nothing is renamed or deleted:
+    /// other processes may have the file open and be waiting for its lock.
+    pub(crate) fn store(&mut self, name: &LockName, state: &State) -> Result<()> {
+        let record = record::encode(name, state);
+        let io = |e| io_error("write", &self.path, e);
+        let old_len = self.file.metadata().map_err(io)?.len();
+        let new_len = u64::try_from(record.len()).unwrap_or(u64::MAX);
+        let mut padded = record;
+        // (A damaged file larger than any record is padded only up to MAX_LEN.)
+        if let Ok(pad_to) = usize::try_from(old_len.min(MAX_LEN))
+            && pad_to > padded.len()
+        {
+            padded.resize(pad_to, b' ');
+        }
+        self.file.seek(SeekFrom::Start(0)).map_err(io)?;
+        self.file.write_all(&padded).map_err(io)?;
+        if old_len > new_len {
+            self.file.set_len(new_len).map_err(io)?;
+        }
+        if self.sync_writes {
+            self.file.sync_data().map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// The error for a damaged file, naming it and the fix.
+    pub(crate) fn corrupt(&self, name: &LockName, detail: &str) -> LockError {
+        LockError::corrupt(
+            BACKEND,
+            format!(
+                "lease file {} of lock {name:?} {detail}; `lockctl release --force {name:?}` \
+                 (force_release) rewrites it as free, and fences still go up",
+                self.path.display()
+            ),
+        )
+    }
+}
+
+fn decode(bytes: &[u8]) -> std::result::Result<Option<Decoded>, String> {
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_LEN {
+        return Err(format!("is larger than {MAX_LEN} bytes"));
+    }
+    record::decode(bytes)
+}
+
+impl Drop for LeaseFile {
+    fn drop(&mut self) {
+        // Closing the file releases the lock too; unlocking first just makes it explicit.
+        let _ = fs4::FileExt::unlock(&self.file);
+    }
+}

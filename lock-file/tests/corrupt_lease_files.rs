@@ -1,0 +1,159 @@
+//! A damaged lease file is `Corrupt` for its own name only, and `force_release` recovers it
+//! with a higher fence than it ever had.
+
+mod support;
+
+use std::path::Path;
+
+use lock_core::{LockBackend, LockError, LockName, Result};
+use lock_file::FileBackend;
+use support::{LONG_TTL, acquire, name};
+
+fn assert_corrupt<T: std::fmt::Debug>(result: Result<T>, file: &Path, what: &str) {
+    match result {
+        Err(LockError::Corrupt { detail, .. }) => {
+            assert!(
+                detail.contains(&file.display().to_string()),
+                "{what}: {detail}"
+            );
+            assert!(
+                detail.contains("lockctl release --force"),
+                "{what}: {detail}"
+            );
+        }
+        other => panic!("{what}: expected Corrupt, got {other:?}"),
+    }
+}
+
+/// The ways a lease file can be damaged, given its last good content.
+fn corruptions(good: &str, other_names_file: &str) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("garbage bytes", b"\x00\xff\xfe garbage \x01".to_vec()),
+        ("truncated JSON", good.as_bytes()[..good.len() / 2].to_vec()),
+        (
+            "another name's record",
+            other_names_file.as_bytes().to_vec(),
+        ),
+        ("an oversized file", vec![b'x'; 2 << 20]),
+        (
+            "a newer format version",
+            good.replace("\"version\":1", "\"version\":99").into_bytes(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn corrupt_files_fail_their_own_name_and_force_release_recovers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FileBackend::open(dir.path()).unwrap();
+    let (victim, bystander) = (name("victim"), name("bystander"));
+    let held_elsewhere = acquire(&backend, &bystander, "bystander").await;
+    let other_file = std::fs::read_to_string(backend.lease_file(&bystander)).unwrap();
+    let path = backend.lease_file(&victim);
+
+    let first = acquire(&backend, &victim, "first").await;
+    assert!(backend.release(&first).await.unwrap());
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mut last_fence = first.fence;
+
+    for (what, bytes) in corruptions(&good, &other_file) {
+        let stale = acquire(&backend, &victim, "before-corruption").await;
+        assert!(stale.fence > last_fence, "{what}");
+        std::fs::write(&path, &bytes).unwrap();
+
+        let someone = lock_core::Holder::current("someone");
+        assert_corrupt(
+            backend.try_acquire(&victim, &someone, LONG_TTL).await,
+            &path,
+            what,
+        );
+        assert_corrupt(backend.inspect(&victim).await, &path, what);
+        assert_corrupt(backend.heartbeat(&stale, LONG_TTL).await, &path, what);
+        assert_corrupt(backend.release(&stale).await, &path, what);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{what}: refused calls wrote nothing"
+        );
+
+        // Other names do not care.
+        let info = backend
+            .inspect(&bystander)
+            .await
+            .unwrap()
+            .expect("still held");
+        assert_eq!(info.fence, held_elsewhere.fence, "{what}");
+        let listed = backend.list("").await.unwrap();
+        assert_eq!(
+            listed.len(),
+            1,
+            "{what}: list skips the damaged file: {listed:?}"
+        );
+        assert_eq!(listed[0].name, bystander);
+
+        assert!(
+            !backend.force_release(&victim).await.unwrap(),
+            "{what}: no live lease was removed"
+        );
+        assert!(backend.inspect(&victim).await.unwrap().is_none(), "{what}");
+        let rewritten = std::fs::read(&path).unwrap();
+        assert!(rewritten.len() < 4096, "{what}: cut back to one record");
+        let record: serde_json::Value = serde_json::from_slice(&rewritten).unwrap();
+        assert_eq!(record["name"], "victim", "{what}");
+        assert!(record["holder"].is_null(), "{what}");
+        let next = acquire(&backend, &victim, "after-recovery").await;
+        assert!(
+            next.fence > stale.fence,
+            "{what}: fence {} after {}",
+            next.fence,
+            stale.fence
+        );
+        assert!(backend.release(&next).await.unwrap());
+        last_fence = next.fence;
+    }
+    assert!(backend.release(&held_elsewhere).await.unwrap());
+}
+
+#[tokio::test]
+async fn force_release_keeps_a_fence_still_readable_in_a_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FileBackend::open(dir.path()).unwrap();
+    let n = name("far-ahead");
+    let path = backend.lease_file(&n);
+    // A record whose fence is far above the wall-clock seed, then cut in half.
+    let far_ahead = lock_core::time::fence_seed_now() * 4;
+    let record = format!(
+        "{{\"version\":1,\"name\":\"far-ahead\",\"fence\":{far_ahead},\"holder\":{{\"token\":\"0123"
+    );
+    std::fs::write(&path, record).unwrap();
+    assert_corrupt(backend.inspect(&n).await, &path, "cut record");
+    assert!(!backend.force_release(&n).await.unwrap());
+    let next = acquire(&backend, &n, "next").await;
+    assert!(next.fence > far_ahead, "{} after {far_ahead}", next.fence);
+}
+
+#[tokio::test]
+async fn an_empty_or_deleted_file_starts_again_above_every_old_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FileBackend::open(dir.path()).unwrap();
+    let n: LockName = name("wiped");
+    let first = acquire(&backend, &n, "first").await;
+    assert!(backend.release(&first).await.unwrap());
+    std::fs::write(backend.lease_file(&n), b"").unwrap();
+    let second = acquire(&backend, &n, "second").await;
+    assert!(
+        second.fence > first.fence,
+        "empty file: {} after {}",
+        second.fence,
+        first.fence
+    );
+    assert!(backend.release(&second).await.unwrap());
+    std::fs::remove_file(backend.lease_file(&n)).unwrap();
+    let third = acquire(&backend, &n, "third").await;
+    assert!(
+        third.fence > second.fence,
+        "deleted file: {} after {}",
+        third.fence,
+        second.fence
+    );
+}
