@@ -1,1 +1,24 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod driver;
+mod engine;
+mod location;
+mod ops;
+mod options;
+mod record;
+mod retry;
+mod rusqlite_driver;
+mod schema;
+mod sql;
+#[cfg(feature = "sqlx")]
+mod sqlx_driver;
+mod value;
+
+pub use location::URL_SCHEMES;
+pub use options::{DEFAULT_BUSY_BUDGET, SqliteOptions, Synchronous};
+pub use rusqlite_driver::{SqliteBackend, connect};
+#[cfg(feature = "sqlx")]
+pub use sqlx_driver::SqlxSqliteBackend;
+
+/// The backend name in [`LockError`](lock_core::LockError)s.
+const BACKEND: &str = "sqlite";

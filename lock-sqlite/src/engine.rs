@@ -1,0 +1,221 @@
+//! [`Engine`]: the [`LockBackend`](lock_core::LockBackend) behaviour over any driver, and
+//! the open-time schema procedure. Both public backends are thin wrappers around it.
+
+use std::fmt;
+use std::time::Duration;
+
+use lock_core::time::validate_ttl;
+use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, Result};
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use crate::driver::Driver;
+use crate::ops::{
+    Acquire, CreateSchema, ForceRelease, Heartbeat, Inspect, JournalMode, List, LookAtSchema,
+    Release,
+};
+use crate::retry::{self, Op};
+use crate::schema::{Verdict, read_only_without_tables};
+
+/// What both backends can do.
+pub(crate) const CAPABILITIES: Capabilities = Capabilities::none()
+    .with_list(true)
+    .with_shared_across_hosts(false)
+    .with_notifies_release(false);
+
+/// What to do about the journal mode once the schema is in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Journal {
+    /// Switch the database to WAL (we own the connections).
+    SetWal,
+    /// Leave it alone and log if it is not WAL (the application owns the pool).
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    Report,
+}
+
+/// The shared implementation over a driver.
+pub(crate) struct Engine<D> {
+    driver: D,
+    db: String,
+    busy_budget: Duration,
+    /// Wakes `wait_for_change` callers of this backend when it releases a lease.
+    released: Notify,
+}
+
+impl<D> fmt::Debug for Engine<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("db", &self.db)
+            .field("busy_budget", &self.busy_budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Driver> Engine<D> {
+    /// An engine for `driver`, naming the database `db` in messages.
+    pub(crate) fn new(driver: D, db: String, busy_budget: Duration) -> Self {
+        Self {
+            driver,
+            db,
+            busy_budget,
+            released: Notify::new(),
+        }
+    }
+
+    /// The driver.
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    pub(crate) fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// The database, as named in messages.
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    pub(crate) fn db(&self) -> &str {
+        &self.db
+    }
+
+    /// Runs `op` in its own transaction, retrying a busy database within the budget.
+    pub(crate) async fn run<O: Op>(&self, op: &O) -> Result<O::Output> {
+        retry::run(&self.driver, &self.db, self.busy_budget, op).await
+    }
+
+    /// Makes the database ready: looks at it without writing and refuses a foreign or newer
+    /// schema or a file that is not a database; then creates missing tables (unless
+    /// `read_only`) and handles the journal mode.
+    pub(crate) async fn prepare(&self, read_only: bool, journal: Journal) -> Result<()> {
+        let span = tracing::debug_span!("open", db = %self.db);
+        async {
+            match self.run(&LookAtSchema).await?.verdict(&self.db)? {
+                Verdict::Ready => {}
+                Verdict::Create if read_only => return Err(read_only_without_tables(&self.db)),
+                Verdict::Create => self.run(&CreateSchema).await?,
+            }
+            if read_only {
+                return Ok(());
+            }
+            let set_wal = journal == Journal::SetWal;
+            let mode = self.run(&JournalMode { set_wal }).await?;
+            if mode != "wal" {
+                tracing::warn!(
+                    db = %self.db,
+                    mode,
+                    "the lock database is not in WAL mode; readers and the writer will block \
+                     each other more often (PRAGMA journal_mode = WAL is recommended)"
+                );
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub(crate) async fn try_acquire(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        validate_ttl(ttl)?;
+        let op = Acquire { name, holder, ttl };
+        self.run(&op)
+            .instrument(tracing::debug_span!("try_acquire", lock = %name))
+            .await
+    }
+
+    pub(crate) async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        validate_ttl(ttl)?;
+        self.run(&Heartbeat { lease, ttl })
+            .instrument(tracing::debug_span!("heartbeat", lock = %lease.name))
+            .await
+    }
+
+    pub(crate) async fn release(&self, lease: &Lease) -> Result<bool> {
+        let freed = self
+            .run(&Release { lease })
+            .instrument(tracing::debug_span!("release", lock = %lease.name))
+            .await?;
+        if freed {
+            self.released.notify_waiters();
+        }
+        Ok(freed)
+    }
+
+    pub(crate) async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
+        self.run(&Inspect { name })
+            .instrument(tracing::debug_span!("inspect", lock = %name))
+            .await
+    }
+
+    pub(crate) async fn force_release(&self, name: &LockName) -> Result<bool> {
+        let freed = self
+            .run(&ForceRelease { name })
+            .instrument(tracing::debug_span!("force_release", lock = %name))
+            .await?;
+        self.released.notify_waiters();
+        Ok(freed)
+    }
+
+    pub(crate) async fn wait_for_change(&self, _name: &LockName, max: Duration) {
+        let _ = tokio::time::timeout(max, self.released.notified()).await;
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
+        self.run(&List { prefix })
+            .instrument(tracing::debug_span!("list", prefix))
+            .await
+    }
+}
+
+/// Implements [`LockBackend`](lock_core::LockBackend) for a type with an `engine` field.
+macro_rules! forward_lock_backend {
+    ($ty:ty) => {
+        #[lock_core::async_trait]
+        impl lock_core::LockBackend for $ty {
+            async fn try_acquire(
+                &self,
+                name: &lock_core::LockName,
+                holder: &lock_core::Holder,
+                ttl: std::time::Duration,
+            ) -> lock_core::Result<Option<lock_core::Lease>> {
+                self.engine.try_acquire(name, holder, ttl).await
+            }
+
+            async fn heartbeat(
+                &self,
+                lease: &lock_core::Lease,
+                ttl: std::time::Duration,
+            ) -> lock_core::Result<lock_core::Lease> {
+                self.engine.heartbeat(lease, ttl).await
+            }
+
+            async fn release(&self, lease: &lock_core::Lease) -> lock_core::Result<bool> {
+                self.engine.release(lease).await
+            }
+
+            async fn inspect(
+                &self,
+                name: &lock_core::LockName,
+            ) -> lock_core::Result<Option<lock_core::LeaseInfo>> {
+                self.engine.inspect(name).await
+            }
+
+            async fn force_release(&self, name: &lock_core::LockName) -> lock_core::Result<bool> {
+                self.engine.force_release(name).await
+            }
+
+            async fn wait_for_change(&self, name: &lock_core::LockName, max: std::time::Duration) {
+                self.engine.wait_for_change(name, max).await
+            }
+
+            async fn list(&self, prefix: &str) -> lock_core::Result<Vec<lock_core::LeaseInfo>> {
+                self.engine.list(prefix).await
+            }
+
+            fn capabilities(&self) -> lock_core::Capabilities {
+                $crate::engine::CAPABILITIES
+            }
+        }
+    };
+}
+
+pub(crate) use forward_lock_backend;

@@ -1,0 +1,273 @@
+//! Backend-specific behaviour beyond the conformance suite: exact prefixes in `list`, URLs,
+//! options, in-process release notification, capabilities.
+
+mod common;
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{DRIVERS, Driver, LONG, assert_config, holder, url_for};
+use lock_core::{LockBackend, LockName};
+use lock_sqlite::{SqliteBackend, SqliteOptions, Synchronous, URL_SCHEMES};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_prefixes_are_exact_not_like_patterns() {
+    let names = [
+        "a_b/1",
+        "a%b/1",
+        "A_b/1",
+        "axb/1",
+        "a_b",
+        "caf\u{e9}/1",
+        "cafe\u{301}/1",
+        "b/1",
+    ];
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let b = driver.open(&dir.path().join("list.db")).await.unwrap();
+        let mut leases = Vec::new();
+        for n in names {
+            let name = LockName::new(n).unwrap();
+            leases.push(
+                b.try_acquire(&name, &holder(n), LONG)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        let listed = |prefix: &'static str| {
+            let b = Arc::clone(&b);
+            async move {
+                b.list(prefix)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|i| i.name.as_str().to_owned())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            listed("a_b/").await,
+            ["a_b/1"],
+            "{driver:?}: _ is not a wildcard"
+        );
+        assert_eq!(
+            listed("a%").await,
+            ["a%b/1"],
+            "{driver:?}: % is not a wildcard"
+        );
+        assert_eq!(
+            listed("A").await,
+            ["A_b/1"],
+            "{driver:?}: prefixes are case-sensitive"
+        );
+        assert_eq!(listed("caf\u{e9}").await, ["caf\u{e9}/1"], "{driver:?}");
+        assert_eq!(listed("zzz").await, Vec::<String>::new(), "{driver:?}");
+        let mut all: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        all.sort();
+        assert_eq!(
+            listed("").await,
+            all,
+            "{driver:?}: sorted by name, bytewise"
+        );
+        let expiring = LockName::new("a_b/expiring").unwrap();
+        b.try_acquire(&expiring, &holder("short"), Duration::from_millis(50))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            listed("a_b/").await,
+            ["a_b/1"],
+            "{driver:?}: expired leases are not listed"
+        );
+        for lease in &leases {
+            assert!(b.release(lease).await.unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_change_wakes_on_a_release_by_the_same_backend() {
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let b = driver.open(&dir.path().join("notify.db")).await.unwrap();
+        let name = LockName::new("notify").unwrap();
+        let lease = b
+            .try_acquire(&name, &holder("a"), LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        let waiter = {
+            let (b, name) = (Arc::clone(&b), name.clone());
+            tokio::spawn(async move {
+                let start = Instant::now();
+                b.wait_for_change(&name, Duration::from_secs(30)).await;
+                start.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(b.release(&lease).await.unwrap());
+        let waited = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(waited < Duration::from_secs(5), "{driver:?}: {waited:?}");
+        // With nothing released, it returns after its budget.
+        let start = Instant::now();
+        b.wait_for_change(&name, Duration::from_millis(100)).await;
+        assert!(start.elapsed() >= Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_are_honest() {
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let b = driver.open(&dir.path().join("caps.db")).await.unwrap();
+        let caps = b.capabilities();
+        assert!(caps.list, "{driver:?}");
+        assert!(!caps.shared_across_hosts, "{driver:?}: a local file");
+        assert!(
+            !caps.notifies_release,
+            "{driver:?}: only this process is notified"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_full_works_and_is_shared_with_normal_clients() {
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full.db");
+        let full = driver
+            .open_with(
+                &path,
+                SqliteOptions::default().synchronous(Synchronous::Full),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{driver:?}: {e}"));
+        let normal = driver.open(&path).await.unwrap();
+        let name = LockName::new("durable").unwrap();
+        let lease = full
+            .try_acquire(&name, &holder("f"), LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            normal.inspect(&name).await.unwrap().unwrap().fence,
+            lease.fence
+        );
+        let renewed = full.heartbeat(&lease, LONG).await.unwrap();
+        assert!(normal.release(&renewed).await.unwrap());
+    }
+}
+
+#[cfg(feature = "sqlx")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_connect_applies_its_url_options_to_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlx.db");
+    let b = lock_sqlite::SqlxSqliteBackend::connect(&format!(
+        "sqlite://{}?synchronous=full",
+        path.display()
+    ))
+    .await
+    .unwrap();
+    let pragma = |name: &'static str| {
+        let pool = b.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(pragma("PRAGMA synchronous").await, 2, "FULL");
+    assert_eq!(pragma("PRAGMA busy_timeout").await, 0);
+}
+
+/// `path` relative to the current directory (`..` up to the root, then down).
+fn relative_to_cwd(path: &Path) -> PathBuf {
+    let cwd = std::env::current_dir().unwrap();
+    let ups = cwd
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count();
+    let mut rel = PathBuf::new();
+    for _ in 0..ups {
+        rel.push("..");
+    }
+    rel.join(path.strip_prefix("/").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_open_absolute_and_relative_paths_with_options() {
+    assert_eq!(URL_SCHEMES, ["sqlite"]);
+    let dir = tempfile::tempdir().unwrap();
+    let abs = dir.path().join("abs.db");
+    let b = lock_sqlite::connect(&format!("sqlite://{}", abs.display()))
+        .await
+        .unwrap();
+    assert_eq!(b.path(), abs);
+    assert!(abs.exists());
+
+    let rel_file = dir.path().join("sub/rel.db");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let rel = relative_to_cwd(&rel_file);
+    let url = format!("sqlite://{}?synchronous=full&busy_budget=2s", rel.display());
+    let b = SqliteBackend::connect(&url).await.unwrap();
+    assert!(
+        rel_file.exists(),
+        "{url} did not create {}",
+        rel_file.display()
+    );
+    assert_eq!(b.options().synchronous, Synchronous::Full);
+    assert_eq!(b.options().busy_budget, Duration::from_secs(2));
+    let name = LockName::new("via-url").unwrap();
+    let lease = b
+        .try_acquire(&name, &holder("u"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let other = Driver::Rusqlite.open(&rel_file).await.unwrap();
+    assert_eq!(
+        other.inspect(&name).await.unwrap().unwrap().fence,
+        lease.fence
+    );
+    assert!(format!("{b:?}").contains("rel.db"));
+
+    // mode=rw does not create a missing file.
+    let missing = dir.path().join("missing.db");
+    assert_config(
+        lock_sqlite::connect(&format!("sqlite://{}?mode=rw", missing.display())).await,
+        &["does not exist", "mode=rw"],
+        "mode=rw",
+    );
+    assert!(!missing.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_are_config_errors_for_every_connect() {
+    for bad in [
+        "postgres://localhost/db",
+        "sqlite://",
+        "sqlite::memory:",
+        "sqlite:///tmp/x.db?synchronous=sometimes",
+        "sqlite:///tmp/x.db?busy_budget=forever",
+        "sqlite:///tmp/x.db?color=blue",
+    ] {
+        assert_config(lock_sqlite::connect(bad).await, &["sqlite:///"], bad);
+        #[cfg(feature = "sqlx")]
+        assert_config(
+            lock_sqlite::SqlxSqliteBackend::connect(bad).await,
+            &["sqlite:///"],
+            bad,
+        );
+    }
+    // The URL helper the other tests use round-trips through the parser.
+    let dir = tempfile::tempdir().unwrap();
+    let url = url_for(&dir.path().join("x.db"), &SqliteOptions::default());
+    assert!(lock_sqlite::connect(&url).await.is_ok(), "{url}");
+}

@@ -1,0 +1,149 @@
+//! Helpers shared by the backend-specific tests: the drivers to run each test against, raw
+//! access to a database file, and snapshots of a directory's bytes.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lock_core::{Holder, LockBackend, Result};
+use lock_sqlite::{SqliteBackend, SqliteOptions, Synchronous};
+
+/// A way to open the lock store in a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// `SqliteBackend::open_with`.
+    Rusqlite,
+    /// `SqlxSqliteBackend::connect(url)`: a pool the crate builds.
+    #[cfg(feature = "sqlx")]
+    SqlxConnect,
+    /// `SqlxSqliteBackend::new_with(pool)` over an application's pool (sqlx defaults, lazy).
+    #[cfg(feature = "sqlx")]
+    SqlxPool,
+}
+
+/// Every driver this build has.
+pub const DRIVERS: &[Driver] = &[
+    Driver::Rusqlite,
+    #[cfg(feature = "sqlx")]
+    Driver::SqlxConnect,
+    #[cfg(feature = "sqlx")]
+    Driver::SqlxPool,
+];
+
+impl Driver {
+    pub async fn open(self, path: &Path) -> Result<Arc<dyn LockBackend>> {
+        self.open_with(path, SqliteOptions::default()).await
+    }
+
+    pub async fn open_with(self, path: &Path, opts: SqliteOptions) -> Result<Arc<dyn LockBackend>> {
+        match self {
+            Self::Rusqlite => Ok(Arc::new(SqliteBackend::open_with(path, opts).await?)),
+            #[cfg(feature = "sqlx")]
+            Self::SqlxConnect => {
+                let url = url_for(path, &opts);
+                Ok(Arc::new(
+                    lock_sqlite::SqlxSqliteBackend::connect(&url).await?,
+                ))
+            }
+            #[cfg(feature = "sqlx")]
+            Self::SqlxPool => {
+                let connect = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(opts.create_if_missing)
+                    .read_only(opts.read_only);
+                let pool = sqlx::sqlite::SqlitePoolOptions::new().connect_lazy_with(connect);
+                Ok(Arc::new(
+                    lock_sqlite::SqlxSqliteBackend::new_with(pool, opts).await?,
+                ))
+            }
+        }
+    }
+
+    /// True if the driver switches the database to WAL itself.
+    pub fn sets_wal(self) -> bool {
+        match self {
+            Self::Rusqlite => true,
+            #[cfg(feature = "sqlx")]
+            Self::SqlxConnect => true,
+            #[cfg(feature = "sqlx")]
+            Self::SqlxPool => false,
+        }
+    }
+}
+
+/// The `sqlite:` URL for `path` with `opts`.
+pub fn url_for(path: &Path, opts: &SqliteOptions) -> String {
+    let mode = match (opts.read_only, opts.create_if_missing) {
+        (true, _) => "ro",
+        (false, false) => "rw",
+        (false, true) => "rwc",
+    };
+    let synchronous = match opts.synchronous {
+        Synchronous::Full => "full",
+        _ => "normal",
+    };
+    format!(
+        "sqlite://{}?mode={mode}&synchronous={synchronous}&busy_budget={}ms",
+        path.display(),
+        opts.busy_budget.as_millis()
+    )
+}
+
+/// A plain rusqlite connection to `path`, as another program would open it.
+pub fn raw(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("raw open");
+    conn.busy_timeout(Duration::from_secs(10))
+        .expect("busy_timeout");
+    conn
+}
+
+/// One integer from a query on a raw connection.
+pub fn raw_i64(path: &Path, sql: &str) -> i64 {
+    raw(path)
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// One string from a query on a raw connection.
+pub fn raw_string(path: &Path, sql: &str) -> String {
+    raw(path)
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Every file in `dir` with its bytes.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| {
+            let e = e.expect("dir entry");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("read file"),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that `result` is a `Config` error whose message contains every one of `needles`.
+pub fn assert_config<T: std::fmt::Debug>(result: Result<T>, needles: &[&str], context: &str) {
+    match result {
+        Err(e @ lock_core::LockError::Config { .. }) => {
+            let msg = e.to_string();
+            for needle in needles {
+                assert!(msg.contains(needle), "{context}: {needle:?} not in {msg}");
+            }
+        }
+        other => panic!("{context}: expected a Config error, got {other:?}"),
+    }
+}
+
+/// A fresh holder.
+pub fn holder(label: &str) -> Holder {
+    Holder::current(label)
+}
+
+pub const LONG: Duration = Duration::from_secs(60);
