@@ -1,0 +1,286 @@
+//! Parsing the URLs this backend accepts.
+//!
+//! - `redis://[user[:password]@]host[:port][/db][?options]`
+//! - `rediss://...` the same over TLS (`#insecure` skips certificate verification)
+//! - `redis+cluster://[user[:password]@]host:port,host:port,...[?options]` and
+//!   `rediss+cluster://...` for a Redis Cluster, given by any of its nodes
+//!
+//! Options: `prefix=<key prefix>`, `timeout_ms=<operation timeout>`, and the driver's own
+//! `protocol=resp2|resp3`.
+
+use std::fmt;
+use std::time::Duration;
+
+use lock_core::{LockError, Result};
+use url::Url;
+
+use crate::BACKEND;
+use crate::options::RedisOptions;
+
+/// The URL schemes [`connect`](crate::connect) accepts.
+pub const URL_SCHEMES: &[&str] = &["redis", "rediss", "redis+cluster", "rediss+cluster"];
+
+/// Where the server is.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// One server (or a proxy in front of several).
+    Standalone(Url),
+    /// The seed nodes of a Redis Cluster.
+    Cluster(Vec<Url>),
+}
+
+impl Endpoint {
+    /// True when the connection uses TLS.
+    pub(crate) fn uses_tls(&self) -> bool {
+        match self {
+            Self::Standalone(url) => url.scheme() == "rediss",
+            Self::Cluster(nodes) => nodes.iter().any(|n| n.scheme() == "rediss"),
+        }
+    }
+
+    /// The nodes, for connections that go to one node (pub/sub).
+    pub(crate) fn nodes(&self) -> Vec<Url> {
+        match self {
+            Self::Standalone(url) => vec![url.clone()],
+            Self::Cluster(nodes) => nodes.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    /// Shows where, never the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Standalone(url) => write!(f, "{}", redacted(url)),
+            Self::Cluster(nodes) => {
+                let shown: Vec<String> = nodes.iter().map(redacted).collect();
+                write!(f, "cluster[{}]", shown.join(", "))
+            }
+        }
+    }
+}
+
+fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// Parses `input` into an endpoint and the options it carries on top of `base`.
+pub(crate) fn parse(input: &str, base: RedisOptions) -> Result<(Endpoint, RedisOptions)> {
+    let bad = |why: &str| {
+        LockError::config(
+            BACKEND,
+            format!(
+                "bad Redis URL {}: {why}; expected redis://[user[:password]@]host[:port][/db], \
+                 rediss://... for TLS, or redis+cluster://host:port,host:port,...",
+                shown_input(input)
+            ),
+        )
+    };
+    let (scheme, rest) = input
+        .split_once("://")
+        .ok_or_else(|| bad("it has no scheme"))?;
+    let (tls, cluster) = match scheme {
+        "redis" => (false, false),
+        "rediss" => (true, false),
+        "redis+cluster" => (false, true),
+        "rediss+cluster" => (true, true),
+        other => {
+            return Err(bad(&format!(
+                "unknown scheme {other:?} (use one of {})",
+                URL_SCHEMES.join(", ")
+            )));
+        }
+    };
+    let node_scheme = if tls { "rediss" } else { "redis" };
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (rest, None),
+    };
+    if let Some(fragment) = fragment
+        && !(tls && fragment == "insecure")
+    {
+        return Err(bad(
+            "the only fragment allowed is #insecure, and only with TLS",
+        ));
+    }
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    if hosts.iter().any(|h| h.is_empty()) {
+        return Err(bad("it names no host"));
+    }
+    if !cluster && hosts.len() > 1 {
+        return Err(bad("several hosts need the redis+cluster:// scheme"));
+    }
+    let db: i64 = match path.trim_end_matches('/') {
+        "" => 0,
+        db => db
+            .parse()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| bad(&format!("the database index {db:?} is not a number")))?,
+    };
+    if cluster && db != 0 {
+        return Err(bad("a Redis Cluster has only database 0"));
+    }
+    let mut opts = base;
+    let mut passed_on = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "prefix" => opts.key_prefix = value.into_owned(),
+            "timeout_ms" => {
+                let ms: u64 = value.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
+                    bad(&format!("timeout_ms={value:?} is not a positive number"))
+                })?;
+                opts.operation_timeout = Duration::from_millis(ms);
+            }
+            "protocol" => passed_on.push(format!("protocol={value}")),
+            other => {
+                return Err(bad(&format!(
+                    "unknown option {other:?} (known: prefix, timeout_ms, protocol)"
+                )));
+            }
+        }
+    }
+    let mut nodes = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let mut node = format!("{node_scheme}://");
+        if let Some(userinfo) = userinfo {
+            node.push_str(userinfo);
+            node.push('@');
+        }
+        node.push_str(host);
+        node.push_str(&format!("/{db}"));
+        if !passed_on.is_empty() {
+            node.push('?');
+            node.push_str(&passed_on.join("&"));
+        }
+        if let Some(fragment) = fragment {
+            node.push('#');
+            node.push_str(fragment);
+        }
+        let url = Url::parse(&node).map_err(|e| bad(&e.to_string()))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("it names no host"));
+        }
+        // Let the driver check what it will use, so a bad value fails here, not later.
+        redis::Client::open(url.clone()).map_err(|e| bad(&e.to_string()))?;
+        nodes.push(url);
+    }
+    let endpoint = if cluster {
+        Endpoint::Cluster(nodes)
+    } else {
+        Endpoint::Standalone(nodes.remove(0))
+    };
+    Ok((endpoint, opts))
+}
+
+/// The input as it may be shown: the password replaced.
+fn shown_input(input: &str) -> String {
+    match input.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = match rest.find(['/', '?', '#']) {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            match authority.rsplit_once('@') {
+                Some((userinfo, hosts)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    let hidden = if userinfo.contains(':') { ":***" } else { "" };
+                    format!("{scheme}://{user}{hidden}@{hosts}{tail}")
+                }
+                None => input.to_owned(),
+            }
+        }
+        None => input.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str) -> (Endpoint, RedisOptions) {
+        parse(input, RedisOptions::default()).unwrap_or_else(|e| panic!("{input}: {e}"))
+    }
+
+    fn config_error(input: &str) -> String {
+        match parse(input, RedisOptions::default()) {
+            Err(LockError::Config { detail, .. }) => detail,
+            other => panic!("{input}: expected Config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn standalone_urls() {
+        let (e, o) = ok("redis://127.0.0.1:6380/3?prefix=app:&timeout_ms=1500");
+        let Endpoint::Standalone(url) = &e else {
+            panic!()
+        };
+        assert_eq!(url.port(), Some(6380));
+        assert_eq!(url.path(), "/3");
+        assert_eq!(o.key_prefix, "app:");
+        assert_eq!(o.operation_timeout, Duration::from_millis(1500));
+        assert!(!e.uses_tls());
+        let (e, o) = ok("redis://localhost");
+        assert_eq!(o, RedisOptions::default());
+        assert!(matches!(e, Endpoint::Standalone(_)));
+        assert!(ok("rediss://h:1/0#insecure").0.uses_tls());
+        ok("redis://user:pa%40ss@h:1/?protocol=resp3");
+    }
+
+    #[test]
+    fn cluster_urls() {
+        let (e, o) = ok("redis+cluster://u:p@a:1,b:2,c:3/?prefix=x:");
+        let Endpoint::Cluster(nodes) = &e else {
+            panic!()
+        };
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes[1].host_str(), Some("b"));
+        assert_eq!(nodes[2].password(), Some("p"));
+        assert_eq!(o.key_prefix, "x:");
+        assert!(ok("rediss+cluster://a:1").0.uses_tls());
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_that_explain() {
+        for bad in [
+            "",
+            "localhost:6379",
+            "http://h",
+            "redis://",
+            "redis://h:notaport",
+            "redis://h/notadb",
+            "redis://h/-1",
+            "redis://a:1,b:2",
+            "redis+cluster://a:1,,b:2",
+            "redis+cluster://a:1/2",
+            "redis://h?prefx=typo",
+            "redis://h?timeout_ms=0",
+            "redis://h?protocol=9",
+            "redis://h#insecure",
+            "rediss://h#other",
+        ] {
+            let detail = config_error(bad);
+            assert!(detail.contains("redis://"), "{bad}: {detail}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_never_shown() {
+        let detail = config_error("redis://me:s3cret@h/notadb");
+        assert!(!detail.contains("s3cret"), "{detail}");
+        let (e, _) = ok("redis://me:s3cret@h:1/");
+        assert!(!format!("{e:?}").contains("s3cret"));
+        let (e, _) = ok("redis+cluster://me:s3cret@a:1,b:2");
+        assert!(!format!("{e:?}").contains("s3cret"));
+    }
+}

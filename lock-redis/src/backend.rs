@@ -1,0 +1,424 @@
+//! [`RedisBackend`]: the [`LockBackend`] implementation.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use lock_core::time::{from_unix_millis, monotonic_now, validate_ttl};
+use lock_core::{
+    Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, Result, async_trait,
+};
+use redis::{RedisResult, Value};
+
+use crate::BACKEND;
+use crate::address::{self, Endpoint};
+use crate::connection::{self, Conn};
+use crate::errors::{from_redis, timed_out};
+use crate::keys::KeySpace;
+use crate::notify::Notifier;
+use crate::options::RedisOptions;
+use crate::scan;
+use crate::scripts::{
+    ACQUIRE, FORCE_RELEASE, HEARTBEAT, HEARTBEAT_MANY, INSPECT, Invocation, RELEASE, Reply,
+};
+
+/// Leases in Redis (one server or a Redis Cluster). Clones share one connection.
+///
+/// Build it with [`connect`](crate::connect), [`RedisBackend::connect`],
+/// [`RedisBackend::connect_with`] or [`RedisBackend::cluster`]. The connection is tied to
+/// the Tokio runtime it was opened on.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Conn,
+    endpoint: Endpoint,
+    keys: KeySpace,
+    opts: RedisOptions,
+    notifier: Notifier,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("endpoint", &self.inner.endpoint)
+            .field("key_prefix", &self.inner.keys.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the server or cluster at `url` (see the crate docs for the format) with
+    /// default [`RedisOptions`].
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] for a bad URL, refused credentials or a TLS mismatch;
+    /// [`LockError::Unavailable`] when the server cannot be reached within the operation
+    /// timeout.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, RedisOptions::default()).await
+    }
+
+    /// Like [`connect`](Self::connect), starting from `opts`; options in the URL's query
+    /// override them.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(url: &str, opts: RedisOptions) -> Result<Self> {
+        let (endpoint, opts) = address::parse(url, opts)?;
+        Self::open(endpoint, opts).await
+    }
+
+    /// Connects to a Redis Cluster given any of its nodes as `redis://` (or `rediss://`)
+    /// URLs. The same as `connect_with("redis+cluster://host:port,host:port", opts)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); also [`LockError::Config`] for an empty node list.
+    pub async fn cluster<I, S>(nodes: I, opts: RedisOptions) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut urls = Vec::new();
+        for node in nodes {
+            match address::parse(node.as_ref(), opts.clone())? {
+                (Endpoint::Standalone(url), _) => urls.push(url),
+                (Endpoint::Cluster(more), _) => urls.extend(more),
+            }
+        }
+        if urls.is_empty() {
+            return Err(LockError::config(
+                BACKEND,
+                "a Redis Cluster needs at least one node URL",
+            ));
+        }
+        Self::open(Endpoint::Cluster(urls), opts).await
+    }
+
+    async fn open(endpoint: Endpoint, opts: RedisOptions) -> Result<Self> {
+        let keys = KeySpace::new(&opts.key_prefix)?;
+        let conn = connection::open(&endpoint, &opts).await?;
+        let notifier = Notifier::new(endpoint.nodes(), keys.channel(), &opts);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                endpoint,
+                keys,
+                opts,
+                notifier,
+            }),
+        })
+    }
+
+    /// The prefix of every key this backend uses.
+    pub fn key_prefix(&self) -> &str {
+        self.inner.keys.prefix()
+    }
+
+    /// The options in force (after the URL's query was applied).
+    pub fn options(&self) -> &RedisOptions {
+        &self.inner.opts
+    }
+
+    /// True when connected to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.endpoint, Endpoint::Cluster(_))
+    }
+
+    /// True while the release subscription is up, so
+    /// [`wait_for_change`](LockBackend::wait_for_change) wakes on a release instead of
+    /// polling. It starts with the first `wait_for_change`.
+    pub fn is_subscribed(&self) -> bool {
+        self.inner.notifier.is_live()
+    }
+
+    /// The Redis keys of `name`: its lease and its fence counter. Both share one Redis
+    /// Cluster hash slot.
+    pub fn keys_of(&self, name: &LockName) -> (String, String) {
+        (
+            self.inner.keys.lease_key(name),
+            self.inner.keys.fence_key(name),
+        )
+    }
+
+    /// Runs one round trip, bounded by the operation timeout.
+    pub(crate) async fn run<T>(
+        &self,
+        operation: &'static str,
+        request: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        let limit = self.inner.opts.operation_timeout;
+        match tokio::time::timeout(limit, request).await {
+            Ok(result) => result.map_err(from_redis),
+            Err(_) => Err(timed_out(operation, limit)),
+        }
+    }
+
+    pub(crate) fn conn(&self) -> Conn {
+        self.inner.conn.clone()
+    }
+
+    async fn eval(&self, operation: &'static str, script: &Invocation) -> Result<Reply> {
+        let mut conn = self.conn();
+        let value: Value = self.run(operation, script.invoke(&mut conn)).await?;
+        Reply::parse(operation, value)
+    }
+
+    /// `inspect` of the lease stored at `key`, checking it belongs to `expected` (if given).
+    pub(crate) async fn inspect_key(
+        &self,
+        key: &str,
+        expected: Option<&LockName>,
+    ) -> Result<Option<LeaseInfo>> {
+        let mut script = INSPECT.call();
+        script.key(key.to_owned());
+        let reply = self.eval("inspect", &script).await?;
+        match reply.status() {
+            "free" => Ok(None),
+            "ok" => {
+                let raw_name = reply.text(0)?;
+                let name = LockName::new(&raw_name).map_err(|e| {
+                    LockError::corrupt(BACKEND, format!("the lease {key} names no valid lock: {e}"))
+                })?;
+                if self.inner.keys.lease_key(&name) != key
+                    || expected.is_some_and(|want| *want != name)
+                {
+                    return Err(LockError::corrupt(
+                        BACKEND,
+                        format!("the lease {key} claims to be for another lock, {raw_name:?}"),
+                    ));
+                }
+                Ok(Some(LeaseInfo::new(
+                    name,
+                    reply.text(1)?,
+                    reply.number(2, "pid")?,
+                    reply.text(3)?,
+                    reply.number(4, "fence")?,
+                    from_unix_millis(reply.millis(5, "acquired_at")?),
+                    from_unix_millis(reply.millis(6, "expires_at")?),
+                )))
+            }
+            _ => Err(reply.into_error()),
+        }
+    }
+
+    fn renewed_from(
+        lease: &Lease,
+        reply: Reply,
+        sent: std::time::Instant,
+        ttl: Duration,
+    ) -> Result<Lease> {
+        match reply.status() {
+            "ok" => Ok(lease.renewed(from_unix_millis(reply.millis(0, "expires_at")?), sent, ttl)),
+            "lost" => Err(LockError::LeaseLost {
+                name: lease.name.clone(),
+            }),
+            _ => Err(reply.into_error()),
+        }
+    }
+}
+
+/// Milliseconds for `PX`, rounded up so the store never expires a lease early.
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl LockBackend for RedisBackend {
+    #[tracing::instrument(name = "try_acquire", skip_all, fields(lock = %name))]
+    async fn try_acquire(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        validate_ttl(ttl)?;
+        let keys = &self.inner.keys;
+        let mut script = ACQUIRE.call();
+        script
+            .key(keys.lease_key(name))
+            .key(keys.fence_key(name))
+            .arg(holder.token.to_hex())
+            .arg(&holder.label)
+            .arg(holder.pid)
+            .arg(&holder.host)
+            .arg(ttl_millis(ttl))
+            .arg(name.as_str());
+        let sent = monotonic_now();
+        let reply = self.eval("acquire", &script).await?;
+        match reply.status() {
+            "ok" => Ok(Some(Lease::new(
+                name.clone(),
+                holder.clone(),
+                reply.number(0, "fence")?,
+                from_unix_millis(reply.millis(1, "expires_at")?),
+                sent,
+                ttl,
+            ))),
+            "held" => Ok(None),
+            _ => Err(reply.into_error()),
+        }
+    }
+
+    #[tracing::instrument(name = "heartbeat", skip_all, fields(lock = %lease.name))]
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        validate_ttl(ttl)?;
+        let mut script = HEARTBEAT.call();
+        script
+            .key(self.inner.keys.lease_key(&lease.name))
+            .arg(lease.holder.token.to_hex())
+            .arg(ttl_millis(ttl));
+        let sent = monotonic_now();
+        let reply = self.eval("heartbeat", &script).await?;
+        Self::renewed_from(lease, reply, sent, ttl)
+    }
+
+    #[tracing::instrument(name = "release", skip_all, fields(lock = %lease.name))]
+    async fn release(&self, lease: &Lease) -> Result<bool> {
+        let keys = &self.inner.keys;
+        let mut script = RELEASE.call();
+        script
+            .key(keys.lease_key(&lease.name))
+            .arg(lease.holder.token.to_hex())
+            .arg(keys.channel())
+            .arg(lease.name.as_str());
+        let reply = self.eval("release", &script).await?;
+        match reply.status() {
+            "ok" => Ok(true),
+            "lost" => Ok(false),
+            _ => Err(reply.into_error()),
+        }
+    }
+
+    #[tracing::instrument(name = "inspect", skip_all, fields(lock = %name))]
+    async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
+        self.inspect_key(&self.inner.keys.lease_key(name), Some(name))
+            .await
+    }
+
+    #[tracing::instrument(name = "force_release", skip_all, fields(lock = %name))]
+    async fn force_release(&self, name: &LockName) -> Result<bool> {
+        let keys = &self.inner.keys;
+        let mut script = FORCE_RELEASE.call();
+        script
+            .key(keys.lease_key(name))
+            .arg(keys.channel())
+            .arg(name.as_str());
+        let reply = self.eval("force_release", &script).await?;
+        match reply.status() {
+            "ok" => Ok(true),
+            "free" => Ok(false),
+            "cleared" => {
+                tracing::warn!(lock = %name, "force_release removed an unreadable lease record");
+                Ok(false)
+            }
+            _ => Err(reply.into_error()),
+        }
+    }
+
+    async fn wait_for_change(&self, name: &LockName, max: Duration) {
+        self.inner
+            .notifier
+            .wait(name, max, self.inner.opts.fallback_poll)
+            .await;
+    }
+
+    #[tracing::instrument(name = "list", skip_all, fields(prefix = %prefix))]
+    async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
+        let pattern = self.inner.keys.lease_pattern(prefix);
+        let keys = scan::lease_keys(self, &pattern).await?;
+        let infos = join_all(keys.iter().map(|key| self.inspect_key(key, None))).await;
+        let mut out = Vec::with_capacity(infos.len());
+        for info in infos {
+            if let Some(info) = info?
+                && info.name.as_str().starts_with(prefix)
+            {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn heartbeat_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Lease>> {
+        if let Err(LockError::InvalidTtl { ttl, reason }) = validate_ttl(ttl) {
+            return leases
+                .iter()
+                .map(|_| Err(LockError::InvalidTtl { ttl, reason }))
+                .collect();
+        }
+        if self.is_cluster() || leases.len() < 2 {
+            // Keys of a batch may lie on different nodes: send them concurrently.
+            return join_all(leases.iter().map(|lease| self.heartbeat(lease, ttl))).await;
+        }
+        let mut script = HEARTBEAT_MANY.call();
+        script.arg(ttl_millis(ttl));
+        for lease in leases {
+            script
+                .key(self.inner.keys.lease_key(&lease.name))
+                .arg(lease.holder.token.to_hex());
+        }
+        let sent = monotonic_now();
+        let mut conn = self.conn();
+        let replies = match self
+            .run("heartbeat_many", script.invoke::<Vec<Value>>(&mut conn))
+            .await
+        {
+            Ok(replies) if replies.len() == leases.len() => replies,
+            Ok(replies) => {
+                let got = replies.len();
+                return leases
+                    .iter()
+                    .map(|_| {
+                        Err(LockError::backend(
+                            BACKEND,
+                            format!(
+                                "heartbeat_many answered {got} replies for {} leases",
+                                leases.len()
+                            ),
+                        ))
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                return leases.iter().map(|_| Err(clone_error(&e))).collect();
+            }
+        };
+        leases
+            .iter()
+            .zip(replies)
+            .map(|(lease, value)| {
+                Reply::parse("heartbeat_many", value)
+                    .and_then(|reply| Self::renewed_from(lease, reply, sent, ttl))
+            })
+            .collect()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_notifies_release(true)
+            .with_shared_across_hosts(true)
+            .with_list(true)
+            .with_batched_heartbeat(!self.is_cluster())
+    }
+}
+
+/// The same failure for every lease of a batch (errors are not `Clone`).
+fn clone_error(e: &LockError) -> LockError {
+    match e {
+        LockError::Unavailable { source, .. } => {
+            LockError::unavailable(BACKEND, source.to_string())
+        }
+        LockError::Backend { source, .. } => LockError::backend(BACKEND, source.to_string()),
+        LockError::Corrupt { detail, .. } => LockError::corrupt(BACKEND, detail.clone()),
+        LockError::Config { detail, .. } => LockError::config(BACKEND, detail.clone()),
+        other => LockError::backend(BACKEND, other.to_string()),
+    }
+}

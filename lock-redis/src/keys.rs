@@ -1,0 +1,141 @@
+//! Where a lock name lives in Redis: key names, the release channel and scan patterns.
+//!
+//! A name's two keys are `{prefix}{<hex>}:lease` and `{prefix}{<hex>}:fence`, where `<hex>`
+//! is the lowercase hex encoding of the name's UTF-8 bytes. Hex cannot contain `}` (so the
+//! braces form a Redis Cluster hash tag and both keys share one slot), it is injective (two
+//! different names never share a key), and hex of a name prefix is a prefix of the hex of
+//! every name that starts with it (so `list` can filter on the server with `SCAN MATCH`).
+
+use lock_core::{LockError, LockName, Result};
+
+use crate::BACKEND;
+
+/// The key prefix used when none is configured.
+pub(crate) const DEFAULT_PREFIX: &str = "lock:";
+
+/// Key names for one key prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeySpace {
+    prefix: String,
+}
+
+impl KeySpace {
+    /// Validates `prefix`: printable, without braces (they would change the hash tag).
+    pub(crate) fn new(prefix: &str) -> Result<Self> {
+        if prefix.contains(['{', '}']) {
+            return Err(LockError::config(
+                BACKEND,
+                format!(
+                    "key prefix {prefix:?} contains '{{' or '}}', which would change the Redis \
+                     Cluster hash tag of every key; choose a prefix without braces"
+                ),
+            ));
+        }
+        if prefix.chars().any(char::is_control) {
+            return Err(LockError::config(
+                BACKEND,
+                format!("key prefix {prefix:?} contains control characters; use printable text"),
+            ));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The key prefix.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key holding `name`'s lease (a hash with a PX expiry).
+    pub(crate) fn lease_key(&self, name: &LockName) -> String {
+        format!("{}{{{}}}:lease", self.prefix, hex(name.as_str().as_bytes()))
+    }
+
+    /// The key holding `name`'s fence counter (a string integer without expiry).
+    pub(crate) fn fence_key(&self, name: &LockName) -> String {
+        format!("{}{{{}}}:fence", self.prefix, hex(name.as_str().as_bytes()))
+    }
+
+    /// The pub/sub channel on which releases under this prefix are announced; the message
+    /// is the released name.
+    pub(crate) fn channel(&self) -> String {
+        format!("{}released", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern for the lease keys of every name starting with `name_prefix`.
+    pub(crate) fn lease_pattern(&self, name_prefix: &str) -> String {
+        format!(
+            "{}{{{}*}}:lease",
+            escape_glob(&self.prefix),
+            hex(name_prefix.as_bytes())
+        )
+    }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// Escapes the characters Redis glob patterns treat specially, so `text` matches literally.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> LockName {
+        LockName::new(s).unwrap()
+    }
+
+    #[test]
+    fn both_keys_share_one_hash_tag() {
+        let keys = KeySpace::new("app:").unwrap();
+        let n = name("a{b}:c");
+        assert_eq!(keys.lease_key(&n), "app:{617b627d3a63}:lease");
+        assert_eq!(keys.fence_key(&n), "app:{617b627d3a63}:fence");
+    }
+
+    #[test]
+    fn different_names_get_different_keys() {
+        let keys = KeySpace::new(DEFAULT_PREFIX).unwrap();
+        let names = ["a", "A", "a:", "a}", "{a}", "é", "e\u{301}", "日本", "🦀"];
+        let mut seen: Vec<String> = names.iter().map(|s| keys.lease_key(&name(s))).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), names.len());
+    }
+
+    #[test]
+    fn braces_in_the_prefix_are_refused() {
+        for bad in ["a{", "}", "x{y}z", "tab\there"] {
+            assert!(
+                matches!(KeySpace::new(bad), Err(LockError::Config { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn patterns_escape_glob_characters_in_the_prefix() {
+        let keys = KeySpace::new("p*?[x]\\:").unwrap();
+        assert_eq!(keys.lease_pattern("ab"), "p\\*\\?\\[x\\]\\\\:{6162*}:lease");
+        assert_eq!(keys.lease_pattern(""), "p\\*\\?\\[x\\]\\\\:{*}:lease");
+    }
+}

@@ -1,0 +1,201 @@
+//! Release notifications: one pub/sub subscription per backend value, fanned out in
+//! process to every `wait_for_change` caller.
+//!
+//! Releases publish the lock name on the prefix's channel (inside the release script). A
+//! background task keeps one subscription to that channel, pings it to notice a dead
+//! connection, and re-subscribes (rotating through the known nodes) when it drops. While it
+//! is down, waiters fall back to polling with jitter.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lock_core::{Backoff, LockName, jitter};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::options::RedisOptions;
+
+/// How often an idle subscription is pinged.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// The subscription of one backend value.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    config: Arc<SubscriberConfig>,
+    released: broadcast::Sender<Arc<str>>,
+    live: Arc<watch::Sender<bool>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct SubscriberConfig {
+    nodes: Vec<Url>,
+    channel: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl Notifier {
+    /// A notifier for `channel` on `nodes` (any of them will do); nothing runs until the
+    /// first wait.
+    pub(crate) fn new(nodes: Vec<Url>, channel: String, opts: &RedisOptions) -> Self {
+        let (released, _) = broadcast::channel(1024);
+        let (live, _) = watch::channel(false);
+        Self {
+            config: Arc::new(SubscriberConfig {
+                nodes,
+                channel,
+                connect_timeout: opts.connect_timeout,
+                response_timeout: opts.response_timeout,
+            }),
+            released,
+            live: Arc::new(live),
+            task: Mutex::new(None),
+        }
+    }
+
+    /// True while the subscription is confirmed by the server.
+    pub(crate) fn is_live(&self) -> bool {
+        *self.live.borrow()
+    }
+
+    /// Waits until `name` is released, `max` passes, or (while the subscription is down) a
+    /// jittered `poll` interval passes.
+    pub(crate) async fn wait(&self, name: &LockName, max: Duration, poll: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        self.ensure_running();
+        let mut released = self.released.subscribe();
+        let mut live = self.live.subscribe();
+        loop {
+            if !*live.borrow_and_update() {
+                let fallback = tokio::time::Instant::now() + jitter(poll);
+                tokio::select! {
+                    () = tokio::time::sleep_until(fallback.min(deadline)) => return,
+                    changed = live.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep_until(fallback.min(deadline)).await;
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                message = released.recv() => match message {
+                    Ok(released) if *released == *name.as_str() => return,
+                    Ok(_) => {}
+                    // Missed messages may include ours; closed cannot happen while we hold
+                    // the sender, but either way the caller should look again.
+                    Err(_) => return,
+                },
+                changed = live.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep_until(deadline).await;
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Starts the subscriber task on the current runtime unless it is running.
+    fn ensure_running(&self) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        // A task that finished belonged to a runtime that has shut down.
+        self.live.send_replace(false);
+        *task = Some(tokio::spawn(subscribe_forever(
+            Arc::clone(&self.config),
+            self.released.clone(),
+            Arc::clone(&self.live),
+        )));
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Keeps one subscription up until aborted.
+async fn subscribe_forever(
+    config: Arc<SubscriberConfig>,
+    released: broadcast::Sender<Arc<str>>,
+    live: Arc<watch::Sender<bool>>,
+) {
+    let mut retry = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
+    let mut node = 0;
+    loop {
+        let url = &config.nodes[node % config.nodes.len()];
+        match subscribe(url, &config).await {
+            Ok(pubsub) => {
+                live.send_replace(true);
+                tracing::debug!(channel = %config.channel, "subscribed to lock releases");
+                retry = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
+                forward(pubsub, &config, &released).await;
+                live.send_replace(false);
+                tracing::debug!(channel = %config.channel, "release subscription dropped; waiters poll until it is back");
+            }
+            Err(error) => {
+                live.send_replace(false);
+                node += 1;
+                tracing::debug!(channel = %config.channel, %error, "subscribing to lock releases failed; retrying");
+            }
+        }
+        tokio::time::sleep(retry.next_delay()).await;
+    }
+}
+
+async fn subscribe(url: &Url, config: &SubscriberConfig) -> redis::RedisResult<redis::aio::PubSub> {
+    let connecting = async {
+        let client = redis::Client::open(url.clone())?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(&config.channel).await?;
+        Ok(pubsub)
+    };
+    tokio::time::timeout(config.connect_timeout + config.response_timeout, connecting)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "subscribing timed out").into())
+        })
+}
+
+/// Forwards released names until the connection drops or stops answering pings.
+async fn forward(
+    pubsub: redis::aio::PubSub,
+    config: &SubscriberConfig,
+    released: &broadcast::Sender<Arc<str>>,
+) {
+    let (mut sink, mut stream) = pubsub.split();
+    loop {
+        tokio::select! {
+            message = stream.next() => match message {
+                Some(message) => {
+                    let name = String::from_utf8_lossy(message.get_payload_bytes());
+                    // No receiver just means nobody is waiting right now.
+                    let _ = released.send(Arc::from(name.as_ref()));
+                }
+                None => return,
+            },
+            () = tokio::time::sleep(KEEPALIVE) => {
+                let ping = tokio::time::timeout(config.response_timeout, sink.ping::<redis::Value>());
+                if !matches!(ping.await, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Private Redis servers for tests (feature `test-support`).
+//!
+//! - [`RedisServer`]: one `redis-server` process on a free loopback port, without
+//!   persistence, that a test can kill, pause, resume and restart. It is stopped by pid when
+//!   dropped, also when a test panics, and a guardian shell kills it if the test process dies
+//!   without dropping it (a `static` shared server, a crash), so no server outlives its test
+//!   binary.
+//! - [`RedisCluster`]: several such servers joined into a Redis Cluster, one master each.
+//! - [`TestRedis`]: the server a test suite should use: `LOCK_TEST_REDIS_URL` if set, else a
+//!   private `redis-server`, else (feature `docker`) a container when a Docker daemon is
+//!   reachable; otherwise it panics with how to install Redis.
+//!
+//! Everything here is synchronous, so it can start from a `OnceLock` shared by every test of
+//! a binary; do not share a [`RedisBackend`](crate::RedisBackend) across tests, since each
+//! `#[tokio::test]` has its own runtime.
+
+mod cluster;
+#[cfg(feature = "docker")]
+mod docker;
+mod process;
+mod server;
+
+pub use cluster::RedisCluster;
+#[cfg(feature = "docker")]
+pub use docker::DockerRedis;
+pub use server::RedisServer;
+
+/// True while process `pid` exists and is not a zombie (to check that no server outlives
+/// its test).
+pub fn is_process_alive(pid: u32) -> bool {
+    process::alive(pid)
+}
+
+/// A loopback port nothing listens on right now (for extra listeners such as
+/// `--tls-port`).
+pub fn free_port() -> u16 {
+    process::free_port()
+}
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The environment variable naming an existing server for [`TestRedis`].
+pub const URL_ENV: &str = "LOCK_TEST_REDIS_URL";
+
+/// What to do when no Redis server can be had.
+pub const INSTALL_HINT: &str = "the Redis tests need a redis-server binary: install it \
+    (Debian/Ubuntu: `apt-get install redis-server`; macOS: `brew install redis`), or set \
+    LOCK_TEST_REDIS_URL=redis://host:port to use an existing server, or build with the \
+    `docker` feature and run a Docker daemon";
+
+/// A key prefix no other test (or test run) uses: `"{tag}:{pid}:{n}:"`.
+pub fn unique_prefix(tag: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{tag}:{}:{nanos:x}:{n}:", std::process::id())
+}
+
+/// The Redis server a test binary should use.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TestRedis {
+    /// The server named by `LOCK_TEST_REDIS_URL`.
+    External(String),
+    /// A private `redis-server` process.
+    Local(RedisServer),
+    /// A container started with testcontainers.
+    #[cfg(feature = "docker")]
+    Docker(Box<DockerRedis>),
+}
+
+impl TestRedis {
+    /// `LOCK_TEST_REDIS_URL` if set; else a private `redis-server`; else (feature `docker`)
+    /// a container when a Docker daemon is reachable.
+    ///
+    /// # Panics
+    ///
+    /// When none of these is possible, with a message saying how to install Redis. Tests
+    /// never skip silently.
+    pub fn from_env_or_start() -> Self {
+        if let Ok(url) = std::env::var(URL_ENV)
+            && !url.trim().is_empty()
+        {
+            return Self::External(url.trim().to_owned());
+        }
+        if process::redis_server_binary().is_some() {
+            return Self::Local(RedisServer::start());
+        }
+        #[cfg(feature = "docker")]
+        if docker::daemon_reachable() {
+            return Self::Docker(Box::new(DockerRedis::start()));
+        }
+        panic!("{INSTALL_HINT}");
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        match self {
+            Self::External(url) => url.clone(),
+            Self::Local(server) => server.url(),
+            #[cfg(feature = "docker")]
+            Self::Docker(container) => container.url(),
+        }
+    }
+
+    /// The private process, when this is one (fault tests need it).
+    pub fn server(&self) -> Option<&RedisServer> {
+        match self {
+            Self::Local(server) => Some(server),
+            _ => None,
+        }
+    }
+}

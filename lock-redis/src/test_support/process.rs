@@ -1,0 +1,145 @@
+//! Processes: finding `redis-server`, free ports, signals, and the guardian shell.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `redis-server` to run: `LOCK_TEST_REDIS_SERVER` if set, else the first on `PATH`.
+pub(crate) fn redis_server_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("LOCK_TEST_REDIS_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A loopback port nothing listens on right now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+}
+
+/// Sends `signal` to `pid`.
+#[allow(unsafe_code)]
+pub(crate) fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    // SAFETY: kill(2) takes two integers and touches no memory of ours; `pid` is a process
+    // this module started.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub(crate) fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised command name.
+            let after = stat.rsplit_once(')')?.1;
+            after
+                .split_whitespace()
+                .next()
+                .map(|s| s != "Z" && s != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// A `redis-server` run under a guardian shell: the shell is our child and redis its. When
+/// our end of the shell's stdin closes (we stop it, or this process dies however it dies),
+/// the shell SIGKILLs redis, reaps it and exits, so no server outlives the test binary.
+#[derive(Debug)]
+pub(crate) struct Guarded {
+    shell: Child,
+    pid: u32,
+}
+
+impl Guarded {
+    /// Starts `redis-server args...` with its output in `log`.
+    pub(crate) fn spawn(binary: &Path, args: &[String], log: &Path) -> io::Result<Self> {
+        let script = r#"bin="$1"; log="$2"; shift 2
+"$bin" "$@" >"$log" 2>&1 &
+echo $!
+read _ignored
+kill -9 $! 2>/dev/null
+wait"#;
+        let mut shell = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(binary)
+            .arg(log)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = shell
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout from the guardian shell"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let pid = line.trim().parse().map_err(|_| {
+            io::Error::other(format!(
+                "the guardian shell printed {line:?} instead of a pid"
+            ))
+        })?;
+        Ok(Self { shell, pid })
+    }
+
+    /// The `redis-server` pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGKILLs redis, lets the shell reap it, and reaps the shell.
+    pub(crate) fn stop(mut self) {
+        let _ = signal(self.pid, libc::SIGKILL);
+        drop(self.shell.stdin.take());
+        let _ = self.shell.wait();
+    }
+}
+
+/// Waits until the server on `port` answers (`+PONG`, or `-NOAUTH` when it wants a
+/// password), while `pid` lives.
+pub(crate) fn wait_until_ready(port: u16, pid: u32, within: Duration) -> io::Result<()> {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    loop {
+        if !alive(pid) {
+            return Err(io::Error::other("redis-server exited during startup"));
+        }
+        let attempt = (|| -> io::Result<bool> {
+            let mut stream = TcpStream::connect_timeout(
+                &([127, 0, 0, 1], port).into(),
+                Duration::from_millis(200),
+            )?;
+            stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+            stream.write_all(b"PING\r\n")?;
+            let mut buf = [0_u8; 64];
+            let n = stream.read(&mut buf)?;
+            let reply = &buf[..n];
+            Ok(reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH"))
+        })();
+        if let Ok(true) = attempt {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("redis-server on port {port} did not answer within {within:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,195 @@
+//! [`RedisServer`]: one private `redis-server` process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::INSTALL_HINT;
+use super::process::{Guarded, alive, free_port, redis_server_binary, signal, wait_until_ready};
+
+/// How long a starting server may take to answer.
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// A private `redis-server` on a free loopback port, without persistence
+/// (`--save '' --appendonly no`), so a restart loses every key.
+///
+/// Dropping it SIGKILLs the process by pid and reaps it.
+///
+/// ```no_run
+/// use lock_redis::test_support::RedisServer;
+///
+/// let mut server = RedisServer::start();
+/// let url = server.url(); // redis://127.0.0.1:<port>
+/// server.pause(); // SIGSTOP
+/// server.resume(); // SIGCONT
+/// server.restart(); // same port, empty data
+/// ```
+#[derive(Debug)]
+pub struct RedisServer {
+    binary: PathBuf,
+    port: u16,
+    extra_args: Vec<String>,
+    dir: TempDir,
+    process: Option<Guarded>,
+}
+
+impl RedisServer {
+    /// Starts a server with the default settings.
+    ///
+    /// # Panics
+    ///
+    /// When no `redis-server` binary is installed (with how to install it) or it does not
+    /// start.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments, such as
+    /// `["--requirepass", "secret"]`.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let binary = redis_server_binary().unwrap_or_else(|| panic!("{INSTALL_HINT}"));
+        let dir = tempfile::Builder::new()
+            .prefix("lock-redis-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a directory for redis-server: {e}"));
+        let mut server = Self {
+            binary,
+            port: 0,
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            dir,
+            process: None,
+        };
+        // Another process may take the free port between our probe and redis binding it;
+        // then try another port.
+        let mut last_error = None;
+        for _ in 0..5 {
+            server.port = free_port();
+            match server.launch() {
+                Ok(()) => return server,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        panic!(
+            "redis-server did not start: {}; log:\n{}",
+            last_error.map_or_else(String::new, |e| e.to_string()),
+            server.log()
+        );
+    }
+
+    fn launch(&mut self) -> std::io::Result<()> {
+        let mut args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.push(self.dir.path().display().to_string());
+        args.extend(self.extra_args.iter().cloned());
+        let log = self.dir.path().join("redis.log");
+        let process = Guarded::spawn(&self.binary, &args, &log)?;
+        let ready = wait_until_ready(self.port, process.pid(), STARTUP);
+        if let Err(e) = ready {
+            process.stop();
+            return Err(e);
+        }
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Guarded::pid)
+    }
+
+    /// The server's directory (its log is `redis.log` there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// True while the process exists (running or paused).
+    pub fn is_running(&self) -> bool {
+        self.pid().is_some_and(alive)
+    }
+
+    /// SIGKILLs the server and waits until it is gone. Harmless if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.stop();
+        }
+    }
+
+    /// SIGSTOPs the server: it keeps its connections but answers nothing.
+    ///
+    /// # Panics
+    ///
+    /// When the server is not running.
+    pub fn pause(&self) {
+        let pid = self.pid().expect("pause: the server is not running");
+        signal(pid, libc::SIGSTOP).unwrap_or_else(|e| panic!("SIGSTOP {pid}: {e}"));
+    }
+
+    /// SIGCONTs a paused server.
+    ///
+    /// # Panics
+    ///
+    /// When the server is not running.
+    pub fn resume(&self) {
+        let pid = self.pid().expect("resume: the server is not running");
+        signal(pid, libc::SIGCONT).unwrap_or_else(|e| panic!("SIGCONT {pid}: {e}"));
+    }
+
+    /// Kills the server if it runs and starts a fresh one on the same port, with no data
+    /// (there is no persistence).
+    ///
+    /// # Panics
+    ///
+    /// When it does not come back.
+    pub fn restart(&mut self) {
+        self.kill();
+        if let Err(e) = self.launch() {
+            panic!(
+                "redis-server did not restart on port {}: {e}; log:\n{}",
+                self.port,
+                self.log()
+            );
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

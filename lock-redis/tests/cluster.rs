@@ -1,0 +1,128 @@
+//! The conformance suite against a 3-master Redis Cluster of private `redis-server`
+//! processes, plus checks of where keys land.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lock_conformance::Target;
+use lock_core::{Holder, LockBackend, LockName};
+use lock_redis::test_support::{RedisCluster, unique_prefix};
+use lock_redis::{RedisBackend, RedisOptions};
+
+fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(3))
+}
+
+async fn cluster_backend(prefix: &str) -> RedisBackend {
+    let opts = RedisOptions::default().with_key_prefix(prefix);
+    RedisBackend::connect_with(&cluster().url(), opts)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the cluster: {e}"))
+}
+
+async fn target() -> Target {
+    let prefix = unique_prefix("cluster");
+    let first = cluster_backend(&prefix).await;
+    // The second client is given the nodes one by one, the other way to name a cluster.
+    let second = RedisBackend::cluster(
+        cluster().node_urls(),
+        RedisOptions::default().with_key_prefix(prefix),
+    )
+    .await
+    .unwrap();
+    assert!(first.is_cluster() && second.is_cluster());
+    Target::new("redis-cluster", Arc::new(first))
+        .with_second_client(Arc::new(second))
+        .with_prefix("cluster/")
+}
+
+lock_conformance::conformance_tests!(redis_cluster, target());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_names_keys_share_a_slot_and_names_spread_over_every_master() {
+    let b = cluster_backend(&unique_prefix("slots")).await;
+    let mut nodes = Vec::new();
+    for url in cluster().node_urls() {
+        nodes.push(common::raw(&url).await);
+    }
+    let mut masters_used = BTreeSet::new();
+    for i in 0..30 {
+        let name = LockName::new(format!("spread-{i}")).unwrap();
+        let lease = b
+            .try_acquire(&name, &Holder::current("spread"), Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let (lease_key, fence_key) = b.keys_of(&name);
+        let lease_slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&lease_key)
+            .query_async(&mut nodes[0])
+            .await
+            .unwrap();
+        let fence_slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&fence_key)
+            .query_async(&mut nodes[0])
+            .await
+            .unwrap();
+        assert_eq!(
+            lease_slot, fence_slot,
+            "{name:?}'s keys are in different slots"
+        );
+        let mut holders = Vec::new();
+        for (n, node) in nodes.iter_mut().enumerate() {
+            // READONLY-free check: a node answers EXISTS only for keys it owns, and
+            // redirects (an error) for the others.
+            let exists: redis::RedisResult<u64> = redis::cmd("EXISTS")
+                .arg(&lease_key)
+                .arg(&fence_key)
+                .query_async(node)
+                .await;
+            if exists == Ok(2) {
+                holders.push(n);
+            }
+        }
+        assert_eq!(holders.len(), 1, "{name:?} lives on nodes {holders:?}");
+        masters_used.insert(holders[0]);
+        assert!(b.release(&lease).await.unwrap());
+    }
+    assert_eq!(
+        masters_used.len(),
+        3,
+        "30 names used only masters {masters_used:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_many_on_a_cluster_renews_leases_on_every_master() {
+    let b = cluster_backend(&unique_prefix("many")).await;
+    assert!(!b.capabilities().batched_heartbeat);
+    let ttl = Duration::from_secs(60);
+    let mut leases = Vec::new();
+    for i in 0..9 {
+        let name = LockName::new(format!("many-{i}")).unwrap();
+        leases.push(
+            b.try_acquire(&name, &Holder::current("m"), ttl)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(b.release(&leases[4]).await.unwrap());
+    let results = b.heartbeat_many(&leases, ttl).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 4 {
+            assert!(
+                matches!(result, Err(lock_core::LockError::LeaseLost { .. })),
+                "{result:?}"
+            );
+        } else {
+            assert_eq!(result.as_ref().unwrap().fence, leases[i].fence);
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The whole conformance suite against one private `redis-server` (or
+//! `LOCK_TEST_REDIS_URL`), shared by every test of this binary. Each test gets its own
+//! backends (each `#[tokio::test]` has its own runtime) and its own key prefix.
+
+use std::sync::{Arc, OnceLock};
+
+use lock_conformance::Target;
+use lock_redis::test_support::{TestRedis, unique_prefix};
+use lock_redis::{RedisBackend, RedisOptions};
+
+fn server() -> &'static TestRedis {
+    static SERVER: OnceLock<TestRedis> = OnceLock::new();
+    SERVER.get_or_init(TestRedis::from_env_or_start)
+}
+
+async fn target() -> Target {
+    let url = server().url();
+    let opts = RedisOptions::default().with_key_prefix(unique_prefix("conformance"));
+    let first = RedisBackend::connect_with(&url, opts.clone())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    let second = RedisBackend::connect_with(&url, opts)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    Target::new("redis", Arc::new(first))
+        .with_second_client(Arc::new(second))
+        .with_prefix("conformance/")
+}
+
+lock_conformance::conformance_tests!(redis, target());

@@ -1,0 +1,269 @@
+//! What the backend does with data it did not write, batches, and an emptied script cache.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{backend, raw};
+use lock_core::{Holder, LockBackend, LockError, LockName};
+use lock_redis::test_support::TestRedis;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn server() -> &'static TestRedis {
+    static SERVER: OnceLock<TestRedis> = OnceLock::new();
+    SERVER.get_or_init(TestRedis::from_env_or_start)
+}
+
+fn name(s: &str) -> LockName {
+    LockName::new(s).unwrap()
+}
+
+fn assert_corrupt<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) {
+    assert!(
+        matches!(result, Err(LockError::Corrupt { .. })),
+        "{what}: expected Corrupt, got {result:?}"
+    );
+}
+
+/// Every operation on a name whose lease key holds foreign data says Corrupt (never a
+/// lease), and force_release clears it.
+async fn check_corrupt_lease(setup: &[&[&str]], label: &str) {
+    let url = server().url();
+    let b = backend(&url).await;
+    let n = name(label);
+    let (lease_key, _) = b.keys_of(&n);
+    let held = b
+        .try_acquire(&n, &Holder::current("real"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = raw(&url).await;
+    redis::cmd("DEL")
+        .arg(&lease_key)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    for command in setup {
+        let mut cmd = redis::cmd(command[0]);
+        for arg in &command[1..] {
+            cmd.arg(if *arg == "KEY" {
+                lease_key.as_str()
+            } else {
+                arg
+            });
+        }
+        cmd.exec_async(&mut conn).await.unwrap();
+    }
+    assert_corrupt(
+        "acquire",
+        b.try_acquire(&n, &Holder::current("x"), LONG).await,
+    );
+    assert_corrupt("inspect", b.inspect(&n).await);
+    assert_corrupt("heartbeat", b.heartbeat(&held, LONG).await);
+    assert_corrupt("release", b.release(&held).await);
+    assert_corrupt("list", b.list("").await);
+    assert!(
+        !b.force_release(&n).await.unwrap(),
+        "clearing corrupt data is not removing a live lease"
+    );
+    let next = b
+        .try_acquire(&n, &Holder::current("after"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.fence > held.fence, "the fence counter survived");
+    assert!(b.release(&next).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_key_of_the_wrong_type_is_corrupt() {
+    check_corrupt_lease(&[&["SET", "KEY", "garbage"]], "wrong-type").await;
+    check_corrupt_lease(&[&["RPUSH", "KEY", "a", "b"]], "a-list").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_hash_with_garbage_fields_is_corrupt() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let fields = |pid: &'static str, fence: &'static str| -> Vec<&'static str> {
+        vec![
+            "HSET",
+            "KEY",
+            "token",
+            token,
+            "label",
+            "l",
+            "pid",
+            pid,
+            "host",
+            "h",
+            "fence",
+            fence,
+            "acquired_at_ms",
+            "1",
+            "name",
+            "x",
+        ]
+    };
+    let bad_pid = fields("not-a-pid", "1");
+    let huge_pid = fields("99999999999", "1");
+    let bad_fence = fields("1", "-5");
+    check_corrupt_lease(&[&bad_pid, &["PEXPIRE", "KEY", "60000"]], "garbage-pid").await;
+    check_corrupt_lease(&[&bad_fence, &["PEXPIRE", "KEY", "60000"]], "garbage-fence").await;
+    check_corrupt_lease(
+        &[
+            &["HSET", "KEY", "token", "short"],
+            &["PEXPIRE", "KEY", "60000"],
+        ],
+        "bad-token",
+    )
+    .await;
+    // A well-formed lease that never expires would block the name forever.
+    let good = fields("1", "1");
+    check_corrupt_lease(&[&good], "no-expiry").await;
+    // Out of range for a pid, caught when read back.
+    let url = server().url();
+    let b = backend(&url).await;
+    let n = name("x");
+    let (lease_key, _) = b.keys_of(&n);
+    let mut conn = raw(&url).await;
+    let mut cmd = redis::cmd(huge_pid[0]);
+    for arg in &huge_pid[1..] {
+        cmd.arg(if *arg == "KEY" {
+            lease_key.as_str()
+        } else {
+            arg
+        });
+    }
+    cmd.exec_async(&mut conn).await.unwrap();
+    redis::cmd("PEXPIRE")
+        .arg(&lease_key)
+        .arg(60_000)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    assert_corrupt("inspect", b.inspect(&n).await);
+    assert!(
+        b.force_release(&n).await.unwrap(),
+        "a readable live lease was removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_stored_under_another_names_key_is_corrupt() {
+    let url = server().url();
+    let b = backend(&url).await;
+    let (a, c) = (name("one"), name("two"));
+    let _lease = b
+        .try_acquire(&a, &Holder::current("a"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = raw(&url).await;
+    redis::cmd("COPY")
+        .arg(b.keys_of(&a).0)
+        .arg(b.keys_of(&c).0)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    assert_corrupt("inspect", b.inspect(&c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_fence_counter_is_corrupt() {
+    let url = server().url();
+    let b = backend(&url).await;
+    let mut conn = raw(&url).await;
+    let n = name("fence-hash");
+    redis::cmd("HSET")
+        .arg(b.keys_of(&n).1)
+        .arg("a")
+        .arg("b")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    assert_corrupt(
+        "acquire",
+        b.try_acquire(&n, &Holder::current("x"), LONG).await,
+    );
+    let n = name("fence-text");
+    redis::cmd("SET")
+        .arg(b.keys_of(&n).1)
+        .arg("twelve")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    assert_corrupt(
+        "acquire",
+        b.try_acquire(&n, &Holder::current("x"), LONG).await,
+    );
+    assert!(
+        b.inspect(&n).await.unwrap().is_none(),
+        "a refused acquire created nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_many_is_one_call_with_per_lease_results() {
+    let url = server().url();
+    let b = backend(&url).await;
+    assert!(b.capabilities().batched_heartbeat);
+    let ttl = Duration::from_secs(30);
+    let mut leases = Vec::new();
+    for i in 0..5 {
+        let n = name(&format!("batch-{i}"));
+        leases.push(
+            b.try_acquire(&n, &Holder::current("b"), ttl)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(b.force_release(&leases[2].name).await.unwrap());
+    let results = b.heartbeat_many(&leases, Duration::from_secs(90)).await;
+    assert_eq!(results.len(), 5);
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Err(LockError::LeaseLost { name }) if i == 2 => assert_eq!(name, leases[2].name),
+            Ok(renewed) if i != 2 => {
+                assert_eq!(renewed.fence, leases[i].fence);
+                assert!(renewed.expires_at > leases[i].expires_at);
+                let info = b.inspect(&leases[i].name).await.unwrap().unwrap();
+                assert!(info.time_left() > Duration::from_secs(60));
+            }
+            other => panic!("lease {i}: {other:?}"),
+        }
+    }
+    let refused = b.heartbeat_many(&leases, Duration::ZERO).await;
+    assert!(
+        refused
+            .iter()
+            .all(|r| matches!(r, Err(LockError::InvalidTtl { .. })))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_script_cache_is_reloaded() {
+    let url = server().url();
+    let b = backend(&url).await;
+    let n = name("noscript");
+    let lease = b
+        .try_acquire(&n, &Holder::current("a"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = raw(&url).await;
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    let renewed = b.heartbeat(&lease, LONG).await.unwrap();
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(b.release(&renewed).await.unwrap());
+}
