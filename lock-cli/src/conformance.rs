@@ -1,0 +1,105 @@
+//! `lockctl conformance`: the shared suite against a live store.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use lock::LockError;
+use lock_conformance::{CASES, CaseOutcome, Target, run_case};
+use tokio::task::JoinSet;
+
+use crate::cli::ConformanceArgs;
+use crate::exit;
+
+/// Runs the suite; returns the exit code.
+pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, LockError> {
+    let cases: Vec<_> = CASES
+        .iter()
+        .filter(|c| args.filter.as_deref().is_none_or(|f| c.name.contains(f)))
+        .collect();
+    if cases.is_empty() {
+        return Err(LockError::config(
+            "lockctl",
+            "no conformance case matches --filter",
+        ));
+    }
+    // Two independent clients, as two processes would have.
+    let first = lock::connect(&args.url).await?;
+    let second = lock::connect(&args.url).await?;
+    let prefix = format!("lockctl-conformance-{:08x}/", rand::random::<u32>());
+    let target = Target::new(&args.url, first)
+        .with_second_client(second)
+        .with_prefix(&prefix);
+    println!(
+        "running {} conformance cases against {} under the name prefix {prefix}",
+        cases.len(),
+        args.url
+    );
+
+    // Failures are reported below; keep the default panic printout from cluttering them.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let start = Instant::now();
+    let outcomes = run_all(&cases, &target, args.jobs.max(1)).await;
+    std::panic::set_hook(default_hook);
+
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    println!();
+    for outcome in &failed {
+        if let Err(message) = &outcome.result {
+            println!(
+                "FAILED {}:\n    {}\n",
+                outcome.name,
+                message.replace('\n', "\n    ")
+            );
+        }
+    }
+    println!(
+        "{} passed, {} failed, in {:.1}s",
+        outcomes.len() - failed.len(),
+        failed.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(if failed.is_empty() {
+        0
+    } else {
+        exit::SUITE_FAILED
+    })
+}
+
+/// Runs `cases`, `jobs` at a time, printing a line as each finishes.
+async fn run_all(
+    cases: &[&'static lock_conformance::Case],
+    target: &Target,
+    jobs: usize,
+) -> Vec<CaseOutcome> {
+    let total = cases.len();
+    let mut pending = cases.iter().copied();
+    let mut running = JoinSet::new();
+    let mut outcomes = Vec::with_capacity(total);
+    loop {
+        while running.len() < jobs {
+            let Some(case) = pending.next() else { break };
+            let target = target.clone();
+            running.spawn(async move { run_case(case, target).await });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let outcome = joined.unwrap_or_else(|e| CaseOutcome {
+            name: "?",
+            result: Err(format!("runner task failed: {e}")),
+            elapsed: Duration::ZERO,
+        });
+        outcomes.push(outcome);
+        let last = outcomes.last().expect("just pushed");
+        let verdict = if last.result.is_ok() { "ok" } else { "FAILED" };
+        println!(
+            "[{:>2}/{total}] {verdict:<6} {:<55} {:>6.2}s",
+            outcomes.len(),
+            last.name,
+            last.elapsed.as_secs_f64()
+        );
+        let _ = std::io::stdout().flush();
+    }
+    outcomes
+}

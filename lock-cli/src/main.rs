@@ -1,0 +1,59 @@
+//! `lockctl`: lease locks from the shell. See `lockctl --help`.
+
+mod cli;
+mod conformance;
+mod exit;
+mod run;
+mod signals;
+mod status;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    // One thread: the command is spawned from the main thread, whose death signal it follows.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lockctl: cannot start the async runtime: {error}");
+            return ExitCode::from(exit::BACKEND_ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Status(args) => status::status(args).await,
+            Command::Release(args) => status::release(args).await,
+            Command::Conformance(args) => conformance::conformance(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("lockctl: {error}");
+            ExitCode::from(exit::for_error(&error))
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 0)
+        .init();
+}

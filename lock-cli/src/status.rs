@@ -1,0 +1,128 @@
+//! `lockctl status` and `lockctl release --force`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lock::{LeaseInfo, LockError, LockName};
+
+use crate::cli::{ReleaseArgs, StatusArgs};
+
+/// Prints held locks; returns the exit code.
+pub(crate) async fn status(args: StatusArgs) -> Result<u8, LockError> {
+    let (_, backend) = crate::store::open(args.store.url.as_deref()).await?;
+    let leases = match &args.name {
+        Some(name) => backend
+            .inspect(&LockName::new(name)?)
+            .await?
+            .into_iter()
+            .collect(),
+        None => backend.list("").await?,
+    };
+    if args.json {
+        println!("{}", to_json(&leases));
+    } else if leases.is_empty() {
+        match &args.name {
+            Some(name) => println!("lock \"{name}\" is free"),
+            None => println!("no locks are held"),
+        }
+    } else {
+        print!("{}", to_table(&leases));
+    }
+    Ok(0)
+}
+
+/// Breaks a lock; returns the exit code.
+pub(crate) async fn release(args: ReleaseArgs) -> Result<u8, LockError> {
+    if !args.force {
+        return Err(LockError::config(
+            "lockctl",
+            "releasing someone else's lock breaks it; add --force to confirm (the holder's command keeps running but loses the lease)",
+        ));
+    }
+    let name = LockName::new(&args.name)?;
+    let (_, backend) = crate::store::open(args.store.url.as_deref()).await?;
+    let holder = backend.inspect(&name).await.ok().flatten();
+    if backend.force_release(&name).await? {
+        match holder {
+            Some(info) => println!(
+                "released lock \"{name}\" (was held by \"{}\", pid {} on {}, fence {})",
+                info.label, info.pid, info.host, info.fence
+            ),
+            None => println!("released lock \"{name}\""),
+        }
+    } else {
+        println!("lock \"{name}\" was not held");
+    }
+    Ok(0)
+}
+
+/// A compact human rendering of the time left on a lease.
+pub(crate) fn format_left(left: Duration) -> String {
+    let rounded = if left >= Duration::from_secs(10) {
+        Duration::from_secs(left.as_secs())
+    } else {
+        Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
+fn to_table(leases: &[LeaseInfo]) -> String {
+    let header = ["NAME", "HOLDER", "PID", "HOST", "FENCE", "TIME LEFT"];
+    let rows: Vec<[String; 6]> = leases
+        .iter()
+        .map(|l| {
+            [
+                l.name.as_str().escape_debug().to_string(),
+                l.label.escape_debug().to_string(),
+                l.pid.to_string(),
+                l.host.clone(),
+                l.fence.to_string(),
+                format_left(l.time_left()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+fn to_json(leases: &[LeaseInfo]) -> String {
+    let items: Vec<serde_json::Value> = leases
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "name": l.name.as_str(),
+                "label": l.label,
+                "pid": l.pid,
+                "host": l.host,
+                "fence": l.fence,
+                "acquired_at_ms": unix_ms(l.acquired_at),
+                "expires_at_ms": unix_ms(l.expires_at),
+                "time_left_ms": u64::try_from(l.time_left().as_millis()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,58 @@
+//! Which lock store lockctl talks to: --url, else $LOCK_URL, else an embedded SQLite
+//! database in the user's state directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lock::{LockBackend, LockError, Result};
+
+/// Connects to `url`, or to the default store when none was given.
+pub(crate) async fn open(url: Option<&str>) -> Result<(String, Arc<dyn LockBackend>)> {
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => default_url()?,
+    };
+    tracing::debug!(%url, "connecting to the lock store");
+    let backend = lock::connect(&url).await?;
+    Ok((url, backend))
+}
+
+/// `sqlite:///<state dir>/lockctl/locks.db`, creating the directory.
+fn default_url() -> Result<String> {
+    let dir = state_dir()?.join("lockctl");
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        LockError::config(
+            "lockctl",
+            format!(
+                "cannot create the default lock store directory {}: {e}; pass --url or set LOCK_URL",
+                dir.display()
+            ),
+        )
+    })?;
+    let path = dir.join("locks.db");
+    let path = path.to_str().ok_or_else(|| {
+        LockError::config(
+            "lockctl",
+            format!(
+                "the state directory {} is not UTF-8; pass --url or set LOCK_URL",
+                dir.display()
+            ),
+        )
+    })?;
+    Ok(format!("sqlite://{path}"))
+}
+
+/// `$XDG_STATE_HOME`, else `$HOME/.local/state` (XDG Base Directory).
+fn state_dir() -> Result<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
+        return Ok(dir);
+    }
+    if let Some(home) = std::env::var_os("HOME").and_then(absolute) {
+        return Ok(home.join(".local").join("state"));
+    }
+    Err(LockError::config(
+        "lockctl",
+        "neither XDG_STATE_HOME nor HOME is set, so there is no default lock store; pass --url or set LOCK_URL",
+    ))
+}
