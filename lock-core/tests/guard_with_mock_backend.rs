@@ -61,9 +61,7 @@ fn down() -> LockError {
 /// A backend that grants every acquire and counts calls.
 fn granting_backend() -> MockBackend {
     let mut backend = MockBackend::new();
-    backend
-        .expect_try_acquire()
-        .returning(|name, holder, ttl| granted(name, holder, ttl));
+    backend.expect_try_acquire().returning(granted);
     backend
 }
 
@@ -225,9 +223,7 @@ async fn with_lock_cancels_the_work_when_the_lease_is_lost() {
 #[tokio::test(start_paused = true)]
 async fn with_lock_returns_the_work_output_and_releases() {
     let mut backend = granting_backend();
-    backend
-        .expect_heartbeat()
-        .returning(|lease, ttl| renewed(lease, ttl));
+    backend.expect_heartbeat().returning(renewed);
     backend.expect_release().times(1).returning(|_| Ok(true));
     let locker = Locker::new(Arc::new(backend));
     let out = locker
@@ -280,9 +276,7 @@ async fn lock_retries_transient_errors_within_the_wait() {
                 granted(name, holder, ttl)
             }
         });
-    backend
-        .expect_heartbeat()
-        .returning(|lease, ttl| renewed(lease, ttl));
+    backend.expect_heartbeat().returning(renewed);
     backend.expect_release().returning(|_| Ok(true));
     let locker = Locker::new(Arc::new(backend));
     let guard = locker
