@@ -56,7 +56,7 @@ const DRIVERS: &[Driver] = &[
         connect: None,
     },
     Driver {
-        schemes: &["redis", "rediss"],
+        schemes: &["redis", "rediss", "redis+cluster", "rediss+cluster"],
         feature: "redis",
         #[cfg(feature = "redis")]
         connect: Some(|url| {
@@ -175,10 +175,7 @@ mod tests {
     #[cfg(not(feature = "redis"))]
     #[tokio::test]
     async fn a_scheme_whose_feature_is_off_says_which_feature() {
-        let err = connect("redis://127.0.0.1/")
-            .await
-            .err()
-            .expect("must fail");
+        let err = connect("redis://127.0.0.1/").await.expect_err("must fail");
         assert!(err.to_string().contains("`redis` feature"), "{err}");
     }
 }

@@ -1,0 +1,97 @@
+//! `lock::connect` reaches a working backend for every scheme compiled into this build.
+
+use lock::LockError;
+
+#[cfg(any(feature = "sqlite", feature = "file", feature = "redis"))]
+/// Connects to `url` and takes, contends and releases a lock through the returned backend.
+async fn lock_cycle(url: &str) {
+    use lock::{LockOptions, Locker};
+    use std::time::Duration;
+
+    let locker = Locker::new(
+        lock::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}")),
+    );
+    let opts = LockOptions::default().with_ttl(Duration::from_secs(10));
+    let name = format!("facade-{}", std::process::id());
+    let guard = locker
+        .try_lock(name.as_str(), &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .expect("a fresh store has the lock free");
+    assert!(
+        locker
+            .try_lock(name.as_str(), &opts)
+            .await
+            .unwrap()
+            .is_none(),
+        "{url}: held means held"
+    );
+    assert!(guard.release().await.unwrap(), "{url}: release frees it");
+    let again = locker.try_lock(name.as_str(), &opts).await.unwrap();
+    assert!(again.is_some(), "{url}: free again after release");
+    again.unwrap().release().await.unwrap();
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_absolute_url() {
+    let dir = tempfile::tempdir().unwrap();
+    lock_cycle(&format!("sqlite://{}/locks.db", dir.path().display())).await;
+    assert!(dir.path().join("locks.db").exists());
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_relative_url_is_relative_to_the_working_directory() {
+    // Tests run in the crate directory; the temporary directory is a direct child of it.
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let relative = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let url = format!("sqlite://{}/locks.db", relative);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(lock_cycle(&url));
+    assert!(dir.path().join("locks.db").exists(), "{url}");
+}
+
+#[cfg(feature = "sqlite-sqlx")]
+#[tokio::test]
+async fn sqlite_sqlx_url() {
+    let dir = tempfile::tempdir().unwrap();
+    lock_cycle(&format!("sqlite+sqlx://{}/locks.db", dir.path().display())).await;
+    assert!(dir.path().join("locks.db").exists());
+}
+
+#[cfg(feature = "file")]
+#[tokio::test]
+async fn file_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = dir.path().join("locks");
+    lock_cycle(&format!("file://{}", locks.display())).await;
+    assert!(locks.is_dir(), "the lock directory is created");
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_url() {
+    let redis = lock_redis::test_support::TestRedis::from_env_or_start();
+    lock_cycle(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn a_bad_url_is_a_config_error_naming_the_supported_schemes() {
+    let err = lock::connect("mysql://localhost/locks")
+        .await
+        .expect_err("no such backend");
+    assert!(matches!(err, LockError::Config { .. }), "{err:?}");
+    let text = err.to_string();
+    for scheme in lock::supported_schemes() {
+        assert!(text.contains(scheme), "{text}");
+    }
+}
