@@ -54,17 +54,37 @@ async fn wake_latency(
     woke_at.saturating_duration_since(released_at)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_wakes_a_waiter_within_milliseconds() {
-    let server = RedisServer::start();
+/// A waiting backend whose release subscription is up, and a second backend that holds.
+async fn subscribed_pair(
+    server: &RedisServer,
+    name: &str,
+) -> (RedisBackend, RedisBackend, LockName) {
     let waiter = backend(&server.url()).await;
     let holder = backend_with(&server.url(), waiter.options().clone()).await;
-    let name = LockName::new("wake").unwrap();
+    let name = LockName::new(name).unwrap();
     // The first wait starts the subscription.
     waiter
         .wait_for_change(&name, Duration::from_millis(1))
         .await;
     until_subscribed(&waiter, true).await;
+    (waiter, holder, name)
+}
+
+/// Makes the server drop every pub/sub connection; returns how many it dropped.
+async fn kill_subscriptions(admin: &mut redis::aio::MultiplexedConnection) -> u64 {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(admin)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_a_waiter_within_milliseconds() {
+    let server = RedisServer::start();
+    let (waiter, holder, name) = subscribed_pair(&server, "wake").await;
     let mut latencies = Vec::new();
     for _ in 0..5 {
         latencies.push(wake_latency(&holder, &waiter, &name).await);
@@ -79,13 +99,7 @@ async fn a_release_wakes_a_waiter_within_milliseconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_poll_while_the_subscription_is_down_and_it_comes_back() {
     let server = RedisServer::start();
-    let waiter = backend(&server.url()).await;
-    let holder = backend_with(&server.url(), waiter.options().clone()).await;
-    let name = LockName::new("fallback").unwrap();
-    waiter
-        .wait_for_change(&name, Duration::from_millis(1))
-        .await;
-    until_subscribed(&waiter, true).await;
+    let (waiter, holder, name) = subscribed_pair(&server, "fallback").await;
 
     // Drop the subscription and keep it from coming back: no new connections are accepted
     // while the existing command connections go on working.
@@ -103,13 +117,7 @@ async fn waiters_poll_while_the_subscription_is_down_and_it_comes_back() {
         .exec_async(&mut admin)
         .await
         .unwrap();
-    let killed: u64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let killed = kill_subscriptions(&mut admin).await;
     assert_eq!(killed, 1, "exactly the waiter's subscription");
     until_subscribed(&waiter, false).await;
 
@@ -147,21 +155,9 @@ async fn waiters_poll_while_the_subscription_is_down_and_it_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_killed_by_the_server_is_replaced() {
     let server = RedisServer::start();
-    let waiter = backend(&server.url()).await;
-    let holder = backend_with(&server.url(), waiter.options().clone()).await;
-    let name = LockName::new("resubscribe").unwrap();
-    waiter
-        .wait_for_change(&name, Duration::from_millis(1))
-        .await;
-    until_subscribed(&waiter, true).await;
+    let (waiter, holder, name) = subscribed_pair(&server, "resubscribe").await;
     let mut admin = raw(&server.url()).await;
-    let killed: u64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let killed = kill_subscriptions(&mut admin).await;
     assert_eq!(killed, 1);
     // Whether the waiter finds the subscription down (and polls) or already back, it
     // notices the release well within a second.

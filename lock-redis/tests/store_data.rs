@@ -46,15 +46,10 @@ async fn check_corrupt_lease(setup: &[&[&str]], label: &str) {
         .await
         .unwrap();
     for command in setup {
-        let mut cmd = redis::cmd(command[0]);
-        for arg in &command[1..] {
-            cmd.arg(if *arg == "KEY" {
-                lease_key.as_str()
-            } else {
-                arg
-            });
-        }
-        cmd.exec_async(&mut conn).await.unwrap();
+        command_on(&lease_key, command)
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
     }
     assert_corrupt(
         "acquire",
@@ -128,15 +123,10 @@ async fn a_lease_hash_with_garbage_fields_is_corrupt() {
     let n = name("x");
     let (lease_key, _) = b.keys_of(&n);
     let mut conn = raw(&url).await;
-    let mut cmd = redis::cmd(huge_pid[0]);
-    for arg in &huge_pid[1..] {
-        cmd.arg(if *arg == "KEY" {
-            lease_key.as_str()
-        } else {
-            arg
-        });
-    }
-    cmd.exec_async(&mut conn).await.unwrap();
+    command_on(&lease_key, &huge_pid)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
     redis::cmd("PEXPIRE")
         .arg(&lease_key)
         .arg(60_000)
@@ -266,4 +256,13 @@ async fn an_emptied_script_cache_is_reloaded() {
         .await
         .unwrap();
     assert!(b.release(&renewed).await.unwrap());
+}
+
+/// `words` as a command, with the placeholder `KEY` replaced by `key`.
+fn command_on(key: &str, words: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd(words[0]);
+    for word in &words[1..] {
+        cmd.arg(if *word == "KEY" { key } else { word });
+    }
+    cmd
 }
