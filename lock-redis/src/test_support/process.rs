@@ -57,6 +57,8 @@ pub(crate) fn alive(pid: u32) -> bool {
 /// A `redis-server` run under a guardian shell: the shell is our child and redis its. When
 /// our end of the shell's stdin closes (we stop it, or this process dies however it dies),
 /// the shell SIGKILLs redis, reaps it and exits, so no server outlives the test binary.
+/// When this process died without stopping it (a server kept in a `static` is never
+/// dropped), the shell also removes the server's directory, so nothing is left in `/tmp`.
 #[derive(Debug)]
 pub(crate) struct Guarded {
     shell: Child,
@@ -64,20 +66,28 @@ pub(crate) struct Guarded {
 }
 
 impl Guarded {
-    /// Starts `redis-server args...` with its output in `log`.
-    pub(crate) fn spawn(binary: &Path, args: &[String], log: &Path) -> io::Result<Self> {
-        let script = r#"bin="$1"; log="$2"; shift 2
+    /// Starts `redis-server args...` with its output in `log`; `dir` is the server's own
+    /// directory, removed if this process dies without calling [`stop`](Self::stop).
+    pub(crate) fn spawn(
+        binary: &Path,
+        args: &[String],
+        log: &Path,
+        dir: &Path,
+    ) -> io::Result<Self> {
+        let script = r#"bin="$1"; log="$2"; dir="$3"; shift 3
 "$bin" "$@" >"$log" 2>&1 &
 echo $!
-read _ignored
+read how
 kill -9 $! 2>/dev/null
-wait"#;
+wait
+[ "$how" = stop ] || rm -rf -- "$dir""#;
         let mut shell = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg("sh")
             .arg(binary)
             .arg(log)
+            .arg(dir)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -102,10 +112,14 @@ wait"#;
         self.pid
     }
 
-    /// SIGKILLs redis, lets the shell reap it, and reaps the shell.
+    /// SIGKILLs redis, lets the shell reap it, and reaps the shell; the directory stays
+    /// (its owner removes it, or restarts a server in it).
     pub(crate) fn stop(mut self) {
+        use std::io::Write;
         let _ = signal(self.pid, libc::SIGKILL);
-        drop(self.shell.stdin.take());
+        if let Some(mut stdin) = self.shell.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
         let _ = self.shell.wait();
     }
 }

@@ -103,7 +103,7 @@ impl RedisServer {
         args.push(self.dir.path().display().to_string());
         args.extend(self.extra_args.iter().cloned());
         let log = self.dir.path().join("redis.log");
-        let process = Guarded::spawn(&self.binary, &args, &log)?;
+        let process = Guarded::spawn(&self.binary, &args, &log, self.dir.path())?;
         let ready = wait_until_ready(self.port, process.pid(), STARTUP);
         if let Err(e) = ready {
             process.stop();
