@@ -31,7 +31,8 @@ pub(crate) enum Command {
     /// Exit status: the command's own (128+N if killed by signal N); 75 if the lock was not
     /// acquired (held with --no-wait, or --wait ran out); 76 if the lease was lost while the
     /// command ran (it then gets SIGTERM, and SIGKILL after --grace); 69 if the lock store
-    /// failed; 78 for bad configuration; 126/127 if the command cannot be run / is not found.
+    /// failed; 78 for bad configuration (URL, name, TTL); 64 for bad arguments; 126/127 if the
+    /// command cannot be run / is not found.
     ///
     /// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to lockctl are forwarded to the command;
     /// the lease is released when it exits. If lockctl dies, even by SIGKILL, the command

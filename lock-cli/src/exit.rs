@@ -10,6 +10,8 @@ pub(crate) const LEASE_LOST: u8 = 76;
 pub(crate) const BACKEND_ERROR: u8 = 69;
 /// Bad configuration: a bad URL, name, TTL, or a store that cannot be used as given.
 pub(crate) const CONFIG_ERROR: u8 = 78;
+/// Bad command-line arguments (an unknown option, a malformed duration).
+pub(crate) const USAGE: u8 = 64;
 /// The command could not be executed (permission denied, not executable).
 pub(crate) const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found.

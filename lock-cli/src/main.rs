@@ -11,11 +11,19 @@ mod store;
 use std::process::ExitCode;
 
 use clap::Parser;
+use lock::LockError;
 
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version print to stdout and succeed; bad arguments are usage errors.
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
     init_logging(cli.verbose);
     // One thread: the command is spawned from the main thread, whose death signal it follows.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -39,7 +47,14 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("lockctl: {error}");
+            match &error {
+                // lockctl's own usage errors: the detail says it all.
+                LockError::Config {
+                    backend: "lockctl",
+                    detail,
+                } => eprintln!("lockctl: {detail}"),
+                _ => eprintln!("lockctl: {error}"),
+            }
             ExitCode::from(exit::for_error(&error))
         }
     }

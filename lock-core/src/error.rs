@@ -85,7 +85,7 @@ pub enum LockError {
     },
 
     /// The store is misconfigured: a bad URL, a missing or read-only location, a foreign schema.
-    #[error("{backend} lock store configuration problem: {detail}")]
+    #[error("invalid {backend} configuration: {detail}")]
     Config {
         /// Which backend (or `"lock"` for the facade).
         backend: &'static str,

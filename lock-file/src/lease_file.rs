@@ -109,8 +109,8 @@ impl LeaseFile {
         LockError::corrupt(
             BACKEND,
             format!(
-                "lease file {} of lock {name:?} {detail}; `lockctl release --force {name:?}` \
-                 (force_release) rewrites it as free, and fences still go up",
+                "lease file {} of lock {name:?} {detail} (force_release rewrites it as free, \
+                 and fences still go up)",
                 self.path.display()
             ),
         )

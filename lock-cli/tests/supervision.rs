@@ -1,0 +1,156 @@
+//! lockctl supervising its command: a lost lease stops it (SIGTERM, then SIGKILL after the
+//! grace period), signals to lockctl reach it, and it never outlives lockctl.
+
+mod support;
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use support::{Sandbox, Store, assert_code, stderr, unique_name, wait_for};
+
+/// A command that records its pid, then works until stopped; on SIGTERM it writes `TERM`
+/// to `$2` and exits 0 unless `$3` is `ignore`, in which case it ignores SIGTERM.
+const WORKER: &str = r#"if [ "$3" = ignore ]; then trap '' TERM; else trap 'echo TERM >> "$2"; exit 0' TERM; fi
+echo $$ > "$1"
+while :; do sleep 0.05; done"#;
+
+struct Run {
+    lockctl: Child,
+    pid_file: std::path::PathBuf,
+    term_file: std::path::PathBuf,
+}
+
+impl Run {
+    /// Starts `lockctl run` of `WORKER` and waits until the worker runs.
+    fn start(sandbox: &Sandbox, url: &str, name: &str, extra: &[&str], on_term: &str) -> Self {
+        let pid_file = sandbox.file(&format!("{name}.pid"));
+        let term_file = sandbox.file(&format!("{name}.term"));
+        let lockctl = sandbox
+            .lockctl()
+            .args(["run", "--url", url])
+            .args(extra)
+            .args([name, "--", "sh", "-c", WORKER, "worker"])
+            .arg(&pid_file)
+            .arg(&term_file)
+            .arg(on_term)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the command to start", Duration::from_secs(10), || {
+            std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+        });
+        Self {
+            lockctl,
+            pid_file,
+            term_file,
+        }
+    }
+
+    fn command_pid(&self) -> u32 {
+        std::fs::read_to_string(&self.pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Whether the command wrote that it got SIGTERM.
+fn got_sigterm(term_file: &std::path::Path) -> bool {
+    std::fs::read_to_string(term_file).is_ok_and(|s| s.contains("TERM"))
+}
+
+fn force_release(sandbox: &Sandbox, url: &str, name: &str) -> Instant {
+    let output = sandbox.run(&["release", "--force", "--url", url, name]);
+    assert_code(&output, 0);
+    Instant::now()
+}
+
+#[test]
+fn a_lost_lease_stops_the_command_with_sigterm_and_exits_76() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Store::Sqlite);
+    let name = unique_name("lost");
+    let run = Run::start(&sandbox, &url, &name, &["--ttl", "900ms"], "exit");
+    force_release(&sandbox, &url, &name);
+    let output = run.lockctl.wait_with_output().unwrap();
+    assert_code(&output, 76);
+    assert!(
+        stderr(&output).contains("lost the lease"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(got_sigterm(&run.term_file), "the command got SIGTERM");
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Store::File);
+    let name = unique_name("stubborn");
+    let run = Run::start(
+        &sandbox,
+        &url,
+        &name,
+        &["--ttl", "900ms", "--grace", "700ms"],
+        "ignore",
+    );
+    let pid = run.command_pid();
+    let released = force_release(&sandbox, &url, &name);
+    let output = run.lockctl.wait_with_output().unwrap();
+    assert_code(&output, 76);
+    // Loss is noticed at the next heartbeat (ttl/3), then the command has the grace period.
+    assert!(
+        released.elapsed() >= Duration::from_millis(700),
+        "SIGKILL came before the grace period ended: {:?}",
+        released.elapsed()
+    );
+    assert!(!support::alive(pid), "the command was killed");
+    assert!(!run.term_file.exists(), "the command ignored SIGTERM");
+}
+
+#[test]
+fn sigkill_of_lockctl_kills_the_command() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Store::Sqlite);
+    let name = unique_name("orphan");
+    let mut run = Run::start(&sandbox, &url, &name, &[], "exit");
+    let pid = run.command_pid();
+    assert!(support::alive(pid));
+    run.lockctl.kill().unwrap(); // SIGKILL
+    run.lockctl.wait().unwrap();
+    wait_for(
+        "the command to die with lockctl",
+        Duration::from_secs(5),
+        || !support::alive(pid),
+    );
+}
+
+#[test]
+fn sigint_and_sigterm_are_forwarded_and_the_lease_is_released_after() {
+    for (signal, url_kind) in [(libc::SIGINT, Store::Sqlite), (libc::SIGTERM, Store::Redis)] {
+        let sandbox = Sandbox::new();
+        let url = sandbox.url(url_kind);
+        let name = unique_name("forward");
+        let mut run = Run::start(&sandbox, &url, &name, &[], "exit");
+        assert!(support::is_held(&sandbox, &url, &name));
+        support::signal(run.lockctl.id(), signal);
+        let status = run.lockctl.wait().unwrap();
+        // The command's SIGTERM trap exits 0, which lockctl passes through; SIGINT kills it.
+        let expected = if signal == libc::SIGTERM {
+            0
+        } else {
+            128 + signal
+        };
+        assert_eq!(status.code(), Some(expected), "signal {signal}");
+        assert_eq!(
+            got_sigterm(&run.term_file),
+            signal == libc::SIGTERM,
+            "signal {signal}"
+        );
+        assert!(
+            !support::is_held(&sandbox, &url, &name),
+            "the lease is released once the command exits"
+        );
+    }
+}
