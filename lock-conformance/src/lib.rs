@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cases;
+pub mod history;
 mod runner;
 pub mod support;
 mod target;

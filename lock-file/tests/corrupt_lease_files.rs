@@ -11,14 +11,15 @@ use support::{LONG_TTL, acquire, name};
 
 fn assert_corrupt<T: std::fmt::Debug>(result: Result<T>, file: &Path, what: &str) {
     match result {
-        Err(LockError::Corrupt { detail, .. }) => {
+        Err(error @ LockError::Corrupt { .. }) => {
+            let message = error.to_string();
             assert!(
-                detail.contains(&file.display().to_string()),
-                "{what}: {detail}"
+                message.contains(&file.display().to_string()),
+                "{what}: {message}"
             );
             assert!(
-                detail.contains("lockctl release --force"),
-                "{what}: {detail}"
+                message.contains("lockctl release --force"),
+                "{what}: {message}"
             );
         }
         other => panic!("{what}: expected Corrupt, got {other:?}"),

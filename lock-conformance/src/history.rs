@@ -1,0 +1,525 @@
+//! A history of critical sections, written by many processes into one file, and a checker
+//! that proves mutual exclusion and fencing from it.
+//!
+//! Each process appends records to a shared file opened with `O_APPEND`; every record is one
+//! `write(2)` of one line, so records of different processes never interleave. Times are
+//! `CLOCK_MONOTONIC` nanoseconds, which on Linux are one clock for every process of the host.
+//!
+//! A holder records [`Event::Start`] right after it acquired a lease, [`Event::Work`] for each
+//! step it does under the lease, and [`Event::End`] just before it releases it. The time of a
+//! `Work` or `End` record must be taken *before* checking that the lease is still held
+//! ([`Recorder::verified`] does it in that order): then every recorded time is earlier than
+//! the lease's deadline, so a holder that was paused past its TTL cannot record work after
+//! the next holder started. A holder that loses its lease simply records nothing more; its
+//! section ends at its last record.
+//!
+//! The checker asserts that, per lock name, sections ordered by start never overlap and
+//! their fences strictly increase, and names the offending pair when they do not.
+//!
+//! ```
+//! use lock_conformance::history::{check, Event, Record};
+//!
+//! let records = vec![
+//!     Record { name: "job".into(), holder: "a".into(), fence: 1, event: Event::Start, at: 10 },
+//!     Record { name: "job".into(), holder: "a".into(), fence: 1, event: Event::End, at: 20 },
+//!     Record { name: "job".into(), holder: "b".into(), fence: 2, event: Event::Start, at: 25 },
+//!     Record { name: "job".into(), holder: "b".into(), fence: 2, event: Event::End, at: 30 },
+//! ];
+//! let summary = check(&records).unwrap();
+//! assert_eq!(summary.sections, 2);
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// What a record says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The holder has just acquired the lease.
+    Start,
+    /// The holder did a step of work while its lease was verified held.
+    Work,
+    /// The holder is about to release the lease.
+    End,
+}
+
+impl Event {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Work => "work",
+            Self::End => "end",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "start" => Some(Self::Start),
+            "work" => Some(Self::Work),
+            "end" => Some(Self::End),
+            _ => None,
+        }
+    }
+}
+
+/// One line of the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The lock name (written hex-encoded, so any name fits on a line).
+    pub name: String,
+    /// Who recorded it (a process and task id of the test's choosing; no spaces).
+    pub holder: String,
+    /// The fence of the lease it held.
+    pub fence: u64,
+    /// What happened.
+    pub event: Event,
+    /// When: `CLOCK_MONOTONIC` nanoseconds.
+    pub at: u64,
+}
+
+impl Record {
+    fn to_line(&self) -> String {
+        let name: String = self.name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{} {} {} {} {}\n",
+            self.at,
+            self.event.as_str(),
+            self.fence,
+            self.holder,
+            name
+        )
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let mut words = line.split(' ');
+        let at = words.next()?.parse().ok()?;
+        let event = Event::parse(words.next()?)?;
+        let fence = words.next()?.parse().ok()?;
+        let holder = words.next()?.to_owned();
+        let hex = words.next()?;
+        if words.next().is_some() || hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some(Self {
+            name: String::from_utf8(bytes).ok()?,
+            holder,
+            fence,
+            event,
+            at,
+        })
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: comparable between processes of one host.
+pub fn monotonic_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer to a local.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    assert_eq!(rc, 0, "CLOCK_MONOTONIC is always available on Linux");
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// Appends records to a shared history file.
+#[derive(Debug)]
+pub struct Recorder {
+    file: File,
+    holder: String,
+}
+
+impl Recorder {
+    /// Opens (creating) `path` for appending, recording as `holder` (no spaces).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened.
+    pub fn open(path: &Path, holder: impl Into<String>) -> io::Result<Self> {
+        let holder = holder.into();
+        assert!(
+            !holder.is_empty() && !holder.contains([' ', '\n']),
+            "a holder id is one word: {holder:?}"
+        );
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { file, holder })
+    }
+
+    /// Records `event` now.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub fn record(&mut self, name: &str, fence: u64, event: Event) -> io::Result<()> {
+        self.record_at(name, fence, event, monotonic_nanos())
+    }
+
+    /// Records `event` at `at`.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub fn record_at(&mut self, name: &str, fence: u64, event: Event, at: u64) -> io::Result<()> {
+        let line = Record {
+            name: name.to_owned(),
+            holder: self.holder.clone(),
+            fence,
+            event,
+            at,
+        }
+        .to_line();
+        // One write of the whole line: O_APPEND makes it atomic with respect to other writers.
+        let written = self.file.write(line.as_bytes())?;
+        if written != line.len() {
+            return Err(io::Error::other("short write to the history file"));
+        }
+        Ok(())
+    }
+
+    /// Takes the time, then asks `still_held`; records `event` at that time only if the lease
+    /// was still held. Returns whether it was.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub fn verified(
+        &mut self,
+        name: &str,
+        fence: u64,
+        event: Event,
+        still_held: impl FnOnce() -> bool,
+    ) -> io::Result<bool> {
+        let at = monotonic_nanos();
+        if !still_held() {
+            return Ok(false);
+        }
+        self.record_at(name, fence, event, at)?;
+        Ok(true)
+    }
+}
+
+/// Reads every record of a history file.
+///
+/// # Errors
+///
+/// When the file cannot be read or a line is malformed (named in the error).
+pub fn read(path: &Path) -> io::Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            Record::parse(line).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "line {} of {} is malformed: {line:?}",
+                        i + 1,
+                        path.display()
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// One holder's time under one lease, as the history shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    /// The lock name.
+    pub name: String,
+    /// Who held it.
+    pub holder: String,
+    /// The lease's fence.
+    pub fence: u64,
+    /// When it was acquired.
+    pub start: u64,
+    /// Its last record: the release, or the last verified work of a holder that lost it.
+    pub end: u64,
+    /// Whether the holder recorded releasing it.
+    pub released: bool,
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "holder {} fence {} on {:?} from {} to {} ns ({})",
+            self.holder,
+            self.fence,
+            self.name,
+            self.start,
+            self.end,
+            if self.released { "released" } else { "lost" }
+        )
+    }
+}
+
+/// What a clean history contained.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Sections checked.
+    pub sections: usize,
+    /// Of those, how many ended without a release record (lost leases).
+    pub lost: usize,
+    /// Distinct holders.
+    pub holders: usize,
+    /// Lock names.
+    pub names: usize,
+}
+
+/// Why a history is not a correct one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// A record without a `Start` of the same holder and fence before it.
+    Orphan(Record),
+    /// Two sections of one name overlap in time.
+    Overlap(Section, Section),
+    /// A later section has a fence that is not higher.
+    FenceNotIncreasing(Section, Section),
+    /// Two sections share a fence.
+    FenceReused(Section, Section),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Orphan(r) => write!(f, "record without a start: {r:?}"),
+            Self::Overlap(a, b) => write!(f, "overlap:\n  {a}\n  {b}"),
+            Self::FenceNotIncreasing(a, b) => {
+                write!(
+                    f,
+                    "fence did not increase in acquisition order:\n  {a}\n  {b}"
+                )
+            }
+            Self::FenceReused(a, b) => write!(f, "fence reused:\n  {a}\n  {b}"),
+        }
+    }
+}
+
+/// Builds sections from records and checks them; see the [module docs](self).
+///
+/// # Errors
+///
+/// The first violation found.
+pub fn check(records: &[Record]) -> Result<Summary, Box<Violation>> {
+    check_sections(records).map_err(Box::new)
+}
+
+// A violation ends the check, so its size costs nothing; the public fn boxes it.
+#[allow(clippy::result_large_err)]
+fn check_sections(records: &[Record]) -> Result<Summary, Violation> {
+    let mut sections: BTreeMap<(String, String, u64), Section> = BTreeMap::new();
+    let mut ordered = records.to_vec();
+    ordered.sort_by_key(|r| (r.at, r.event != Event::Start));
+    for record in ordered {
+        let key = (record.name.clone(), record.holder.clone(), record.fence);
+        match (record.event, sections.get_mut(&key)) {
+            (Event::Start, None) => {
+                sections.insert(
+                    key,
+                    Section {
+                        name: record.name,
+                        holder: record.holder,
+                        fence: record.fence,
+                        start: record.at,
+                        end: record.at,
+                        released: false,
+                    },
+                );
+            }
+            (Event::Work | Event::End, Some(section)) if !section.released => {
+                section.end = section.end.max(record.at);
+                section.released |= record.event == Event::End;
+            }
+            _ => return Err(Violation::Orphan(record)),
+        }
+    }
+    let mut by_name: BTreeMap<&str, Vec<&Section>> = BTreeMap::new();
+    for section in sections.values() {
+        by_name.entry(&section.name).or_default().push(section);
+    }
+    let mut fences: BTreeMap<(&str, u64), &Section> = BTreeMap::new();
+    for list in by_name.values_mut() {
+        list.sort_by_key(|s| s.start);
+        for pair in list.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if b.start < a.end {
+                return Err(Violation::Overlap(a.clone(), b.clone()));
+            }
+            if b.fence <= a.fence {
+                return Err(Violation::FenceNotIncreasing(a.clone(), b.clone()));
+            }
+        }
+        for section in list.iter() {
+            if let Some(other) = fences.insert((&section.name, section.fence), section) {
+                return Err(Violation::FenceReused(other.clone(), (*section).clone()));
+            }
+        }
+    }
+    let mut holders: Vec<&str> = sections.values().map(|s| s.holder.as_str()).collect();
+    holders.sort_unstable();
+    holders.dedup();
+    Ok(Summary {
+        sections: sections.len(),
+        lost: sections.values().filter(|s| !s.released).count(),
+        holders: holders.len(),
+        names: by_name.len(),
+    })
+}
+
+/// Reads and checks a history file, panicking with the violation (the offending pair)
+/// when it is not correct.
+///
+/// # Panics
+///
+/// When the file cannot be read or the history has a violation.
+pub fn assert_history(path: &Path) -> Summary {
+    let records = read(path).unwrap_or_else(|e| panic!("cannot read history: {e}"));
+    check(&records).unwrap_or_else(|violation| {
+        panic!(
+            "history {} ({} records) is wrong: {violation}",
+            path.display(),
+            records.len()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(holder: &str, fence: u64, event: Event, at: u64) -> Record {
+        Record {
+            name: "job/é".into(),
+            holder: holder.into(),
+            fence,
+            event,
+            at,
+        }
+    }
+
+    fn violation(records: &[Record]) -> Violation {
+        *check(records).expect_err("a violation")
+    }
+
+    #[test]
+    fn a_clean_history_passes_and_is_summarized() {
+        let records = [
+            rec("a", 1, Event::Start, 10),
+            rec("a", 1, Event::Work, 15),
+            rec("a", 1, Event::End, 20),
+            rec("b", 2, Event::Start, 20),
+            rec("b", 2, Event::Work, 29),
+            // b lost its lease: no end.
+            rec("a", 5, Event::Start, 40),
+            rec("a", 5, Event::End, 41),
+        ];
+        let summary = check(&records).unwrap();
+        assert_eq!(
+            summary,
+            Summary {
+                sections: 3,
+                lost: 1,
+                holders: 2,
+                names: 1
+            }
+        );
+    }
+
+    #[test]
+    fn an_overlap_names_both_sections() {
+        let records = [
+            rec("a", 1, Event::Start, 10),
+            rec("b", 2, Event::Start, 12),
+            rec("a", 1, Event::End, 20),
+            rec("b", 2, Event::End, 30),
+        ];
+        let Violation::Overlap(a, b) = violation(&records) else {
+            panic!("overlap not found")
+        };
+        assert_eq!((a.holder.as_str(), b.holder.as_str()), ("a", "b"));
+        let text = Violation::Overlap(a, b).to_string();
+        assert!(
+            text.contains("fence 1") && text.contains("fence 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn work_of_a_stale_holder_after_the_next_start_is_an_overlap() {
+        let records = [
+            rec("a", 1, Event::Start, 10),
+            rec("b", 2, Event::Start, 20),
+            rec("a", 1, Event::Work, 21),
+        ];
+        assert!(matches!(violation(&records), Violation::Overlap(..)));
+    }
+
+    #[test]
+    fn a_fence_that_does_not_increase_is_caught() {
+        let records = [
+            rec("a", 3, Event::Start, 10),
+            rec("a", 3, Event::End, 11),
+            rec("b", 2, Event::Start, 12),
+            rec("b", 2, Event::End, 13),
+        ];
+        assert!(matches!(
+            violation(&records),
+            Violation::FenceNotIncreasing(..)
+        ));
+    }
+
+    #[test]
+    fn records_without_a_start_or_after_the_end_are_orphans() {
+        assert!(matches!(
+            violation(&[rec("a", 1, Event::Work, 5)]),
+            Violation::Orphan(_)
+        ));
+        let records = [
+            rec("a", 1, Event::Start, 1),
+            rec("a", 1, Event::End, 2),
+            rec("a", 1, Event::Work, 3),
+        ];
+        assert!(matches!(violation(&records), Violation::Orphan(_)));
+    }
+
+    #[test]
+    fn different_names_may_overlap() {
+        let mut other = rec("b", 1, Event::Start, 12);
+        other.name = "other".into();
+        let records = [
+            rec("a", 1, Event::Start, 10),
+            other,
+            rec("a", 1, Event::End, 20),
+        ];
+        assert_eq!(check(&records).unwrap().names, 2);
+    }
+
+    #[test]
+    fn records_round_trip_through_a_shared_file() {
+        let dir = std::env::temp_dir().join(format!("history-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("history");
+        let mut a = Recorder::open(&path, "a").unwrap();
+        let mut b = Recorder::open(&path, "b").unwrap();
+        a.record("x y\n", 1, Event::Start).unwrap();
+        assert!(a.verified("x y\n", 1, Event::Work, || true).unwrap());
+        assert!(!a.verified("x y\n", 1, Event::Work, || false).unwrap());
+        a.record("x y\n", 1, Event::End).unwrap();
+        b.record("x y\n", 2, Event::Start).unwrap();
+        b.record("x y\n", 2, Event::End).unwrap();
+        let records = read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(records.len(), 5);
+        assert_eq!(records[0].name, "x y\n");
+        assert_eq!(check(&records).unwrap().sections, 2);
+    }
+}

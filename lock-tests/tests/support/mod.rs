@@ -1,0 +1,197 @@
+//! Stores for every backend, and `lock-worker` processes to run against them.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use lock_redis::test_support::TestRedis;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// One private `redis-server` per test binary.
+pub(crate) fn redis() -> &'static TestRedis {
+    static REDIS: OnceLock<TestRedis> = OnceLock::new();
+    REDIS.get_or_init(TestRedis::from_env_or_start)
+}
+
+/// Expands `$body` (a generic `async fn(Store)`) into one `#[tokio::test]` per backend,
+/// inside `mod $module`.
+#[macro_export]
+macro_rules! per_backend {
+    ($module:ident, $body:ident) => {
+        mod $module {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn file() {
+                super::$body($crate::support::Store::new($crate::support::Kind::File)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::support::Store::new($crate::support::Kind::Sqlite)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_sqlx() {
+                super::$body($crate::support::Store::new(
+                    $crate::support::Kind::SqliteSqlx,
+                ))
+                .await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$body($crate::support::Store::new($crate::support::Kind::Redis)).await;
+            }
+        }
+    };
+}
+
+/// A kind of backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Sqlite,
+    SqliteSqlx,
+    Redis,
+}
+
+/// A fresh lock store and a directory for the test's files.
+pub(crate) struct Store {
+    pub(crate) kind: Kind,
+    pub(crate) url: String,
+    dir: TempDir,
+    /// Names are unique per store, so tests sharing the Redis server never meet.
+    prefix: String,
+}
+
+impl Store {
+    pub(crate) fn new(kind: Kind) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().display();
+        let url = match kind {
+            Kind::File => format!("file://{path}/locks"),
+            Kind::Sqlite => format!("sqlite://{path}/locks.db"),
+            Kind::SqliteSqlx => format!("sqlite+sqlx://{path}/locks.db"),
+            Kind::Redis => redis().url(),
+        };
+        let prefix = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self {
+            kind,
+            url,
+            dir,
+            prefix,
+        }
+    }
+
+    /// A lock name unique to this store.
+    pub(crate) fn name(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.prefix)
+    }
+
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub(crate) async fn backend(&self) -> std::sync::Arc<dyn lock::LockBackend> {
+        lock::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", self.url))
+    }
+
+    /// Starts `lock-worker MODE --url .. --name NAME --ttl-ms TTL --history .. --id ID extra..`.
+    pub(crate) fn worker(
+        &self,
+        mode: &str,
+        name: &str,
+        ttl: Duration,
+        id: &str,
+        extra: &[&str],
+    ) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lock-worker"))
+            .arg(mode)
+            .args(["--url", &self.url, "--name", name])
+            .args(["--ttl-ms", &ttl.as_millis().to_string()])
+            .arg("--history")
+            .arg(self.history())
+            .args(["--id", id])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("lock-worker starts");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Worker { child, lines }
+    }
+
+    /// The history file every worker of this store appends to.
+    pub(crate) fn history(&self) -> PathBuf {
+        self.path("history")
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A running `lock-worker`.
+pub(crate) struct Worker {
+    pub(crate) child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    /// The next line it prints, within `within`.
+    pub(crate) async fn line(&mut self, within: Duration) -> String {
+        match tokio::time::timeout(within, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => panic!("the worker exited: {:?}", self.child.try_wait()),
+            Ok(Err(e)) => panic!("cannot read the worker's output: {e}"),
+            Err(_) => panic!("the worker printed nothing within {within:?}"),
+        }
+    }
+
+    /// Waits for its `acquired <fence> [sent ns]` line; returns the words after `acquired`.
+    pub(crate) async fn acquired(&mut self, within: Duration) -> Vec<u64> {
+        let line = self.line(within).await;
+        let words: Vec<&str> = line.split(' ').collect();
+        assert_eq!(words[0], "acquired", "worker said {line:?}");
+        words[1..].iter().map(|w| w.parse().unwrap()).collect()
+    }
+
+    pub(crate) async fn tell(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    pub(crate) fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.pid()).unwrap();
+        // SAFETY: kill(2) takes two integers; the pid is our own child, not yet reaped.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// Waits for it to exit; returns its exit code.
+    pub(crate) async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the worker exits in time")
+            .unwrap()
+            .code()
+    }
+}
