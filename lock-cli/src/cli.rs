@@ -45,6 +45,12 @@ pub(crate) enum Command {
     /// Run the conformance suite against a live store, under a random name prefix so it
     /// never touches other locks.
     Conformance(ConformanceArgs),
+    /// Measure the library next to a raw baseline on the same store: acquire+release pairs,
+    /// hand-off between processes, contended throughput, heartbeat cost.
+    Bench(crate::bench::BenchArgs),
+    /// One contending process of `lockctl bench` (internal).
+    #[command(hide = true)]
+    BenchWorker(crate::bench::WorkerArgs),
 }
 
 /// Where the lock store is.
@@ -131,6 +137,6 @@ pub(crate) struct ConformanceArgs {
     pub(crate) jobs: usize,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 30s, 5m, 1h)"))
 }

@@ -1,5 +1,6 @@
 //! `lockctl`: lease locks from the shell. See `lockctl --help`.
 
+mod bench;
 mod cli;
 mod conformance;
 mod exit;
@@ -42,6 +43,8 @@ fn main() -> ExitCode {
             Command::Status(args) => status::status(args).await,
             Command::Release(args) => status::release(args).await,
             Command::Conformance(args) => conformance::conformance(args).await,
+            Command::Bench(args) => bench::bench(args).await,
+            Command::BenchWorker(args) => bench::worker(args).await,
         }
     });
     match result {

@@ -1,0 +1,405 @@
+//! `lockctl bench`: the library next to a raw baseline on the same store, in one run.
+//!
+//! 1. uncontended acquire + release pairs through the backend (`try_acquire` + `release`),
+//!    interleaved in blocks with the raw baseline so machine noise hits both alike;
+//! 2. hand-off latency between processes (2 and 8 contending `lockctl bench-worker`s);
+//! 3. contended throughput: 8 processes on one name and on 8 names;
+//! 4. heartbeat cost: many leases held through `Locker` for a while.
+
+mod heartbeat;
+mod raw;
+mod stats;
+mod worker;
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use lock::{Holder, LockBackend, LockError, LockName};
+use serde_json::json;
+
+pub(crate) use worker::{WorkerArgs, worker};
+
+use raw::RawPair;
+use stats::Samples;
+use worker::Events;
+
+/// Arguments of `lockctl bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Stores to measure (repeatable). Default: the lockctl default store. Bench locks use
+    /// a random name prefix; SQLite gets a `bench_raw_leases` table for the baseline, dropped
+    /// at the end.
+    #[arg(long = "url", value_name = "URL")]
+    urls: Vec<String>,
+
+    /// Small counts and short durations: a smoke run of a few seconds.
+    #[arg(long)]
+    quick: bool,
+
+    /// Acquire + release pairs per measurement (library and raw each).
+    #[arg(long)]
+    pairs: Option<usize>,
+
+    /// Leases held for the heartbeat cost.
+    #[arg(long)]
+    leases: Option<usize>,
+
+    /// How long the leases are held for the heartbeat cost.
+    #[arg(long, value_parser = crate::cli::parse_duration)]
+    duration: Option<Duration>,
+
+    /// Print the results as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints progress on stderr: one line rewritten in place on a terminal, else a line now and
+/// then.
+pub(crate) struct Progress {
+    tty: bool,
+    last: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            last: Instant::now() - Duration::from_secs(60),
+        }
+    }
+
+    pub(crate) fn update(&mut self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{text}");
+        } else if self.last.elapsed() >= Duration::from_secs(5) {
+            let _ = writeln!(err, "{text}");
+            self.last = Instant::now();
+        }
+        let _ = err.flush();
+    }
+
+    fn done(&mut self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K");
+        }
+        let _ = writeln!(err, "{text}");
+        self.last = Instant::now();
+    }
+}
+
+struct Plan {
+    pairs: usize,
+    blocks: usize,
+    handoff_cycles: u32,
+    throughput_cycles: u32,
+    leases: usize,
+    hold: Duration,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Self {
+        let quick = args.quick;
+        Self {
+            pairs: args.pairs.unwrap_or(if quick { 200 } else { 5_000 }),
+            blocks: 10,
+            handoff_cycles: if quick { 20 } else { 200 },
+            throughput_cycles: if quick { 20 } else { 300 },
+            leases: args.leases.unwrap_or(if quick { 200 } else { 10_000 }),
+            hold: args
+                .duration
+                .unwrap_or(Duration::from_secs(if quick { 2 } else { 60 })),
+        }
+    }
+}
+
+/// Runs the benchmark; returns the exit code.
+pub(crate) async fn bench(args: BenchArgs) -> Result<u8, LockError> {
+    let plan = Plan::new(&args);
+    let urls = if args.urls.is_empty() {
+        vec![crate::store::open(None).await?.0]
+    } else {
+        args.urls.clone()
+    };
+    let mut progress = Progress::new();
+    let mut results = Vec::new();
+    for url in &urls {
+        results.push(bench_store(url, &plan, &mut progress).await?);
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(results));
+    } else {
+        print_table(&results);
+    }
+    Ok(0)
+}
+
+async fn bench_store(
+    url: &str,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<serde_json::Value, LockError> {
+    let backend = lock::connect(url).await?;
+    let prefix = format!("lockctl-bench-{:08x}/", rand::random::<u32>());
+    progress.done(&format!("benchmarking {url}"));
+
+    let (library, raw) = pairs(url, &backend, &prefix, plan, progress).await?;
+    let ratio = library.quantile_us(0.5) / raw.quantile_us(0.5);
+    progress.done(&format!(
+        "  pair: library p50 {:.1} us, raw p50 {:.1} us, ratio {ratio:.2}",
+        library.quantile_us(0.5),
+        raw.quantile_us(0.5)
+    ));
+
+    let mut handoff = serde_json::Map::new();
+    for waiters in [2, 8] {
+        progress.update(&format!("handoff: {waiters} processes"));
+        let name = format!("{prefix}handoff-{waiters}");
+        let (events, _) = run_workers(
+            url,
+            waiters,
+            |_| name.clone(),
+            plan.handoff_cycles,
+            (200, 20_000),
+        )
+        .await?;
+        let mut samples = Samples::default();
+        for latency in worker::handoffs(&events) {
+            samples.push_nanos(latency);
+        }
+        samples.elapsed = Duration::from_secs(1);
+        progress.done(&format!(
+            "  handoff with {waiters} processes: p50 {:.0} us, p99 {:.0} us ({} hand-offs)",
+            samples.quantile_us(0.5),
+            samples.quantile_us(0.99),
+            samples.len()
+        ));
+        handoff.insert(
+            format!("processes_{waiters}"),
+            json!({"count": samples.len(), "p50_us": samples.quantile_us(0.5), "p99_us": samples.quantile_us(0.99)}),
+        );
+    }
+
+    let mut throughput = serde_json::Map::new();
+    for names in [1_usize, 8] {
+        progress.update(&format!("throughput: 8 processes on {names} name(s)"));
+        let (events, elapsed) = run_workers(
+            url,
+            8,
+            |i| format!("{prefix}tp{names}-{}", i % names),
+            plan.throughput_cycles,
+            (0, 0),
+        )
+        .await?;
+        let total: usize = events.iter().map(|e| e.acquired.len()).sum();
+        let per_sec = total as f64 / elapsed.as_secs_f64();
+        progress.done(&format!(
+            "  throughput, 8 processes on {names} name(s): {per_sec:.0} acquisitions/s"
+        ));
+        throughput.insert(
+            format!("names_{names}"),
+            json!({"processes": 8, "acquisitions": total, "seconds": elapsed.as_secs_f64(), "per_sec": per_sec}),
+        );
+    }
+
+    let cost = heartbeat::measure(
+        backend.clone(),
+        &prefix,
+        plan.leases,
+        Duration::from_secs(3),
+        plan.hold,
+        progress,
+    )
+    .await?;
+    progress.done(&format!(
+        "  heartbeat: {} leases for {:.0}s: {:.1}% of one core, {:.0} store calls/s, {:.0} renewals/s, {} lost",
+        cost.leases,
+        cost.seconds,
+        cost.cpu_percent_of_one_core,
+        cost.store_calls_per_sec,
+        cost.leases_renewed_per_sec,
+        cost.lost
+    ));
+
+    Ok(json!({
+        "url": url,
+        "pair": {
+            "library": library.summary(),
+            "raw": raw.summary(),
+            "ratio_p50": ratio,
+            "ratio_p99": library.quantile_us(0.99) / raw.quantile_us(0.99),
+            "ratio_per_sec": raw.per_sec() / library.per_sec(),
+        },
+        "handoff": handoff,
+        "throughput": throughput,
+        "heartbeat": {
+            "leases": cost.leases,
+            "seconds": cost.seconds,
+            "ttl_ms": 3000,
+            "cpu_percent_of_one_core": cost.cpu_percent_of_one_core,
+            "store_calls_per_sec": cost.store_calls_per_sec,
+            "leases_renewed_per_sec": cost.leases_renewed_per_sec,
+            "lost": cost.lost,
+        },
+    }))
+}
+
+/// Library and raw pair latencies, measured in alternating blocks.
+async fn pairs(
+    url: &str,
+    backend: &Arc<dyn LockBackend>,
+    prefix: &str,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<(Samples, Samples), LockError> {
+    const TTL: Duration = Duration::from_secs(10);
+    let mut raw = RawPair::connect(url).await?;
+    let name = LockName::new(format!("{prefix}pair"))?;
+    let holder = Holder::current("lockctl bench");
+    let (mut library, mut baseline) = (Samples::default(), Samples::default());
+    let per_block = plan.pairs.div_ceil(plan.blocks);
+    // Warm up both paths (connections, prepared statements, page cache).
+    for _ in 0..per_block.min(50) {
+        library_pair(backend, &name, &holder, TTL).await?;
+        raw.pair(TTL).await?;
+    }
+    for block in 0..plan.blocks {
+        progress.update(&format!("pairs: block {}/{}", block + 1, plan.blocks));
+        let start = Instant::now();
+        for _ in 0..per_block {
+            let t = Instant::now();
+            library_pair(backend, &name, &holder, TTL).await?;
+            library.push(t.elapsed());
+        }
+        library.elapsed += start.elapsed();
+        let start = Instant::now();
+        for _ in 0..per_block {
+            let t = Instant::now();
+            raw.pair(TTL).await?;
+            baseline.push(t.elapsed());
+        }
+        baseline.elapsed += start.elapsed();
+    }
+    raw.cleanup().await;
+    Ok((library, baseline))
+}
+
+async fn library_pair(
+    backend: &Arc<dyn LockBackend>,
+    name: &LockName,
+    holder: &Holder,
+    ttl: Duration,
+) -> Result<(), LockError> {
+    let lease = backend
+        .try_acquire(name, holder, ttl)
+        .await?
+        .ok_or_else(|| {
+            LockError::config("lockctl bench", format!("{name} is held by someone else"))
+        })?;
+    backend.release(&lease).await?;
+    Ok(())
+}
+
+/// Runs `count` worker processes (worker `i` on lock `name(i)`), `cycles` each, holding
+/// `hold_us` and pausing `pause_us` after each release; returns
+/// their events and the time from the first acquisition to the last release.
+async fn run_workers(
+    url: &str,
+    count: usize,
+    name: impl Fn(usize) -> String,
+    cycles: u32,
+    (hold_us, pause_us): (u64, u64),
+) -> Result<(Vec<Events>, Duration), LockError> {
+    let exe = std::env::current_exe().map_err(|e| {
+        LockError::config("lockctl bench", format!("cannot find lockctl itself: {e}"))
+    })?;
+    let mut children = Vec::new();
+    for i in 0..count {
+        let child = tokio::process::Command::new(&exe)
+            .args(["bench-worker", "--url", url, "--name", &name(i)])
+            .args([
+                "--cycles",
+                &cycles.to_string(),
+                "--hold-us",
+                &hold_us.to_string(),
+            ])
+            .args(["--pause-us", &pause_us.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                LockError::config("lockctl bench", format!("cannot start a worker: {e}"))
+            })?;
+        children.push(child);
+    }
+    let mut events = Vec::new();
+    for child in children {
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|e| LockError::backend("lockctl bench", format!("worker: {e}")))?;
+        let parsed = Events::parse(&String::from_utf8_lossy(&output.stdout))
+            .filter(|_| output.status.success())
+            .ok_or_else(|| {
+                LockError::backend(
+                    "lockctl bench",
+                    format!("a worker failed: {}", output.status),
+                )
+            })?;
+        events.push(parsed);
+    }
+    let first = events
+        .iter()
+        .flat_map(|e| e.acquired.first())
+        .min()
+        .copied();
+    let last = events.iter().flat_map(|e| e.released.last()).max().copied();
+    let elapsed = match (first, last) {
+        (Some(first), Some(last)) => Duration::from_nanos(last.saturating_sub(first).max(1)),
+        _ => Duration::from_nanos(1),
+    };
+    Ok((events, elapsed))
+}
+
+fn print_table(results: &[serde_json::Value]) {
+    println!(
+        "{:<44} {:>10} {:>10} {:>7} {:>11} {:>11} {:>10} {:>10} {:>9}",
+        "store",
+        "pair p50",
+        "raw p50",
+        "ratio",
+        "handoff2",
+        "handoff8",
+        "tp 1 name",
+        "tp 8 names",
+        "hb cpu"
+    );
+    for r in results {
+        let url: String = r["url"].as_str().unwrap_or("?").chars().take(44).collect();
+        println!(
+            "{:<44} {:>8.1}us {:>8.1}us {:>6.2}x {:>7.0}us p50 {:>7.0}us p50 {:>8.0}/s {:>8.0}/s {:>8.1}%",
+            url,
+            r["pair"]["library"]["p50_us"].as_f64().unwrap_or(f64::NAN),
+            r["pair"]["raw"]["p50_us"].as_f64().unwrap_or(f64::NAN),
+            r["pair"]["ratio_p50"].as_f64().unwrap_or(f64::NAN),
+            r["handoff"]["processes_2"]["p50_us"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            r["handoff"]["processes_8"]["p50_us"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            r["throughput"]["names_1"]["per_sec"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            r["throughput"]["names_8"]["per_sec"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            r["heartbeat"]["cpu_percent_of_one_core"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! `lockctl bench --quick --json` measures every section against each kind of store, with
+//! sane numbers.
+
+mod support;
+
+use support::{Sandbox, Store, assert_code};
+
+#[test]
+fn a_quick_bench_reports_every_section_for_every_store() {
+    let sandbox = Sandbox::new();
+    let urls = [
+        sandbox.url(Store::Sqlite),
+        sandbox.url(Store::File),
+        sandbox.url(Store::Redis),
+    ];
+    std::fs::create_dir_all(sandbox.path().join("locks")).unwrap();
+    let mut args = vec![
+        "bench",
+        "--quick",
+        "--json",
+        "--duration",
+        "1s",
+        "--leases",
+        "50",
+    ];
+    for url in &urls {
+        args.extend(["--url", url.as_str()]);
+    }
+    let output = sandbox.run(&args);
+    assert_code(&output, 0);
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", support::stdout(&output)));
+    assert_eq!(results.len(), urls.len());
+    for (result, url) in results.iter().zip(&urls) {
+        assert_eq!(result["url"], url.as_str());
+        let num = |path: &[&str]| -> f64 {
+            let mut v = result;
+            for key in path {
+                v = &v[*key];
+            }
+            v.as_f64()
+                .unwrap_or_else(|| panic!("{url}: {path:?} missing in {result}"))
+        };
+        for side in ["library", "raw"] {
+            assert!(num(&["pair", side, "count"]) >= 200.0, "{url} {side}");
+            assert!(num(&["pair", side, "p50_us"]) > 0.0);
+            assert!(num(&["pair", side, "p50_us"]) <= num(&["pair", side, "p99_us"]));
+            assert!(num(&["pair", side, "per_sec"]) > 0.0);
+        }
+        let ratio = num(&["pair", "ratio_p50"]);
+        assert!(ratio.is_finite() && ratio > 0.0, "{url}: ratio {ratio}");
+        for waiters in ["processes_2", "processes_8"] {
+            assert!(
+                num(&["handoff", waiters, "count"]) > 0.0,
+                "{url}: {waiters}"
+            );
+            assert!(num(&["handoff", waiters, "p50_us"]) <= num(&["handoff", waiters, "p99_us"]));
+        }
+        for names in ["names_1", "names_8"] {
+            assert_eq!(
+                num(&["throughput", names, "acquisitions"]),
+                8.0 * 20.0,
+                "{url}"
+            );
+            assert!(num(&["throughput", names, "per_sec"]) > 0.0);
+        }
+        assert_eq!(num(&["heartbeat", "leases"]), 50.0);
+        assert_eq!(
+            num(&["heartbeat", "lost"]),
+            0.0,
+            "{url}: leases lost while held"
+        );
+        assert!(
+            num(&["heartbeat", "leases_renewed_per_sec"]) > 0.0,
+            "{url}: heartbeats happen"
+        );
+        assert!(num(&["heartbeat", "cpu_percent_of_one_core"]) >= 0.0);
+    }
+}
