@@ -2,7 +2,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -96,6 +96,17 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
     async fn wait_for_change(&self, name: &LockName, max: Duration) {
         let _ = name;
         tokio::time::sleep(max).await;
+    }
+
+    /// As [`wait_for_change`](Self::wait_for_change), for a caller whose last attempt to
+    /// acquire `name` started at `since` (on [`monotonic_now`](crate::time::monotonic_now)'s
+    /// clock): a backend that can be notified returns at once if it saw `name` released
+    /// after `since`, so a release between the attempt and the wait is not slept through.
+    /// [`Locker::lock`](crate::Locker::lock) waits with this. The default calls
+    /// `wait_for_change`; see [`ReleaseLog`](crate::ReleaseLog) for an implementation.
+    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+        let _ = since;
+        self.wait_for_change(name, max).await;
     }
 
     /// Live leases whose names start with `prefix` (all of them for `""`), sorted by name.
@@ -213,6 +224,10 @@ macro_rules! forward_backend {
 
             async fn wait_for_change(&self, name: &LockName, max: Duration) {
                 (**self).wait_for_change(name, max).await
+            }
+
+            async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+                (**self).wait_for_change_since(name, since, max).await
             }
 
             async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {

@@ -10,6 +10,7 @@ mod locker;
 pub mod memory;
 mod name;
 mod options;
+mod release_log;
 pub mod time;
 
 pub use backend::{Capabilities, LockBackend};
@@ -21,6 +22,7 @@ pub use lease::{Lease, LeaseInfo};
 pub use locker::Locker;
 pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
 pub use options::LockOptions;
+pub use release_log::ReleaseLog;
 pub use time::{MAX_TTL, MIN_TTL};
 
 /// Re-exported so backends implement [`LockBackend`] with the same macro version.

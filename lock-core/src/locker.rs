@@ -112,6 +112,7 @@ impl Locker {
         let holder = Holder::current(opts.label.clone());
         let mut backoff = Backoff::new(opts.min_backoff, opts.max_backoff);
         loop {
+            let attempted = monotonic_now();
             let failure = match self.attempt(name, &holder, opts.ttl).await {
                 Ok(Some(lease)) => return Ok(self.guard(lease, opts)),
                 Ok(None) => None,
@@ -130,7 +131,9 @@ impl Locker {
                 }));
             }
             let delay = backoff.next_delay().min(remaining.unwrap_or(Duration::MAX));
-            self.backend.wait_for_change(name, delay).await;
+            self.backend
+                .wait_for_change_since(name, attempted, delay)
+                .await;
         }
     }
 

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
 
 use crate::backend::{Capabilities, LockBackend};
 use crate::error::{LockError, Result};
 use crate::holder::{Holder, OwnerToken};
 use crate::lease::{Lease, LeaseInfo};
 use crate::name::LockName;
+use crate::release_log::ReleaseLog;
 use crate::time::{monotonic_now, validate_ttl};
 
 /// Leases kept in memory; clones share the same store.
@@ -42,7 +42,7 @@ pub struct MemoryBackend {
 #[derive(Debug, Default)]
 struct Inner {
     slots: Mutex<HashMap<LockName, Slot>>,
-    released: Notify,
+    released: ReleaseLog,
 }
 
 /// One name's state: its last fence (kept forever) and its lease, if any.
@@ -156,7 +156,7 @@ impl LockBackend for MemoryBackend {
             slot.lease.take().is_some_and(|s| s.is_live(now))
         });
         if freed {
-            self.inner.released.notify_waiters();
+            self.inner.released.record(&lease.name);
         }
         Ok(freed)
     }
@@ -178,12 +178,16 @@ impl LockBackend for MemoryBackend {
                 .and_then(|slot| slot.lease.take())
                 .is_some_and(|s| s.is_live(now))
         });
-        self.inner.released.notify_waiters();
+        self.inner.released.record(name);
         Ok(freed)
     }
 
-    async fn wait_for_change(&self, _name: &LockName, max: Duration) {
-        let _ = tokio::time::timeout(max, self.inner.released.notified()).await;
+    async fn wait_for_change(&self, name: &LockName, max: Duration) {
+        self.inner.released.wait(name, monotonic_now(), max).await;
+    }
+
+    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+        self.inner.released.wait(name, since, max).await;
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use lock_core::time::{fence_seed_now, monotonic_now, validate_ttl};
 use lock_core::{
@@ -123,8 +123,8 @@ impl FileBackend {
             .map_err(|e| LockError::backend(BACKEND, format!("a lease file write failed: {e}")))?
     }
 
-    fn released(&self) {
-        self.dir.changes().notify_waiters();
+    fn released(&self, name: &LockName) {
+        self.dir.changes().record(name);
     }
 }
 
@@ -242,7 +242,7 @@ impl LockBackend for FileBackend {
                 })
                 .await?;
             if freed {
-                self.released();
+                self.released(&lease.name);
             }
             Ok(freed)
         }
@@ -271,25 +271,25 @@ impl LockBackend for FileBackend {
             let Some(file) = self.exclusive(name, false).await? else {
                 return Ok(false);
             };
-            let name = name.clone();
+            let lock = name.clone();
             let freed = self
-                .write_section(file, move |file| match file.load(&name) {
+                .write_section(file, move |file| match file.load(&lock) {
                     Ok(None) => Ok(false),
                     Ok(Some(mut state)) => match state.holder.take() {
                         None => Ok(false),
                         Some(held) => {
-                            file.store(&name, &state)?;
+                            file.store(&lock, &state)?;
                             Ok(held.is_live(SystemTime::now()))
                         }
                     },
                     Err(LockError::Corrupt { detail, .. }) => {
-                        reset_corrupt(file, &name, &detail)?;
+                        reset_corrupt(file, &lock, &detail)?;
                         Ok(false)
                     }
                     Err(other) => Err(other),
                 })
                 .await?;
-            self.released();
+            self.released(name);
             Ok(freed)
         }
         .instrument(span)
@@ -297,8 +297,11 @@ impl LockBackend for FileBackend {
     }
 
     async fn wait_for_change(&self, name: &LockName, max: Duration) {
-        let _ = name;
-        let _ = tokio::time::timeout(max, self.dir.changes().notified()).await;
+        self.dir.changes().wait(name, monotonic_now(), max).await;
+    }
+
+    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+        self.dir.changes().wait(name, since, max).await;
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {

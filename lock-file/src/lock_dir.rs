@@ -1,14 +1,12 @@
 //! The lock directory: checking it, finding and opening its lease files, and the
 //! in-process change signal shared by every backend opened on it.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::Arc;
 
-use lock_core::{LockError, LockName, Result};
-use tokio::sync::Notify;
+use lock_core::{LockError, LockName, ReleaseLog, Result};
 
 use crate::file_name::{LEASE_SUFFIX, lease_file_name};
 use crate::flock::{self, LockKind};
@@ -30,7 +28,7 @@ use `lockctl status` and `lockctl release --force <name>` instead.\n";
 pub(crate) struct LockDir {
     path: PathBuf,
     options: FileOptions,
-    changes: Arc<Notify>,
+    changes: Arc<ReleaseLog>,
 }
 
 impl LockDir {
@@ -100,7 +98,7 @@ impl LockDir {
                 format!("cannot resolve lock directory {shown}: {e}"),
             )
         })?;
-        let changes = changes_for(&path);
+        let changes = ReleaseLog::shared(&format!("file:{}", path.display()));
         Ok(Self {
             path,
             options,
@@ -118,8 +116,8 @@ impl LockDir {
         &self.options
     }
 
-    /// Woken when a lease in this directory is released by this process.
-    pub(crate) fn changes(&self) -> &Notify {
+    /// Releases of leases in this directory by this process.
+    pub(crate) fn changes(&self) -> &ReleaseLog {
         &self.changes
     }
 
@@ -216,21 +214,4 @@ fn write_marker(path: &Path) -> io::Result<()> {
         file.write_all(MARKER_TEXT.as_bytes())?;
     }
     Ok(())
-}
-
-/// The change signal for the directory at `path` (canonical), shared by every backend in
-/// this process that opened it.
-fn changes_for(path: &Path) -> Arc<Notify> {
-    static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Weak<Notify>>>> = OnceLock::new();
-    let mut registry = REGISTRY
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(existing) = registry.get(path).and_then(Weak::upgrade) {
-        return existing;
-    }
-    registry.retain(|_, signal| signal.strong_count() > 0);
-    let signal = Arc::new(Notify::new());
-    registry.insert(path.to_owned(), Arc::downgrade(&signal));
-    signal
 }

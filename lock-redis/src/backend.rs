@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use lock_core::time::{from_unix_millis, monotonic_now, validate_ttl};
@@ -324,9 +324,13 @@ impl LockBackend for RedisBackend {
     }
 
     async fn wait_for_change(&self, name: &LockName, max: Duration) {
+        self.wait_for_change_since(name, monotonic_now(), max).await;
+    }
+
+    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
         self.inner
             .notifier
-            .wait(name, max, self.inner.opts.fallback_poll)
+            .wait(name, since, max, self.inner.opts.fallback_poll)
             .await;
     }
 

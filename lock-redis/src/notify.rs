@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lock_core::{Backoff, LockName, jitter};
-use tokio::sync::{broadcast, watch};
+use lock_core::{Backoff, LockName, ReleaseLog, jitter};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
 
@@ -24,7 +24,7 @@ const KEEPALIVE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Notifier {
     config: Arc<SubscriberConfig>,
-    released: broadcast::Sender<Arc<str>>,
+    released: Arc<ReleaseLog>,
     live: Arc<watch::Sender<bool>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -41,7 +41,7 @@ impl Notifier {
     /// A notifier for `channel` on `nodes` (any of them will do); nothing runs until the
     /// first wait.
     pub(crate) fn new(nodes: Vec<Url>, channel: String, opts: &RedisOptions) -> Self {
-        let (released, _) = broadcast::channel(1024);
+        let released = Arc::new(ReleaseLog::new());
         let (live, _) = watch::channel(false);
         Self {
             config: Arc::new(SubscriberConfig {
@@ -63,10 +63,15 @@ impl Notifier {
 
     /// Waits until `name` is released, `max` passes, or (while the subscription is down) a
     /// jittered `poll` interval passes.
-    pub(crate) async fn wait(&self, name: &LockName, max: Duration, poll: Duration) {
+    pub(crate) async fn wait(
+        &self,
+        name: &LockName,
+        since: std::time::Instant,
+        max: Duration,
+        poll: Duration,
+    ) {
         let deadline = tokio::time::Instant::now() + max;
         self.ensure_running();
-        let mut released = self.released.subscribe();
         let mut live = self.live.subscribe();
         loop {
             if !*live.borrow_and_update() {
@@ -82,21 +87,16 @@ impl Notifier {
                     }
                 }
             }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             tokio::select! {
-                message = released.recv() => match message {
-                    Ok(released) if *released == *name.as_str() => return,
-                    Ok(_) => {}
-                    // Missed messages may include ours; closed cannot happen while we hold
-                    // the sender, but either way the caller should look again.
-                    Err(_) => return,
-                },
+                // A release seen after the caller's attempt, even before this wait began.
+                () = self.released.wait(name, since, remaining) => return,
                 changed = live.changed() => {
                     if changed.is_err() {
                         tokio::time::sleep_until(deadline).await;
                         return;
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => return,
             }
         }
     }
@@ -111,7 +111,7 @@ impl Notifier {
         self.live.send_replace(false);
         *task = Some(tokio::spawn(subscribe_forever(
             Arc::clone(&self.config),
-            self.released.clone(),
+            Arc::clone(&self.released),
             Arc::clone(&self.live),
         )));
     }
@@ -133,7 +133,7 @@ impl Drop for Notifier {
 /// Keeps one subscription up until aborted.
 async fn subscribe_forever(
     config: Arc<SubscriberConfig>,
-    released: broadcast::Sender<Arc<str>>,
+    released: Arc<ReleaseLog>,
     live: Arc<watch::Sender<bool>>,
 ) {
     let mut retry = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
@@ -174,19 +174,14 @@ async fn subscribe(url: &Url, config: &SubscriberConfig) -> redis::RedisResult<r
 }
 
 /// Forwards released names until the connection drops or stops answering pings.
-async fn forward(
-    pubsub: redis::aio::PubSub,
-    config: &SubscriberConfig,
-    released: &broadcast::Sender<Arc<str>>,
-) {
+async fn forward(pubsub: redis::aio::PubSub, config: &SubscriberConfig, released: &ReleaseLog) {
     let (mut sink, mut stream) = pubsub.split();
     loop {
         tokio::select! {
             message = stream.next() => match message {
                 Some(message) => {
                     let name = String::from_utf8_lossy(message.get_payload_bytes());
-                    // No receiver just means nobody is waiting right now.
-                    let _ = released.send(Arc::from(name.as_ref()));
+                    released.record_str(&name);
                 }
                 None => return,
             },

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use lock_core::time::validate_ttl;
 use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, Result};
-use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::driver::Driver;
@@ -38,8 +37,8 @@ pub(crate) struct Engine<D> {
     driver: D,
     db: String,
     busy_budget: Duration,
-    /// Wakes `wait_for_change` callers of this backend when it releases a lease.
-    released: Notify,
+    /// Releases through any backend of this process on this database, to wake waiters.
+    released: std::sync::Arc<lock_core::ReleaseLog>,
 }
 
 impl<D> fmt::Debug for Engine<D> {
@@ -54,11 +53,13 @@ impl<D> fmt::Debug for Engine<D> {
 impl<D: Driver> Engine<D> {
     /// An engine for `driver`, naming the database `db` in messages.
     pub(crate) fn new(driver: D, db: String, busy_budget: Duration) -> Self {
+        let store =
+            std::fs::canonicalize(&db).map_or_else(|_| db.clone(), |p| p.display().to_string());
         Self {
             driver,
             db,
             busy_budget,
-            released: Notify::new(),
+            released: lock_core::ReleaseLog::shared(&format!("sqlite:{store}")),
         }
     }
 
@@ -135,7 +136,7 @@ impl<D: Driver> Engine<D> {
             .instrument(tracing::debug_span!("release", lock = %lease.name))
             .await?;
         if freed {
-            self.released.notify_waiters();
+            self.released.record(&lease.name);
         }
         Ok(freed)
     }
@@ -151,12 +152,17 @@ impl<D: Driver> Engine<D> {
             .run(&ForceRelease { name })
             .instrument(tracing::debug_span!("force_release", lock = %name))
             .await?;
-        self.released.notify_waiters();
+        self.released.record(name);
         Ok(freed)
     }
 
-    pub(crate) async fn wait_for_change(&self, _name: &LockName, max: Duration) {
-        let _ = tokio::time::timeout(max, self.released.notified()).await;
+    pub(crate) async fn wait_for_change_since(
+        &self,
+        name: &LockName,
+        since: std::time::Instant,
+        max: Duration,
+    ) {
+        self.released.wait(name, since, max).await;
     }
 
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
@@ -204,7 +210,17 @@ macro_rules! forward_lock_backend {
             }
 
             async fn wait_for_change(&self, name: &lock_core::LockName, max: std::time::Duration) {
-                self.engine.wait_for_change(name, max).await
+                let now = lock_core::time::monotonic_now();
+                self.engine.wait_for_change_since(name, now, max).await
+            }
+
+            async fn wait_for_change_since(
+                &self,
+                name: &lock_core::LockName,
+                since: std::time::Instant,
+                max: std::time::Duration,
+            ) {
+                self.engine.wait_for_change_since(name, since, max).await
             }
 
             async fn list(&self, prefix: &str) -> lock_core::Result<Vec<lock_core::LeaseInfo>> {

@@ -60,6 +60,9 @@ impl LockBackend for Counting {
     async fn wait_for_change(&self, name: &LockName, max: Duration) {
         self.inner.wait_for_change(name, max).await;
     }
+    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+        self.inner.wait_for_change_since(name, since, max).await;
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
         self.inner.list(prefix).await
     }
