@@ -1,4 +1,4 @@
-//! [`LockGuard`]: a held lease that heartbeats itself in the background and reports loss.
+//! [`LockGuard`]: a held lease, renewed in the background, that reports its loss.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -6,15 +6,14 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::backend::LockBackend;
-use crate::backoff::Backoff;
 use crate::error::{LockError, Result};
+use crate::heartbeat::Heartbeater;
 use crate::holder::Holder;
 use crate::lease::Lease;
 use crate::name::LockName;
-use crate::time::{local_deadline, monotonic_now};
+use crate::time::monotonic_now;
 
 /// Why a lease ended, as [`LockGuard::lost`] and [`LeaseWatch::lost`] report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,9 +35,9 @@ enum State {
     Ended(LossReason),
 }
 
-/// State shared by a guard, its heartbeat task and its watches.
+/// State shared by a guard, its watches and the locker's [`Heartbeater`].
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     backend: Arc<dyn LockBackend>,
     lease: Mutex<Lease>,
     state: watch::Sender<State>,
@@ -46,22 +45,52 @@ struct Shared {
 }
 
 impl Shared {
-    fn lease(&self) -> Lease {
-        self.lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn with_lease<T>(&self, f: impl FnOnce(&Lease) -> T) -> T {
+        f(&self.lease.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A snapshot of the lease as last renewed.
+    pub(crate) fn lease(&self) -> Lease {
+        self.with_lease(Lease::clone)
+    }
+
+    pub(crate) fn name(&self) -> LockName {
+        self.with_lease(|l| l.name.clone())
+    }
+
+    /// The TTL each renewal asks for.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     fn deadline(&self) -> Instant {
-        self.lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .deadline
+        self.with_lease(|l| l.deadline)
     }
 
     fn is_held(&self) -> bool {
         *self.state.borrow() == State::Held && monotonic_now() < self.deadline()
+    }
+
+    /// True while the lease should still be renewed: not ended and within its deadline. A
+    /// lease found past its deadline is ended here as [`LossReason::DeadlinePassed`].
+    pub(crate) fn renewable(&self) -> bool {
+        self.check_deadline();
+        self.is_held()
+    }
+
+    /// Replaces the lease with a renewed one, unless it ended meanwhile; returns whether it
+    /// did.
+    pub(crate) fn renew(&self, renewed: Lease) -> bool {
+        if *self.state.borrow() != State::Held {
+            return false;
+        }
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = renewed;
+        true
+    }
+
+    /// The store said the lease is no longer ours.
+    pub(crate) fn end_revoked(&self) {
+        self.end(LossReason::Revoked);
     }
 
     /// Ends the lease with `reason` unless it already ended.
@@ -76,46 +105,55 @@ impl Shared {
         });
     }
 
+    /// Ends a lease whose local deadline has passed.
+    fn check_deadline(&self) {
+        if *self.state.borrow() == State::Held && monotonic_now() >= self.deadline() {
+            tracing::warn!(lock = %self.name(), "lease deadline passed without a successful heartbeat; reporting it lost");
+            self.end(LossReason::DeadlinePassed);
+        }
+    }
+
     fn ended(&self) -> Option<LossReason> {
+        self.check_deadline();
         match *self.state.borrow() {
             State::Held => None,
             State::Ended(reason) => Some(reason),
         }
     }
 
-    /// Resolves when the lease ends.
+    /// Resolves when the lease ends: when it is revoked or released, or when its local
+    /// deadline passes without a renewal (this future ends it then).
     fn lost(self: &Arc<Self>) -> impl Future<Output = LossReason> + Send + 'static {
         let mut rx = self.state.subscribe();
-        // The future owns a handle on the sender, so `changed` can never see it closed.
-        let keep_alive = Arc::clone(self);
+        let shared = Arc::clone(self);
         async move {
-            let _keep_alive = keep_alive;
             loop {
-                if let State::Ended(reason) = *rx.borrow_and_update() {
+                if let Some(reason) = shared.ended() {
                     return reason;
                 }
-                if rx.changed().await.is_err() {
-                    return LossReason::Released;
+                // A renewal moves the deadline later: waking at the old one just re-checks.
+                let deadline = shared.deadline();
+                tokio::select! {
+                    changed = rx.changed() => {
+                        // `shared` owns the sender, so the channel cannot close under us.
+                        debug_assert!(changed.is_ok());
+                    }
+                    () = tokio::time::sleep_until(deadline.into()) => {}
                 }
             }
         }
     }
 
     fn lease_lost(&self) -> LockError {
-        LockError::LeaseLost {
-            name: self
-                .lease
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .name
-                .clone(),
-        }
+        LockError::LeaseLost { name: self.name() }
     }
 }
 
-/// A held lease. It heartbeats in the background every `ttl / 3` (or the configured
-/// interval); a failed heartbeat is retried until the local deadline, after which the guard
-/// reports the lease lost. A `LeaseLost` answer from the store ends it at once.
+/// A held lease. It is renewed in the background every `ttl / 3` (or the configured
+/// interval) by its locker's heartbeat scheduler, which renews leases that fall due together
+/// in one store call where the backend can batch. A failed renewal is retried until the local
+/// deadline, after which the guard reports the lease lost. A `LeaseLost` answer from the
+/// store ends it at once.
 ///
 /// Release it with [`release`](Self::release). Dropping it without releasing releases in the
 /// background when a Tokio runtime is running; otherwise the TTL frees it.
@@ -123,19 +161,35 @@ impl Shared {
 #[derive(Debug)]
 pub struct LockGuard {
     shared: Arc<Shared>,
-    heartbeat: Option<JoinHandle<()>>,
+    /// Keeps the scheduler running while this guard lives, even if its locker is dropped.
+    _heartbeater: Heartbeater,
+    /// Set by [`release`](Self::release), so that `Drop` does not release again.
+    released: bool,
 }
 
 impl LockGuard {
-    /// Starts guarding `lease`: spawns the heartbeat task on the current Tokio runtime.
+    /// Starts guarding `lease`, renewing it every `heartbeat_interval` from a scheduler of
+    /// its own on the current Tokio runtime.
     ///
-    /// [`Locker`](crate::Locker) calls this for you; use it directly only with a lease you
-    /// acquired from a backend yourself.
+    /// [`Locker`](crate::Locker) does this for you, with one scheduler for all its guards;
+    /// use it directly only with a lease you acquired from a backend yourself.
     ///
     /// # Panics
     ///
     /// Outside a Tokio runtime.
     pub fn start(
+        backend: Arc<dyn LockBackend>,
+        lease: Lease,
+        ttl: Duration,
+        heartbeat_interval: Duration,
+    ) -> Self {
+        let heartbeater = Heartbeater::new(Arc::clone(&backend));
+        Self::with_heartbeater(&heartbeater, backend, lease, ttl, heartbeat_interval)
+    }
+
+    /// Starts guarding `lease` with `heartbeater` renewing it.
+    pub(crate) fn with_heartbeater(
+        heartbeater: &Heartbeater,
         backend: Arc<dyn LockBackend>,
         lease: Lease,
         ttl: Duration,
@@ -148,40 +202,27 @@ impl LockGuard {
             state,
             ttl,
         });
-        let task = tokio::spawn(heartbeat_loop(Arc::clone(&shared), heartbeat_interval));
+        heartbeater.track(&shared, heartbeat_interval);
         Self {
             shared,
-            heartbeat: Some(task),
+            _heartbeater: heartbeater.clone(),
+            released: false,
         }
     }
 
     /// The fencing token of this lease. Pass it to the resource you protect.
     pub fn fence(&self) -> u64 {
-        self.shared
-            .lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .fence
+        self.shared.with_lease(|l| l.fence)
     }
 
     /// The lock name.
     pub fn name(&self) -> LockName {
-        self.shared
-            .lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .name
-            .clone()
+        self.shared.name()
     }
 
     /// The holder, including the owner token.
     pub fn holder(&self) -> Holder {
-        self.shared
-            .lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .holder
-            .clone()
+        self.shared.with_lease(|l| l.holder.clone())
     }
 
     /// A snapshot of the lease as last renewed.
@@ -191,11 +232,7 @@ impl LockGuard {
 
     /// When the store will expire the lease unless it is heartbeated again.
     pub fn expires_at(&self) -> SystemTime {
-        self.shared
-            .lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .expires_at
+        self.shared.with_lease(|l| l.expires_at)
     }
 
     /// The local deadline past which this holder stops trusting the lease.
@@ -251,7 +288,7 @@ impl LockGuard {
         }
     }
 
-    /// Stops heartbeating and frees the lease in the store. Returns `true` if it was still
+    /// Stops renewing the lease and frees it in the store. Returns `true` if it was still
     /// held, `false` if it had already been lost.
     ///
     /// # Errors
@@ -259,26 +296,20 @@ impl LockGuard {
     /// [`LockError::Unavailable`] when the store cannot be reached; the TTL then frees the
     /// lease.
     pub async fn release(mut self) -> Result<bool> {
-        self.stop_heartbeat();
-        let lease = self.shared.lease();
-        let result = self.shared.backend.release(&lease).await;
+        self.released = true;
+        // Ended first, so the scheduler starts no renewal that would race the release (one
+        // already in flight is harmless: the store renews only a lease it still holds).
         self.shared.end(LossReason::Released);
-        result
-    }
-
-    fn stop_heartbeat(&mut self) {
-        if let Some(task) = self.heartbeat.take() {
-            task.abort();
-        }
+        let lease = self.shared.lease();
+        self.shared.backend.release(&lease).await
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let Some(task) = self.heartbeat.take() else {
-            return; // released explicitly
-        };
-        task.abort();
+        if self.released {
+            return;
+        }
         let revoked = self.shared.ended() == Some(LossReason::Revoked);
         self.shared.end(LossReason::Released);
         if revoked {
@@ -311,71 +342,17 @@ impl LeaseWatch {
 
     /// The fencing token.
     pub fn fence(&self) -> u64 {
-        self.shared
-            .lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .fence
+        self.shared.with_lease(|l| l.fence)
     }
 
     /// The lock name.
     pub fn name(&self) -> LockName {
-        self.shared
-            .lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .name
-            .clone()
+        self.shared.name()
     }
 
     /// Resolves when the lease is lost, or with [`LossReason::Released`] when the guard is
     /// released or dropped.
     pub fn lost(&self) -> impl Future<Output = LossReason> + Send + 'static {
         self.shared.lost()
-    }
-}
-
-/// Heartbeats every `interval` until the lease is lost; failed heartbeats are retried with
-/// backoff until the local deadline.
-async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
-    let ttl = shared.ttl;
-    let name = shared.lease().name;
-    let mut retry = Backoff::new((interval / 10).max(Duration::from_millis(1)), interval);
-    let mut next = monotonic_now() + interval;
-    loop {
-        let deadline = shared.deadline();
-        tokio::time::sleep_until(next.min(deadline).into()).await;
-        if monotonic_now() >= deadline {
-            tracing::warn!(lock = %name, "lease deadline passed without a successful heartbeat; reporting it lost");
-            shared.end(LossReason::DeadlinePassed);
-            return;
-        }
-        let lease = shared.lease();
-        let sent = monotonic_now();
-        let beat = tokio::time::timeout_at(deadline.into(), shared.backend.heartbeat(&lease, ttl));
-        match beat.await {
-            Ok(Ok(mut renewed)) => {
-                // Never trust a deadline later than our own rule allows.
-                renewed.deadline = renewed.deadline.min(local_deadline(sent, ttl));
-                *shared.lease.lock().unwrap_or_else(PoisonError::into_inner) = renewed;
-                retry = Backoff::new((interval / 10).max(Duration::from_millis(1)), interval);
-                next = sent + interval;
-                tracing::trace!(lock = %name, "heartbeat");
-            }
-            Ok(Err(LockError::LeaseLost { .. })) => {
-                tracing::warn!(lock = %name, "the store says the lease was lost");
-                shared.end(LossReason::Revoked);
-                return;
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(lock = %name, %error, "heartbeat failed; retrying until the lease deadline");
-                next = monotonic_now() + retry.next_delay();
-            }
-            Err(_) => {
-                tracing::warn!(lock = %name, "heartbeat still unanswered at the lease deadline; reporting it lost");
-                shared.end(LossReason::DeadlinePassed);
-                return;
-            }
-        }
     }
 }

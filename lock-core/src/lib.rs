@@ -4,6 +4,7 @@ mod backend;
 mod backoff;
 mod error;
 mod guard;
+mod heartbeat;
 mod holder;
 mod lease;
 mod locker;

@@ -12,6 +12,7 @@ use crate::backend::LockBackend;
 use crate::backoff::Backoff;
 use crate::error::{LockError, Result};
 use crate::guard::{LeaseWatch, LockGuard};
+use crate::heartbeat::Heartbeater;
 use crate::holder::Holder;
 use crate::lease::Lease;
 use crate::name::{IntoLockName, LockName};
@@ -43,12 +44,17 @@ use crate::time::monotonic_now;
 #[derive(Clone, Debug)]
 pub struct Locker {
     backend: Arc<dyn LockBackend>,
+    /// Renews the leases of every guard this locker (or a clone) hands out.
+    heartbeater: Heartbeater,
 }
 
 impl Locker {
     /// A locker over `backend`.
     pub fn new(backend: Arc<dyn LockBackend>) -> Self {
-        Self { backend }
+        Self {
+            heartbeater: Heartbeater::new(Arc::clone(&backend)),
+            backend,
+        }
     }
 
     /// The backend this locker uses.
@@ -204,7 +210,8 @@ impl Locker {
     }
 
     fn guard(&self, lease: Lease, opts: &LockOptions) -> LockGuard {
-        LockGuard::start(
+        LockGuard::with_heartbeater(
+            &self.heartbeater,
             Arc::clone(&self.backend),
             lease,
             opts.ttl,
