@@ -70,6 +70,10 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
     /// Returns `true` if it was held and is now free, `false` if it had already been lost.
     /// Idempotent.
     ///
+    /// It must decide by `lease.name` and `lease.holder.token` alone: when an acquisition's
+    /// answer is lost (a timeout on a slow or paused store), [`Locker`](crate::Locker) frees
+    /// the lease the store may have granted anyway with a `Lease` that carries only those.
+    ///
     /// # Errors
     ///
     /// [`LockError::Unavailable`] when the store cannot be reached.

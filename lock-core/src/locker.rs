@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -13,7 +13,7 @@ use crate::backoff::Backoff;
 use crate::error::{LockError, Result};
 use crate::guard::{LeaseWatch, LockGuard};
 use crate::heartbeat::Heartbeater;
-use crate::holder::Holder;
+use crate::holder::{Holder, OwnerToken};
 use crate::lease::Lease;
 use crate::name::{IntoLockName, LockName};
 use crate::options::LockOptions;
@@ -24,7 +24,7 @@ use crate::time::monotonic_now;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant, SystemTime};
 /// use lock_core::{LockOptions, Locker};
 /// # use lock_core::memory::MemoryBackend;
 ///
@@ -115,22 +115,35 @@ impl Locker {
 
     async fn wait_for(&self, name: &LockName, opts: &LockOptions) -> Result<LockGuard> {
         let start = monotonic_now();
-        let holder = Holder::current(opts.label.clone());
+        let mut holder = Holder::current(opts.label.clone());
         let mut backoff = Backoff::new(opts.min_backoff, opts.max_backoff);
+        let mut unanswered = Unanswered::default();
         loop {
             let attempted = monotonic_now();
             let failure = match self.attempt(name, &holder, opts.ttl).await {
-                Ok(Some(lease)) => return Ok(self.guard(lease, opts)),
+                Ok(Some(lease)) => {
+                    unanswered.free_in_background(&self.backend, name, opts.ttl);
+                    return Ok(self.guard(lease, opts));
+                }
+                // Held: perhaps by one of our own unanswered attempts; if so, go again now.
+                Ok(None) if unanswered.free(&self.backend, name, opts.ttl).await => continue,
                 Ok(None) => None,
                 Err(error) if error.is_transient() && opts.wait.is_some() => {
                     tracing::debug!(%error, "transient error while waiting; retrying");
+                    // The next attempt gets a new token, so that freeing this one's possible
+                    // lease can never free a lease granted to a later attempt.
+                    unanswered.push(&mut holder, attempted);
                     Some(error)
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    unanswered.free_in_background(&self.backend, name, opts.ttl);
+                    return Err(error);
+                }
             };
             let waited = monotonic_now().saturating_duration_since(start);
             let remaining = opts.wait.map(|wait| wait.saturating_sub(waited));
             if remaining == Some(Duration::ZERO) {
+                unanswered.free_in_background(&self.backend, name, opts.ttl);
                 return Err(failure.unwrap_or_else(|| LockError::Timeout {
                     name: name.clone(),
                     waited,
@@ -221,6 +234,10 @@ impl Locker {
 
     /// One `try_acquire`, run as its own task so that a caller dropping this future cannot
     /// orphan a lease: if nobody is left to receive it, the task releases it.
+    ///
+    /// A transient error may hide a lease the store granted anyway (the answer was lost to a
+    /// timeout): the task then also frees that lease, once, in the background.
+    /// [`wait_for`](Self::wait_for) goes further, since it keeps talking to the store.
     async fn attempt(
         &self,
         name: &LockName,
@@ -236,8 +253,14 @@ impl Locker {
         };
         tokio::spawn(async move {
             let result = backend.try_acquire(&name, &holder, ttl).await;
-            if let Err(Ok(Some(orphan))) = tx.send(result) {
-                release_orphan(backend, orphan).await;
+            let unanswered = matches!(&result, Err(error) if error.is_transient());
+            match tx.send(result) {
+                Err(Ok(Some(orphan))) => release_orphan(backend, orphan).await,
+                _ if unanswered => {
+                    // Best effort, after the caller has its answer.
+                    let _ = backend.release(&granted_unseen(&name, holder, ttl)).await;
+                }
+                _ => {}
             }
         });
         (&mut pending.rx).await.map_err(|_| {
@@ -246,6 +269,69 @@ impl Locker {
                 "the backend panicked while acquiring; this is a bug in the backend",
             )
         })?
+    }
+}
+
+/// A lease the store may have granted to `holder` without the answer reaching us: enough for
+/// [`LockBackend::release`], which decides by name and token alone.
+fn granted_unseen(name: &LockName, holder: Holder, ttl: Duration) -> Lease {
+    Lease::new(
+        name.clone(),
+        holder,
+        0,
+        SystemTime::UNIX_EPOCH,
+        monotonic_now(),
+        ttl,
+    )
+}
+
+/// The holders of a `lock()` call's attempts that failed with a transient error, each of
+/// which the store may have granted all the same. Such a lease would block the lock, this
+/// waiter included, for a whole TTL; while the waiter still sees the lock held, it frees them.
+#[derive(Debug, Default)]
+struct Unanswered {
+    attempts: Vec<(Holder, Instant)>,
+}
+
+impl Unanswered {
+    /// Remembers `holder`'s attempt made at `at`, and gives `holder` a new token.
+    fn push(&mut self, holder: &mut Holder, at: Instant) {
+        self.attempts.push((holder.clone(), at));
+        holder.token = OwnerToken::random();
+    }
+
+    /// Frees any lease granted to an unanswered attempt; returns whether one was freed.
+    /// Attempts older than the TTL are forgotten: their leases expired anyway.
+    async fn free(
+        &mut self,
+        backend: &Arc<dyn LockBackend>,
+        name: &LockName,
+        ttl: Duration,
+    ) -> bool {
+        let now = monotonic_now();
+        self.attempts
+            .retain(|(_, at)| now.saturating_duration_since(*at) < ttl);
+        let mut freed = false;
+        for (holder, _) in &self.attempts {
+            let lease = granted_unseen(name, holder.clone(), ttl);
+            if let Ok(true) = backend.release(&lease).await {
+                tracing::debug!(lock = %name, "freed a lease granted to an attempt whose answer was lost");
+                freed = true;
+            }
+        }
+        freed
+    }
+
+    /// As [`free`](Self::free), once, in the background, for a caller that is done waiting.
+    fn free_in_background(self, backend: &Arc<dyn LockBackend>, name: &LockName, ttl: Duration) {
+        if self.attempts.is_empty() {
+            return;
+        }
+        let (backend, name) = (Arc::clone(backend), name.clone());
+        tokio::spawn(async move {
+            let mut this = self;
+            this.free(&backend, &name, ttl).await;
+        });
     }
 }
 

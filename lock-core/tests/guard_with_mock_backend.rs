@@ -290,13 +290,27 @@ async fn lock_retries_transient_errors_within_the_wait() {
 #[tokio::test(start_paused = true)]
 async fn lock_without_wait_reports_a_store_error_at_once() {
     let mut backend = MockBackend::new();
+    let token = Arc::new(std::sync::Mutex::new(None));
+    let t = Arc::clone(&token);
     backend
         .expect_try_acquire()
         .times(1)
-        .returning(|_, _, _| Err(down()));
+        .returning(move |_, holder, _| {
+            *t.lock().unwrap() = Some(holder.token);
+            Err(down())
+        });
+    // The store may have granted the lease although its answer was lost: it is freed, by
+    // the token of that attempt, in the background.
+    let t = Arc::clone(&token);
+    backend
+        .expect_release()
+        .times(1)
+        .withf(move |lease| Some(lease.holder.token) == *t.lock().unwrap())
+        .returning(|_| Ok(false));
     let locker = Locker::new(Arc::new(backend));
     let err = locker.lock("job", opts()).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -305,6 +319,8 @@ async fn a_store_down_for_the_whole_wait_reports_unavailable_not_timeout() {
     backend
         .expect_try_acquire()
         .returning(|_, _, _| Err(down()));
+    // Freeing what the lost attempts may have been granted fails too: the store is down.
+    backend.expect_release().returning(|_| Err(down()));
     let locker = Locker::new(Arc::new(backend));
     let err = locker
         .lock("job", opts().with_wait(Duration::from_secs(1)))
