@@ -192,7 +192,9 @@ impl Op for Inspect<'_> {
     }
 }
 
-/// Live leases under a prefix, sorted by name.
+/// Live leases under a prefix, sorted by name. Rows that cannot be read are skipped with a
+/// warning, so that one damaged row does not hide every other lease; database failures
+/// still fail the listing.
 pub(crate) struct List<'a> {
     pub(crate) prefix: &'a str,
 }
@@ -208,10 +210,18 @@ impl Op for List<'_> {
             .await?;
         let mut out = Vec::new();
         for row in &rows {
-            let lease = StoredLease::decode(row, db)?;
-            // SQLite compares characters; make sure of the byte prefix too.
-            if lease.is_live(now) && lease.name.as_str().starts_with(self.prefix) {
-                out.push(lease.info());
+            match StoredLease::decode(row, db) {
+                // SQLite compares characters; make sure of the byte prefix too.
+                Ok(lease) if lease.is_live(now) && lease.name.as_str().starts_with(self.prefix) => {
+                    out.push(lease.info());
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(
+                    db,
+                    row = ?row.first(),
+                    %error,
+                    "list skipped a lease row it cannot read"
+                ),
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
