@@ -121,6 +121,11 @@ impl DbError {
         }
     }
 
+    /// `SQLITE_READONLY`: the connection or the file does not allow writing.
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.code == Some(code::READONLY)
+    }
+
     /// The underlying error.
     pub(crate) fn into_source(self) -> BoxError {
         self.source
@@ -191,6 +196,9 @@ mod tests {
         assert!(!DbError::sqlite(26, "database is locked").is_busy());
         assert!(DbError::other("(code: 5) database is locked").is_busy());
         assert!(!DbError::other("disk I/O error").is_busy());
+        assert!(DbError::sqlite(8, "x").is_read_only());
+        assert!(DbError::sqlite(1032, "x").is_read_only()); // SQLITE_READONLY_DBMOVED
+        assert!(!DbError::sqlite(5, "x").is_read_only());
     }
 
     #[test]

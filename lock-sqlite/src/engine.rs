@@ -9,12 +9,10 @@ use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, Result};
 use tracing::Instrument;
 
 use crate::driver::Driver;
-use crate::ops::{
-    Acquire, CreateSchema, ForceRelease, Heartbeat, Inspect, JournalMode, List, LookAtSchema,
-    Release,
-};
+use crate::ops::{Acquire, ForceRelease, Heartbeat, Inspect, List, Release};
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
+use crate::setup::{JournalMode, LookAtSchema, PrepareSchema};
 
 /// What both backends can do.
 pub(crate) const CAPABILITIES: Capabilities = Capabilities::none()
@@ -81,15 +79,19 @@ impl<D: Driver> Engine<D> {
     }
 
     /// Makes the database ready: looks at it without writing and refuses a foreign or newer
-    /// schema or a file that is not a database; then creates missing tables (unless
-    /// `read_only`) and handles the journal mode.
+    /// schema or a file that is not a database; then creates missing tables or migrates an
+    /// older schema (unless `read_only`) and handles the journal mode.
     pub(crate) async fn prepare(&self, read_only: bool, journal: Journal) -> Result<()> {
         let span = tracing::debug_span!("open", db = %self.db);
         async {
             match self.run(&LookAtSchema).await?.verdict(&self.db)? {
                 Verdict::Ready => {}
                 Verdict::Create if read_only => return Err(read_only_without_tables(&self.db)),
-                Verdict::Create => self.run(&CreateSchema).await?,
+                // Older rows read the same: a reader does not need to (and cannot) migrate.
+                Verdict::Migrate { from } if read_only => {
+                    tracing::debug!(db = %self.db, from, "reading an older lock schema as it is");
+                }
+                Verdict::Create | Verdict::Migrate { .. } => self.run(&PrepareSchema).await?,
             }
             if read_only {
                 return Ok(());

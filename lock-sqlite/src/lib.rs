@@ -2,6 +2,7 @@
 
 mod driver;
 mod engine;
+mod fence;
 mod location;
 mod ops;
 mod options;
@@ -9,6 +10,7 @@ mod record;
 mod retry;
 mod rusqlite_driver;
 mod schema;
+mod setup;
 mod sql;
 #[cfg(feature = "sqlx")]
 mod sqlx_driver;

@@ -1,19 +1,24 @@
-//! The operations, written once for both drivers: which statements run in which order, and
-//! what their results mean.
+//! The lease operations, written once for both drivers: which statements run in which
+//! order, and what their results mean.
+//!
+//! Schema version 2 keeps one row per name for the life of the database: release and
+//! expiry leave it free (an expiry at or before now) with the name's last fence. So an
+//! acquisition of a known name, a heartbeat and a release each change one row in place,
+//! which dirties one database page (the `name` index is never touched); only a name's
+//! first acquisition inserts a row and advances the fence seed (see [`crate::fence`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lock_core::time::{from_unix_millis, monotonic_now};
 use lock_core::{Holder, Lease, LeaseInfo, LockError, LockName};
 
 use crate::BACKEND;
-use crate::driver::{DbError, Statements, TxKind};
-use crate::options::Synchronous;
+use crate::driver::{Statements, TxKind};
+use crate::fence;
 use crate::record::{StoredLease, owner_value, wall_now_ms, was_live};
 use crate::retry::{Op, OpError};
-use crate::schema::{Found, FoundTable, Verdict};
 use crate::sql;
-use crate::value::{Row, Value};
+use crate::value::Value;
 
 /// `ttl` in whole milliseconds, rounded up so the store never frees a lease early.
 fn ttl_millis(ttl: Duration) -> i64 {
@@ -36,15 +41,58 @@ async fn select_lease<S: Statements>(
     }
 }
 
-fn first_value(rows: &[Row]) -> Option<&Value> {
-    rows.first().and_then(|r| r.first())
-}
-
 /// Takes the lease if the name is free or its lease expired.
 pub(crate) struct Acquire<'a> {
     pub(crate) name: &'a LockName,
     pub(crate) holder: &'a Holder,
     pub(crate) ttl: Duration,
+}
+
+impl Acquire<'_> {
+    /// The holder's columns: owner, label, pid, host.
+    fn holder_values(&self) -> [Value; 4] {
+        let h = self.holder;
+        [
+            owner_value(h.token),
+            Value::from(h.label.as_str()),
+            Value::Integer(i64::from(h.pid)),
+            Value::from(h.host.as_str()),
+        ]
+    }
+
+    /// The slow path, when the one-statement takeover matched nothing: the row is live,
+    /// unreadable, at its last fence, or missing (then it is inserted with a seeded fence).
+    async fn not_taken<S: Statements>(
+        &self,
+        tx: &mut S,
+        db: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<Option<u64>, OpError> {
+        match select_lease(tx, self.name, db).await? {
+            Some(current) if current.is_live(now) => Ok(None),
+            // The takeover checks only what decoding also checks, except the fence's upper
+            // bound: a readable expired row that was not taken has no fence left.
+            Some(current) => Err(fence::exhausted(&current, db).into()),
+            None => {
+                let fence = fence::first(tx, db).await?;
+                let [owner, label, pid, host] = self.holder_values();
+                let fence_value = Value::Integer(i64::try_from(fence).unwrap_or(i64::MAX));
+                let params = [
+                    name_value(self.name),
+                    owner,
+                    label,
+                    pid,
+                    host,
+                    fence_value,
+                    Value::Integer(now),
+                    Value::Integer(expires),
+                ];
+                tx.execute(sql::INSERT_LEASE, &params).await?;
+                Ok(Some(fence))
+            }
+        }
+    }
 }
 
 impl Op for Acquire<'_> {
@@ -56,51 +104,64 @@ impl Op for Acquire<'_> {
         // the store's clock.
         let sent = monotonic_now();
         let now = wall_now_ms();
-        if let Some(current) = select_lease(tx, self.name, db).await?
-            && current.is_live(now)
-        {
-            return Ok(None);
-        }
-        let rows = tx.query(sql::NEXT_FENCE, &[]).await?;
-        let fence = first_value(&rows)
-            .and_then(Value::as_integer)
-            .and_then(|f| u64::try_from(f).ok())
-            .ok_or_else(|| {
-                LockError::corrupt(
-                    BACKEND,
-                    format!(
-                        "the fence counter (row 'fence' of table lock_meta in {db}) is missing \
-                         or is not a non-negative integer below 2^63-1; no fence can be issued \
-                         safely. Restore it to at least the highest fence ever issued"
-                    ),
-                )
-            })?;
         let expires = now.saturating_add(ttl_millis(self.ttl));
-        let h = self.holder;
+        let [owner, label, pid, host] = self.holder_values();
         let params = [
             name_value(self.name),
-            owner_value(h.token),
-            Value::from(h.label.as_str()),
-            Value::Integer(i64::from(h.pid)),
-            Value::from(h.host.as_str()),
-            Value::Integer(i64::try_from(fence).unwrap_or(i64::MAX)),
+            owner,
+            label,
+            pid,
+            host,
             Value::Integer(now),
             Value::Integer(expires),
         ];
-        if tx.query(sql::UPSERT_LEASE, &params).await?.is_empty() {
-            // Unreachable inside the write transaction (the row was just seen free), but
-            // never claim a lease the store did not record.
-            return Ok(None);
-        }
+        let taken = tx.query(sql::TAKE_EXPIRED_LEASE, &params).await?;
+        let fence = match taken.first() {
+            Some(row) => fence::from_value(row.first()).ok_or_else(|| {
+                LockError::backend(BACKEND, "taking over an expired lease returned no fence")
+            })?,
+            None => match self.not_taken(tx, db, now, expires).await? {
+                Some(fence) => fence,
+                None => return Ok(None),
+            },
+        };
         Ok(Some(Lease::new(
             self.name.clone(),
-            h.clone(),
+            self.holder.clone(),
             fence,
             from_unix_millis(expires),
             sent,
             self.ttl,
         )))
     }
+}
+
+/// Compare-and-extend of one lease inside an open transaction: `LeaseLost` unless the
+/// stored lease is live and carries the lease's token, `Corrupt` if the row is unreadable.
+async fn extend<S: Statements>(
+    tx: &mut S,
+    db: &str,
+    lease: &Lease,
+    ttl: Duration,
+    now: i64,
+    sent: Instant,
+) -> Result<Lease, OpError> {
+    let ours = select_lease(tx, &lease.name, db)
+        .await?
+        .is_some_and(|s| s.owner == lease.holder.token && s.is_live(now));
+    if !ours {
+        return Err(LockError::LeaseLost {
+            name: lease.name.clone(),
+        }
+        .into());
+    }
+    let expires = now.saturating_add(ttl_millis(ttl));
+    tx.execute(
+        sql::EXTEND_LEASE,
+        &[name_value(&lease.name), Value::Integer(expires)],
+    )
+    .await?;
+    Ok(lease.renewed(from_unix_millis(expires), sent, ttl))
 }
 
 /// Extends a lease still held by its token.
@@ -115,28 +176,11 @@ impl Op for Heartbeat<'_> {
 
     async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Lease, OpError> {
         let sent = monotonic_now();
-        let now = wall_now_ms();
-        let lease = self.lease;
-        let ours = select_lease(tx, &lease.name, db)
-            .await?
-            .is_some_and(|s| s.owner == lease.holder.token && s.is_live(now));
-        if !ours {
-            return Err(LockError::LeaseLost {
-                name: lease.name.clone(),
-            }
-            .into());
-        }
-        let expires = now.saturating_add(ttl_millis(self.ttl));
-        tx.execute(
-            sql::EXTEND_LEASE,
-            &[name_value(&lease.name), Value::Integer(expires)],
-        )
-        .await?;
-        Ok(lease.renewed(from_unix_millis(expires), sent, self.ttl))
+        extend(tx, db, self.lease, self.ttl, wall_now_ms(), sent).await
     }
 }
 
-/// Compare-and-delete by owner token.
+/// Compare-and-free by owner token; the row and its fence stay.
 pub(crate) struct Release<'a> {
     pub(crate) lease: &'a Lease,
 }
@@ -146,17 +190,18 @@ impl Op for Release<'_> {
     const KIND: TxKind = TxKind::Write;
 
     async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<bool, OpError> {
-        let now = wall_now_ms();
         let params = [
             name_value(&self.lease.name),
             owner_value(self.lease.holder.token),
+            Value::Integer(wall_now_ms()),
         ];
-        let rows = tx.query(sql::DELETE_OWNED_LEASE, &params).await?;
-        Ok(was_live(first_value(&rows), now))
+        Ok(!tx.query(sql::FREE_OWNED_LEASE, &params).await?.is_empty())
     }
 }
 
-/// Deletes the row of a name, whoever holds it and whatever it holds.
+/// Frees a name whoever holds it. A row that cannot be read or whose fence cannot advance
+/// is deleted instead, after raising the fence seed above its fence, so that the name's
+/// next lease still gets a higher fence.
 pub(crate) struct ForceRelease<'a> {
     pub(crate) name: &'a LockName,
 }
@@ -165,12 +210,42 @@ impl Op for ForceRelease<'_> {
     type Output = bool;
     const KIND: TxKind = TxKind::Write;
 
-    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<bool, OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<bool, OpError> {
         let now = wall_now_ms();
+        let name = name_value(self.name);
         let rows = tx
-            .query(sql::DELETE_LEASE, &[name_value(self.name)])
+            .query(sql::SELECT_LEASE, std::slice::from_ref(&name))
             .await?;
-        Ok(was_live(first_value(&rows), now))
+        let Some(row) = rows.first() else {
+            return Ok(false);
+        };
+        let problem = match StoredLease::decode(row, db) {
+            Ok(lease) if fence::can_advance(&lease) => {
+                let live = lease.is_live(now);
+                if live {
+                    tx.execute(sql::FREE_LEASE, &[name]).await?;
+                }
+                return Ok(live);
+            }
+            Ok(lease) => fence::exhausted(&lease, db),
+            Err(e) => e,
+        };
+        let detail = match problem {
+            LockError::Corrupt { detail, .. } => detail,
+            other => other.to_string(),
+        };
+        let recovered = fence::recoverable(row);
+        let floor = recovered.unwrap_or(0).max(fence::seed_now());
+        fence::raise_seed(tx, floor, db).await?;
+        tx.execute(sql::DELETE_LEASE, &[name]).await?;
+        tracing::warn!(
+            lock = %self.name,
+            db,
+            recovered_fence = ?recovered,
+            "force_release deleted a lease row it could not use ({detail}); the lock's next \
+             fence starts above {floor}"
+        );
+        Ok(was_live(row.get(7), now))
     }
 }
 
@@ -205,9 +280,8 @@ impl Op for List<'_> {
 
     async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
         let now = wall_now_ms();
-        let rows = tx
-            .query(sql::SELECT_LEASES_WITH_PREFIX, &[Value::from(self.prefix)])
-            .await?;
+        let params = [Value::from(self.prefix), Value::Integer(now)];
+        let rows = tx.query(sql::SELECT_LEASES_WITH_PREFIX, &params).await?;
         let mut out = Vec::new();
         for row in &rows {
             match StoredLease::decode(row, db) {
@@ -226,118 +300,6 @@ impl Op for List<'_> {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
-    }
-}
-
-/// Looks at the schema, reading only.
-pub(crate) struct LookAtSchema;
-
-impl Op for LookAtSchema {
-    type Output = Found;
-    const KIND: TxKind = TxKind::Read;
-
-    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<Found, OpError> {
-        Ok(look(tx).await?)
-    }
-}
-
-async fn look<S: Statements>(tx: &mut S) -> Result<Found, DbError> {
-    let mut found = Found::default();
-    for row in tx.query(sql::FIND_TABLES, &[]).await? {
-        let (Some(Value::Text(name)), Some(kind)) = (row.first(), row.get(1)) else {
-            continue;
-        };
-        let kind = kind.as_text().unwrap_or("object").to_owned();
-        let columns = if kind == "table" {
-            tx.query(sql::TABLE_COLUMNS, &[Value::from(name.as_str())])
-                .await?
-                .iter()
-                .map(|r| match r.first() {
-                    Some(Value::Text(c)) => c.clone(),
-                    other => format!("{other:?}"),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let table = Some(FoundTable { kind, columns });
-        match name.as_str() {
-            "lock_meta" => found.meta = table,
-            "lock_leases" => found.leases = table,
-            _ => {}
-        }
-    }
-    if found.meta_is_ours() {
-        let rows = tx.query(sql::SCHEMA_VERSION_ROW, &[]).await?;
-        found.version = first_value(&rows).cloned();
-    }
-    Ok(found)
-}
-
-/// Creates the tables unless they exist: looks again inside the write transaction, so that
-/// concurrent openers create them exactly once.
-pub(crate) struct CreateSchema;
-
-impl Op for CreateSchema {
-    type Output = ();
-    const KIND: TxKind = TxKind::Write;
-
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<(), OpError> {
-        match look(tx).await?.verdict(db)? {
-            Verdict::Ready => Ok(()),
-            Verdict::Create => {
-                tx.execute(sql::CREATE_META, &[]).await?;
-                tx.execute(sql::CREATE_LEASES, &[]).await?;
-                tx.execute(sql::SEED_META, &[]).await?;
-                tracing::info!(
-                    db,
-                    "created lock tables (schema version {})",
-                    sql::SCHEMA_VERSION
-                );
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Reads the journal mode, or switches it to WAL; returns the mode now in effect.
-pub(crate) struct JournalMode {
-    pub(crate) set_wal: bool,
-}
-
-impl Op for JournalMode {
-    type Output = String;
-    const KIND: TxKind = TxKind::Autocommit;
-
-    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<String, OpError> {
-        let statement = if self.set_wal {
-            sql::JOURNAL_MODE_WAL
-        } else {
-            sql::JOURNAL_MODE
-        };
-        let rows = tx.query(statement, &[]).await?;
-        Ok(first_value(&rows)
-            .and_then(Value::as_text)
-            .unwrap_or("unknown")
-            .to_ascii_lowercase())
-    }
-}
-
-/// Sets `PRAGMA synchronous` on the connection the driver hands out (the rusqlite
-/// driver's only connection; sqlx pools set it per connection in their options).
-pub(crate) struct SetSynchronous(pub(crate) Synchronous);
-
-impl Op for SetSynchronous {
-    type Output = ();
-    const KIND: TxKind = TxKind::Autocommit;
-
-    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<(), OpError> {
-        let statement = match self.0 {
-            Synchronous::Full => sql::SYNCHRONOUS_FULL,
-            _ => sql::SYNCHRONOUS_NORMAL,
-        };
-        tx.execute(statement, &[]).await?;
-        Ok(())
     }
 }
 

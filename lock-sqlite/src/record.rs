@@ -120,7 +120,8 @@ pub(crate) fn wall_now_ms() -> i64 {
     lock_core::time::to_unix_millis(SystemTime::now())
 }
 
-/// True if a deleted row's returned `expires_at_ms` shows a lease that was still live.
+/// True if a raw `expires_at_ms` value (of a row about to be deleted, which may not decode)
+/// shows a lease that was still live.
 pub(crate) fn was_live(expires_at_ms: Option<&Value>, now_ms: i64) -> bool {
     expires_at_ms
         .and_then(Value::as_integer)

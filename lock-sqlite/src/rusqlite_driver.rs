@@ -13,8 +13,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::driver::{DbError, Driver, Statements, TxKind};
 use crate::engine::{Engine, Journal, forward_lock_backend};
 use crate::location::{check_path, parse_url};
-use crate::ops::SetSynchronous;
 use crate::options::SqliteOptions;
+use crate::setup::SetSynchronous;
 use crate::value::{Row, Value};
 
 /// Lease locks in a SQLite file, through one rusqlite connection.
@@ -81,9 +81,9 @@ impl SqliteBackend {
     /// Opening looks at the database first, reading only, and refuses (before writing
     /// anything, and before switching the journal mode) a file that is not a SQLite
     /// database, or whose `lock_leases` / `lock_meta` tables are not ours or are from a
-    /// newer schema version. Then it creates missing tables in one `BEGIN IMMEDIATE`
-    /// transaction (safe with concurrent openers), switches the database to WAL, and sets
-    /// `PRAGMA synchronous`.
+    /// newer schema version. Then it creates missing tables, or migrates an older schema
+    /// version, in one `BEGIN IMMEDIATE` transaction (safe with concurrent openers),
+    /// switches the database to WAL, and sets `PRAGMA synchronous`.
     ///
     /// # Errors
     ///

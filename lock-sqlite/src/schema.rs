@@ -2,12 +2,24 @@
 //!
 //! Opening first looks (reads only) and refuses, before writing anything, a database whose
 //! `lock_leases` or `lock_meta` table is not ours or whose schema is newer than this library.
-//! Only then are missing tables created.
+//! Only then are missing tables created, or an older schema migrated.
 //!
 //! The schema is versioned by the `schema_version` row of `lock_meta` (never by
 //! `PRAGMA user_version`, which belongs to the application when the sqlx driver shares its
-//! database). A future version 2 adds its migration from version 1 here and runs it in the
-//! same `BEGIN IMMEDIATE` transaction that creates the tables.
+//! database). Migrations run in the same `BEGIN IMMEDIATE` transaction that looks at the
+//! schema again, so concurrent openers migrate exactly once.
+//!
+//! Versions:
+//!
+//! 1. One global fence counter (`lock_meta` key `fence`) advanced by every acquisition;
+//!    release deletes the row.
+//! 2. Each name's fence lives in its row, which release only frees; the global value
+//!    (renamed `fence_seed`) only seeds the first row of a name. Version 1 rows are valid
+//!    version 2 rows and version 2 seeds above anything version 1 issued, so migrating is
+//!    renaming the counter and setting the version. A version 1 library refuses a version
+//!    2 database (newer than it understands), which is what keeps the two from mixing
+//!    their fence schemes: version 1 would issue global-counter fences below the per-name
+//!    ones.
 
 use lock_core::LockError;
 
@@ -40,6 +52,11 @@ pub(crate) enum Verdict {
     Ready,
     /// Neither table exists: create them.
     Create,
+    /// Our tables at an older version that this library migrates in place.
+    Migrate {
+        /// The version found.
+        from: i64,
+    },
 }
 
 impl Found {
@@ -131,6 +148,7 @@ impl Found {
                     LEASE_COLUMNS.join(", ")
                 ),
             )),
+            Some(_) if version < SCHEMA_VERSION => Ok(Verdict::Migrate { from: version }),
             Some(_) => Ok(Verdict::Ready),
         }
     }
@@ -198,6 +216,23 @@ mod tests {
         assert_eq!(Found::default().verdict("db").unwrap(), Verdict::Create);
         assert_eq!(ours().verdict("db").unwrap(), Verdict::Ready);
         assert!(ours().meta_is_ours());
+    }
+
+    #[test]
+    fn version_1_is_migrated() {
+        let found = Found {
+            version: Some(Value::Integer(1)),
+            ..ours()
+        };
+        assert_eq!(found.verdict("db").unwrap(), Verdict::Migrate { from: 1 });
+        // Still refused when its tables are not ours.
+        refused(
+            &Found {
+                leases: table(&["id", "name"]),
+                ..found
+            },
+            "columns (id, name)",
+        );
     }
 
     #[test]

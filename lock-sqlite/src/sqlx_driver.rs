@@ -58,7 +58,8 @@ impl fmt::Debug for SqlxSqliteBackend {
 }
 
 impl SqlxSqliteBackend {
-    /// Uses `pool`'s database for locks, creating the lock tables if they do not exist.
+    /// Uses `pool`'s database for locks, creating the lock tables if they do not exist (or
+    /// migrating them from an older schema version).
     ///
     /// # Errors
     ///

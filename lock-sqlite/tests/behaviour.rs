@@ -136,6 +136,53 @@ async fn capabilities_are_honest() {
     }
 }
 
+/// Acquiring a name that was used before, renewing and releasing each change its one row
+/// in place: one database page, so one WAL frame per commit (what makes them cheap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_name_writes_one_page_per_acquire_heartbeat_and_release() {
+    // WAL frames can only be counted where the driver puts the database in WAL mode.
+    for &driver in DRIVERS.iter().filter(|d| d.sets_wal()) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages.db");
+        let b = driver.open(&path).await.unwrap();
+        let frame = 24 + u64::try_from(common::raw_i64(&path, "PRAGMA page_size")).unwrap();
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap();
+        let name = LockName::new("known").unwrap();
+        let first = b
+            .try_acquire(&name, &holder("first"), LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(b.release(&first).await.unwrap());
+
+        let before = wal_size();
+        let lease = b
+            .try_acquire(&name, &holder("again"), LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        let after_acquire = wal_size();
+        // Another TTL, so that the expiry changes even within the same millisecond (SQLite
+        // does not write a page whose row is rewritten unchanged).
+        let renewed = b.heartbeat(&lease, LONG * 2).await.unwrap();
+        let after_heartbeat = wal_size();
+        assert!(b.release(&renewed).await.unwrap());
+        let after_release = wal_size();
+        assert_eq!(
+            [
+                after_acquire - before,
+                after_heartbeat - after_acquire,
+                after_release - after_heartbeat,
+            ],
+            [frame; 3],
+            "{driver:?}: bytes appended to the WAL by acquire, heartbeat, release \
+             (one {frame}-byte frame each expected)"
+        );
+        assert_eq!(lease.fence, first.fence + 1, "{driver:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_full_works_and_is_shared_with_normal_clients() {
     for &driver in DRIVERS {

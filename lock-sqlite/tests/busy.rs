@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{DRIVERS, LONG, holder, raw};
+use common::{DRIVERS, LONG, holder, raw, raw_i64};
 use lock_core::{LockError, LockName};
 use lock_sqlite::SqliteOptions;
 
@@ -123,6 +123,17 @@ async fn a_hold_longer_than_the_budget_is_unavailable_naming_the_database() {
             Err(LockError::Unavailable { .. })
         ));
         holder_thread.join().unwrap();
+        assert_eq!(
+            (
+                raw_i64(&path, "SELECT count(*) FROM lock_leases"),
+                raw_i64(
+                    &path,
+                    "SELECT value FROM lock_meta WHERE key = 'fence_seed'"
+                )
+            ),
+            (0, 0),
+            "{driver:?}: the refused attempts left no trace"
+        );
         // The same backend works again once the other transaction is gone.
         let lease = b
             .try_acquire(&name, &holder("later"), LONG)
@@ -130,8 +141,9 @@ async fn a_hold_longer_than_the_budget_is_unavailable_naming_the_database() {
             .unwrap_or_else(|e| panic!("{driver:?}: did not recover: {e}"))
             .expect("free");
         assert_eq!(
-            lease.fence, 1,
-            "{driver:?}: the refused attempts left no trace"
+            u64::try_from(raw_i64(&path, "SELECT fence FROM lock_leases")).unwrap(),
+            lease.fence,
+            "{driver:?}"
         );
         assert!(b.release(&lease).await.unwrap());
     }

@@ -1,18 +1,33 @@
 //! Rows this library did not write are reported as `Corrupt`, never as a lease; `list`
-//! skips them; `force_release` clears them.
+//! skips them; `force_release` clears them, and the name's next fence is still higher than
+//! any it had.
 
 mod common;
 
 use std::path::Path;
+use std::time::{Instant, SystemTime};
 
-use common::{DRIVERS, LONG, holder, raw};
+use common::{DRIVERS, LONG, holder, raw, raw_i64};
+use lock_core::time::fence_seed_now;
 use lock_core::{Holder, Lease, LockError, LockName, OwnerToken};
 
 const FAR_FUTURE_MS: i64 = 4_102_444_800_000; // 2100-01-01
 
+/// A fence far above what the wall-clock seed gives (about 1.7e15 today), so that only the
+/// recovered fence, not the clock, can put the next fence above it.
+const HUGE_FENCE: i64 = 7_000_000_000_000_000_000;
+
+/// A garbled row: what the error names, the SQL that inserts it (with `{n}` for the name),
+/// and its fence if that is readable.
+struct Garble {
+    what: &'static str,
+    sql: String,
+    fence: Option<i64>,
+}
+
 /// Rows garbled the ways a hand edit or a foreign writer could garble them. Every one
 /// has a live-looking expiry, so that only the decoder stands between it and a false lease.
-fn garbled_rows() -> Vec<(&'static str, String)> {
+fn garbled_rows() -> Vec<Garble> {
     let live = FAR_FUTURE_MS.to_string();
     let row = |owner: &str, label: &str, pid: &str, fence: &str, expires: &str| {
         format!(
@@ -21,13 +36,28 @@ fn garbled_rows() -> Vec<(&'static str, String)> {
         )
     };
     let token = "randomblob(16)";
+    let huge = HUGE_FENCE.to_string();
+    let garble = |what, sql, fence| Garble { what, sql, fence };
     vec![
-        ("owner", row("X'0102'", "'l'", "1", "5", &live)),
-        ("owner", row("'not-a-token'", "'l'", "1", "5", &live)),
-        ("fence", row(token, "'l'", "1", "-7", &live)),
-        ("pid", row(token, "'l'", "-1", "5", &live)),
-        ("expiry", row(token, "'l'", "1", "5", "'tomorrow'")),
-        ("label", row(token, "X'FF00'", "1", "5", &live)),
+        garble(
+            "owner",
+            row("X'0102'", "'l'", "1", &huge, &live),
+            Some(HUGE_FENCE),
+        ),
+        garble(
+            "owner",
+            row("'not-a-token'", "'l'", "1", "5", &live),
+            Some(5),
+        ),
+        garble("fence", row(token, "'l'", "1", "-7", &live), None),
+        garble("fence", row(token, "'l'", "1", "'many'", &live), None),
+        garble(
+            "pid",
+            row(token, "'l'", "-1", &(HUGE_FENCE + 10).to_string(), &live),
+            Some(HUGE_FENCE + 10),
+        ),
+        garble("expiry", row(token, "'l'", "1", "5", "'tomorrow'"), Some(5)),
+        garble("label", row(token, "X'FF00'", "1", "6", &live), Some(6)),
     ]
 }
 
@@ -46,13 +76,26 @@ fn assert_corrupt<T: std::fmt::Debug>(result: lock_core::Result<T>, what: &str, 
     }
 }
 
+/// A lease value for `name` with a token nobody holds.
+fn forged(name: &LockName, fence: u64) -> Lease {
+    Lease::new(
+        name.clone(),
+        Holder::new(OwnerToken::random(), "forger", 1, "h"),
+        fence,
+        SystemTime::now() + LONG,
+        Instant::now(),
+        LONG,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbled_rows_are_corrupt_and_force_release_recovers() {
     for &driver in DRIVERS {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbled.db");
         let b = driver.open(&path).await.unwrap();
-        for (i, (what, sql)) in garbled_rows().into_iter().enumerate() {
+        for (i, garble) in garbled_rows().into_iter().enumerate() {
+            let Garble { what, sql, fence } = garble;
             let context = format!("{driver:?}, garbled {what} ({sql})");
             let name = LockName::new(format!("garbled-{i}")).unwrap();
             insert(&path, &sql, name.as_str());
@@ -66,19 +109,13 @@ async fn garbled_rows_are_corrupt_and_force_release_recovers() {
                 b.list("garbled-").await.unwrap().is_empty(),
                 "{context}: list shows an unreadable row"
             );
-            let forged = Lease::new(
-                name.clone(),
-                Holder::new(OwnerToken::random(), "forger", 1, "h"),
-                5,
-                std::time::SystemTime::now() + LONG,
-                std::time::Instant::now(),
-                LONG,
-            );
-            assert_corrupt(b.heartbeat(&forged, LONG).await, what, &context);
+            assert_corrupt(b.heartbeat(&forged(&name, 5), LONG).await, what, &context);
             assert!(
-                !b.release(&forged).await.unwrap(),
+                !b.release(&forged(&name, 5)).await.unwrap(),
                 "{context}: release by a stranger"
             );
+
+            let seed_before = fence_seed_now();
             b.force_release(&name)
                 .await
                 .unwrap_or_else(|e| panic!("{context}: force_release failed: {e}"));
@@ -88,10 +125,82 @@ async fn garbled_rows_are_corrupt_and_force_release_recovers() {
                 .await
                 .unwrap_or_else(|e| panic!("{context}: {e}"))
                 .expect("free after force_release");
-            assert!(lease.fence >= 1);
+            assert!(lease.fence >= seed_before, "{context}: {}", lease.fence);
+            if let Some(old) = fence {
+                assert!(
+                    lease.fence > u64::try_from(old).unwrap(),
+                    "{context}: fence {} after the corrupt row's {old}",
+                    lease.fence
+                );
+            }
             assert!(b.release(&lease).await.unwrap());
         }
         assert!(b.list("").await.unwrap().is_empty(), "{driver:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_rows_are_taken_over_only_when_their_fence_can_advance() {
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("expired.db");
+        let b = driver.open(&path).await.unwrap();
+        let context = format!("{driver:?}");
+
+        // An expired row with a sound fence and expiry but a garbled label: taking it over
+        // rewrites every other column, and the fence advances past the stored one.
+        let healed = LockName::new("healed").unwrap();
+        insert(
+            &path,
+            "INSERT INTO lock_leases VALUES ('{n}', randomblob(16), X'FF00', 1, 'h', 9, 0, 0)",
+            healed.as_str(),
+        );
+        assert_corrupt(b.inspect(&healed).await, "label", &context);
+        let lease = b
+            .try_acquire(&healed, &holder("healer"), LONG)
+            .await
+            .unwrap()
+            .expect("an expired row is free");
+        assert_eq!(lease.fence, 10, "{context}");
+        assert_eq!(
+            b.inspect(&healed).await.unwrap().unwrap().label,
+            "healer",
+            "{context}"
+        );
+
+        // Expired, but a fence this library never writes (0) or one that cannot advance.
+        for (name, fence, what) in [
+            ("zero", "0", "fence"),
+            ("at-max", "9223372036854775807", "largest"),
+        ] {
+            let name = LockName::new(name).unwrap();
+            insert(
+                &path,
+                &format!(
+                    "INSERT INTO lock_leases VALUES ('{{n}}', randomblob(16), 'l', 1, 'h', \
+                     {fence}, 0, 0)"
+                ),
+                name.as_str(),
+            );
+            let context = format!("{driver:?}: fence {fence}");
+            assert_corrupt(
+                b.try_acquire(&name, &holder("x"), LONG).await,
+                what,
+                &context,
+            );
+            let seed_before = fence_seed_now();
+            assert!(
+                !b.force_release(&name).await.unwrap(),
+                "{context}: nothing live was removed"
+            );
+            let next = b
+                .try_acquire(&name, &holder("after"), LONG)
+                .await
+                .unwrap()
+                .expect("free after force_release");
+            assert!(next.fence >= seed_before, "{context}: {}", next.fence);
+        }
+        assert!(b.release(&lease).await.unwrap());
     }
 }
 
@@ -111,7 +220,8 @@ async fn list_skips_unreadable_rows_but_not_database_failures() {
                     .unwrap(),
             );
         }
-        insert(&path, &garbled_rows()[0].1, "job/b");
+        let garbled = &garbled_rows()[0];
+        insert(&path, &garbled.sql, "job/b");
         let listed: Vec<(String, u64)> = b
             .list("")
             .await
@@ -137,44 +247,71 @@ async fn list_skips_unreadable_rows_but_not_database_failures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_garbled_fence_counter_is_corrupt_not_a_reused_fence() {
+async fn a_garbled_fence_counter_is_corrupt_for_new_names_only() {
     for &driver in DRIVERS {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counter.db");
         let b = driver.open(&path).await.unwrap();
-        let name = LockName::new("counted").unwrap();
-        let first = b
-            .try_acquire(&name, &holder("a"), LONG)
+        let known = LockName::new("counted").unwrap();
+        let mut last = b
+            .try_acquire(&known, &holder("a"), LONG)
             .await
             .unwrap()
             .unwrap();
-        assert!(b.release(&first).await.unwrap());
-        for garble in [
-            "UPDATE lock_meta SET value = 'many' WHERE key = 'fence'",
-            "UPDATE lock_meta SET value = -3 WHERE key = 'fence'",
-            "UPDATE lock_meta SET value = 9223372036854775807 WHERE key = 'fence'",
-            "DELETE FROM lock_meta WHERE key = 'fence'",
-        ] {
+        assert!(b.release(&last).await.unwrap());
+        let garbles = [
+            "UPDATE lock_meta SET value = 'many' WHERE key = 'fence_seed'",
+            "UPDATE lock_meta SET value = -3 WHERE key = 'fence_seed'",
+            "UPDATE lock_meta SET value = 9223372036854775807 WHERE key = 'fence_seed'",
+            "DELETE FROM lock_meta WHERE key = 'fence_seed'",
+        ];
+        for (i, garble) in garbles.into_iter().enumerate() {
+            let context = format!("{driver:?}: {garble}");
             raw(&path).execute_batch(garble).unwrap();
+            let new = LockName::new(format!("new-{i}")).unwrap();
             assert_corrupt(
-                b.try_acquire(&name, &holder("b"), LONG).await,
+                b.try_acquire(&new, &holder("b"), LONG).await,
                 "fence counter",
-                &format!("{driver:?}: {garble}"),
+                &context,
             );
-            assert!(
-                b.inspect(&name).await.unwrap().is_none(),
-                "{driver:?}: {garble}"
-            );
-            raw(&path)
-                .execute_batch("INSERT OR REPLACE INTO lock_meta (key, value) VALUES ('fence', 1)")
+            assert!(b.inspect(&new).await.unwrap().is_none(), "{context}");
+            // A known name keeps its own fence: the counter is not involved.
+            let again = b
+                .try_acquire(&known, &holder("c"), LONG)
+                .await
+                .unwrap_or_else(|e| panic!("{context}: {e}"))
                 .unwrap();
+            assert_eq!(again.fence, last.fence + 1, "{context}");
+            assert!(b.release(&again).await.unwrap());
+            last = again;
+            // Clearing a corrupt row needs the counter too: refused, and the row stays.
+            let bad = LockName::new(format!("bad-{i}")).unwrap();
+            insert(&path, &garbled_rows()[0].sql, bad.as_str());
+            assert_corrupt(b.force_release(&bad).await, "fence counter", &context);
+            assert_corrupt(b.inspect(&bad).await, "owner", &context);
+            raw(&path)
+                .execute_batch(
+                    "INSERT OR REPLACE INTO lock_meta (key, value) VALUES ('fence_seed', 1)",
+                )
+                .unwrap();
+            b.force_release(&bad).await.unwrap();
         }
+        let seed_before = fence_seed_now();
         let next = b
-            .try_acquire(&name, &holder("c"), LONG)
+            .try_acquire(&LockName::new("new").unwrap(), &holder("d"), LONG)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(next.fence, 2, "{driver:?}");
+        assert!(next.fence >= seed_before, "{driver:?}");
+        assert_eq!(
+            u64::try_from(raw_i64(
+                &path,
+                "SELECT value FROM lock_meta WHERE key = 'fence_seed'"
+            ))
+            .unwrap(),
+            next.fence,
+            "{driver:?}"
+        );
         assert!(b.release(&next).await.unwrap());
     }
 }

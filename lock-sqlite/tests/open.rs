@@ -8,6 +8,7 @@ use std::path::Path;
 use common::{DRIVERS, Driver, LONG, assert_config, holder, raw, raw_i64, raw_string, snapshot};
 use futures_util::future::join_all;
 use lock_core::LockName;
+use lock_core::time::fence_seed_now;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_file_gets_the_versioned_schema() {
@@ -29,11 +30,14 @@ async fn a_fresh_file_gets_the_versioned_schema() {
                 &path,
                 "SELECT value FROM lock_meta WHERE key = 'schema_version'"
             ),
-            1,
+            2,
             "{driver:?}"
         );
         assert_eq!(
-            raw_i64(&path, "SELECT value FROM lock_meta WHERE key = 'fence'"),
+            raw_i64(
+                &path,
+                "SELECT value FROM lock_meta WHERE key = 'fence_seed'"
+            ),
             0,
             "{driver:?}"
         );
@@ -42,13 +46,43 @@ async fn a_fresh_file_gets_the_versioned_schema() {
         let expected = if driver.sets_wal() { "wal" } else { "delete" };
         assert_eq!(mode, expected, "{driver:?}");
         let name = LockName::new("fresh").unwrap();
+        let seed_before = fence_seed_now();
         let lease = b
             .try_acquire(&name, &holder("a"), LONG)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(lease.fence, 1, "{driver:?}: fences start at 1");
+        // A name's first fence is seeded from the clock (microseconds) and recorded.
+        assert!(lease.fence >= seed_before, "{driver:?}: {}", lease.fence);
+        let seed = || {
+            raw_i64(
+                &path,
+                "SELECT value FROM lock_meta WHERE key = 'fence_seed'",
+            )
+        };
+        assert_eq!(u64::try_from(seed()).unwrap(), lease.fence, "{driver:?}");
         assert!(b.release(&lease).await.unwrap());
+        // Released, the row stays (free) and keeps the fence; the next one is the row's own.
+        assert_eq!(
+            raw_i64(
+                &path,
+                "SELECT count(*) FROM lock_leases WHERE expires_at_ms <= 0"
+            ),
+            1,
+            "{driver:?}"
+        );
+        let again = b
+            .try_acquire(&name, &holder("b"), LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.fence, lease.fence + 1, "{driver:?}");
+        assert_eq!(
+            u64::try_from(seed()).unwrap(),
+            lease.fence,
+            "{driver:?}: a known name does not touch the seed"
+        );
+        assert!(b.release(&again).await.unwrap());
     }
 }
 
@@ -213,11 +247,11 @@ async fn a_newer_schema_is_refused_untouched() {
     raw(&path)
         .execute_batch(
             "PRAGMA journal_mode = DELETE;\
-             UPDATE lock_meta SET value = 2 WHERE key = 'schema_version';\
+             UPDATE lock_meta SET value = 3 WHERE key = 'schema_version';\
              ALTER TABLE lock_leases ADD COLUMN priority INTEGER;",
         )
         .unwrap();
-    refused_untouched(&path, &["schema version 2", "newer", "Upgrade lock-sqlite"]).await;
+    refused_untouched(&path, &["schema version 3", "newer", "Upgrade lock-sqlite"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,148 @@
+//! The operations that open a database: looking at its schema, creating or migrating the
+//! tables, and the connection settings (journal mode, `synchronous`).
+
+use crate::driver::{DbError, Statements, TxKind};
+use crate::options::Synchronous;
+use crate::retry::{Op, OpError};
+use crate::schema::{Found, FoundTable, Verdict};
+use crate::sql;
+use crate::value::Value;
+
+/// Looks at the schema, reading only.
+pub(crate) struct LookAtSchema;
+
+impl Op for LookAtSchema {
+    type Output = Found;
+    const KIND: TxKind = TxKind::Read;
+
+    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<Found, OpError> {
+        Ok(look(tx).await?)
+    }
+}
+
+async fn look<S: Statements>(tx: &mut S) -> Result<Found, DbError> {
+    let mut found = Found::default();
+    for row in tx.query(sql::FIND_TABLES, &[]).await? {
+        let (Some(Value::Text(name)), Some(kind)) = (row.first(), row.get(1)) else {
+            continue;
+        };
+        let kind = kind.as_text().unwrap_or("object").to_owned();
+        let columns = if kind == "table" {
+            tx.query(sql::TABLE_COLUMNS, &[Value::from(name.as_str())])
+                .await?
+                .iter()
+                .map(|r| match r.first() {
+                    Some(Value::Text(c)) => c.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let table = Some(FoundTable { kind, columns });
+        match name.as_str() {
+            "lock_meta" => found.meta = table,
+            "lock_leases" => found.leases = table,
+            _ => {}
+        }
+    }
+    if found.meta_is_ours() {
+        let rows = tx.query(sql::SCHEMA_VERSION_ROW, &[]).await?;
+        found.version = rows.first().and_then(|r| r.first()).cloned();
+    }
+    Ok(found)
+}
+
+/// Creates the tables unless they exist, or migrates them from an older version: looks
+/// again inside the write transaction, so that concurrent openers do it exactly once.
+pub(crate) struct PrepareSchema;
+
+impl Op for PrepareSchema {
+    type Output = ();
+    const KIND: TxKind = TxKind::Write;
+
+    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<(), OpError> {
+        match look(tx).await?.verdict(db)? {
+            Verdict::Ready => {}
+            Verdict::Create => {
+                tx.execute(sql::CREATE_META, &[]).await?;
+                tx.execute(sql::CREATE_LEASES, &[]).await?;
+                tx.execute(sql::SEED_META, &[]).await?;
+                tracing::info!(
+                    db,
+                    "created lock tables (schema version {})",
+                    sql::SCHEMA_VERSION
+                );
+            }
+            Verdict::Migrate { from } => {
+                // Only version 1 is older than 2; its rows are valid version 2 rows, and
+                // version 2 seeds new names above the counter it takes over.
+                match tx.execute(sql::MIGRATE_V1_FENCE_COUNTER, &[]).await {
+                    // An application's read-only pool: read the older rows as they are,
+                    // as a client opened read-only does.
+                    Err(e) if e.is_read_only() => {
+                        tracing::debug!(db, from, "reading an older lock schema as it is");
+                        return Ok(());
+                    }
+                    other => other?,
+                };
+                tx.execute(
+                    sql::SET_SCHEMA_VERSION,
+                    &[Value::Integer(sql::SCHEMA_VERSION)],
+                )
+                .await?;
+                tracing::info!(
+                    db,
+                    from,
+                    to = sql::SCHEMA_VERSION,
+                    "migrated lock tables: fences are now kept per lock name; programs \
+                     still using an older lock-sqlite on this database must be upgraded"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the journal mode, or switches it to WAL; returns the mode now in effect.
+pub(crate) struct JournalMode {
+    pub(crate) set_wal: bool,
+}
+
+impl Op for JournalMode {
+    type Output = String;
+    const KIND: TxKind = TxKind::Autocommit;
+
+    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<String, OpError> {
+        let statement = if self.set_wal {
+            sql::JOURNAL_MODE_WAL
+        } else {
+            sql::JOURNAL_MODE
+        };
+        let rows = tx.query(statement, &[]).await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Value::as_text)
+            .unwrap_or("unknown")
+            .to_ascii_lowercase())
+    }
+}
+
+/// Sets `PRAGMA synchronous` on the connection the driver hands out (the rusqlite
+/// driver's only connection; sqlx pools set it per connection in their options).
+pub(crate) struct SetSynchronous(pub(crate) Synchronous);
+
+impl Op for SetSynchronous {
+    type Output = ();
+    const KIND: TxKind = TxKind::Autocommit;
+
+    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<(), OpError> {
+        let statement = match self.0 {
+            Synchronous::Full => sql::SYNCHRONOUS_FULL,
+            _ => sql::SYNCHRONOUS_NORMAL,
+        };
+        tx.execute(statement, &[]).await?;
+        Ok(())
+    }
+}
