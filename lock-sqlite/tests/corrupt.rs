@@ -1,15 +1,16 @@
 //! Rows this library did not write are reported as `Corrupt`, never as a lease; `list`
 //! skips them; `force_release` clears them, and the name's next fence is still higher than
-//! any it had.
+//! any it had. Other names are not affected.
 
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use common::{DRIVERS, LONG, holder, raw, raw_i64};
 use lock_core::time::fence_seed_now;
-use lock_core::{Holder, Lease, LockError, LockName, OwnerToken};
+use lock_core::{Holder, Lease, LockBackend, LockError, LockName, OwnerToken};
 
 const FAR_FUTURE_MS: i64 = 4_102_444_800_000; // 2100-01-01
 
@@ -88,12 +89,36 @@ fn forged(name: &LockName, fence: u64) -> Lease {
     )
 }
 
+/// Asserts that `lease` is still exactly as it was (holder, fence) and that its holder can
+/// still renew it; returns the renewed lease.
+async fn assert_untouched(b: &Arc<dyn LockBackend>, lease: &Lease, context: &str) -> Lease {
+    let info = b
+        .inspect(&lease.name)
+        .await
+        .unwrap_or_else(|e| panic!("{context}: inspect of an untouched name failed: {e}"))
+        .unwrap_or_else(|| panic!("{context}: the untouched lease is gone"));
+    assert_eq!(info.label, lease.holder.label, "{context}");
+    assert_eq!(info.fence, lease.fence, "{context}");
+    let renewed = b
+        .heartbeat(lease, LONG)
+        .await
+        .unwrap_or_else(|e| panic!("{context}: heartbeat of the untouched lease failed: {e}"));
+    assert_eq!(renewed.fence, lease.fence, "{context}");
+    renewed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbled_rows_are_corrupt_and_force_release_recovers() {
     for &driver in DRIVERS {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbled.db");
         let b = driver.open(&path).await.unwrap();
+        let bystander_name = LockName::new("bystander").unwrap();
+        let mut bystander = b
+            .try_acquire(&bystander_name, &holder("bystander"), LONG)
+            .await
+            .unwrap()
+            .unwrap();
         for (i, garble) in garbled_rows().into_iter().enumerate() {
             let Garble { what, sql, fence } = garble;
             let context = format!("{driver:?}, garbled {what} ({sql})");
@@ -114,6 +139,7 @@ async fn garbled_rows_are_corrupt_and_force_release_recovers() {
                 !b.release(&forged(&name, 5)).await.unwrap(),
                 "{context}: release by a stranger"
             );
+            bystander = assert_untouched(&b, &bystander, &context).await;
 
             let seed_before = fence_seed_now();
             b.force_release(&name)
@@ -133,8 +159,18 @@ async fn garbled_rows_are_corrupt_and_force_release_recovers() {
                     lease.fence
                 );
             }
+            bystander = assert_untouched(&b, &bystander, &context).await;
             assert!(b.release(&lease).await.unwrap());
         }
+        assert_eq!(
+            b.list("").await.unwrap().len(),
+            1,
+            "{driver:?}: only the bystander"
+        );
+        assert!(
+            b.release(&bystander).await.unwrap(),
+            "{driver:?}: the bystander's holder releases it"
+        );
         assert!(b.list("").await.unwrap().is_empty(), "{driver:?}");
     }
 }
