@@ -8,8 +8,9 @@ use lock_core::time::validate_ttl;
 use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, Result};
 use tracing::Instrument;
 
+use crate::batch;
 use crate::driver::Driver;
-use crate::ops::{Acquire, ForceRelease, Heartbeat, Inspect, List, Release};
+use crate::ops::{Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, Release};
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
 use crate::setup::{JournalMode, LookAtSchema, PrepareSchema};
@@ -18,7 +19,8 @@ use crate::setup::{JournalMode, LookAtSchema, PrepareSchema};
 pub(crate) const CAPABILITIES: Capabilities = Capabilities::none()
     .with_list(true)
     .with_shared_across_hosts(false)
-    .with_notifies_release(false);
+    .with_notifies_release(false)
+    .with_batched_heartbeat(true);
 
 /// What to do about the journal mode once the schema is in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +134,31 @@ impl<D: Driver> Engine<D> {
             .await
     }
 
+    /// Heartbeats `leases` in one write transaction; results in the order of `leases`.
+    pub(crate) async fn heartbeat_many(
+        &self,
+        leases: &[Lease],
+        ttl: Duration,
+    ) -> Vec<Result<Lease>> {
+        if let Err(e) = validate_ttl(ttl) {
+            return batch::all_failed(e, leases.len());
+        }
+        if leases.is_empty() {
+            return Vec::new();
+        }
+        let run = self
+            .run(&HeartbeatMany { leases, ttl })
+            .instrument(tracing::debug_span!(
+                "heartbeat_many",
+                leases = leases.len()
+            ))
+            .await;
+        match run {
+            Ok(results) => results,
+            Err(e) => batch::all_failed(e, leases.len()),
+        }
+    }
+
     pub(crate) async fn release(&self, lease: &Lease) -> Result<bool> {
         let freed = self
             .run(&Release { lease })
@@ -194,6 +221,14 @@ macro_rules! forward_lock_backend {
                 ttl: std::time::Duration,
             ) -> lock_core::Result<lock_core::Lease> {
                 self.engine.heartbeat(lease, ttl).await
+            }
+
+            async fn heartbeat_many(
+                &self,
+                leases: &[lock_core::Lease],
+                ttl: std::time::Duration,
+            ) -> Vec<lock_core::Result<lock_core::Lease>> {
+                self.engine.heartbeat_many(leases, ttl).await
             }
 
             async fn release(&self, lease: &lock_core::Lease) -> lock_core::Result<bool> {

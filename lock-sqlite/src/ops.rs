@@ -180,6 +180,32 @@ impl Op for Heartbeat<'_> {
     }
 }
 
+/// Extends many leases in one transaction. Each lease gets its own answer (renewed,
+/// `LeaseLost` or `Corrupt`); a database failure fails the whole transaction.
+pub(crate) struct HeartbeatMany<'a> {
+    pub(crate) leases: &'a [Lease],
+    pub(crate) ttl: Duration,
+}
+
+impl Op for HeartbeatMany<'_> {
+    type Output = Vec<Result<Lease, LockError>>;
+    const KIND: TxKind = TxKind::Write;
+
+    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
+        let sent = monotonic_now();
+        let now = wall_now_ms();
+        let mut out = Vec::with_capacity(self.leases.len());
+        for lease in self.leases {
+            out.push(match extend(tx, db, lease, self.ttl, now, sent).await {
+                Ok(renewed) => Ok(renewed),
+                Err(OpError::Lock(e)) => Err(e),
+                Err(e @ OpError::Db(_)) => return Err(e),
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// Compare-and-free by owner token; the row and its fence stay.
 pub(crate) struct Release<'a> {
     pub(crate) lease: &'a Lease,

@@ -133,6 +133,7 @@ async fn capabilities_are_honest() {
             !caps.notifies_release,
             "{driver:?}: only this process is notified"
         );
+        assert!(caps.batched_heartbeat, "{driver:?}: one transaction");
     }
 }
 

@@ -60,6 +60,42 @@ async fn a_short_hold_is_waited_out_without_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_heartbeat_waits_out_a_short_hold() {
+    let hold = Duration::from_millis(500);
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy-batch.db");
+        let b = driver.open(&path).await.unwrap();
+        let mut leases = Vec::new();
+        for n in ["one", "two"] {
+            let name = LockName::new(n).unwrap();
+            leases.push(
+                b.try_acquire(&name, &holder(n), LONG)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        let holder_thread = hold_write_lock(&path, hold);
+        let start = Instant::now();
+        let results = b.heartbeat_many(&leases, LONG).await;
+        let waited = start.elapsed();
+        holder_thread.join().unwrap();
+        assert_eq!(results.len(), 2, "{driver:?}");
+        for result in results {
+            result.unwrap_or_else(|e| panic!("{driver:?}: busy leaked to the caller: {e}"));
+        }
+        assert!(
+            waited >= hold - Duration::from_millis(100),
+            "{driver:?}: renewed after {waited:?}, while the write lock was still held"
+        );
+        for lease in &leases {
+            assert!(b.release(lease).await.unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_are_not_blocked_by_a_writer_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
@@ -122,6 +158,26 @@ async fn a_hold_longer_than_the_budget_is_unavailable_naming_the_database() {
             b.force_release(&name).await,
             Err(LockError::Unavailable { .. })
         ));
+        let unsent = |n: &str| {
+            lock_core::Lease::new(
+                LockName::new(n).unwrap(),
+                holder("batch"),
+                1,
+                std::time::SystemTime::now() + LONG,
+                Instant::now(),
+                LONG,
+            )
+        };
+        let batch = b
+            .heartbeat_many(&[unsent("stuck"), unsent("other")], LONG)
+            .await;
+        assert_eq!(batch.len(), 2, "{driver:?}");
+        assert!(
+            batch
+                .iter()
+                .all(|r| matches!(r, Err(e @ LockError::Unavailable { .. }) if e.is_transient())),
+            "{driver:?}: {batch:?}"
+        );
         holder_thread.join().unwrap();
         assert_eq!(
             (
