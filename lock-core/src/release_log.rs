@@ -1,11 +1,13 @@
 //! [`ReleaseLog`]: releases this process has seen, for backends that wake waiters.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::backoff::jitter;
 use crate::name::LockName;
 use crate::time::monotonic_now;
 
@@ -112,6 +114,78 @@ impl ReleaseLog {
             }
         }
     }
+
+    /// As [`wait`](Self::wait), and also returns when `probe` shows the lease changed
+    /// hands: for stores that other processes write without telling this one (a lock
+    /// directory, a SQLite file).
+    ///
+    /// `probe` must be cheap and must not lock anything a holder needs (read the lease
+    /// record without a lock, or in a read transaction). It is called at the start and then
+    /// every [`POLL_INTERVAL`] (jittered); this returns once it sees the lease
+    /// [`Free`](Seen::Free), or held by someone other than at the start. A lease free at the
+    /// start returns one interval later, never at once, so a caller that keeps losing the
+    /// race for it cannot spin.
+    ///
+    /// Cost: one probe every 1 to 2 ms while a waiter waits, a few microseconds each for a
+    /// local file.
+    pub async fn wait_or_poll(
+        &self,
+        name: &LockName,
+        since: Instant,
+        max: Duration,
+        probe: impl LeaseProbe,
+    ) {
+        tokio::select! {
+            () = self.wait(name, since, max) => {}
+            () = poll_until_changed(probe, max) => {}
+        }
+    }
+}
+
+/// A cheap look at one lease in a store, for [`ReleaseLog::wait_or_poll`].
+pub trait LeaseProbe: Send {
+    /// What tells two holders apart (say, the owner token and the fence).
+    type Holder: PartialEq + Send;
+
+    /// The lease as the store has it now.
+    fn look(&mut self) -> impl Future<Output = Seen<Self::Holder>> + Send;
+}
+
+/// What a backend's probe saw of a lease, for [`ReleaseLog::wait_or_poll`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen<T> {
+    /// Nobody holds it: no record, a released one, or an expired one.
+    Free,
+    /// A live lease, told apart from others by `T` (say, its owner token and fence).
+    Held(T),
+    /// The probe could not tell (the store was busy, or a write was half done).
+    Unknown,
+}
+
+/// How often [`ReleaseLog::wait_or_poll`] probes the store: every 1 to 2 ms (jittered).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+async fn poll_until_changed(mut probe: impl LeaseProbe, max: Duration) {
+    let deadline = monotonic_now() + max;
+    let mut first = probe.look().await;
+    loop {
+        let next = monotonic_now() + jitter(POLL_INTERVAL);
+        if next >= deadline {
+            tokio::time::sleep_until(deadline.into()).await;
+            return;
+        }
+        tokio::time::sleep_until(next.into()).await;
+        if first == Seen::Free {
+            return;
+        }
+        match probe.look().await {
+            Seen::Free => return,
+            Seen::Unknown => {}
+            seen if first == Seen::Unknown => first = seen,
+            seen if seen != first => return,
+            Seen::Held(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +231,80 @@ mod tests {
         let a = ReleaseLog::shared("/tmp/x.db");
         assert!(Arc::ptr_eq(&a, &ReleaseLog::shared("/tmp/x.db")));
         assert!(!Arc::ptr_eq(&a, &ReleaseLog::shared("/tmp/y.db")));
+    }
+
+    /// A probe that replays `seen`, then repeats its last entry; counts its calls.
+    struct Replay<'a> {
+        seen: Vec<Seen<u32>>,
+        calls: &'a std::sync::atomic::AtomicUsize,
+    }
+
+    impl LeaseProbe for Replay<'_> {
+        type Holder = u32;
+
+        fn look(&mut self) -> impl Future<Output = Seen<u32>> + Send {
+            let i = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = self.seen.get(i).or(self.seen.last()).cloned();
+            std::future::ready(seen.unwrap_or(Seen::Unknown))
+        }
+    }
+
+    async fn poll(seen: Vec<Seen<u32>>, max: Duration) -> (Duration, usize) {
+        let log = ReleaseLog::new();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let start = monotonic_now();
+        let name = LockName::new("a").unwrap();
+        log.wait_or_poll(
+            &name,
+            start,
+            max,
+            Replay {
+                seen,
+                calls: &calls,
+            },
+        )
+        .await;
+        (monotonic_now() - start, calls.into_inner())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polling_returns_when_the_holder_changes_or_the_lease_is_free() {
+        let max = Duration::from_secs(5);
+        let held = |t| Seen::Held(t);
+        // Same holder twice, then another: the third probe, two intervals in.
+        let (waited, calls) = poll(vec![held(1), held(1), held(2)], max).await;
+        assert_eq!(calls, 3);
+        assert!(
+            waited >= POLL_INTERVAL && waited <= POLL_INTERVAL * 2,
+            "{waited:?}"
+        );
+        let (_, calls) = poll(vec![held(1), held(1), Seen::Free], max).await;
+        assert_eq!(calls, 3);
+        // Unknown first: the first known holder becomes the baseline.
+        let (_, calls) = poll(vec![Seen::Unknown, held(1), held(1), held(2)], max).await;
+        assert_eq!(calls, 4);
+        // Unknown in between changes nothing.
+        let (_, calls) = poll(vec![held(1), Seen::Unknown, held(1), held(3)], max).await;
+        assert_eq!(calls, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polling_a_lease_free_from_the_start_returns_after_one_interval() {
+        let (waited, calls) = poll(vec![Seen::Free], Duration::from_secs(5)).await;
+        assert_eq!(calls, 1);
+        assert!(
+            waited >= POLL_INTERVAL / 2 && waited <= POLL_INTERVAL,
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polling_an_unchanged_lease_waits_max() {
+        let max = Duration::from_millis(300);
+        let (waited, calls) = poll(vec![Seen::Held(1)], max).await;
+        assert_eq!(waited, max);
+        // One probe per 1-2 ms.
+        assert!((150..=300).contains(&calls), "{calls} probes");
     }
 
     #[tokio::test(start_paused = true)]

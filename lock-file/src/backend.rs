@@ -15,6 +15,7 @@ use crate::io_error::BACKEND;
 use crate::lease_file::LeaseFile;
 use crate::lock_dir::LockDir;
 use crate::options::FileOptions;
+use crate::peek::PeekFile;
 use crate::record::{self, Held, State};
 use crate::url_config;
 
@@ -297,11 +298,17 @@ impl LockBackend for FileBackend {
     }
 
     async fn wait_for_change(&self, name: &LockName, max: Duration) {
-        self.dir.changes().wait(name, monotonic_now(), max).await;
+        self.wait_for_change_since(name, monotonic_now(), max).await;
     }
 
+    /// Wakes on a release by this process at once, and on one by another process within
+    /// a few milliseconds: it looks at the lease file, without locking it, every 1-2 ms.
     async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
-        self.dir.changes().wait(name, since, max).await;
+        let probe = PeekFile::new(self.dir.lease_path(name));
+        self.dir
+            .changes()
+            .wait_or_poll(name, since, max, probe)
+            .await;
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
@@ -339,7 +346,7 @@ impl LockBackend for FileBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
             .with_list(true)
-            .with_notifies_release(false)
+            .with_notifies_release(true)
             .with_shared_across_hosts(false)
     }
 }

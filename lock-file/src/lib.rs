@@ -7,6 +7,7 @@ mod io_error;
 mod lease_file;
 mod lock_dir;
 mod options;
+mod peek;
 mod record;
 mod url_config;
 

@@ -5,12 +5,14 @@ use std::fmt;
 use std::time::Duration;
 
 use lock_core::time::validate_ttl;
-use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, Result};
+use lock_core::{
+    Capabilities, Holder, Lease, LeaseInfo, LeaseProbe, LockName, OwnerToken, Result, Seen,
+};
 use tracing::Instrument;
 
 use crate::batch;
 use crate::driver::Driver;
-use crate::ops::{Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, Release};
+use crate::ops::{Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, Peek, Release};
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
 use crate::setup::{JournalMode, LookAtSchema, PrepareSchema};
@@ -19,7 +21,7 @@ use crate::setup::{JournalMode, LookAtSchema, PrepareSchema};
 pub(crate) const CAPABILITIES: Capabilities = Capabilities::none()
     .with_list(true)
     .with_shared_across_hosts(false)
-    .with_notifies_release(false)
+    .with_notifies_release(true)
     .with_batched_heartbeat(true);
 
 /// What to do about the journal mode once the schema is in place.
@@ -185,19 +187,45 @@ impl<D: Driver> Engine<D> {
         Ok(freed)
     }
 
+    /// Wakes on a release through this process at once, and on one by another process
+    /// within a few milliseconds: it reads the name's row every 1-2 ms, in a read
+    /// transaction, which in WAL mode never blocks the writer.
     pub(crate) async fn wait_for_change_since(
         &self,
         name: &LockName,
         since: std::time::Instant,
         max: Duration,
     ) {
-        self.released.wait(name, since, max).await;
+        let probe = PeekRow { engine: self, name };
+        self.released.wait_or_poll(name, since, max, probe).await;
     }
 
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
         self.run(&List { prefix })
             .instrument(tracing::debug_span!("list", prefix))
             .await
+    }
+}
+
+/// How long one look at a row may wait for a busy database before it counts as unknown.
+const PEEK_BUDGET: Duration = Duration::from_millis(5);
+
+/// A waiter's look at one name's row.
+struct PeekRow<'a, D> {
+    engine: &'a Engine<D>,
+    name: &'a LockName,
+}
+
+impl<D: Driver> LeaseProbe for PeekRow<'_, D> {
+    type Holder = (OwnerToken, u64);
+
+    async fn look(&mut self) -> Seen<Self::Holder> {
+        let peek = Peek { name: self.name };
+        match retry::run(&self.engine.driver, &self.engine.db, PEEK_BUDGET, &peek).await {
+            Ok(Some(holder)) => Seen::Held(holder),
+            Ok(None) => Seen::Free,
+            Err(_) => Seen::Unknown,
+        }
     }
 }
 

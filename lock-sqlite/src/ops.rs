@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use lock_core::time::{from_unix_millis, monotonic_now};
-use lock_core::{Holder, Lease, LeaseInfo, LockError, LockName};
+use lock_core::{Holder, Lease, LeaseInfo, LockError, LockName, OwnerToken};
 
 use crate::BACKEND;
 use crate::driver::{Statements, TxKind};
@@ -290,6 +290,25 @@ impl Op for Inspect<'_> {
             .await?
             .filter(|s| s.is_live(now))
             .map(|s| s.info()))
+    }
+}
+
+/// Who holds a name's live lease, if anyone: what a waiter polls to notice a release by
+/// another process.
+pub(crate) struct Peek<'a> {
+    pub(crate) name: &'a LockName,
+}
+
+impl Op for Peek<'_> {
+    type Output = Option<(OwnerToken, u64)>;
+    const KIND: TxKind = TxKind::Read;
+
+    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
+        let now = wall_now_ms();
+        Ok(select_lease(tx, self.name, db)
+            .await?
+            .filter(|s| s.is_live(now))
+            .map(|s| (s.owner, s.fence)))
     }
 }
 
