@@ -31,13 +31,14 @@ pub(crate) enum RawPair {
         release: redis::Script,
         key: String,
     },
-    /// `BEGIN IMMEDIATE`, upsert-if-free, `COMMIT`, then a compare-and-delete, on the same
-    /// database file with the same pragmas.
+    /// `BEGIN IMMEDIATE`, upsert-if-expired, `COMMIT`, then a compare-and-free `UPDATE` of
+    /// the row in place (what the library does too: deleting the row would write more
+    /// pages and flatter the library), on the same database file with the same pragmas.
     Sqlite {
         conn: rusqlite::Connection,
         path: PathBuf,
     },
-    /// open + flock + write (+ fsync) + unlock, and the same to free it.
+    /// open + flock + read + write in place (+ fsync) + close, and the same to free it.
     File { path: PathBuf, sync: bool },
 }
 
@@ -151,12 +152,13 @@ impl RawPair {
                 }
                 let freed = conn
                     .prepare_cached(
-                        "DELETE FROM bench_raw_leases WHERE name = 'raw' AND owner = ?1",
+                        "UPDATE bench_raw_leases SET expires_at_ms = 0 \
+                         WHERE name = 'raw' AND owner = ?1 AND expires_at_ms > ?2",
                     )
-                    .and_then(|mut s| s.execute([&token]))
-                    .map_err(|e| failed("delete", e))?;
+                    .and_then(|mut s| s.execute(rusqlite::params![token, now]))
+                    .map_err(|e| failed("compare-and-free", e))?;
                 if freed != 1 {
-                    return Err(failed("delete", "nothing deleted"));
+                    return Err(failed("compare-and-free", "nothing freed"));
                 }
                 Ok(())
             }
@@ -185,9 +187,14 @@ impl RawPair {
     }
 }
 
-/// open, exclusive flock, rewrite, optional fsync, unlock: one lease-file update.
+/// Raw lease records are padded to this length, so every write overwrites the last one in
+/// place and the file never changes size (the library's records are rewritten in place too).
+const RAW_RECORD_LEN: usize = 64;
+
+/// open, exclusive flock, read (a lease must be looked at before it is taken or freed),
+/// write in place, optional fsync, close (which unlocks): one lease-file update.
 fn write_locked(path: &PathBuf, content: &[u8], sync: bool) -> Result<(), LockError> {
-    use std::io::{Seek, Write};
+    use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let mut file: File = std::fs::OpenOptions::new()
         .read(true)
@@ -198,15 +205,18 @@ fn write_locked(path: &PathBuf, content: &[u8], sync: bool) -> Result<(), LockEr
         .open(path)
         .map_err(|e| failed("open", e))?;
     fs4::FileExt::lock(&file).map_err(|e| failed("flock", e))?;
+    let mut record = [b' '; RAW_RECORD_LEN];
+    let len = content.len().min(RAW_RECORD_LEN);
+    record[..len].copy_from_slice(&content[..len]);
+    let mut seen = Vec::with_capacity(RAW_RECORD_LEN);
     let result = (|| {
-        file.set_len(0)?;
+        file.read_to_end(&mut seen)?;
         file.rewind()?;
-        file.write_all(content)?;
+        file.write_all(&record)?;
         if sync {
             file.sync_data()?;
         }
         Ok::<_, std::io::Error>(())
     })();
-    fs4::FileExt::unlock(&file).map_err(|e| failed("unlock", e))?;
-    result.map_err(|e| failed("write", e))
+    result.map_err(|e| failed("read and write", e))
 }
