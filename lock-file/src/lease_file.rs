@@ -1,7 +1,6 @@
 //! One lease file, open and locked for the critical section of one operation.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use lock_core::{LockError, LockName, Result};
@@ -12,12 +11,18 @@ use crate::record::{self, Decoded, State};
 /// Lease files are a few hundred bytes; anything much larger is not ours.
 const MAX_LEN: u64 = 1 << 20;
 
+/// A file up to this long keeps its length when a shorter record replaces a longer one
+/// (the rest is padding); a longer one (a huge label once written) is cut back.
+const KEEP_PADDED: u64 = 4096;
+
 /// A lease file whose fs4 lock this value holds; closing it (drop) releases the lock.
 #[derive(Debug)]
 pub(crate) struct LeaseFile {
     file: File,
     path: PathBuf,
     sync_writes: bool,
+    /// The file's length as last read or written (the lock keeps others from changing it).
+    len: Option<u64>,
 }
 
 impl LeaseFile {
@@ -27,6 +32,7 @@ impl LeaseFile {
             file,
             path,
             sync_writes,
+            len: None,
         }
     }
 
@@ -35,13 +41,26 @@ impl LeaseFile {
         &self.path
     }
 
-    /// The raw content (at most one byte past [`MAX_LEN`], so oversize is detectable).
+    /// The raw content (at most one byte past [`MAX_LEN`], so oversize is detectable): one
+    /// `fstat` and, usually, one `pread` of exactly that many bytes.
     pub(crate) fn read_bytes(&mut self) -> Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| (&mut self.file).take(MAX_LEN + 1).read_to_end(&mut bytes))
-            .map_err(|e| io_error("read", &self.path, e))?;
+        use std::os::unix::fs::FileExt;
+        let io = |e| io_error("read", &self.path, e);
+        let len = self.file.metadata().map_err(io)?.len();
+        self.len = Some(len);
+        let want = usize::try_from(len.min(MAX_LEN + 1)).unwrap_or(usize::MAX);
+        let mut bytes = vec![0; want];
+        let mut filled = 0;
+        while filled < want {
+            let offset = u64::try_from(filled).unwrap_or(u64::MAX);
+            match self.file.read_at(&mut bytes[filled..], offset) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        bytes.truncate(filled);
         Ok(bytes)
     }
 
@@ -76,15 +95,21 @@ impl LeaseFile {
 
     /// Rewrites the file in place with `name`'s `state`.
     ///
-    /// The new record is written over the old one from offset 0, padded with spaces
-    /// (which JSON ignores) to at least the old length, and only then is the file cut to
-    /// the record's length. So the file holds one complete record at every moment: a
-    /// process crash cannot leave a mix of old and new. Nothing is renamed or deleted:
-    /// other processes may have the file open and be waiting for its lock.
+    /// The new record is written over the old one from offset 0 in one `pwrite`, padded
+    /// with spaces (which JSON ignores) to the old length, so the file holds one complete
+    /// record at every moment: a process crash cannot leave a mix of old and new. The file
+    /// keeps its length (cutting it costs a journal update per write on ext4) unless it
+    /// grew past [`KEEP_PADDED`], and then is cut only after the new record is in place.
+    /// Nothing is renamed or deleted: other processes may have the file open and be
+    /// waiting for its lock.
     pub(crate) fn store(&mut self, name: &LockName, state: &State) -> Result<()> {
+        use std::os::unix::fs::FileExt;
         let record = record::encode(name, state);
         let io = |e| io_error("write", &self.path, e);
-        let old_len = self.file.metadata().map_err(io)?.len();
+        let old_len = match self.len {
+            Some(len) => len,
+            None => self.file.metadata().map_err(io)?.len(),
+        };
         let new_len = u64::try_from(record.len()).unwrap_or(u64::MAX);
         let mut padded = record;
         // (A damaged file larger than any record is padded only up to MAX_LEN.)
@@ -93,11 +118,13 @@ impl LeaseFile {
         {
             padded.resize(pad_to, b' ');
         }
-        self.file.seek(SeekFrom::Start(0)).map_err(io)?;
-        self.file.write_all(&padded).map_err(io)?;
-        if old_len > new_len {
+        self.file.write_all_at(&padded, 0).map_err(io)?;
+        let mut len = old_len.max(u64::try_from(padded.len()).unwrap_or(u64::MAX));
+        if old_len > KEEP_PADDED && old_len > new_len {
             self.file.set_len(new_len).map_err(io)?;
+            len = new_len;
         }
+        self.len = Some(len);
         if self.sync_writes {
             self.file.sync_data().map_err(io)?;
         }
@@ -122,11 +149,4 @@ fn decode(bytes: &[u8]) -> std::result::Result<Option<Decoded>, String> {
         return Err(format!("is larger than {MAX_LEN} bytes"));
     }
     record::decode(bytes)
-}
-
-impl Drop for LeaseFile {
-    fn drop(&mut self) {
-        // Closing the file releases the lock too; unlocking first just makes it explicit.
-        let _ = fs4::FileExt::unlock(&self.file);
-    }
 }
