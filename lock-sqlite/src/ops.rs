@@ -213,7 +213,8 @@ pub(crate) struct Release<'a> {
 
 impl Op for Release<'_> {
     type Output = bool;
-    const KIND: TxKind = TxKind::Write;
+    /// One statement that decides and writes, atomic by itself: no transaction around it.
+    const KIND: TxKind = TxKind::Autocommit;
 
     async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<bool, OpError> {
         let params = [

@@ -179,7 +179,7 @@ impl Driver for RusqliteDriver {
             TxKind::Write => "BEGIN IMMEDIATE",
             TxKind::Autocommit => return Ok(tx),
         };
-        tx.conn.execute_batch(begin).map_err(db_error)?;
+        run_cached(&tx.conn, begin)?;
         Ok(tx)
     }
 }
@@ -224,8 +224,17 @@ impl Statements for RusqliteTx<'_> {
             return Ok(());
         }
         // On failure (a busy commit) the transaction stays open and `drop` rolls it back.
-        self.conn.execute_batch("COMMIT").map_err(db_error)
+        run_cached(&self.conn, "COMMIT")
     }
+}
+
+/// Runs a statement without parameters or rows (`BEGIN`, `COMMIT`) from the connection's
+/// statement cache, so it is parsed once, not on every transaction.
+fn run_cached(conn: &Connection, sql: &'static str) -> Result<(), DbError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(drop)
+        .map_err(db_error)
 }
 
 impl ToSql for Value {
