@@ -136,8 +136,8 @@ impl Op for Acquire<'_> {
     }
 }
 
-/// Compare-and-extend of one lease inside an open transaction: `LeaseLost` unless the
-/// stored lease is live and carries the lease's token, `Corrupt` if the row is unreadable.
+/// Compare-and-extend of one lease inside an open transaction: one statement when the lease
+/// is ours and live; otherwise the row is read to tell `LeaseLost` from `Corrupt`.
 async fn extend<S: Statements>(
     tx: &mut S,
     db: &str,
@@ -146,21 +146,21 @@ async fn extend<S: Statements>(
     now: i64,
     sent: Instant,
 ) -> Result<Lease, OpError> {
-    let ours = select_lease(tx, &lease.name, db)
-        .await?
-        .is_some_and(|s| s.owner == lease.holder.token && s.is_live(now));
-    if !ours {
+    let expires = now.saturating_add(ttl_millis(ttl));
+    let params = [
+        name_value(&lease.name),
+        owner_value(lease.holder.token),
+        Value::Integer(expires),
+        Value::Integer(now),
+    ];
+    if tx.query(sql::EXTEND_OWNED_LEASE, &params).await?.is_empty() {
+        // Not ours or not live: an unreadable row says so as Corrupt.
+        select_lease(tx, &lease.name, db).await?;
         return Err(LockError::LeaseLost {
             name: lease.name.clone(),
         }
         .into());
     }
-    let expires = now.saturating_add(ttl_millis(ttl));
-    tx.execute(
-        sql::EXTEND_LEASE,
-        &[name_value(&lease.name), Value::Integer(expires)],
-    )
-    .await?;
     Ok(lease.renewed(from_unix_millis(expires), sent, ttl))
 }
 

@@ -129,8 +129,11 @@ pub(crate) const INSERT_LEASE: &str = "INSERT INTO lock_leases \
      (name, owner, label, pid, host, fence, acquired_at_ms, expires_at_ms) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-/// Sets the expiry of name `?1` to `?2`.
-pub(crate) const EXTEND_LEASE: &str = "UPDATE lock_leases SET expires_at_ms = ?2 WHERE name = ?1";
+/// Compare-and-extend: sets the expiry of name `?1` to `?3` only if owner `?2` holds a lease
+/// on it that is live at `?4` (now); returns a row if it did.
+pub(crate) const EXTEND_OWNED_LEASE: &str = "UPDATE lock_leases SET expires_at_ms = ?3 \
+     WHERE name = ?1 AND owner = ?2 AND typeof(expires_at_ms) = 'integer' \
+     AND expires_at_ms > ?4 RETURNING 1";
 
 /// Compare-and-free: frees name `?1` only if owner `?2` holds a lease on it that is live at
 /// `?3` (now); returns a row if it did. The row and its fence stay.
