@@ -133,15 +133,26 @@ async fn schedule(backend: Arc<dyn LockBackend>, mut inbox: mpsc::UnboundedRecei
     let mut due: BTreeSet<(Instant, u64)> = BTreeSet::new();
     let mut next_id = 0_u64;
     let mut open = true;
+    // One timer, moved only when the earliest due time changes.
+    let far = || monotonic_now() + Duration::from_secs(3600);
+    let timer = tokio::time::sleep_until(far().into());
+    tokio::pin!(timer);
+    let mut armed = None;
     // Leases in flight stay in `tracked` (not in `due`), so this also waits for them.
     while open || !tracked.is_empty() {
         let wake = due.first().map(|&(at, _)| at);
-        // A far-away wake-up stands in when nothing is due; the branch is disabled anyway.
-        let far = monotonic_now() + Duration::from_secs(3600);
+        if wake != armed {
+            timer.as_mut().reset(wake.unwrap_or_else(far).into());
+            armed = wake;
+        }
         tokio::select! {
             biased;
             Some(outcome) = done.recv() => {
+                // A batch reports its leases in a burst: take them all in one go.
                 reschedule(&mut tracked, &mut due, outcome);
+                while let Ok(outcome) = done.try_recv() {
+                    reschedule(&mut tracked, &mut due, outcome);
+                }
             }
             track = inbox.recv(), if open => match track {
                 Some(track) => {
@@ -156,7 +167,8 @@ async fn schedule(backend: Arc<dyn LockBackend>, mut inbox: mpsc::UnboundedRecei
                 }
                 None => open = false,
             },
-            () = tokio::time::sleep_until(wake.unwrap_or(far).into()), if wake.is_some() => {
+            () = &mut timer, if wake.is_some() => {
+                armed = None;
                 for (ttl, batch) in take_due(&mut tracked, &mut due) {
                     for chunk in batch.chunks(MAX_BATCH) {
                         tokio::spawn(renew(
@@ -235,10 +247,10 @@ async fn renew(
         // The scheduler outlives every batch it started, except when its runtime shuts down.
         let _ = done.send(Outcome { id, next });
     };
+    // Each lease's loss at its own deadline is reported by its guard; the calls may run
+    // until the last deadline, after which nobody could use their answers.
+    let latest = leases.iter().map(|l| l.deadline).max().unwrap_or(sent);
     if batch.len() > 1 && backend.capabilities().batched_heartbeat {
-        // Each lease's loss at its own deadline is reported by its guard; the call may run
-        // until the last deadline, after which nobody could use its answer.
-        let latest = leases.iter().map(|l| l.deadline).max().unwrap_or(sent);
         let answers = timeout_at(latest.into(), backend.heartbeat_many(&leases, ttl))
             .await
             .ok();
@@ -256,21 +268,26 @@ async fn renew(
             report(*id, shared, answer);
         }
     } else {
-        let mut pending: FuturesUnordered<_> = batch
+        // One call per lease, all in flight at once, each reported as soon as it answers.
+        let mut answered = vec![false; batch.len()];
+        let mut pending: FuturesUnordered<_> = leases
             .iter()
-            .zip(&leases)
-            .map(|((id, shared), lease)| {
+            .enumerate()
+            .map(|(i, lease)| {
                 let backend = &backend;
-                async move {
-                    let answer = timeout_at(lease.deadline.into(), backend.heartbeat(lease, ttl))
-                        .await
-                        .ok();
-                    (*id, shared, answer)
-                }
+                async move { (i, backend.heartbeat(lease, ttl).await) }
             })
             .collect();
-        while let Some((id, shared, answer)) = pending.next().await {
-            report(id, shared, answer);
+        let all = async {
+            while let Some((i, answer)) = pending.next().await {
+                answered[i] = true;
+                report(batch[i].0, &batch[i].1, Some(answer));
+            }
+        };
+        if timeout_at(latest.into(), all).await.is_err() {
+            for ((id, shared), _) in batch.iter().zip(&answered).filter(|(_, done)| !**done) {
+                report(*id, shared, None);
+            }
         }
     }
 }
