@@ -22,6 +22,7 @@ use crate::options::RedisOptions;
 use crate::scan;
 use crate::scripts::{
     ACQUIRE, FORCE_RELEASE, HEARTBEAT, HEARTBEAT_MANY, INSPECT, Invocation, RELEASE, Reply,
+    failure, fence,
 };
 
 /// Leases in Redis (one server or a Redis Cluster). Clones share one connection.
@@ -38,6 +39,8 @@ struct Inner {
     conn: Conn,
     endpoint: Endpoint,
     keys: KeySpace,
+    /// The release channel, encoded once.
+    channel: String,
     opts: RedisOptions,
     notifier: Notifier,
 }
@@ -105,12 +108,14 @@ impl RedisBackend {
     async fn open(endpoint: Endpoint, opts: RedisOptions) -> Result<Self> {
         let keys = KeySpace::new(&opts.key_prefix)?;
         let conn = connection::open(&endpoint, &opts).await?;
-        let notifier = Notifier::new(endpoint.nodes(), keys.channel(), &opts);
+        let channel = keys.channel();
+        let notifier = Notifier::new(endpoint.nodes(), channel.clone(), &opts);
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
                 endpoint,
                 keys,
+                channel,
                 opts,
                 notifier,
             }),
@@ -165,10 +170,10 @@ impl RedisBackend {
         self.inner.conn.clone()
     }
 
-    async fn eval(&self, operation: &'static str, script: &Invocation) -> Result<Reply> {
+    /// Runs `script`, returning its raw reply.
+    async fn eval(&self, operation: &'static str, script: Invocation) -> Result<Value> {
         let mut conn = self.conn();
-        let value: Value = self.run(operation, script.invoke(&mut conn)).await?;
-        Reply::parse(operation, value)
+        self.run(operation, script.invoke(&mut conn)).await
     }
 
     /// `inspect` of the lease stored at `key`, checking it belongs to `expected` (if given).
@@ -177,9 +182,9 @@ impl RedisBackend {
         key: &str,
         expected: Option<&LockName>,
     ) -> Result<Option<LeaseInfo>> {
-        let mut script = INSPECT.call();
-        script.key(key.to_owned());
-        let reply = self.eval("inspect", &script).await?;
+        let mut script = INSPECT.call(1);
+        script.arg(key);
+        let reply = Reply::parse("inspect", self.eval("inspect", script).await?)?;
         match reply.status() {
             "free" => Ok(None),
             "ok" => {
@@ -209,18 +214,22 @@ impl RedisBackend {
         }
     }
 
+    /// The lease renewed by a heartbeat script's reply for it.
     fn renewed_from(
+        script: &'static str,
         lease: &Lease,
-        reply: Reply,
+        reply: Value,
         sent: std::time::Instant,
         ttl: Duration,
     ) -> Result<Lease> {
-        match reply.status() {
-            "ok" => Ok(lease.renewed(from_unix_millis(reply.millis(0, "expires_at")?), sent, ttl)),
-            "lost" => Err(LockError::LeaseLost {
+        match reply {
+            Value::Int(0) => Err(LockError::LeaseLost {
                 name: lease.name.clone(),
             }),
-            _ => Err(reply.into_error()),
+            Value::Int(expires_at) if expires_at > 0 => {
+                Ok(lease.renewed(from_unix_millis(expires_at), sent, ttl))
+            }
+            other => Err(failure(script, other)),
         }
     }
 }
@@ -232,7 +241,9 @@ fn ttl_millis(ttl: Duration) -> u64 {
 
 #[async_trait]
 impl LockBackend for RedisBackend {
-    #[tracing::instrument(name = "try_acquire", skip_all, fields(lock = %name))]
+    // The hot-path operations trace at debug level, so that an application logging at info
+    // does not pay for a span per call.
+    #[tracing::instrument(name = "try_acquire", level = "debug", skip_all, fields(lock = %name))]
     async fn try_acquire(
         &self,
         name: &LockName,
@@ -240,11 +251,11 @@ impl LockBackend for RedisBackend {
         ttl: Duration,
     ) -> Result<Option<Lease>> {
         validate_ttl(ttl)?;
-        let keys = &self.inner.keys;
-        let mut script = ACQUIRE.call();
+        let (lease_key, fence_key) = self.inner.keys.lease_and_fence_keys(name);
+        let mut script = ACQUIRE.call(2);
         script
-            .key(keys.lease_key(name))
-            .key(keys.fence_key(name))
+            .arg(lease_key)
+            .arg(fence_key)
             .arg(holder.token.to_hex())
             .arg(&holder.label)
             .arg(holder.pid)
@@ -252,48 +263,48 @@ impl LockBackend for RedisBackend {
             .arg(ttl_millis(ttl))
             .arg(name.as_str());
         let sent = monotonic_now();
-        let reply = self.eval("acquire", &script).await?;
-        match reply.status() {
-            "ok" => Ok(Some(Lease::new(
-                name.clone(),
-                holder.clone(),
-                reply.number(0, "fence")?,
-                from_unix_millis(reply.millis(1, "expires_at")?),
-                sent,
-                ttl,
-            ))),
-            "held" => Ok(None),
-            _ => Err(reply.into_error()),
+        match self.eval("acquire", script).await? {
+            Value::Array(items) => match items[..] {
+                [Value::Int(fence_value), Value::Int(expires_at)] => Ok(Some(Lease::new(
+                    name.clone(),
+                    holder.clone(),
+                    fence("acquire", fence_value)?,
+                    from_unix_millis(expires_at),
+                    sent,
+                    ttl,
+                ))),
+                _ => Err(failure("acquire", Value::Array(items))),
+            },
+            Value::Int(0) => Ok(None),
+            other => Err(failure("acquire", other)),
         }
     }
 
-    #[tracing::instrument(name = "heartbeat", skip_all, fields(lock = %lease.name))]
+    #[tracing::instrument(name = "heartbeat", level = "debug", skip_all, fields(lock = %lease.name))]
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         validate_ttl(ttl)?;
-        let mut script = HEARTBEAT.call();
+        let mut script = HEARTBEAT.call(1);
         script
-            .key(self.inner.keys.lease_key(&lease.name))
+            .arg(self.inner.keys.lease_key(&lease.name))
             .arg(lease.holder.token.to_hex())
             .arg(ttl_millis(ttl));
         let sent = monotonic_now();
-        let reply = self.eval("heartbeat", &script).await?;
-        Self::renewed_from(lease, reply, sent, ttl)
+        let reply = self.eval("heartbeat", script).await?;
+        Self::renewed_from("heartbeat", lease, reply, sent, ttl)
     }
 
-    #[tracing::instrument(name = "release", skip_all, fields(lock = %lease.name))]
+    #[tracing::instrument(name = "release", level = "debug", skip_all, fields(lock = %lease.name))]
     async fn release(&self, lease: &Lease) -> Result<bool> {
-        let keys = &self.inner.keys;
-        let mut script = RELEASE.call();
+        let mut script = RELEASE.call(1);
         script
-            .key(keys.lease_key(&lease.name))
+            .arg(self.inner.keys.lease_key(&lease.name))
             .arg(lease.holder.token.to_hex())
-            .arg(keys.channel())
+            .arg(self.inner.channel.as_str())
             .arg(lease.name.as_str());
-        let reply = self.eval("release", &script).await?;
-        match reply.status() {
-            "ok" => Ok(true),
-            "lost" => Ok(false),
-            _ => Err(reply.into_error()),
+        match self.eval("release", script).await? {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            other => Err(failure("release", other)),
         }
     }
 
@@ -305,13 +316,12 @@ impl LockBackend for RedisBackend {
 
     #[tracing::instrument(name = "force_release", skip_all, fields(lock = %name))]
     async fn force_release(&self, name: &LockName) -> Result<bool> {
-        let keys = &self.inner.keys;
-        let mut script = FORCE_RELEASE.call();
+        let mut script = FORCE_RELEASE.call(1);
         script
-            .key(keys.lease_key(name))
-            .arg(keys.channel())
+            .arg(self.inner.keys.lease_key(name))
+            .arg(self.inner.channel.as_str())
             .arg(name.as_str());
-        let reply = self.eval("force_release", &script).await?;
+        let reply = Reply::parse("force_release", self.eval("force_release", script).await?)?;
         match reply.status() {
             "ok" => Ok(true),
             "free" => Ok(false),
@@ -362,12 +372,13 @@ impl LockBackend for RedisBackend {
             // Keys of a batch may lie on different nodes: send them concurrently.
             return join_all(leases.iter().map(|lease| self.heartbeat(lease, ttl))).await;
         }
-        let mut script = HEARTBEAT_MANY.call();
+        let mut script = HEARTBEAT_MANY.call(leases.len());
+        for lease in leases {
+            script.arg(self.inner.keys.lease_key(&lease.name));
+        }
         script.arg(ttl_millis(ttl));
         for lease in leases {
-            script
-                .key(self.inner.keys.lease_key(&lease.name))
-                .arg(lease.holder.token.to_hex());
+            script.arg(lease.holder.token.to_hex());
         }
         let sent = monotonic_now();
         let mut conn = self.conn();
@@ -398,10 +409,7 @@ impl LockBackend for RedisBackend {
         leases
             .iter()
             .zip(replies)
-            .map(|(lease, value)| {
-                Reply::parse("heartbeat_many", value)
-                    .and_then(|reply| Self::renewed_from(lease, reply, sent, ttl))
-            })
+            .map(|(lease, value)| Self::renewed_from("heartbeat_many", lease, value, sent, ttl))
             .collect()
     }
 

@@ -49,12 +49,32 @@ impl KeySpace {
 
     /// The key holding `name`'s lease (a hash with a PX expiry).
     pub(crate) fn lease_key(&self, name: &LockName) -> String {
-        format!("{}{{{}}}:lease", self.prefix, hex(name.as_str().as_bytes()))
+        self.key(name, LEASE)
     }
 
     /// The key holding `name`'s fence counter (a string integer without expiry).
     pub(crate) fn fence_key(&self, name: &LockName) -> String {
-        format!("{}{{{}}}:fence", self.prefix, hex(name.as_str().as_bytes()))
+        self.key(name, FENCE)
+    }
+
+    /// Both keys of `name`, lease then fence counter, encoding the name once.
+    pub(crate) fn lease_and_fence_keys(&self, name: &LockName) -> (String, String) {
+        let lease = self.lease_key(name);
+        let mut fence = String::with_capacity(lease.len());
+        fence.push_str(&lease[..lease.len() - LEASE.len()]);
+        fence.push_str(FENCE);
+        (lease, fence)
+    }
+
+    fn key(&self, name: &LockName, suffix: &str) -> String {
+        let bytes = name.as_str().as_bytes();
+        let mut key = String::with_capacity(self.prefix.len() + 2 * bytes.len() + 2 + suffix.len());
+        key.push_str(&self.prefix);
+        key.push('{');
+        push_hex(&mut key, bytes);
+        key.push('}');
+        key.push_str(suffix);
+        key
     }
 
     /// The pub/sub channel on which releases under this prefix are announced; the message
@@ -73,15 +93,25 @@ impl KeySpace {
     }
 }
 
+/// The end of a lease key, after the hash tag.
+const LEASE: &str = ":lease";
+/// The end of a fence counter key, after the hash tag.
+const FENCE: &str = ":fence";
+
 /// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Appends the lowercase hex of `bytes` to `out`.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    out
 }
 
 /// Escapes the characters Redis glob patterns treat specially, so `text` matches literally.
@@ -110,6 +140,10 @@ mod tests {
         let n = name("a{b}:c");
         assert_eq!(keys.lease_key(&n), "app:{617b627d3a63}:lease");
         assert_eq!(keys.fence_key(&n), "app:{617b627d3a63}:fence");
+        assert_eq!(
+            keys.lease_and_fence_keys(&n),
+            (keys.lease_key(&n), keys.fence_key(&n))
+        );
     }
 
     #[test]

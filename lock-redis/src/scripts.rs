@@ -10,32 +10,43 @@ use std::sync::LazyLock;
 
 use lock_core::{LockError, Result};
 use redis::aio::ConnectionLike;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedisArgs, Value};
+use redis::{
+    Arg, Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedisArgs, Value,
+};
 
 use crate::BACKEND;
+
+/// Where a script wants the shared helpers (`common.lua`): what comes before this line is
+/// its hot path, which runs without defining them. A script without it gets them first.
+const HELPERS_MARKER: &str = "-- @helpers\n";
 
 /// One Lua script: its source and its SHA-1.
 #[derive(Debug)]
 pub(crate) struct LockScript {
-    code: &'static str,
+    code: String,
     hash: String,
 }
 
 impl LockScript {
-    fn new(code: &'static str) -> Self {
+    /// `script` with the shared helpers inserted at its marker, or prepended.
+    fn new(common: &str, script: &str) -> Self {
+        let code = match script.split_once(HELPERS_MARKER) {
+            Some((hot, rest)) => format!("{hot}{common}\n{rest}"),
+            None => format!("{common}\n{script}"),
+        };
         Self {
+            hash: redis::Script::new(&code).get_hash().to_owned(),
             code,
-            hash: redis::Script::new(code).get_hash().to_owned(),
         }
     }
 
-    /// A call of this script, to be given keys and arguments.
-    pub(crate) fn call(&'static self) -> Invocation {
-        Invocation {
-            script: self,
-            keys: Vec::new(),
-            args: Vec::new(),
-        }
+    /// A call of this script with `keys` keys: give it the keys, then the arguments, in the
+    /// order the script reads them (`KEYS[1..]`, then `ARGV[1..]`).
+    pub(crate) fn call(&'static self, keys: usize) -> Invocation {
+        // EVALSHA, the hash, the key count, and typically up to eight keys and arguments.
+        let mut cmd = Cmd::with_capacity(11 + keys, 256);
+        cmd.arg("EVALSHA").arg(self.hash.as_str()).arg(keys);
+        Invocation { script: self, cmd }
     }
 
     #[cfg(test)]
@@ -44,32 +55,29 @@ impl LockScript {
     }
 }
 
-/// A script call: keys, then arguments, in the order the script reads them.
+/// A script call, encoded once as the `EVALSHA` command that is sent.
 #[derive(Debug)]
 pub(crate) struct Invocation {
     script: &'static LockScript,
-    keys: Vec<String>,
-    args: Vec<Vec<u8>>,
+    cmd: Cmd,
 }
 
 impl Invocation {
-    /// Adds the next key (`KEYS[i]`).
-    pub(crate) fn key(&mut self, key: String) -> &mut Self {
-        self.keys.push(key);
-        self
-    }
-
-    /// Adds the next argument (`ARGV[i]`).
+    /// Adds the next key or argument.
     pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
-        self.args.extend(arg.to_redis_args());
+        self.cmd.arg(arg);
         self
     }
 
-    fn command(&self, verb: &str, script: &str) -> Cmd {
-        let mut cmd = redis::cmd(verb);
-        cmd.arg(script).arg(self.keys.len()).arg(&self.keys);
-        for arg in &self.args {
-            cmd.arg(arg.as_slice());
+    /// The same call as `EVAL` with the script's source, for a server that lacks it.
+    fn eval(&self) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.script.code.as_str());
+        // Skip `EVALSHA <hash>`; keep the key count, keys and arguments.
+        for arg in self.cmd.args_iter().skip(2) {
+            if let Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
         }
         cmd
     }
@@ -79,15 +87,9 @@ impl Invocation {
         &self,
         conn: &mut impl ConnectionLike,
     ) -> RedisResult<T> {
-        match self
-            .command("EVALSHA", &self.script.hash)
-            .query_async(conn)
-            .await
-        {
+        match self.cmd.query_async(conn).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.command("EVAL", self.script.code)
-                    .query_async(conn)
-                    .await
+                self.eval().query_async(conn).await
             }
             other => other,
         }
@@ -97,11 +99,10 @@ impl Invocation {
 macro_rules! lock_script {
     ($file:literal) => {
         LazyLock::new(|| {
-            LockScript::new(concat!(
+            LockScript::new(
                 include_str!("lua/common.lua"),
-                "\n",
-                include_str!(concat!("lua/", $file))
-            ))
+                include_str!(concat!("lua/", $file)),
+            )
         })
     };
 }
@@ -116,53 +117,58 @@ pub(crate) static INSPECT: LazyLock<LockScript> = lock_script!("inspect.lua");
 /// A script's reply: a status word followed by its fields.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    status: String,
-    fields: Vec<Value>,
+    /// The status word, then the fields.
+    items: Vec<Value>,
     script: &'static str,
 }
 
 impl Reply {
-    /// Splits a raw reply of `script` into status and fields.
+    /// Checks that a raw reply of `script` is a status word followed by fields.
     pub(crate) fn parse(script: &'static str, value: Value) -> Result<Self> {
         let Value::Array(items) = value else {
             return Err(unexpected(script, &value));
         };
-        let mut items = items.into_iter();
-        let status = match items.next() {
-            Some(first) => text(script, first)?,
-            None => return Err(unexpected(script, &Value::Array(Vec::new()))),
-        };
-        Ok(Self {
-            status,
-            fields: items.collect(),
-            script,
-        })
+        match items.first() {
+            Some(first) if as_str(first).is_some() => Ok(Self { items, script }),
+            Some(first) => Err(unexpected(script, first)),
+            None => Err(unexpected(script, &Value::Array(Vec::new()))),
+        }
     }
 
     /// The status word (`ok`, `held`, `lost`, `free`, `corrupt`, ...).
     pub(crate) fn status(&self) -> &str {
-        &self.status
+        self.items.first().and_then(as_str).unwrap_or_default()
     }
 
     /// Field `i` as text.
     pub(crate) fn text(&self, i: usize) -> Result<String> {
-        let value = self.field(i)?;
-        text(self.script, value.clone())
+        match self.field(i)? {
+            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).map_err(|e| {
+                LockError::corrupt(BACKEND, format!("lease data is not valid UTF-8: {e}"))
+            }),
+            Value::SimpleString(s) => Ok(s.clone()),
+            Value::Int(n) => Ok(n.to_string()),
+            other => Err(unexpected(self.script, other)),
+        }
     }
 
-    /// Field `i` as an unsigned integer.
+    /// Field `i` as an unsigned integer (sent as an integer or as decimal text).
     pub(crate) fn number<T: TryFrom<u64>>(&self, i: usize, what: &str) -> Result<T> {
-        let raw = self.text(i)?;
-        raw.parse::<u64>()
-            .ok()
-            .and_then(|n| T::try_from(n).ok())
-            .ok_or_else(|| {
-                LockError::corrupt(BACKEND, format!("{what} {raw:?} is not a valid number"))
-            })
+        let n = match self.field(i)? {
+            Value::Int(n) => u64::try_from(*n).ok(),
+            _ => self.text(i)?.parse::<u64>().ok(),
+        };
+        n.and_then(|n| T::try_from(n).ok()).ok_or_else(|| {
+            let raw = self.text(i).unwrap_or_default();
+            LockError::corrupt(BACKEND, format!("{what} {raw:?} is not a valid number"))
+        })
     }
 
-    /// Field `i` as a millisecond timestamp.
+    /// Field `i` as a millisecond timestamp (sent as an integer or as decimal text).
     pub(crate) fn millis(&self, i: usize, what: &str) -> Result<i64> {
+        if let Value::Int(n) = self.field(i)? {
+            return Ok(*n);
+        }
         let raw = self.text(i)?;
         raw.parse::<i64>().map_err(|_| {
             LockError::corrupt(BACKEND, format!("{what} {raw:?} is not a valid timestamp"))
@@ -171,7 +177,7 @@ impl Reply {
 
     /// The error for a `corrupt` reply, or for a status this code does not expect.
     pub(crate) fn into_error(self) -> LockError {
-        if self.status == "corrupt" {
+        if self.status() == "corrupt" {
             let detail = self
                 .text(0)
                 .unwrap_or_else(|_| "unreadable lease data".to_owned());
@@ -181,33 +187,52 @@ impl Reply {
                 BACKEND,
                 format!(
                     "the {} script answered {:?}, which this version does not understand",
-                    self.script, self.status
+                    self.script,
+                    self.status()
                 ),
             )
         }
     }
 
     fn field(&self, i: usize) -> Result<&Value> {
-        self.fields.get(i).ok_or_else(|| {
+        self.items.get(i + 1).ok_or_else(|| {
             LockError::backend(
                 BACKEND,
                 format!(
                     "the {} script's {:?} reply lacks field {i}",
-                    self.script, self.status
+                    self.script,
+                    self.status()
                 ),
             )
         })
     }
 }
 
-fn text(script: &'static str, value: Value) -> Result<String> {
+/// The error for a reply that is not a script's answer on its hot path: a `corrupt`
+/// report, or a reply this version does not understand.
+pub(crate) fn failure(script: &'static str, value: Value) -> LockError {
+    match Reply::parse(script, value) {
+        Ok(reply) => reply.into_error(),
+        Err(error) => error,
+    }
+}
+
+/// A fence sent as an integer: positive, since counters start at the server's clock.
+pub(crate) fn fence(script: &'static str, value: i64) -> Result<u64> {
+    u64::try_from(value).ok().filter(|f| *f > 0).ok_or_else(|| {
+        LockError::corrupt(
+            BACKEND,
+            format!("the {script} script issued fence {value}, which is not a valid fence"),
+        )
+    })
+}
+
+/// A status word: short ASCII text.
+fn as_str(value: &Value) -> Option<&str> {
     match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|e| {
-            LockError::corrupt(BACKEND, format!("lease data is not valid UTF-8: {e}"))
-        }),
-        Value::SimpleString(s) => Ok(s),
-        Value::Int(n) => Ok(n.to_string()),
-        other => Err(unexpected(script, &other)),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
     }
 }
 
@@ -244,6 +269,61 @@ mod tests {
         let reply =
             Reply::parse("inspect", Value::Array(vec![bulk("corrupt"), bulk("bad")])).unwrap();
         assert!(matches!(reply.into_error(), LockError::Corrupt { detail, .. } if detail == "bad"));
+    }
+
+    #[test]
+    fn failures_are_corrupt_or_backend_errors() {
+        let corrupt = Value::Array(vec![bulk("corrupt"), bulk("bad")]);
+        assert!(
+            matches!(failure("x", corrupt), LockError::Corrupt { detail, .. } if detail == "bad")
+        );
+        for odd in [
+            Value::Int(7),
+            Value::Nil,
+            Value::Array(vec![Value::Int(1)]),
+            Value::Array(vec![bulk("what")]),
+        ] {
+            assert!(matches!(failure("x", odd), LockError::Backend { .. }));
+        }
+        assert_eq!(fence("acquire", 42).unwrap(), 42);
+        for bad in [0, -3] {
+            assert!(matches!(
+                fence("acquire", bad),
+                Err(LockError::Corrupt { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_script_without_a_marker_gets_the_helpers_first() {
+        let plain = LockScript::new("-- common\n", "return 1\n");
+        assert_eq!(plain.code, "-- common\n\nreturn 1\n");
+        let split = LockScript::new("-- common\n", "hot()\n-- @helpers\ncold()\n");
+        assert_eq!(split.code, "hot()\n-- common\n\ncold()\n");
+        for script in [&*ACQUIRE, &*RELEASE, &*HEARTBEAT] {
+            assert_eq!(
+                script.code.matches("local function read_lease").count(),
+                1,
+                "the helpers are in each script once"
+            );
+            assert!(!script.code.contains(HELPERS_MARKER));
+        }
+    }
+
+    #[test]
+    fn the_eval_fallback_carries_the_same_keys_and_arguments() {
+        let mut call = RELEASE.call(1);
+        call.arg("k").arg("t").arg(7_u32);
+        let eval: Vec<Vec<u8>> = call
+            .eval()
+            .args_iter()
+            .map(|a| match a {
+                Arg::Simple(b) => b.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let expected: Vec<&[u8]> = vec![b"EVAL", RELEASE.code.as_bytes(), b"1", b"k", b"t", b"7"];
+        assert_eq!(eval, expected);
     }
 
     #[test]

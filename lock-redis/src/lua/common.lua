@@ -1,4 +1,7 @@
--- Shared by every lock script (prepended to each one).
+-- Shared by every lock script. It is prepended to a script, or inserted at the script's
+-- `-- @helpers` line: what comes before that line is the script's hot path (acquiring a
+-- free name; heartbeat and release by the holder), which needs none of these helpers and
+-- returns before they are even defined.
 --
 -- A lease is a hash with a PX expiry:
 --   token           owner token, 32 lowercase hex digits
@@ -8,13 +11,25 @@
 --   acquired_at_ms  server time (ms since the Unix epoch) of the acquisition
 --   name            the lock name, in full
 -- Redis expires the key itself, so a lease key that exists is a live lease.
+--
+-- The hot paths do only what they must. Everything else goes through `read_lease`, which
+-- checks every field, so data this library did not write is reported as corrupt, never
+-- taken for a lease. Errors caught with redis.pcall are only ever the expected ones (a key
+-- of another type, a counter that is not an integer); any other error (an ACL refusal, a
+-- read-only replica) is raised again as it came, so the client sees what really went wrong.
 
--- Server time as {seconds, microseconds} strings, and in whole milliseconds.
-local time = redis.call('TIME')
-local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Server time in whole milliseconds since the Unix epoch.
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
 
-local function decimal(n)
-  return string.format('%d', n)
+-- For an error reply caught with redis.pcall: returns if it is WRONGTYPE (the key holds
+-- another type of value), raises it again otherwise.
+local function expect_wrong_type(reply)
+  if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' then
+    error(reply)
+  end
 end
 
 -- The lease at `key`: nil when there is none, the lease table when it is readable, or
@@ -52,4 +67,18 @@ local function read_lease(key)
   end
   lease.pttl = pttl
   return lease
+end
+
+-- The reply of a heartbeat or release whose token did not match: 0 (the lease is lost) or
+-- {'corrupt', detail}. `token` is what redis.pcall('HGET', key, 'token') returned (nil,
+-- another token, or an error).
+local function lost_or_corrupt(key, token)
+  if type(token) == 'table' then
+    expect_wrong_type(token)
+  end
+  local lease, detail = read_lease(key)
+  if lease == false then
+    return {'corrupt', detail}
+  end
+  return 0
 end

@@ -1,12 +1,15 @@
 -- Extends the lease if it is still live and carries the token.
 -- KEYS[1] lease key; ARGV[1] token, ARGV[2] ttl in ms
--- Returns {'ok', expires_at_ms} | {'lost'} | {'corrupt', detail}
-local lease, detail = read_lease(KEYS[1])
-if lease == false then
-  return {'corrupt', detail}
+-- Returns expires_at_ms (a positive integer) | 0 (lost) | {'corrupt', detail}
+
+-- Hot path: the lease carries the caller's token (see release.lua).
+local token = redis.pcall('HGET', KEYS[1], 'token')
+if token == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + tonumber(ARGV[2])
 end
-if not lease or lease.token ~= ARGV[1] then
-  return {'lost'}
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {'ok', decimal(now_ms + tonumber(ARGV[2]))}
+
+-- @helpers
+
+return lost_or_corrupt(KEYS[1], token)

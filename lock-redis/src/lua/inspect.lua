@@ -10,4 +10,4 @@ if not lease then
   return {'free'}
 end
 return {'ok', lease.name, lease.label, lease.pid, lease.host, lease.fence,
-        lease.acquired_at_ms, decimal(now_ms + lease.pttl)}
+        lease.acquired_at_ms, now_ms() + lease.pttl}
