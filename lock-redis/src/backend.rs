@@ -139,7 +139,10 @@ impl RedisBackend {
 
     /// True while the release subscription is up, so
     /// [`wait_for_change`](LockBackend::wait_for_change) wakes on a release instead of
-    /// polling. It starts with the first `wait_for_change`.
+    /// polling. It starts in the background the first time this backend finds a lock held
+    /// or waits (a process that never contends never subscribes, so its releases fan out to
+    /// nobody), and is usually up within a few milliseconds; a waiter that started before
+    /// it was up looks again the moment it is.
     pub fn is_subscribed(&self) -> bool {
         self.inner.notifier.is_live()
     }
@@ -275,7 +278,11 @@ impl LockBackend for RedisBackend {
                 ))),
                 _ => Err(failure("acquire", Value::Array(items))),
             },
-            Value::Int(0) => Ok(None),
+            Value::Int(0) => {
+                // Contention: this process is likely to wait for the name next.
+                self.inner.notifier.start();
+                Ok(None)
+            }
             other => Err(failure("acquire", other)),
         }
     }
@@ -302,7 +309,11 @@ impl LockBackend for RedisBackend {
             .arg(self.inner.channel.as_str())
             .arg(lease.name.as_str());
         match self.eval("release", script).await? {
-            Value::Int(1) => Ok(true),
+            Value::Int(1) => {
+                // Waiters on this backend need not wait for the notification's round trip.
+                self.inner.notifier.record_own_release(&lease.name);
+                Ok(true)
+            }
             Value::Int(0) => Ok(false),
             other => Err(failure("release", other)),
         }

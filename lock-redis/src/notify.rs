@@ -2,10 +2,17 @@
 //! process to every `wait_for_change` caller.
 //!
 //! Releases publish the lock name on the prefix's channel (inside the release script). A
-//! background task keeps one subscription to that channel, pings it to notice a dead
-//! connection, and re-subscribes (rotating through the known nodes) when it drops. While it
-//! is down, waiters fall back to polling with jitter.
+//! background task, started the first time the backend finds a lock held or waits, keeps
+//! one subscription to that channel, pings it to notice a dead connection, and re-subscribes
+//! (rotating through the known nodes) when it drops. While it is down, waiters fall back to
+//! polling with jitter, and when it comes (back) up they look again at once, since a
+//! release in between went unseen.
+//!
+//! A process that never contends never subscribes: every subscriber receives every release
+//! under the prefix, its own included, which costs the server a write and the subscriber a
+//! wake-up per release.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,6 +34,9 @@ pub(crate) struct Notifier {
     released: Arc<ReleaseLog>,
     live: Arc<watch::Sender<bool>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Set once anyone waited or contended here: until then nobody in this process can be
+    /// waiting on this backend, and releases need not be recorded.
+    started: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -38,8 +48,8 @@ struct SubscriberConfig {
 }
 
 impl Notifier {
-    /// A notifier for `channel` on `nodes` (any of them will do); nothing runs until the
-    /// first wait.
+    /// A notifier for `channel` on `nodes` (any of them will do); nothing runs until
+    /// [`start`](Self::start) or the first wait.
     pub(crate) fn new(nodes: Vec<Url>, channel: String, opts: &RedisOptions) -> Self {
         let released = Arc::new(ReleaseLog::new());
         let (live, _) = watch::channel(false);
@@ -53,6 +63,7 @@ impl Notifier {
             released,
             live: Arc::new(live),
             task: Mutex::new(None),
+            started: AtomicBool::new(false),
         }
     }
 
@@ -61,8 +72,25 @@ impl Notifier {
         *self.live.borrow()
     }
 
-    /// Waits until `name` is released, `max` passes, or (while the subscription is down) a
-    /// jittered `poll` interval passes.
+    /// Starts the subscription in the background (on the current Tokio runtime) unless it
+    /// runs: called when a lock was found held, so that it is usually up by the time the
+    /// caller waits.
+    pub(crate) fn start(&self) {
+        self.ensure_running();
+    }
+
+    /// Records a release this process made itself, waking its waiters without the round
+    /// trip through the server.
+    pub(crate) fn record_own_release(&self, name: &LockName) {
+        if self.started.load(Ordering::Relaxed) {
+            self.released.record(name);
+        }
+    }
+
+    /// Waits until `name` is released after `since`, `max` passes, or (while the
+    /// subscription is down) a jittered `poll` interval passes. Also returns as soon as the
+    /// subscription comes back up after being down during this wait: a release in between
+    /// was not seen, so the caller should look again.
     pub(crate) async fn wait(
         &self,
         name: &LockName,
@@ -73,8 +101,10 @@ impl Notifier {
         let deadline = tokio::time::Instant::now() + max;
         self.ensure_running();
         let mut live = self.live.subscribe();
+        let mut was_down = false;
         loop {
             if !*live.borrow_and_update() {
+                was_down = true;
                 let fallback = tokio::time::Instant::now() + jitter(poll);
                 tokio::select! {
                     () = tokio::time::sleep_until(fallback.min(deadline)) => return,
@@ -86,6 +116,9 @@ impl Notifier {
                         continue;
                     }
                 }
+            }
+            if was_down {
+                return;
             }
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             tokio::select! {
@@ -103,6 +136,7 @@ impl Notifier {
 
     /// Starts the subscriber task on the current runtime unless it is running.
     fn ensure_running(&self) {
+        self.started.store(true, Ordering::Relaxed);
         let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
         if task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;

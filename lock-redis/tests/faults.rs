@@ -202,7 +202,18 @@ async fn two_prefixes_do_not_interfere() {
     assert_eq!(b.inspect(&n).await.unwrap().unwrap().label, "b");
     assert_eq!(a.list("").await.unwrap().len(), 1);
 
-    // A waiter under prefix b is not woken by a release under prefix a.
+    // A waiter under prefix b is not woken by a release under prefix a. (Its first wait
+    // starts its subscription; a wait that began before the subscription was up returns
+    // when it comes up, so the measured wait starts once it is.)
+    b.wait_for_change(&n, Duration::from_millis(1)).await;
+    let subscribed = Instant::now();
+    while !b.is_subscribed() {
+        assert!(
+            subscribed.elapsed() < Duration::from_secs(5),
+            "no subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let waiter = {
         let b = b.clone();
         let n = n.clone();
@@ -212,14 +223,6 @@ async fn two_prefixes_do_not_interfere() {
             start.elapsed()
         })
     };
-    let subscribed = Instant::now();
-    while !b.is_subscribed() {
-        assert!(
-            subscribed.elapsed() < Duration::from_secs(5),
-            "no subscription"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     assert!(a.release(&la).await.unwrap());
     assert!(a.force_release(&n).await.is_ok_and(|freed| !freed));
     let waited = waiter.await.unwrap();

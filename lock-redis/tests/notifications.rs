@@ -3,12 +3,17 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{backend, backend_with, raw};
-use lock_core::{Holder, LockBackend, LockName};
+use lock_core::{
+    Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockName, LockOptions, Locker, Result,
+    async_trait,
+};
 use lock_redis::RedisBackend;
 use lock_redis::test_support::RedisServer;
+use tokio::sync::mpsc;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -54,7 +59,8 @@ async fn wake_latency(
     woke_at.saturating_duration_since(released_at)
 }
 
-/// A waiting backend whose release subscription is up, and a second backend that holds.
+/// A waiting backend whose release subscription is up, and a second backend that holds
+/// (and, never having waited or met a held lock, has no subscription).
 async fn subscribed_pair(
     server: &RedisServer,
     name: &str,
@@ -62,11 +68,13 @@ async fn subscribed_pair(
     let waiter = backend(&server.url()).await;
     let holder = backend_with(&server.url(), waiter.options().clone()).await;
     let name = LockName::new(name).unwrap();
+    assert!(!waiter.is_subscribed() && !holder.is_subscribed());
     // The first wait starts the subscription.
     waiter
         .wait_for_change(&name, Duration::from_millis(1))
         .await;
     until_subscribed(&waiter, true).await;
+    assert!(!holder.is_subscribed());
     (waiter, holder, name)
 }
 
@@ -172,4 +180,172 @@ async fn a_subscription_killed_by_the_server_is_replaced() {
         latency < Duration::from_millis(50),
         "woke {latency:?} after the release"
     );
+}
+
+/// A backend that reports each time a waiter starts waiting on it, so a test can release
+/// exactly when someone is waiting.
+#[derive(Debug)]
+struct ReportsWaits {
+    inner: RedisBackend,
+    waiting: mpsc::UnboundedSender<()>,
+}
+
+#[async_trait]
+impl LockBackend for ReportsWaits {
+    async fn try_acquire(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        self.inner.try_acquire(name, holder, ttl).await
+    }
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        self.inner.heartbeat(lease, ttl).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<bool> {
+        self.inner.release(lease).await
+    }
+    async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
+        self.inner.inspect(name).await
+    }
+    async fn force_release(&self, name: &LockName) -> Result<bool> {
+        self.inner.force_release(name).await
+    }
+    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+        let _ = self.waiting.send(());
+        self.inner.wait_for_change_since(name, since, max).await;
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+}
+
+/// Options under which a waiting `lock()` retries only every 5 s on its own: any faster
+/// hand-off came from the release notification, and polling (while the subscription is
+/// down) would take at least half of the 100 ms fallback interval.
+fn slow_retry_options() -> LockOptions {
+    LockOptions::default()
+        .with_ttl(Duration::from_secs(30))
+        .with_wait(Duration::from_secs(20))
+        .with_backoff(Duration::from_secs(5), Duration::from_secs(5))
+        .with_label("waiter")
+}
+
+/// One hand-off: `holder` holds `name`, `waiter` waits for it in `lock()`, `holder`
+/// releases. Returns the time from the start of the release to the waiter holding it.
+async fn hand_off(
+    holder: &RedisBackend,
+    waiter: &Locker,
+    waiting: &mut mpsc::UnboundedReceiver<()>,
+    name: &LockName,
+) -> Duration {
+    let lease = holder
+        .try_acquire(name, &Holder::current("holder"), LONG)
+        .await
+        .unwrap()
+        .expect("the name is free between hand-offs");
+    while waiting.try_recv().is_ok() {}
+    let acquiring = {
+        let (waiter, name) = (waiter.clone(), name.clone());
+        tokio::spawn(async move {
+            let guard = waiter.lock(name, slow_retry_options()).await.unwrap();
+            (Instant::now(), guard)
+        })
+    };
+    // The waiter tried, found the lock held and is waiting (or about to: a release just
+    // before its wait still wakes it, since the wait looks back to its attempt).
+    waiting.recv().await.unwrap();
+    let released_at = Instant::now();
+    assert!(holder.release(&lease).await.unwrap());
+    let (acquired_at, guard) = acquiring.await.unwrap();
+    assert!(guard.release().await.unwrap());
+    acquired_at.saturating_duration_since(released_at)
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_offs_to_a_waiter_on_another_backend_are_woken_by_the_release() {
+    let server = RedisServer::start();
+    let (waiter_backend, holder, name) = subscribed_pair(&server, "hand-off").await;
+    let (tx, mut waiting) = mpsc::unbounded_channel();
+    let waiter = Locker::new(Arc::new(ReportsWaits {
+        inner: waiter_backend,
+        waiting: tx,
+    }));
+    let mut latencies = Vec::new();
+    for _ in 0..200 {
+        latencies.push(hand_off(&holder, &waiter, &mut waiting, &name).await);
+    }
+    latencies.sort_unstable();
+    let (p50, p99, max) = (
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+    );
+    println!("200 hand-offs: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    // A hand-off is the release, the notification and one acquire: a few loopback round
+    // trips. Polling would put every one of them at 50 ms or more.
+    assert!(p50 < Duration::from_millis(5), "p50 {p50:?}");
+    assert!(p99 < Duration::from_millis(25), "p99 {p99:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_just_connected_is_woken_by_the_first_release() {
+    let server = RedisServer::start();
+    let holder = backend(&server.url()).await;
+    let name = LockName::new("fresh-waiter").unwrap();
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        // A new backend value each time: finding the lock held starts its subscription,
+        // which is still coming up when it starts waiting.
+        let (tx, mut waiting) = mpsc::unbounded_channel();
+        let waiter = Locker::new(Arc::new(ReportsWaits {
+            inner: backend_with(&server.url(), holder.options().clone()).await,
+            waiting: tx,
+        }));
+        latencies.push(hand_off(&holder, &waiter, &mut waiting, &name).await);
+    }
+    println!("first hand-offs to new backends: {latencies:?}");
+    // Whether the subscription was up in time or the waiter looked again the moment it
+    // came up, no waiter slept through the release until a poll or its 5 s retry.
+    assert!(
+        latencies.iter().all(|l| *l < Duration::from_millis(40)),
+        "{latencies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_a_lock_held_starts_the_subscription() {
+    let server = RedisServer::start();
+    let holder = backend(&server.url()).await;
+    let other = backend_with(&server.url(), holder.options().clone()).await;
+    let name = LockName::new("contended").unwrap();
+    let lease = holder
+        .try_acquire(&name, &Holder::current("holder"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(holder.release(&lease).await.unwrap());
+    let lease = holder
+        .try_acquire(&name, &Holder::current("holder"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    // Uncontended use subscribes nobody.
+    assert!(!holder.is_subscribed() && !other.is_subscribed());
+    assert!(
+        other
+            .try_acquire(&name, &Holder::current("other"), LONG)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    until_subscribed(&other, true).await;
+    assert!(!holder.is_subscribed());
+    assert!(holder.release(&lease).await.unwrap());
 }
