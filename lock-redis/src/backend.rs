@@ -15,7 +15,7 @@ use redis::{RedisResult, Value};
 use crate::BACKEND;
 use crate::address::{self, Endpoint};
 use crate::connection::{self, Conn};
-use crate::errors::{from_redis, timed_out};
+use crate::errors::{ErrorContext, from_redis, timed_out};
 use crate::keys::KeySpace;
 use crate::notify::Notifier;
 use crate::options::RedisOptions;
@@ -42,6 +42,7 @@ struct Inner {
     /// The release channel, encoded once.
     channel: String,
     opts: RedisOptions,
+    errors: ErrorContext,
     notifier: Notifier,
 }
 
@@ -107,9 +108,13 @@ impl RedisBackend {
 
     async fn open(endpoint: Endpoint, opts: RedisOptions) -> Result<Self> {
         let keys = KeySpace::new(&opts.key_prefix)?;
-        let conn = connection::open(&endpoint, &opts).await?;
+        let errors = ErrorContext {
+            cluster: matches!(endpoint, Endpoint::Cluster(_)),
+            key_prefix: opts.key_prefix.clone(),
+        };
+        let conn = connection::open(&endpoint, &opts, &errors).await?;
         let channel = keys.channel();
-        let notifier = Notifier::new(endpoint.nodes(), channel.clone(), &opts);
+        let notifier = Notifier::new(endpoint.nodes(), channel.clone(), &opts, errors.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -117,6 +122,7 @@ impl RedisBackend {
                 keys,
                 channel,
                 opts,
+                errors,
                 notifier,
             }),
         })
@@ -164,7 +170,7 @@ impl RedisBackend {
     ) -> Result<T> {
         let limit = self.inner.opts.operation_timeout;
         match tokio::time::timeout(limit, request).await {
-            Ok(result) => result.map_err(from_redis),
+            Ok(result) => result.map_err(|e| from_redis(e, &self.inner.errors)),
             Err(_) => Err(timed_out(operation, limit)),
         }
     }

@@ -11,7 +11,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::BACKEND;
 use crate::address::Endpoint;
-use crate::errors::{from_redis, timed_out};
+use crate::errors::{ErrorContext, from_redis, timed_out};
 use crate::options::RedisOptions;
 
 /// A cheap-to-clone handle on the command connection.
@@ -54,34 +54,39 @@ impl ConnectionLike for Conn {
 /// Connects to `endpoint` and checks with a `PING` that commands are accepted (so missing
 /// credentials show up here, not at the first lock operation). Fails within
 /// `opts.operation_timeout`, plus a short probe when TLS fails.
-pub(crate) async fn open(endpoint: &Endpoint, opts: &RedisOptions) -> Result<Conn> {
+pub(crate) async fn open(
+    endpoint: &Endpoint,
+    opts: &RedisOptions,
+    context: &ErrorContext,
+) -> Result<Conn> {
     if endpoint.uses_tls() {
         install_tls_provider();
     }
     let connecting = async {
         let mut conn = match endpoint {
             Endpoint::Standalone(url) => {
-                let client = redis::Client::open(url.clone()).map_err(from_redis)?;
+                let client =
+                    redis::Client::open(url.clone()).map_err(|e| from_redis(e, context))?;
                 let manager = ConnectionManager::new_with_config(client, manager_config(opts))
                     .await
-                    .map_err(|e| connect_error(endpoint, e))?;
+                    .map_err(|e| connect_error(endpoint, e, context))?;
                 Conn::Standalone(manager)
             }
             Endpoint::Cluster(nodes) => {
                 let client = cluster_builder(nodes.clone(), opts)
                     .build()
-                    .map_err(from_redis)?;
+                    .map_err(|e| from_redis(e, context))?;
                 let conn = client
                     .get_async_connection()
                     .await
-                    .map_err(|e| connect_error(endpoint, e))?;
+                    .map_err(|e| connect_error(endpoint, e, context))?;
                 Conn::Cluster(conn)
             }
         };
         redis::cmd("PING")
             .query_async::<Value>(&mut conn)
             .await
-            .map_err(from_redis)?;
+            .map_err(|e| from_redis(e, context))?;
         Ok(conn)
     };
     let result = tokio::time::timeout(opts.operation_timeout, connecting)
@@ -152,7 +157,11 @@ fn cluster_builder(nodes: Vec<url::Url>, opts: &RedisOptions) -> ClusterClientBu
 
 /// A failed first connection: TLS spoken to a plain server (or the reverse) is a
 /// configuration problem, not an outage.
-fn connect_error(endpoint: &Endpoint, error: redis::RedisError) -> LockError {
+fn connect_error(
+    endpoint: &Endpoint,
+    error: redis::RedisError,
+    context: &ErrorContext,
+) -> LockError {
     let text = error.to_string();
     let tls_mismatch = endpoint.uses_tls()
         && [
@@ -174,7 +183,7 @@ fn connect_error(endpoint: &Endpoint, error: redis::RedisError) -> LockError {
             ),
         );
     }
-    from_redis(error)
+    from_redis(error, context)
 }
 
 /// `rediss://` needs a process-wide rustls crypto provider; this crate builds with `ring`.

@@ -7,10 +7,47 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use crate::BACKEND;
 
+/// The commands this backend sends: at the top level, and inside its scripts.
+const COMMANDS: &str = "+ping +evalsha +eval +subscribe +scan +cluster|slots +exists +type \
+    +hget +hmget +hset +pttl +pexpire +incr +set +get +del +publish +time";
+
+/// Redis refuses a command inside a script with an `ERR` whose text says why (not with a
+/// `NOPERM` code), for a command, a key or a channel the ACL user may not use.
+const SCRIPT_ACL_REFUSAL: &str = "user executing the script can't";
+
+/// What errors are about, so their messages can say exactly what to change.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorContext {
+    /// Connected to a Redis Cluster (where `READONLY` means a failover is under way).
+    pub(crate) cluster: bool,
+    /// The key prefix, for the ACL rule a refused user needs.
+    pub(crate) key_prefix: String,
+}
+
+impl ErrorContext {
+    /// The ACL rule that lets a user do everything this backend does under its prefix.
+    pub(crate) fn acl_rule(&self) -> String {
+        let prefix = escape_acl_glob(&self.key_prefix);
+        format!("{COMMANDS} ~{prefix}* &{prefix}released")
+    }
+
+    /// The error for a permission the server's ACL refused.
+    pub(crate) fn acl_refusal(&self, error: impl std::fmt::Display) -> LockError {
+        LockError::config(
+            BACKEND,
+            format!(
+                "the Redis user lacks a permission the lock backend needs ({error}); grant it \
+                 with `ACL SETUSER <user> {}` (or the same rules in the ACL file)",
+                self.acl_rule()
+            ),
+        )
+    }
+}
+
 /// Classifies a driver error: the server unreachable, busy or failing over is
-/// `Unavailable` (transient); refused credentials or configuration are `Config`; data of the
-/// wrong type is `Corrupt`; anything else is `Backend`.
-pub(crate) fn from_redis(error: RedisError) -> LockError {
+/// `Unavailable` (transient); refused credentials or permissions, or a read-only replica,
+/// are `Config`; data of the wrong type is `Corrupt`; anything else is `Backend`.
+pub(crate) fn from_redis(error: RedisError, context: &ErrorContext) -> LockError {
     if error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
@@ -19,12 +56,24 @@ pub(crate) fn from_redis(error: RedisError) -> LockError {
         return LockError::unavailable(BACKEND, error);
     }
     match error.kind() {
+        // On a cluster, a write that reaches a master just demoted to replica: the driver
+        // refreshes its slot map and retries, and this only escapes when that ran out.
+        ErrorKind::Server(ServerErrorKind::ReadOnly) if context.cluster => LockError::unavailable(
+            BACKEND,
+            format!("{error} (a failover is under way; retry when it has finished)"),
+        ),
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => LockError::config(
+            BACKEND,
+            format!(
+                "the server is a read-only replica ({error}); point the URL at the primary \
+                 (the master) of the replication group, since leases must be written"
+            ),
+        ),
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
             | ServerErrorKind::TryAgain
             | ServerErrorKind::ClusterDown
             | ServerErrorKind::MasterDown
-            | ServerErrorKind::ReadOnly
             | ServerErrorKind::Moved
             | ServerErrorKind::Ask,
         )
@@ -36,13 +85,8 @@ pub(crate) fn from_redis(error: RedisError) -> LockError {
                  in the URL (redis://user:password@host:port)"
             ),
         ),
-        ErrorKind::Server(ServerErrorKind::NoPerm) => LockError::config(
-            BACKEND,
-            format!(
-                "the Redis user lacks a permission the lock scripts need ({error}); allow EVAL, \
-                 EVALSHA, SCRIPT, PUBLISH, SUBSCRIBE, SCAN and the lock keys in its ACL"
-            ),
-        ),
+        ErrorKind::Server(ServerErrorKind::NoPerm) => context.acl_refusal(error),
+        _ if error.to_string().contains(SCRIPT_ACL_REFUSAL) => context.acl_refusal(error),
         ErrorKind::InvalidClientConfig => LockError::config(BACKEND, error.to_string()),
         _ if error.code() == Some("WRONGTYPE") => LockError::corrupt(
             BACKEND,
@@ -69,30 +113,107 @@ pub(crate) fn timed_out(operation: &str, limit: Duration) -> LockError {
     )
 }
 
+/// Escapes the characters ACL key and channel patterns treat specially.
+fn escape_acl_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn standalone() -> ErrorContext {
+        ErrorContext {
+            cluster: false,
+            key_prefix: "app:locks:".to_owned(),
+        }
+    }
+
     #[test]
     fn io_failures_are_transient() {
         let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(from_redis(refused).is_transient());
+        assert!(from_redis(refused, &standalone()).is_transient());
         let timeout = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert!(from_redis(timeout).is_transient());
+        assert!(from_redis(timeout, &standalone()).is_transient());
         assert!(timed_out("acquire", Duration::from_secs(2)).is_transient());
     }
 
     #[test]
     fn credentials_and_config_are_config_errors() {
         let auth = RedisError::from((ErrorKind::AuthenticationFailed, "nope"));
-        assert!(matches!(from_redis(auth), LockError::Config { .. }));
+        assert!(matches!(
+            from_redis(auth, &standalone()),
+            LockError::Config { .. }
+        ));
         let bad = RedisError::from((ErrorKind::InvalidClientConfig, "bad url"));
-        assert!(matches!(from_redis(bad), LockError::Config { .. }));
+        assert!(matches!(
+            from_redis(bad, &standalone()),
+            LockError::Config { .. }
+        ));
+    }
+
+    #[test]
+    fn acl_refusals_name_the_rule_to_grant() {
+        let refusals = [
+            RedisError::from((
+                ErrorKind::Server(ServerErrorKind::NoPerm),
+                "this user has no permissions to run the 'evalsha' command",
+            )),
+            RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ResponseError),
+                "The user executing the script can't run this command or subcommand",
+            )),
+        ];
+        for refusal in refusals {
+            match from_redis(refusal, &standalone()) {
+                LockError::Config { detail, .. } => {
+                    assert!(detail.contains("ACL SETUSER"), "{detail}");
+                    assert!(detail.contains("~app:locks:*"), "{detail}");
+                    assert!(detail.contains("&app:locks:released"), "{detail}");
+                    assert!(detail.contains("+evalsha"), "{detail}");
+                }
+                other => panic!("expected Config, got {other:?}"),
+            }
+        }
+        let odd = ErrorContext {
+            cluster: false,
+            key_prefix: "a*b".to_owned(),
+        };
+        assert!(odd.acl_rule().contains("~a\\*b*"), "{}", odd.acl_rule());
+    }
+
+    #[test]
+    fn a_read_only_replica_is_config_unless_a_cluster_is_failing_over() {
+        let readonly = || {
+            RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ReadOnly),
+                "You can't write against a read only replica.",
+            ))
+        };
+        match from_redis(readonly(), &standalone()) {
+            LockError::Config { detail, .. } => assert!(detail.contains("primary"), "{detail}"),
+            other => panic!("expected Config, got {other:?}"),
+        }
+        let cluster = ErrorContext {
+            cluster: true,
+            ..standalone()
+        };
+        assert!(from_redis(readonly(), &cluster).is_transient());
     }
 
     #[test]
     fn script_errors_are_backend_errors() {
         let other = RedisError::from((ErrorKind::Client, "something odd"));
-        assert!(matches!(from_redis(other), LockError::Backend { .. }));
+        assert!(matches!(
+            from_redis(other, &standalone()),
+            LockError::Backend { .. }
+        ));
     }
 }

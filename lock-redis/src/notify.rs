@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lock_core::{Backoff, LockName, ReleaseLog, jitter};
+use lock_core::{Backoff, LockError, LockName, ReleaseLog, jitter};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::errors::{ErrorContext, from_redis};
 use crate::options::RedisOptions;
 
 /// How often an idle subscription is pinged.
@@ -45,12 +46,18 @@ struct SubscriberConfig {
     channel: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+    errors: ErrorContext,
 }
 
 impl Notifier {
     /// A notifier for `channel` on `nodes` (any of them will do); nothing runs until
     /// [`start`](Self::start) or the first wait.
-    pub(crate) fn new(nodes: Vec<Url>, channel: String, opts: &RedisOptions) -> Self {
+    pub(crate) fn new(
+        nodes: Vec<Url>,
+        channel: String,
+        opts: &RedisOptions,
+        errors: ErrorContext,
+    ) -> Self {
         let released = Arc::new(ReleaseLog::new());
         let (live, _) = watch::channel(false);
         Self {
@@ -59,6 +66,7 @@ impl Notifier {
                 channel,
                 connect_timeout: opts.connect_timeout,
                 response_timeout: opts.response_timeout,
+                errors,
             }),
             released,
             live: Arc::new(live),
@@ -172,11 +180,13 @@ async fn subscribe_forever(
 ) {
     let mut retry = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     let mut node = 0;
+    let mut warned = false;
     loop {
         let url = &config.nodes[node % config.nodes.len()];
         match subscribe(url, &config).await {
             Ok(pubsub) => {
                 live.send_replace(true);
+                warned = false;
                 tracing::debug!(channel = %config.channel, "subscribed to lock releases");
                 retry = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
                 forward(pubsub, &config, &released).await;
@@ -186,7 +196,14 @@ async fn subscribe_forever(
             Err(error) => {
                 live.send_replace(false);
                 node += 1;
-                tracing::debug!(channel = %config.channel, %error, "subscribing to lock releases failed; retrying");
+                let error = from_redis(error, &config.errors);
+                if matches!(error, LockError::Config { .. }) && !warned {
+                    // Not an outage: it will not go away by itself, so say what to change.
+                    warned = true;
+                    tracing::warn!(channel = %config.channel, %error, "cannot subscribe to lock releases; waiters poll instead of being woken");
+                } else {
+                    tracing::debug!(channel = %config.channel, %error, "subscribing to lock releases failed; retrying");
+                }
             }
         }
         tokio::time::sleep(retry.next_delay()).await;

@@ -233,3 +233,175 @@ async fn tls_to_a_tls_server_works() {
     let refused = lock_redis::connect(&format!("rediss://127.0.0.1:{tls_port}/")).await;
     assert!(refused.is_err(), "an untrusted certificate was accepted");
 }
+
+/// The ACL rule an error message tells the operator to grant (the text after
+/// `ACL SETUSER <user> `, up to the closing backquote).
+fn suggested_acl_rule(detail: &str) -> String {
+    let start = detail
+        .find("ACL SETUSER <user> ")
+        .unwrap_or_else(|| panic!("no ACL rule suggested: {detail}"))
+        + "ACL SETUSER <user> ".len();
+    let len = detail[start..].find('`').expect("closing backquote");
+    detail[start..start + len].to_owned()
+}
+
+/// The detail of a `Config` error that tells the operator which ACL rule to grant.
+fn acl_refused<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) -> String {
+    let detail = config_detail(what, result);
+    assert!(detail.contains("ACL SETUSER"), "{what}: {detail}");
+    detail
+}
+
+/// Asserts a `Config` error that says the server is a replica and to use the primary.
+fn read_only_refused<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) {
+    let detail = config_detail(what, result);
+    assert!(
+        detail.contains("read-only replica") && detail.contains("primary"),
+        "{what}: {detail}"
+    );
+}
+
+/// `ACL SETUSER limited` with `rules`, on a server we administer as the default user.
+async fn set_user(admin: &mut redis::aio::MultiplexedConnection, rules: &[&str]) {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER")
+        .arg("limited")
+        .arg("reset")
+        .arg("on")
+        .arg(">pw");
+    for rule in rules {
+        cmd.arg(*rule);
+    }
+    cmd.exec_async(admin).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_grant() {
+    let server = RedisServer::start();
+    let mut admin = raw(&server.url()).await;
+    let url = format!(
+        "redis://limited:pw@127.0.0.1:{}/?prefix=app:",
+        server.port()
+    );
+    let n = LockName::new("acl").unwrap();
+    let holder = Holder::current("acl");
+
+    // No script commands at all: refused by the server before any script runs.
+    set_user(&mut admin, &["~*", "&*", "+@all", "-evalsha", "-eval"]).await;
+    let b = lock_redis::connect(&url).await.unwrap();
+    acl_refused(
+        "acquire without EVALSHA",
+        b.try_acquire(&n, &holder, LONG).await,
+    );
+    // Not transient: a Locker gives up at once instead of retrying for its whole wait.
+    let locker = lock_core::Locker::new(std::sync::Arc::new(b));
+    let opts = lock_core::LockOptions::default().with_wait(Duration::from_secs(10));
+    let start = Instant::now();
+    let error = locker.lock("acl", &opts).await.unwrap_err();
+    assert!(matches!(error, LockError::Config { .. }), "{error:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "retried a refusal"
+    );
+
+    // Keys outside the user's patterns: refused for the script's keys.
+    set_user(&mut admin, &["~other:*", "&*", "+@all"]).await;
+    let b = lock_redis::connect(&url).await.unwrap();
+    acl_refused(
+        "acquire outside the key pattern",
+        b.try_acquire(&n, &holder, LONG).await,
+    );
+
+    // A command the acquire script runs inside (refused with ERR, not NOPERM): nothing is
+    // written but the counter, and the error still names the rule.
+    set_user(&mut admin, &["~*", "&*", "+@all", "-hset"]).await;
+    let b = lock_redis::connect(&url).await.unwrap();
+    let detail = acl_refused(
+        "acquire without HSET",
+        b.try_acquire(&n, &holder, LONG).await,
+    );
+    assert!(
+        b.inspect(&n).await.unwrap().is_none(),
+        "no half-written lease"
+    );
+
+    // Everything but the release channel (Redis 7 users get no channels by default): the
+    // lease can be taken and kept, and a refused release leaves it held rather than
+    // deleting it without telling waiters.
+    set_user(&mut admin, &["~*", "+@all"]).await;
+    let b = lock_redis::connect(&url).await.unwrap();
+    let lease = b.try_acquire(&n, &holder, LONG).await.unwrap().unwrap();
+    let lease = b.heartbeat(&lease, LONG).await.unwrap();
+    acl_refused("release without the channel", b.release(&lease).await);
+    assert_eq!(b.inspect(&n).await.unwrap().unwrap().fence, lease.fence);
+
+    // Granting exactly the suggested rule makes every operation work, the release
+    // subscription included.
+    let rule = suggested_acl_rule(&detail);
+    let rules: Vec<&str> = rule.split_whitespace().collect();
+    set_user(&mut admin, &rules).await;
+    let b = lock_redis::connect(&url).await.unwrap();
+    let lease = b.heartbeat(&lease, LONG).await.unwrap();
+    assert!(b.release(&lease).await.unwrap());
+    let lease = b.try_acquire(&n, &holder, LONG).await.unwrap().unwrap();
+    assert_eq!(b.list("").await.unwrap().len(), 1);
+    assert!(b.force_release(&n).await.unwrap());
+    assert!(b.release(&lease).await.is_ok_and(|freed| !freed));
+    b.wait_for_change(&n, Duration::from_millis(1)).await;
+    let start = Instant::now();
+    while !b.is_subscribed() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the granted user could not subscribe to releases"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_replica_gets_a_config_error_saying_to_use_the_primary() {
+    let primary = RedisServer::start();
+    let port = primary.port().to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let on_primary = lock_redis::connect(&primary.url()).await.unwrap();
+    let on_replica = lock_redis::connect(&replica.url()).await.unwrap();
+    let n = LockName::new("replicated").unwrap();
+    let lease = on_primary
+        .try_acquire(&n, &Holder::current("primary"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let other = LockName::new("other").unwrap();
+    read_only_refused(
+        "acquire",
+        on_replica
+            .try_acquire(&other, &Holder::current("r"), LONG)
+            .await,
+    );
+    // Once the lease has reached the replica, the holder's own writes are refused there
+    // too (reads still work).
+    let start = Instant::now();
+    while on_replica.inspect(&n).await.unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    read_only_refused("heartbeat", on_replica.heartbeat(&lease, LONG).await);
+    read_only_refused("release", on_replica.release(&lease).await);
+    read_only_refused("force_release", on_replica.force_release(&n).await);
+    // Not transient: a Locker gives up at once instead of retrying for its whole wait.
+    let locker = lock_core::Locker::new(std::sync::Arc::new(on_replica));
+    let opts = lock_core::LockOptions::default().with_wait(Duration::from_secs(10));
+    let start = Instant::now();
+    let error = locker.lock("third", &opts).await.unwrap_err();
+    assert!(!error.is_transient(), "{error:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "retried a refusal"
+    );
+    // The primary still has the lease, untouched.
+    assert!(on_primary.release(&lease).await.unwrap());
+}
