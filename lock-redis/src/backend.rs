@@ -367,11 +367,16 @@ impl LockBackend for RedisBackend {
         let keys = scan::lease_keys(self, &pattern).await?;
         let infos = join_all(keys.iter().map(|key| self.inspect_key(key, None))).await;
         let mut out = Vec::with_capacity(infos.len());
-        for info in infos {
-            if let Some(info) = info?
-                && info.name.as_str().starts_with(prefix)
-            {
-                out.push(info);
+        for (key, info) in keys.iter().zip(infos) {
+            match info {
+                Ok(Some(info)) if info.name.as_str().starts_with(prefix) => out.push(info),
+                Ok(_) => {}
+                // One damaged or foreign record must not hide every other lease (nor break
+                // `lockctl status`); inspecting or force-releasing that name reports it.
+                Err(error @ LockError::Corrupt { .. }) => {
+                    tracing::warn!(%key, %error, "skipping an unreadable lease record while listing");
+                }
+                Err(error) => return Err(error),
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -5,9 +5,10 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{backend, raw};
-use lock_core::{Holder, LockBackend, LockError, LockName};
-use lock_redis::test_support::TestRedis;
+use common::{FAIL_FAST, assert_unavailable_within, backend, raw};
+use lock_core::{Holder, Lease, LockBackend, LockError, LockName};
+use lock_redis::RedisBackend;
+use lock_redis::test_support::{RedisServer, TestRedis};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -27,13 +28,39 @@ fn assert_corrupt<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) 
     );
 }
 
+/// A live lease on another name, to check that corrupt data next to it leaves it alone.
+async fn bystander(b: &RedisBackend, label: &str) -> Lease {
+    b.try_acquire(
+        &name(&format!("{label}-bystander")),
+        &Holder::current("bystander"),
+        LONG,
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// `lease` is still exactly as it was (same holder, same fence), and its holder can still
+/// heartbeat and release it.
+async fn assert_untouched(b: &RedisBackend, lease: &Lease) {
+    let info = b.inspect(&lease.name).await.unwrap().expect("still held");
+    assert_eq!(info.label, lease.holder.label);
+    assert_eq!(info.pid, lease.holder.pid);
+    assert_eq!(info.fence, lease.fence);
+    let renewed = b.heartbeat(lease, LONG).await.unwrap();
+    assert_eq!(renewed.fence, lease.fence);
+    assert!(b.release(&renewed).await.unwrap());
+    assert!(b.inspect(&lease.name).await.unwrap().is_none());
+}
+
 /// Every operation on a name whose lease key holds foreign data says Corrupt (never a
-/// lease), and force_release clears it.
+/// lease), `list` skips it, force_release clears it, and another name's lease is untouched.
 async fn check_corrupt_lease(setup: &[&[&str]], label: &str) {
     let url = server().url();
     let b = backend(&url).await;
     let n = name(label);
     let (lease_key, _) = b.keys_of(&n);
+    let other = bystander(&b, label).await;
     let held = b
         .try_acquire(&n, &Holder::current("real"), LONG)
         .await
@@ -58,7 +85,18 @@ async fn check_corrupt_lease(setup: &[&[&str]], label: &str) {
     assert_corrupt("inspect", b.inspect(&n).await);
     assert_corrupt("heartbeat", b.heartbeat(&held, LONG).await);
     assert_corrupt("release", b.release(&held).await);
-    assert_corrupt("list", b.list("").await);
+    let listed: Vec<LockName> = b
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![other.name.clone()],
+        "list skips only the corrupt record"
+    );
     assert!(
         !b.force_release(&n).await.unwrap(),
         "clearing corrupt data is not removing a live lease"
@@ -70,6 +108,7 @@ async fn check_corrupt_lease(setup: &[&[&str]], label: &str) {
         .unwrap();
     assert!(next.fence > held.fence, "the fence counter survived");
     assert!(b.release(&next).await.unwrap());
+    assert_untouched(&b, &other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +159,7 @@ async fn a_lease_hash_with_garbage_fields_is_corrupt() {
     // Out of range for a pid, caught when read back.
     let url = server().url();
     let b = backend(&url).await;
+    let other = bystander(&b, "huge-pid").await;
     let n = name("x");
     let (lease_key, _) = b.keys_of(&n);
     let mut conn = raw(&url).await;
@@ -138,6 +178,7 @@ async fn a_lease_hash_with_garbage_fields_is_corrupt() {
         b.force_release(&n).await.unwrap(),
         "a readable live lease was removed"
     );
+    assert_untouched(&b, &other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +186,7 @@ async fn a_lease_stored_under_another_names_key_is_corrupt() {
     let url = server().url();
     let b = backend(&url).await;
     let (a, c) = (name("one"), name("two"));
-    let _lease = b
+    let lease = b
         .try_acquire(&a, &Holder::current("a"), LONG)
         .await
         .unwrap()
@@ -158,12 +199,35 @@ async fn a_lease_stored_under_another_names_key_is_corrupt() {
         .await
         .unwrap();
     assert_corrupt("inspect", b.inspect(&c).await);
+    assert_corrupt(
+        "acquire",
+        b.try_acquire(&c, &Holder::current("c"), LONG).await,
+    );
+    let listed: Vec<LockName> = b
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![a.clone()],
+        "the copy is skipped, the original listed"
+    );
+    assert!(
+        !b.force_release(&c).await.unwrap(),
+        "clearing a misplaced record is not removing a live lease"
+    );
+    // The original's holder is unaffected by the copy and its removal.
+    assert_untouched(&b, &lease).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_fence_counter_is_corrupt() {
     let url = server().url();
     let b = backend(&url).await;
+    let other = bystander(&b, "fence").await;
     let mut conn = raw(&url).await;
     let n = name("fence-hash");
     redis::cmd("HSET")
@@ -192,6 +256,50 @@ async fn a_foreign_fence_counter_is_corrupt() {
         b.inspect(&n).await.unwrap().is_none(),
         "a refused acquire created nothing"
     );
+    assert_untouched(&b, &other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_skips_unreadable_records_but_not_an_unreachable_server() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let b = backend(&url).await;
+    let mut leases = Vec::new();
+    for n in ["jobs/a", "jobs/c", "other"] {
+        leases.push(
+            b.try_acquire(&name(n), &Holder::current("l"), LONG)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let mut conn = raw(&url).await;
+    // Foreign data under two names: a string, and a hash that is not a lease.
+    redis::cmd("SET")
+        .arg(b.keys_of(&name("jobs/b")).0)
+        .arg("garbage")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("HSET")
+        .arg(b.keys_of(&name("jobs/d")).0)
+        .arg("token")
+        .arg("short")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    let names = |infos: Vec<lock_core::LeaseInfo>| -> Vec<String> {
+        infos.into_iter().map(|i| i.name.to_string()).collect()
+    };
+    assert_eq!(
+        names(b.list("").await.unwrap()),
+        ["jobs/a", "jobs/c", "other"]
+    );
+    assert_eq!(names(b.list("jobs/").await.unwrap()), ["jobs/a", "jobs/c"]);
+    assert_corrupt("inspect", b.inspect(&name("jobs/b")).await);
+    // Skipping is for bad records only: a server that cannot be reached fails the listing.
+    server.kill();
+    assert_unavailable_within("list", FAIL_FAST, b.list("")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
