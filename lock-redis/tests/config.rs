@@ -335,6 +335,21 @@ async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_gra
     acl_refused("release without the channel", b.release(&lease).await);
     assert_eq!(b.inspect(&n).await.unwrap().unwrap().fence, lease.fence);
 
+    // Commands the scripts run through redis.pcall (to tell foreign data from a lease):
+    // a refusal is passed on, never taken for a lost lease or corrupt data.
+    set_user(&mut admin, &["~*", "&*", "+@all", "-hget"]).await;
+    let b = lock_redis::connect(&url).await.unwrap();
+    acl_refused("heartbeat without HGET", b.heartbeat(&lease, LONG).await);
+    acl_refused("release without HGET", b.release(&lease).await);
+    set_user(&mut admin, &["~*", "&*", "+@all", "-incr"]).await;
+    let b = lock_redis::connect(&url).await.unwrap();
+    let other = LockName::new("acl-other").unwrap();
+    acl_refused(
+        "acquire without INCR",
+        b.try_acquire(&other, &holder, LONG).await,
+    );
+    assert_eq!(b.inspect(&n).await.unwrap().unwrap().fence, lease.fence);
+
     // Granting exactly the suggested rule makes every operation work, the release
     // subscription included.
     let rule = suggested_acl_rule(&detail);

@@ -38,7 +38,7 @@ end
 
 if type(fence) == 'table' then
   -- Foreign data is corrupt; any other failure (an ACL refusal, a read-only replica, an
-  -- overflow) is raised as it came.
+  -- overflow) is returned as it came.
   local kind = redis.call('TYPE', KEYS[2])['ok']
   if kind ~= 'string' and kind ~= 'none' then
     return {'corrupt', 'the fence counter ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a string'}
@@ -47,7 +47,7 @@ if type(fence) == 'table' then
   if value and value ~= '0' and (#value > 20 or not string.match(value, '^-?[1-9][0-9]*$')) then
     return {'corrupt', 'the fence counter ' .. KEYS[2] .. ' is not an integer'}
   end
-  error(fence)
+  return fence
 end
 
 -- INCR gave 1 (or less): the counter was missing (a new name, or a server that restarted

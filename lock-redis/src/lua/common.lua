@@ -16,20 +16,13 @@
 -- checks every field, so data this library did not write is reported as corrupt, never
 -- taken for a lease. Errors caught with redis.pcall are only ever the expected ones (a key
 -- of another type, a counter that is not an integer); any other error (an ACL refusal, a
--- read-only replica) is raised again as it came, so the client sees what really went wrong.
+-- read-only replica) is returned by the script as it came, so the client sees what really
+-- went wrong. (Returned, not raised with error(): Redis 6 loses a raised error's code.)
 
 -- Server time in whole milliseconds since the Unix epoch.
 local function now_ms()
   local time = redis.call('TIME')
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-
--- For an error reply caught with redis.pcall: returns if it is WRONGTYPE (the key holds
--- another type of value), raises it again otherwise.
-local function expect_wrong_type(reply)
-  if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' then
-    error(reply)
-  end
 end
 
 -- The lease at `key`: nil when there is none, the lease table when it is readable, or
@@ -69,12 +62,13 @@ local function read_lease(key)
   return lease
 end
 
--- The reply of a heartbeat or release whose token did not match: 0 (the lease is lost) or
--- {'corrupt', detail}. `token` is what redis.pcall('HGET', key, 'token') returned (nil,
--- another token, or an error).
+-- The reply of a heartbeat or release whose token did not match: 0 (the lease is lost),
+-- {'corrupt', detail}, or an error reply for the script to return. `token` is what
+-- redis.pcall('HGET', key, 'token') gave: nil, another token, or an error, which is
+-- WRONGTYPE for a key of another type (diagnosed here) or something to pass on.
 local function lost_or_corrupt(key, token)
-  if type(token) == 'table' then
-    expect_wrong_type(token)
+  if type(token) == 'table' and string.sub(token.err, 1, 9) ~= 'WRONGTYPE' then
+    return token
   end
   local lease, detail = read_lease(key)
   if lease == false then

@@ -10,7 +10,11 @@ for i, key in ipairs(KEYS) do
     redis.call('PEXPIRE', key, ARGV[1])
     out[i] = expires_at
   else
-    out[i] = lost_or_corrupt(key, token)
+    local reply = lost_or_corrupt(key, token)
+    if type(reply) == 'table' and reply.err then
+      return reply
+    end
+    out[i] = reply
   end
 end
 return out
