@@ -138,17 +138,21 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Opens (creating) `path` for appending, recording as `holder` (no spaces).
+    /// Opens (creating) `path` for appending, recording as `holder` (one word: not empty,
+    /// no whitespace).
     ///
     /// # Errors
     ///
-    /// When the file cannot be opened.
+    /// [`io::ErrorKind::InvalidInput`] when `holder` is not one word (it would make the
+    /// history unreadable), or the error opening the file.
     pub fn open(path: &Path, holder: impl Into<String>) -> io::Result<Self> {
         let holder = holder.into();
-        assert!(
-            !holder.is_empty() && !holder.contains([' ', '\n']),
-            "a holder id is one word: {holder:?}"
-        );
+        if holder.is_empty() || holder.contains(char::is_whitespace) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a history holder id is one word without whitespace, not {holder:?}"),
+            ));
+        }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self { file, holder })
     }
@@ -275,10 +279,23 @@ pub struct Summary {
     pub names: usize,
 }
 
+/// One line for logs and CI output, as `key=value` words:
+/// `sections=12 lost=1 holders=3 names=1`.
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sections={} lost={} holders={} names={}",
+            self.sections, self.lost, self.holders, self.names
+        )
+    }
+}
+
 /// Why a history is not a correct one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
-    /// A record without a `Start` of the same holder and fence before it.
+    /// A record without an open section to belong to: no `Start` of the same holder and
+    /// fence before it, a second `Start` of one, or a record after the section's `End`.
     Orphan(Record),
     /// Two sections of one name overlap in time.
     Overlap(Section, Section),
@@ -291,7 +308,11 @@ pub enum Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Orphan(r) => write!(f, "record without a start: {r:?}"),
+            Self::Orphan(r) => write!(
+                f,
+                "record outside an open section (no start before it, a second start, or after \
+                 the end): {r:?}"
+            ),
             Self::Overlap(a, b) => write!(f, "overlap:\n  {a}\n  {b}"),
             Self::FenceNotIncreasing(a, b) => {
                 write!(
@@ -503,11 +524,97 @@ mod tests {
         assert_eq!(check(&records).unwrap().names, 2);
     }
 
+    /// A directory under `TMPDIR`, removed when dropped, also when the test fails.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "history-test-{tag}-{}-{}",
+                std::process::id(),
+                monotonic_nanos()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_summary_prints_as_key_value_words() {
+        let summary = Summary {
+            sections: 12,
+            lost: 1,
+            holders: 3,
+            names: 2,
+        };
+        assert_eq!(summary.to_string(), "sections=12 lost=1 holders=3 names=2");
+    }
+
+    #[test]
+    fn a_holder_id_that_is_not_one_word_is_an_error_not_a_panic() {
+        let dir = TempDir::new("holder");
+        let path = dir.0.join("history");
+        for bad in ["", "a b", "a\nb", "a\tb"] {
+            let error = Recorder::open(&path, bad).expect_err(bad);
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        assert!(Recorder::open(&path, "a-b_c.1").is_ok());
+    }
+
+    #[test]
+    fn assert_history_panics_naming_the_offending_pair() {
+        let dir = TempDir::new("assert");
+        let path = dir.0.join("history");
+        let mut a = Recorder::open(&path, "early").unwrap();
+        let mut b = Recorder::open(&path, "intruder").unwrap();
+        a.record_at("job", 7, Event::Start, 100).unwrap();
+        b.record_at("job", 8, Event::Start, 150).unwrap();
+        a.record_at("job", 7, Event::Work, 160).unwrap();
+        b.record_at("job", 8, Event::End, 170).unwrap();
+        let panic = std::panic::catch_unwind(|| assert_history(&path)).expect_err("a violation");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains("overlap"), "{message}");
+        assert!(
+            message.contains("holder early fence 7") && message.contains("from 100 to 160"),
+            "{message}"
+        );
+        assert!(
+            message.contains("holder intruder fence 8") && message.contains("from 150 to 170"),
+            "{message}"
+        );
+        assert!(message.contains("4 records"), "{message}");
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_naming_the_line() {
+        let dir = TempDir::new("malformed");
+        let path = dir.0.join("history");
+        std::fs::write(&path, "10 start 1 a 6a6f62\n11 sideways 1 a 6a6f62\n").unwrap();
+        let error = read(&path).expect_err("malformed");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("line 2"), "{error}");
+        std::fs::write(&path, "10 start 1 a 6a6\n").unwrap();
+        assert!(read(&path).is_err(), "odd hex");
+        std::fs::write(&path, "10 start 1 a ff\n").unwrap();
+        assert!(read(&path).is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn a_second_start_of_one_section_is_an_orphan() {
+        let records = [rec("a", 1, Event::Start, 1), rec("a", 1, Event::Start, 2)];
+        assert!(matches!(violation(&records), Violation::Orphan(_)));
+    }
+
     #[test]
     fn records_round_trip_through_a_shared_file() {
-        let dir = std::env::temp_dir().join(format!("history-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("history");
+        let dir = TempDir::new("round-trip");
+        let path = dir.0.join("history");
         let mut a = Recorder::open(&path, "a").unwrap();
         let mut b = Recorder::open(&path, "b").unwrap();
         a.record("x y\n", 1, Event::Start).unwrap();
@@ -517,7 +624,6 @@ mod tests {
         b.record("x y\n", 2, Event::Start).unwrap();
         b.record("x y\n", 2, Event::End).unwrap();
         let records = read(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(records.len(), 5);
         assert_eq!(records[0].name, "x y\n");
         assert_eq!(check(&records).unwrap().sections, 2);
