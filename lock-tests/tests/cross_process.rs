@@ -1,26 +1,31 @@
 //! Real OS processes contending for one lock on every backend: hand-off, a holder
 //! SIGKILLed, a holder SIGSTOPped past its TTL, and many processes cycling, each checked by
-//! the shared history.
+//! the shared history. Each test prints one `reliability ...` summary line (see the crate
+//! docs and `LOCK_TEST_SUMMARY`).
 
 mod support;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use lock::{Holder, LockName, LockOptions, Locker};
+use lock::{LockBackend, LockName, LockOptions, Locker};
 use lock_conformance::history::{Event, Recorder, assert_history, monotonic_nanos};
-use support::Store;
+use support::{Report, Store};
 
 const TTL: Duration = Duration::from_secs(1);
 /// Generous slack for process start-up and scheduling on a loaded 2-core machine.
 const SLACK: Duration = Duration::from_secs(3);
 const PATIENCE: Duration = Duration::from_secs(20);
+/// Stores keep times in milliseconds, and Redis reports an expiry as its clock plus the
+/// key's remaining milliseconds: allow this much rounding when comparing with the host clock.
+const ROUNDING: Duration = Duration::from_millis(2);
 
 /// A child holds; the parent's `try_lock` fails and its `lock()` waits; the child releases
 /// on request; the parent then gets the lock with a higher fence.
 async fn child_holds_parent_waits_child_releases_parent_acquires(store: Store) {
     let name = store.name("handoff");
     let mut child = store.worker("hold", &name, Duration::from_secs(10), "child", &[]);
-    let child_fence = child.acquired(PATIENCE).await[0];
+    let child_fence = child.acquired(PATIENCE).await;
 
     let locker = Locker::new(store.backend().await);
     let opts = LockOptions::default()
@@ -44,9 +49,7 @@ async fn child_holds_parent_waits_child_releases_parent_acquires(store: Store) {
         "the parent waits while the child holds"
     );
     child.tell("release").await;
-    let released = child.line(PATIENCE).await;
-    assert!(released.starts_with("released "), "{released}");
-    let released_at: u64 = released["released ".len()..].parse().unwrap();
+    let released_at = child.expect("released", PATIENCE).await[0];
     let guard = waiting.await.unwrap().expect("the parent acquires");
     assert!(monotonic_nanos() > released_at);
     assert!(
@@ -61,59 +64,144 @@ async fn child_holds_parent_waits_child_releases_parent_acquires(store: Store) {
     assert_eq!(child.exit_code(PATIENCE).await, Some(0));
     let summary = assert_history(&store.history());
     assert_eq!(summary.sections, 2);
+    assert_eq!(summary.lost, 0);
+    Report::new("handoff", store.kind)
+        .field("processes", 2)
+        .field("faults", 0)
+        .history(&summary)
+        .emit();
 }
 per_backend!(
     handoff,
     child_holds_parent_waits_child_releases_parent_acquires
 );
 
-/// A holder SIGKILLed while holding: nobody gets the lock before its TTL ran out, another
-/// process gets it soon after, with a higher fence.
+/// The TTL of the SIGKILL case: long enough that the parent surely probes the dead holder's
+/// lease while it is still live, even on a loaded machine.
+const KILL_TTL: Duration = Duration::from_secs(2);
+
+/// The lease on `name` as the store shows it, checked to be the victim's.
+async fn victim_lease(
+    backend: &Arc<dyn LockBackend>,
+    name: &LockName,
+    fence: u64,
+    pid: u32,
+) -> SystemTime {
+    let info = backend
+        .inspect(name)
+        .await
+        .unwrap()
+        .expect("the victim's lease is live");
+    assert_eq!(
+        (info.label.as_str(), info.pid, info.fence),
+        ("victim", pid, fence),
+        "{info:?}"
+    );
+    info.expires_at
+}
+
+/// A guard holder (a `Locker` heartbeating every `ttl / 3`, recording its section in the
+/// history) SIGKILLed mid-section: while its last renewal is within the TTL another process's
+/// `try_lock` is refused; once the TTL ran out another process gets the lock, soon, with a
+/// higher fence; and the history shows no overlap.
 async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
     let name = store.name("killed");
-    let mut child = store.worker("hold-raw", &name, TTL, "victim", &[]);
-    let acquired = child.acquired(PATIENCE).await;
-    let (child_fence, sent) = (acquired[0], acquired[1]);
-    child.signal(libc::SIGKILL);
-    assert_eq!(child.exit_code(PATIENCE).await, None, "killed by a signal");
-
-    let backend = store.backend().await;
     let lock = LockName::new(&name).unwrap();
-    let me = Holder::current("successor");
-    let lease = loop {
-        let asked = monotonic_nanos();
-        if let Some(lease) = backend.try_acquire(&lock, &me, TTL).await.unwrap() {
-            break lease;
+    let backend = store.backend().await;
+    let mut child = store.worker("hold", &name, KILL_TTL, "victim", &[]);
+    let child_fence = child.acquired(PATIENCE).await;
+    let pid = child.pid();
+
+    // Mid-section: wait until the child's heartbeat has renewed its lease, then kill it.
+    let first_expiry = victim_lease(&backend, &lock, child_fence, pid).await;
+    let asked = Instant::now();
+    loop {
+        let expiry = victim_lease(&backend, &lock, child_fence, pid).await;
+        if expiry > first_expiry + KILL_TTL / 6 {
+            break;
         }
-        let waited = Duration::from_nanos(asked - sent);
         assert!(
-            waited < TTL + SLACK,
-            "still not free {waited:?} after it was taken"
+            asked.elapsed() < KILL_TTL + SLACK,
+            "the child did not renew its lease within {:?}",
+            asked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.signal(libc::SIGKILL);
+    let killed_at = Instant::now();
+    assert_eq!(child.exit_code(PATIENCE).await, None, "killed by a signal");
+    // The dead holder's lease as the store keeps it: nobody renews it any more.
+    let expires_at = victim_lease(&backend, &lock, child_fence, pid).await;
+
+    let locker = Locker::new(Arc::clone(&backend));
+    let opts = LockOptions::default()
+        .with_ttl(Duration::from_secs(10))
+        .with_label("successor");
+    let mut refused_while_live = 0_u32;
+    let guard = loop {
+        let attempt = locker.try_lock(name.as_str(), &opts).await.unwrap();
+        let answered = SystemTime::now();
+        if let Some(guard) = attempt {
+            let early = expires_at
+                .duration_since(answered + ROUNDING)
+                .unwrap_or_default();
+            assert!(
+                early.is_zero(),
+                "taken over {early:?} before the dead holder's lease expired"
+            );
+            break guard;
+        }
+        if answered < expires_at {
+            refused_while_live += 1;
+        }
+        assert!(
+            killed_at.elapsed() < KILL_TTL + SLACK,
+            "still not free {:?} after the holder was killed",
+            killed_at.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let got = Duration::from_nanos(monotonic_nanos() - sent);
-    // Stores keep milliseconds: allow one for rounding.
+    let mut history = Recorder::open(&store.history(), "successor").unwrap();
+    history.record(&name, guard.fence(), Event::Start).unwrap();
     assert!(
-        got + Duration::from_millis(1) >= TTL,
-        "taken over {got:?} after the dead holder's request: before its TTL"
+        refused_while_live > 0,
+        "no try_lock was answered while the dead holder's lease was live"
     );
     assert!(
-        lease.fence > child_fence,
+        guard.fence() > child_fence,
         "fence {} after {child_fence}",
-        lease.fence
+        guard.fence()
     );
-    assert!(backend.release(&lease).await.unwrap());
+    assert!(
+        history
+            .verified(&name, guard.fence(), Event::End, || guard.is_held())
+            .unwrap(),
+        "the successor still holds the lock"
+    );
+    assert!(guard.release().await.unwrap());
+
+    let summary = assert_history(&store.history());
+    assert_eq!(
+        summary.sections, 2,
+        "the victim's section and the successor's"
+    );
+    assert_eq!(summary.lost, 1, "the victim's section ended by the kill");
+    Report::new("sigkill", store.kind)
+        .field("processes", 2)
+        .field("faults", 1)
+        .field("fault", "sigkill")
+        .history(&summary)
+        .emit();
 }
 per_backend!(sigkill, a_sigkilled_holder_is_taken_over_after_the_ttl);
 
 /// A holder SIGSTOPped past its TTL: another process acquires; when the paused one resumes,
-/// its guard reports the loss before it records any more work, and the history shows the
-/// later holder's higher fence and no overlap.
+/// `with_lock` cancels its work (`LeaseLost`) before the work begins another step, and the
+/// history shows the later holder's higher fence and no overlap.
 async fn a_paused_holder_loses_its_lease_before_working_again(store: Store) {
     let name = store.name("paused");
     let mut child = store.worker("hold", &name, TTL, "paused", &[]);
-    let child_fence = child.acquired(PATIENCE).await[0];
+    let child_fence = child.acquired(PATIENCE).await;
     tokio::time::sleep(TTL / 2).await; // some work and heartbeats
     child.signal(libc::SIGSTOP);
     let stopped_at = monotonic_nanos();
@@ -124,34 +212,58 @@ async fn a_paused_holder_loses_its_lease_before_working_again(store: Store) {
         .with_wait(PATIENCE)
         .with_label("successor");
     let guard = locker.lock(name.as_str(), &opts).await.unwrap();
+    let successor_start = monotonic_nanos();
     let mut history = Recorder::open(&store.history(), "successor").unwrap();
-    history.record(&name, guard.fence(), Event::Start).unwrap();
+    history
+        .record_at(&name, guard.fence(), Event::Start, successor_start)
+        .unwrap();
     assert!(
         guard.fence() > child_fence,
         "fence {} after {child_fence}",
         guard.fence()
     );
     assert!(
-        Duration::from_nanos(monotonic_nanos() - stopped_at) < TTL + SLACK,
+        Duration::from_nanos(successor_start - stopped_at) < TTL + SLACK,
         "taken over soon after the TTL"
     );
 
     // Resume the paused holder while the successor still holds the lock.
+    let resumed_at = monotonic_nanos();
     child.signal(libc::SIGCONT);
-    assert_eq!(
-        child.line(PATIENCE).await,
-        "lost",
-        "the resumed holder reports the loss"
+    let line = child.line(PATIENCE).await;
+    let Some(numbers) = line.strip_prefix("cancelled ") else {
+        panic!(
+            "the resumed holder said {line:?}, not `cancelled`: with_lock did not cancel its \
+             work (`lost-in-work` means the work's own is_held() check caught the loss)"
+        )
+    };
+    let numbers: Vec<u64> = numbers.split(' ').map(|n| n.parse().unwrap()).collect();
+    let (steps, last_step) = (numbers[0], numbers[1]);
+    assert!(steps > 0, "the holder worked before it was paused");
+    assert!(
+        last_step < resumed_at,
+        "the work began a step {:?} after the holder was resumed: with_lock let it run",
+        Duration::from_nanos(last_step - resumed_at)
     );
+    assert!(last_step < successor_start);
     assert_eq!(child.exit_code(PATIENCE).await, Some(3));
-    history
-        .verified(&name, guard.fence(), Event::End, || guard.is_held())
-        .unwrap();
+    assert!(
+        history
+            .verified(&name, guard.fence(), Event::End, || guard.is_held())
+            .unwrap(),
+        "the resumed holder did not disturb the successor's lease"
+    );
     assert!(guard.release().await.unwrap());
 
     let summary = assert_history(&store.history());
     assert_eq!(summary.sections, 2);
     assert_eq!(summary.lost, 1, "the paused holder's section ended by loss");
+    Report::new("sigstop", store.kind)
+        .field("processes", 2)
+        .field("faults", 1)
+        .field("fault", "sigstop")
+        .history(&summary)
+        .emit();
 }
 per_backend!(
     sigstop,
@@ -188,5 +300,12 @@ async fn eight_processes_cycle_without_overlap(store: Store) {
     let summary = assert_history(&store.history());
     assert_eq!(summary.sections, WORKERS * CYCLES as usize);
     assert_eq!(summary.lost, 0);
+    assert_eq!(summary.holders, WORKERS);
+    Report::new("cycles", store.kind)
+        .field("processes", WORKERS)
+        .field("faults", 0)
+        .history(&summary)
+        .field("busy", 0)
+        .emit();
 }
 per_backend!(cycles, eight_processes_cycle_without_overlap);

@@ -3,11 +3,14 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use lock_conformance::history::Summary;
 use lock_redis::test_support::TestRedis;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -55,6 +58,70 @@ pub(crate) enum Kind {
     Sqlite,
     SqliteSqlx,
     Redis,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::File => "file",
+            Self::Sqlite => "sqlite",
+            Self::SqliteSqlx => "sqlite-sqlx",
+            Self::Redis => "redis",
+        })
+    }
+}
+
+/// The environment variable naming a file each test appends its summary line to.
+pub(crate) const SUMMARY_ENV: &str = "LOCK_TEST_SUMMARY";
+
+/// One test's summary line: `reliability test=.. backend=.. key=value ...`.
+///
+/// Cargo captures what tests print, so [`emit`](Self::emit) writes the line to stderr (seen
+/// with `--nocapture` or when the test fails) and appends it to the file named by
+/// `LOCK_TEST_SUMMARY`, if set, where CI and `scripts/stress` read it.
+pub(crate) struct Report {
+    line: String,
+}
+
+impl Report {
+    pub(crate) fn new(test: &str, backend: Kind) -> Self {
+        Self {
+            line: format!("reliability test={test} backend={backend}"),
+        }
+    }
+
+    /// Adds `key=value`.
+    pub(crate) fn field(mut self, key: &str, value: impl fmt::Display) -> Self {
+        let value = value.to_string();
+        assert!(
+            !key.contains(char::is_whitespace) && !value.contains(char::is_whitespace),
+            "report fields are single words: {key}={value:?}"
+        );
+        self.line.push_str(&format!(" {key}={value}"));
+        self
+    }
+
+    /// Adds the checked history's counts, and `overlaps=0` (a history with one does not
+    /// get this far).
+    pub(crate) fn history(mut self, summary: &Summary) -> Self {
+        self.line.push_str(&format!(" {summary} overlaps=0"));
+        self
+    }
+
+    pub(crate) fn emit(self) {
+        eprintln!("{}", self.line);
+        let Some(path) = std::env::var_os(SUMMARY_ENV).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let line = format!("{}\n", self.line);
+        // One write on an O_APPEND file: lines of concurrent tests never interleave.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(line.as_bytes()))
+            .unwrap_or_else(|e| panic!("{SUMMARY_ENV}={}: {e}", Path::new(&path).display()));
+    }
 }
 
 /// A fresh lock store and a directory for the test's files.
@@ -157,12 +224,24 @@ impl Worker {
         }
     }
 
-    /// Waits for its `acquired <fence> [sent ns]` line; returns the words after `acquired`.
-    pub(crate) async fn acquired(&mut self, within: Duration) -> Vec<u64> {
+    /// Waits for a line `<word> <number>...`; returns the numbers.
+    pub(crate) async fn expect(&mut self, word: &str, within: Duration) -> Vec<u64> {
         let line = self.line(within).await;
-        let words: Vec<&str> = line.split(' ').collect();
-        assert_eq!(words[0], "acquired", "worker said {line:?}");
-        words[1..].iter().map(|w| w.parse().unwrap()).collect()
+        let mut words = line.split(' ');
+        assert_eq!(words.next(), Some(word), "the worker said {line:?}");
+        words
+            .map(|w| {
+                w.parse()
+                    .unwrap_or_else(|_| panic!("{w:?} is not a number in {line:?}"))
+            })
+            .collect()
+    }
+
+    /// Waits for its `acquired <fence>` line; returns the fence.
+    pub(crate) async fn acquired(&mut self, within: Duration) -> u64 {
+        let numbers = self.expect("acquired", within).await;
+        assert_eq!(numbers.len(), 1, "acquired {numbers:?}");
+        numbers[0]
     }
 
     pub(crate) async fn tell(&mut self, line: &str) {
