@@ -1,7 +1,11 @@
 //! The seed's SQLite contention, done right: 32 processes x 300 acquire / heartbeat /
 //! release cycles on one database file, with synchronous=FULL and NORMAL. No
 //! `database is locked` error reaches any caller, no two holders overlap, every process
-//! finishes. Prints throughput and the slowest wait.
+//! finishes.
+//!
+//! Each run reports its throughput and slowest wait in one `reliability ...` line: on stderr
+//! (seen with `--nocapture`) and appended to the file named by `LOCK_TEST_SUMMARY` when set,
+//! since cargo captures test output.
 //!
 //! `LOCK_CONTENTION_PROCESSES` and `LOCK_CONTENTION_CYCLES` change the load.
 
@@ -10,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use lock_conformance::history::assert_history;
-use support::{Kind, Store};
+use support::{Kind, Report, Store};
 
 fn from_env(var: &str, default: u32) -> u32 {
     std::env::var(var)
@@ -56,12 +60,17 @@ async fn contention(synchronous: &str) {
         })
         .collect();
     let mut slowest_wait_us = 0_u64;
+    let mut busy = 0_u64;
     let mut failures = Vec::new();
-    for worker in &mut workers {
+    for (i, worker) in workers.iter_mut().enumerate() {
         let line = worker.line(Duration::from_secs(600)).await;
-        let summary: serde_json::Value =
-            serde_json::from_str(line.strip_prefix("summary ").expect("a summary")).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(
+            line.strip_prefix("summary ")
+                .unwrap_or_else(|| panic!("process p{i} said {line:?}, not its summary")),
+        )
+        .unwrap();
         slowest_wait_us = slowest_wait_us.max(summary["slowest_wait_us"].as_u64().unwrap());
+        busy += summary["busy"].as_u64().unwrap();
         let clean = summary["cycles"] == cycles
             && ["busy", "lost", "timeout", "other"]
                 .iter()
@@ -69,21 +78,40 @@ async fn contention(synchronous: &str) {
         if !clean {
             failures.push(summary);
         }
-        assert_eq!(worker.exit_code(Duration::from_secs(30)).await, Some(0));
+        assert_eq!(
+            worker.exit_code(Duration::from_secs(30)).await,
+            Some(0),
+            "process p{i} finishes"
+        );
     }
     let elapsed = started.elapsed();
     assert!(failures.is_empty(), "workers with errors: {failures:#?}");
+    assert_eq!(busy, 0, "SQLITE_BUSY errors reached callers");
     let history = assert_history(&store.history());
     let total = u64::from(processes) * u64::from(cycles);
-    assert_eq!(history.sections as u64, total);
-    println!(
-        "synchronous={synchronous}: {processes} processes x {cycles} cycles = {total} \
-         acquire/heartbeat/release cycles on {names} names in {:.1}s ({:.0} cycles/s); \
-         slowest wait {:.1} ms; 0 SQLITE_BUSY, 0 overlaps",
-        elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64(),
-        slowest_wait_us as f64 / 1000.0
+    assert_eq!(
+        history.sections as u64, total,
+        "every cycle of every process"
     );
+    assert_eq!(history.lost, 0);
+    assert_eq!(history.holders, processes as usize, "every process");
+    Report::new("sqlite_contention", Kind::Sqlite)
+        .field("synchronous", synchronous)
+        .field("processes", processes)
+        .field("faults", 0)
+        .history(&history)
+        .field("busy", busy)
+        .field("cycles", total)
+        .field("elapsed_s", format!("{:.1}", elapsed.as_secs_f64()))
+        .field(
+            "cycles_per_s",
+            format!("{:.0}", total as f64 / elapsed.as_secs_f64()),
+        )
+        .field(
+            "slowest_wait_ms",
+            format!("{:.1}", slowest_wait_us as f64 / 1000.0),
+        )
+        .emit();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
