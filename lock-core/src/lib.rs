@@ -23,7 +23,7 @@ pub use lease::{Lease, LeaseInfo};
 pub use locker::Locker;
 pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
 pub use options::LockOptions;
-pub use release_log::{LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen};
+pub use release_log::{LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK};
 pub use time::{MAX_TTL, MIN_TTL};
 
 /// Re-exported so backends implement [`LockBackend`] with the same macro version.

@@ -1,6 +1,6 @@
 //! [`ReleaseLog`]: releases this process has seen, for backends that wake waiters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -45,6 +45,8 @@ const PRUNE_ABOVE: usize = 4096;
 pub struct ReleaseLog {
     recent: Mutex<HashMap<String, Instant>>,
     notify: Notify,
+    /// Names a waiter of this process is polling the store for (one poller per name).
+    polled: Mutex<HashSet<String>>,
 }
 
 impl ReleaseLog {
@@ -121,24 +123,71 @@ impl ReleaseLog {
     ///
     /// `probe` must be cheap and must not lock anything a holder needs (read the lease
     /// record without a lock, or in a read transaction). It is called at the start and then
-    /// every [`POLL_INTERVAL`] (jittered); this returns once it sees the lease
+    /// every [`POLL_INTERVAL`] (jittered); the wait ends once it sees the lease
     /// [`Free`](Seen::Free), or held by someone other than at the start. A lease free at the
-    /// start returns one interval later, never at once, so a caller that keeps losing the
+    /// start ends it one interval later, never at once, so a caller that keeps losing the
     /// race for it cannot spin.
     ///
-    /// Cost: one probe every 1 to 2 ms while a waiter waits, a few microseconds each for a
+    /// However many tasks of this process wait for one name, one of them polls: when it
+    /// sees a change it wakes the others as a release would. The others check every
+    /// [`TAKEOVER_CHECK`] whether the poller left, and one of them takes over.
+    ///
+    /// Cost: one probe every 1 to 2 ms per name waited for, a few microseconds each for a
     /// local file.
     pub async fn wait_or_poll(
         &self,
         name: &LockName,
         since: Instant,
         max: Duration,
-        probe: impl LeaseProbe,
+        mut probe: impl LeaseProbe,
     ) {
-        tokio::select! {
-            () = self.wait(name, since, max) => {}
-            () = poll_until_changed(probe, max) => {}
+        let deadline = monotonic_now() + max;
+        loop {
+            let left = deadline.saturating_duration_since(monotonic_now());
+            if let Some(_turn) = self.poll_turn(name) {
+                tokio::select! {
+                    () = self.wait(name, since, left) => {}
+                    changed = poll_until_changed(&mut probe, left) => {
+                        if changed {
+                            self.record(name);
+                        }
+                    }
+                }
+                return;
+            }
+            self.wait(name, since, left.min(TAKEOVER_CHECK)).await;
+            if left <= TAKEOVER_CHECK || self.released_since(name, since) {
+                return;
+            }
         }
+    }
+
+    /// The right to poll the store for `name`, unless another waiter has it.
+    fn poll_turn(&self, name: &LockName) -> Option<PollTurn<'_>> {
+        let mut polled = self.polled.lock().unwrap_or_else(PoisonError::into_inner);
+        polled.insert(name.as_str().to_owned()).then(|| PollTurn {
+            log: self,
+            name: name.as_str().to_owned(),
+        })
+    }
+}
+
+/// How often a waiter that is not polling checks whether the poller of its name has left.
+pub const TAKEOVER_CHECK: Duration = Duration::from_millis(10);
+
+/// A waiter's turn to poll for a name; ends when dropped (the wait ended or was cancelled).
+struct PollTurn<'a> {
+    log: &'a ReleaseLog,
+    name: String,
+}
+
+impl Drop for PollTurn<'_> {
+    fn drop(&mut self) {
+        self.log
+            .polled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.name);
     }
 }
 
@@ -165,24 +214,25 @@ pub enum Seen<T> {
 /// How often [`ReleaseLog::wait_or_poll`] probes the store: every 1 to 2 ms (jittered).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
-async fn poll_until_changed(mut probe: impl LeaseProbe, max: Duration) {
+/// Polls until the lease is seen changed (`true`) or `max` has passed (`false`).
+async fn poll_until_changed(probe: &mut impl LeaseProbe, max: Duration) -> bool {
     let deadline = monotonic_now() + max;
     let mut first = probe.look().await;
     loop {
         let next = monotonic_now() + jitter(POLL_INTERVAL);
         if next >= deadline {
             tokio::time::sleep_until(deadline.into()).await;
-            return;
+            return false;
         }
         tokio::time::sleep_until(next.into()).await;
         if first == Seen::Free {
-            return;
+            return true;
         }
         match probe.look().await {
-            Seen::Free => return,
+            Seen::Free => return true,
             Seen::Unknown => {}
             seen if first == Seen::Unknown => first = seen,
-            seen if seen != first => return,
+            seen if seen != first => return true,
             Seen::Held(_) => {}
         }
     }
@@ -305,6 +355,87 @@ mod tests {
         assert_eq!(waited, max);
         // One probe per 1-2 ms.
         assert!((150..=300).contains(&calls), "{calls} probes");
+    }
+
+    /// Counts looks; reports `Held(1)` until `changes_at` looks were made, then `Held(2)`.
+    struct Shared {
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+        changes_at: usize,
+    }
+
+    impl LeaseProbe for Shared {
+        type Holder = u32;
+
+        fn look(&mut self) -> impl Future<Output = Seen<u32>> + Send {
+            let i = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Seen::Held(if i < self.changes_at { 1 } else { 2 }))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_waiters_for_one_name_share_one_poller_that_wakes_them_all() {
+        let log = Arc::new(ReleaseLog::new());
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = monotonic_now();
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let (log, calls) = (Arc::clone(&log), Arc::clone(&calls));
+                tokio::spawn(async move {
+                    let probe = Shared {
+                        calls,
+                        changes_at: 200,
+                    };
+                    let name = LockName::new("a").unwrap();
+                    log.wait_or_poll(&name, start, Duration::from_secs(30), probe)
+                        .await;
+                    monotonic_now() - start
+                })
+            })
+            .collect();
+        for waiter in waiters {
+            let waited = waiter.await.unwrap();
+            // The change is seen at the 200th look, 200 to 400 ms in: all wake then.
+            assert!(waited >= POLL_INTERVAL * 100, "{waited:?}");
+            assert!(waited <= POLL_INTERVAL * 200, "{waited:?}");
+        }
+        // One poller: 200 looks in all (plus at most a few when the turn passes), not 50x.
+        let looks = calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((200..=205).contains(&looks), "{looks} looks");
+        assert!(log.polled.lock().unwrap().is_empty(), "the turn ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_takes_over_polling_when_the_poller_leaves() {
+        let log = Arc::new(ReleaseLog::new());
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let name = LockName::new("a").unwrap();
+        let start = monotonic_now();
+        let probe = |changes_at| Shared {
+            calls: Arc::clone(&calls),
+            changes_at,
+        };
+        // The first waiter polls for 50 ms and leaves; the second must take over.
+        let short = {
+            let (log, name, probe) = (Arc::clone(&log), name.clone(), probe(usize::MAX));
+            tokio::spawn(async move {
+                log.wait_or_poll(&name, start, Duration::from_millis(50), probe)
+                    .await;
+            })
+        };
+        tokio::task::yield_now().await;
+        let looks_before = calls.load(std::sync::atomic::Ordering::SeqCst);
+        let long = {
+            let (log, name) = (Arc::clone(&log), name.clone());
+            let probe = probe(looks_before + 60);
+            tokio::spawn(async move {
+                log.wait_or_poll(&name, start, Duration::from_secs(30), probe)
+                    .await;
+                monotonic_now() - start
+            })
+        };
+        short.await.unwrap();
+        let waited = long.await.unwrap();
+        assert!(waited < Duration::from_millis(500), "took over: {waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
