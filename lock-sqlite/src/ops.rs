@@ -173,6 +173,7 @@ pub(crate) struct Heartbeat<'a> {
 impl Op for Heartbeat<'_> {
     type Output = Lease;
     const KIND: TxKind = TxKind::Write;
+    const FOR_A_HOLDER: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Lease, OpError> {
         let sent = monotonic_now();
@@ -190,6 +191,7 @@ pub(crate) struct HeartbeatMany<'a> {
 impl Op for HeartbeatMany<'_> {
     type Output = Vec<Result<Lease, LockError>>;
     const KIND: TxKind = TxKind::Write;
+    const FOR_A_HOLDER: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
         let sent = monotonic_now();
@@ -215,6 +217,7 @@ impl Op for Release<'_> {
     type Output = bool;
     /// One statement that decides and writes, atomic by itself: no transaction around it.
     const KIND: TxKind = TxKind::Autocommit;
+    const FOR_A_HOLDER: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<bool, OpError> {
         let params = [

@@ -19,6 +19,10 @@ use crate::driver::{DbError, Driver, Statements, TxKind};
 const MIN_DELAY: Duration = Duration::from_millis(1);
 /// The longest delay between attempts.
 const MAX_DELAY: Duration = Duration::from_millis(50);
+/// The longest delay between attempts of an operation on a lease already held
+/// ([`Op::FOR_A_HOLDER`]): SQLite's lock has no queue, so under contention these retry
+/// more often than acquisitions, and a holder is not starved into losing its lease.
+const HOLDER_MAX_DELAY: Duration = Duration::from_millis(5);
 
 /// What an operation can fail with inside its transaction.
 #[derive(Debug)]
@@ -47,6 +51,8 @@ pub(crate) trait Op: Sync {
     type Output: Send;
     /// How its transaction starts.
     const KIND: TxKind;
+    /// Renews or frees a lease already held (heartbeat, release): retried sooner when busy.
+    const FOR_A_HOLDER: bool = false;
 
     /// Runs the operation inside `tx`; `db` names the database in messages.
     fn run<S: Statements>(
@@ -66,7 +72,12 @@ pub(crate) async fn run<D: Driver, O: Op>(
 ) -> Result<O::Output, LockError> {
     let start = Instant::now();
     let deadline = start + budget;
-    let mut backoff = Backoff::new(MIN_DELAY, MAX_DELAY);
+    let max_delay = if O::FOR_A_HOLDER {
+        HOLDER_MAX_DELAY
+    } else {
+        MAX_DELAY
+    };
+    let mut backoff = Backoff::new(MIN_DELAY, max_delay);
     let mut attempts = 0u32;
     loop {
         attempts += 1;
