@@ -45,15 +45,19 @@ async fn sqlite_absolute_url() {
 #[cfg(feature = "sqlite")]
 #[test]
 fn sqlite_relative_url_is_relative_to_the_working_directory() {
-    // Tests run in the crate directory; the temporary directory is a direct child of it.
-    let dir = tempfile::tempdir_in(".").unwrap();
-    let relative = dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let url = format!("sqlite://{}/locks.db", relative);
+    // A temporary directory under TMPDIR, named relative to the working directory by
+    // going up to the root: nothing is written into the source tree.
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let ups = cwd
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .count();
+    let relative = std::iter::repeat_n("..", ups)
+        .collect::<std::path::PathBuf>()
+        .join(dir.path().strip_prefix("/").unwrap());
+    assert!(relative.is_relative());
+    let url = format!("sqlite://{}/locks.db", relative.display());
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(lock_cycle(&url));

@@ -97,7 +97,7 @@ pub async fn cancelled_lock_leaves_nothing_held(t: Target) {
 /// The guard's background heartbeat keeps the lease alive well past its TTL.
 pub async fn guard_keeps_its_lease_alive_past_three_ttls(t: Target) {
     let name = t.name("keepalive");
-    let ttl = Duration::from_millis(600);
+    let ttl = SHORT_TTL;
     let guard = t.locker().lock(&name, opts(ttl)).await.unwrap();
     tokio::time::sleep(ttl * 3 + ttl / 2).await;
     assert!(guard.is_held(), "lost: {:?}", guard.loss_reason());
