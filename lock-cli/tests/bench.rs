@@ -65,6 +65,7 @@ fn a_quick_bench_reports_every_section_for_every_store() {
             assert!(num(&["throughput", names, "per_sec"]) > 0.0);
         }
         assert_eq!(num(&["heartbeat", "leases"]), 50.0);
+        assert_eq!(num(&["heartbeat", "ttl_ms"]), 3000.0, "--quick's TTL");
         assert_eq!(
             num(&["heartbeat", "lost"]),
             0.0,

@@ -50,6 +50,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_parser = crate::cli::parse_duration)]
     duration: Option<Duration>,
 
+    /// TTL of the leases held for the heartbeat cost. Each is renewed every TTL / 3, so
+    /// the cost scales with leases / TTL. Default: the library's default TTL (30 s); 3 s
+    /// with --quick.
+    #[arg(long, value_parser = crate::cli::parse_duration)]
+    heartbeat_ttl: Option<Duration>,
+
     /// Print the results as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -98,6 +104,7 @@ struct Plan {
     throughput_cycles: u32,
     leases: usize,
     hold: Duration,
+    heartbeat_ttl: Duration,
 }
 
 impl Plan {
@@ -106,12 +113,20 @@ impl Plan {
         Self {
             pairs: args.pairs.unwrap_or(if quick { 200 } else { 5_000 }),
             blocks: 10,
-            handoff_cycles: if quick { 20 } else { 200 },
+            handoff_cycles: if quick { 20 } else { 100 },
             throughput_cycles: if quick { 20 } else { 300 },
             leases: args.leases.unwrap_or(if quick { 200 } else { 10_000 }),
             hold: args
                 .duration
                 .unwrap_or(Duration::from_secs(if quick { 2 } else { 60 })),
+            // A quick run is too short to see leases of the default TTL renewed.
+            heartbeat_ttl: args.heartbeat_ttl.unwrap_or_else(|| {
+                if quick {
+                    Duration::from_secs(3)
+                } else {
+                    lock::LockOptions::default().ttl
+                }
+            }),
         }
     }
 }
@@ -163,7 +178,10 @@ async fn bench_store(
             waiters,
             |_| name.clone(),
             plan.handoff_cycles,
-            (200, 20_000),
+            // Each holder keeps the lock 30 ms, then pauses 20 ms before asking again: the
+            // others are already waiting when it releases, and the releaser cannot take
+            // the lock back before a waiter that is 20 ms late.
+            (30_000, 20_000),
         )
         .await?;
         let mut samples = Samples::default();
@@ -209,14 +227,15 @@ async fn bench_store(
         backend.clone(),
         &prefix,
         plan.leases,
-        Duration::from_secs(3),
+        plan.heartbeat_ttl,
         plan.hold,
         progress,
     )
     .await?;
     progress.done(&format!(
-        "  heartbeat: {} leases for {:.0}s: {:.1}% of one core, {:.0} store calls/s, {:.0} renewals/s, {} lost",
+        "  heartbeat: {} leases of TTL {:?} for {:.0}s: {:.1}% of one core, {:.0} store calls/s, {:.0} renewals/s, {} lost",
         cost.leases,
+        plan.heartbeat_ttl,
         cost.seconds,
         cost.cpu_percent_of_one_core,
         cost.store_calls_per_sec,
@@ -238,7 +257,7 @@ async fn bench_store(
         "heartbeat": {
             "leases": cost.leases,
             "seconds": cost.seconds,
-            "ttl_ms": 3000,
+            "ttl_ms": plan.heartbeat_ttl.as_millis(),
             "cpu_percent_of_one_core": cost.cpu_percent_of_one_core,
             "store_calls_per_sec": cost.store_calls_per_sec,
             "leases_renewed_per_sec": cost.leases_renewed_per_sec,

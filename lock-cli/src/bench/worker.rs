@@ -1,7 +1,7 @@
 //! `lockctl bench-worker` (hidden): one contending process of the hand-off and throughput
-//! measurements. It prints `a <ns>` after each acquisition and `r <ns>` just before each
-//! release (CLOCK_MONOTONIC, comparable between processes), all at the end so printing does
-//! not slow the cycles.
+//! measurements. It prints `w <ns>` as it starts waiting for the lock, `a <ns>` after each
+//! acquisition and `r <ns>` just before each release (CLOCK_MONOTONIC, comparable between
+//! processes), all at the end so printing does not slow the cycles.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -35,6 +35,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, LockError> {
         .with_label("lockctl bench");
     let mut out = String::new();
     for _ in 0..args.cycles {
+        let _ = writeln!(out, "w {}", monotonic_nanos());
         let guard = locker.lock(args.name.as_str(), &opts).await?;
         let _ = writeln!(out, "a {}", monotonic_nanos());
         if args.hold_us > 0 {
@@ -53,6 +54,8 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, LockError> {
 /// One worker's events: acquisitions and releases, in its own order.
 #[derive(Debug, Default)]
 pub(crate) struct Events {
+    /// When each `lock()` call started.
+    pub(crate) waited: Vec<u64>,
     pub(crate) acquired: Vec<u64>,
     pub(crate) released: Vec<u64>,
 }
@@ -64,6 +67,7 @@ impl Events {
             let (kind, at) = line.split_once(' ')?;
             let at = at.parse().ok()?;
             match kind {
+                "w" => events.waited.push(at),
                 "a" => events.acquired.push(at),
                 "r" => events.released.push(at),
                 _ => return None,
@@ -73,21 +77,33 @@ impl Events {
     }
 }
 
-/// Hand-off latencies: for each acquisition that followed another process's release of
-/// the same lock, the time between the release and the acquisition.
+/// Hand-off latencies: for each acquisition by a process that was already waiting when
+/// another process released the lock, the time between the release and the acquisition.
+/// (A process that only asked after the release found the lock free: no hand-off.)
 pub(crate) fn handoffs(workers: &[Events]) -> Vec<u64> {
-    let mut timeline: Vec<(u64, bool, usize)> = Vec::new();
+    // (time, is_acquisition, worker, cycle)
+    let mut timeline: Vec<(u64, bool, usize, usize)> = Vec::new();
     for (who, events) in workers.iter().enumerate() {
-        timeline.extend(events.acquired.iter().map(|&at| (at, true, who)));
-        timeline.extend(events.released.iter().map(|&at| (at, false, who)));
+        timeline.extend(
+            events
+                .acquired
+                .iter()
+                .enumerate()
+                .map(|(k, &at)| (at, true, who, k)),
+        );
+        timeline.extend(events.released.iter().map(|&at| (at, false, who, 0)));
     }
     timeline.sort_unstable();
     let mut last_release: Option<(u64, usize)> = None;
     let mut latencies = Vec::new();
-    for (at, is_acquire, who) in timeline {
+    for (at, is_acquire, who, cycle) in timeline {
         if is_acquire {
             if let Some((released, by)) = last_release.take()
                 && by != who
+                && workers[who]
+                    .waited
+                    .get(cycle)
+                    .is_some_and(|&w| w < released)
             {
                 latencies.push(at.saturating_sub(released));
             }
@@ -103,11 +119,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn handoffs_count_only_other_processes() {
-        let a = Events::parse("a 10\nr 20\na 21\nr 30\n").unwrap();
-        let b = Events::parse("a 35\nr 40\n").unwrap();
-        // a re-took its own release at 21 (not a hand-off); b took a's release of 30 at 35.
-        assert_eq!(handoffs(&[a, b]), vec![5]);
+    fn handoffs_count_only_waiting_processes_of_another_process_release() {
+        let a = Events::parse("w 0\na 10\nr 20\nw 20\na 21\nr 30\n").unwrap();
+        // b waited from 5: took a's release of 30 at 35. c asked at 45, after b's release
+        // at 40, and found the lock free: not a hand-off.
+        let b = Events::parse("w 5\na 35\nr 40\n").unwrap();
+        let c = Events::parse("w 45\na 46\nr 50\n").unwrap();
+        // a re-took its own release at 21: not a hand-off either.
+        assert_eq!(handoffs(&[a, b, c]), vec![5]);
         assert!(Events::parse("x 1").is_none());
     }
 }
