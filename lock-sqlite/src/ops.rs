@@ -49,15 +49,20 @@ pub(crate) struct Acquire<'a> {
 }
 
 impl Acquire<'_> {
-    /// The holder's columns: owner, label, pid, host.
-    fn holder_values(&self) -> [Value; 4] {
+    /// The lease row's values in column order: name, owner, label, pid, host, then the
+    /// fence (only for a new row: a takeover advances the row's own), acquired, expires.
+    fn row_values(&self, fence: Option<u64>, now: i64, expires: i64) -> Vec<Value> {
         let h = self.holder;
-        [
+        let mut values = vec![
+            name_value(self.name),
             owner_value(h.token),
             Value::from(h.label.as_str()),
             Value::Integer(i64::from(h.pid)),
             Value::from(h.host.as_str()),
-        ]
+        ];
+        values.extend(fence.map(|f| Value::Integer(i64::try_from(f).unwrap_or(i64::MAX))));
+        values.extend([Value::Integer(now), Value::Integer(expires)]);
+        values
     }
 
     /// The slow path, when the one-statement takeover matched nothing: the row is live,
@@ -76,18 +81,7 @@ impl Acquire<'_> {
             Some(current) => Err(fence::exhausted(&current, db).into()),
             None => {
                 let fence = fence::first(tx, db).await?;
-                let [owner, label, pid, host] = self.holder_values();
-                let fence_value = Value::Integer(i64::try_from(fence).unwrap_or(i64::MAX));
-                let params = [
-                    name_value(self.name),
-                    owner,
-                    label,
-                    pid,
-                    host,
-                    fence_value,
-                    Value::Integer(now),
-                    Value::Integer(expires),
-                ];
+                let params = self.row_values(Some(fence), now, expires);
                 tx.execute(sql::INSERT_LEASE, &params).await?;
                 Ok(Some(fence))
             }
@@ -105,16 +99,7 @@ impl Op for Acquire<'_> {
         let sent = monotonic_now();
         let now = wall_now_ms();
         let expires = now.saturating_add(ttl_millis(self.ttl));
-        let [owner, label, pid, host] = self.holder_values();
-        let params = [
-            name_value(self.name),
-            owner,
-            label,
-            pid,
-            host,
-            Value::Integer(now),
-            Value::Integer(expires),
-        ];
+        let params = self.row_values(None, now, expires);
         let taken = tx.query(sql::TAKE_EXPIRED_LEASE, &params).await?;
         let fence = match taken.first() {
             Some(row) => fence::from_value(row.first()).ok_or_else(|| {

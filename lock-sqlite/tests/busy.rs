@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{DRIVERS, LONG, holder, raw, raw_i64};
+use common::{DRIVERS, LONG, acquire_all, holder, raw, raw_i64};
 use lock_core::{LockError, LockName};
 use lock_sqlite::SqliteOptions;
 
@@ -66,16 +66,7 @@ async fn a_batch_heartbeat_waits_out_a_short_hold() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("busy-batch.db");
         let b = driver.open(&path).await.unwrap();
-        let mut leases = Vec::new();
-        for n in ["one", "two"] {
-            let name = LockName::new(n).unwrap();
-            leases.push(
-                b.try_acquire(&name, &holder(n), LONG)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
-        }
+        let leases = acquire_all(&*b, &["one", "two"]).await;
         let holder_thread = hold_write_lock(&path, hold);
         let start = Instant::now();
         let results = b.heartbeat_many(&leases, LONG).await;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use common::{DRIVERS, LONG, holder, raw, raw_i64};
+use common::{DRIVERS, LONG, acquire_all, holder, raw, raw_i64};
 use lock_core::time::fence_seed_now;
 use lock_core::{Holder, Lease, LockBackend, LockError, LockName, OwnerToken};
 
@@ -246,16 +246,7 @@ async fn list_skips_unreadable_rows_but_not_database_failures() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("list.db");
         let b = driver.open(&path).await.unwrap();
-        let mut leases = Vec::new();
-        for n in ["job/a", "job/c"] {
-            let name = LockName::new(n).unwrap();
-            leases.push(
-                b.try_acquire(&name, &holder(n), LONG)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
-        }
+        let leases = acquire_all(&*b, &["job/a", "job/c"]).await;
         let garbled = &garbled_rows()[0];
         insert(&path, &garbled.sql, "job/b");
         let listed: Vec<(String, u64)> = b

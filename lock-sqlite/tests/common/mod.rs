@@ -147,3 +147,14 @@ pub fn holder(label: &str) -> Holder {
 }
 
 pub const LONG: Duration = Duration::from_secs(60);
+
+/// Takes each of `names` (all free) for a holder labelled with the name, for `LONG`.
+pub async fn acquire_all(b: &dyn lock_core::LockBackend, names: &[&str]) -> Vec<lock_core::Lease> {
+    let mut leases = Vec::new();
+    for &n in names {
+        let name = lock_core::LockName::new(n).unwrap();
+        let lease = b.try_acquire(&name, &holder(n), LONG).await.unwrap();
+        leases.push(lease.unwrap_or_else(|| panic!("{n} should be free")));
+    }
+    leases
+}
