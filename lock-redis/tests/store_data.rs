@@ -85,13 +85,7 @@ async fn check_corrupt_lease(setup: &[&[&str]], label: &str) {
     assert_corrupt("inspect", b.inspect(&n).await);
     assert_corrupt("heartbeat", b.heartbeat(&held, LONG).await);
     assert_corrupt("release", b.release(&held).await);
-    let listed: Vec<LockName> = b
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let listed = listed_names(&b).await;
     assert_eq!(
         listed,
         vec![other.name.clone()],
@@ -203,13 +197,7 @@ async fn a_lease_stored_under_another_names_key_is_corrupt() {
         "acquire",
         b.try_acquire(&c, &Holder::current("c"), LONG).await,
     );
-    let listed: Vec<LockName> = b
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let listed = listed_names(&b).await;
     assert_eq!(
         listed,
         vec![a.clone()],
@@ -373,4 +361,10 @@ fn command_on(key: &str, words: &[&str]) -> redis::Cmd {
         cmd.arg(if *word == "KEY" { key } else { word });
     }
     cmd
+}
+
+/// The names `list("")` reports.
+async fn listed_names(b: &impl LockBackend) -> Vec<LockName> {
+    let listed = b.list("").await.unwrap();
+    listed.into_iter().map(|i| i.name).collect()
 }
