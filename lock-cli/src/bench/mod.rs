@@ -113,7 +113,7 @@ impl Plan {
         Self {
             pairs: args.pairs.unwrap_or(if quick { 200 } else { 5_000 }),
             blocks: 10,
-            handoff_cycles: if quick { 20 } else { 100 },
+            handoff_cycles: if quick { 8 } else { 100 },
             throughput_cycles: if quick { 20 } else { 300 },
             leases: args.leases.unwrap_or(if quick { 200 } else { 10_000 }),
             hold: args
