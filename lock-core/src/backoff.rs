@@ -33,7 +33,7 @@ impl Backoff {
     /// The next delay to wait.
     pub fn next_delay(&mut self) -> Duration {
         let base = self.base;
-        self.base = (base * 2).min(self.max);
+        self.base = base.saturating_mul(2).min(self.max);
         jitter(base)
     }
 }
@@ -61,6 +61,18 @@ mod tests {
                 "{d:?} outside [{:?}, {base:?}]",
                 base / 2
             );
+        }
+    }
+
+    #[test]
+    fn absurd_bounds_saturate_instead_of_panicking() {
+        let mut b = Backoff::new(Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            assert!(b.next_delay() >= Duration::MAX / 2);
+        }
+        let mut b = Backoff::new(Duration::from_millis(1), Duration::MAX);
+        for _ in 0..200 {
+            b.next_delay();
         }
     }
 

@@ -27,7 +27,7 @@ use crate::backoff::Backoff;
 use crate::error::{LockError, Result};
 use crate::guard::Shared;
 use crate::lease::Lease;
-use crate::time::{local_deadline, monotonic_now};
+use crate::time::{deadline_in, instant_after, local_deadline, monotonic_now};
 
 /// The most leases renewed by one `heartbeat_many` call, so that one call never holds a
 /// store (a Redis script, a SQLite write transaction) for long.
@@ -158,7 +158,7 @@ async fn schedule(backend: Arc<dyn LockBackend>, mut inbox: mpsc::UnboundedRecei
                 Some(track) => {
                     let id = next_id;
                     next_id += 1;
-                    due.insert((monotonic_now() + track.interval, id));
+                    due.insert((deadline_in(track.interval), id));
                     tracked.insert(id, Tracked {
                         shared: track.shared,
                         interval: track.interval,
@@ -195,10 +195,10 @@ fn reschedule(
     match next {
         Next::Renewed { sent } => {
             entry.retry = retry_backoff(entry.interval);
-            due.insert((sent + entry.interval, id));
+            due.insert((instant_after(sent, entry.interval), id));
         }
         Next::Retry => {
-            due.insert((monotonic_now() + entry.retry.next_delay(), id));
+            due.insert((deadline_in(entry.retry.next_delay()), id));
         }
         Next::Forget => {
             tracked.remove(&id);

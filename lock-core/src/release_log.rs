@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use crate::backoff::jitter;
 use crate::name::LockName;
-use crate::time::monotonic_now;
+use crate::time::{deadline_in, monotonic_now};
 
 /// How long a release is remembered: far longer than any gap between a waiter's failed
 /// attempt and its wait.
@@ -103,7 +103,7 @@ impl ReleaseLog {
     /// Waits until `name` is released after `since` (returning at once if it already was),
     /// or `max` passes.
     pub async fn wait(&self, name: &LockName, since: Instant, max: Duration) {
-        let deadline = tokio::time::Instant::from_std(monotonic_now()) + max;
+        let deadline = tokio::time::Instant::from_std(deadline_in(max));
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -141,7 +141,7 @@ impl ReleaseLog {
         max: Duration,
         mut probe: impl LeaseProbe,
     ) {
-        let deadline = monotonic_now() + max;
+        let deadline = deadline_in(max);
         loop {
             let left = deadline.saturating_duration_since(monotonic_now());
             if let Some(_turn) = self.poll_turn(name) {
@@ -216,7 +216,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Polls until the lease is seen changed (`true`) or `max` has passed (`false`).
 async fn poll_until_changed(probe: &mut impl LeaseProbe, max: Duration) -> bool {
-    let deadline = monotonic_now() + max;
+    let deadline = deadline_in(max);
     let mut first = probe.look().await;
     loop {
         let next = monotonic_now() + jitter(POLL_INTERVAL);

@@ -49,9 +49,29 @@ pub fn monotonic_now() -> Instant {
 }
 
 /// The holder's deadline for a lease whose request was sent at `sent`:
-/// `sent + ttl - safety_margin(ttl)`.
+/// `sent + ttl - safety_margin(ttl)` (saturating: an absurd `ttl` gives a far-off deadline,
+/// never a panic).
 pub fn local_deadline(sent: Instant, ttl: Duration) -> Instant {
-    sent + ttl - safety_margin(ttl)
+    instant_after(sent, ttl - safety_margin(ttl))
+}
+
+/// How far ahead [`instant_after`] looks when `start + d` would overflow the clock: about
+/// thirty years, as Tokio does for its own far-off timers.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `start + d`, or a moment about thirty years after `start` when `d` is so long that the
+/// sum would overflow the clock (say, `Duration::MAX` passed as "wait forever"). Every
+/// deadline a caller's duration feeds goes through this, so no duration panics.
+pub fn instant_after(start: Instant, d: Duration) -> Instant {
+    start
+        .checked_add(d.min(FAR_FUTURE))
+        .or_else(|| start.checked_add(Duration::from_secs(24 * 60 * 60)))
+        .unwrap_or(start)
+}
+
+/// [`instant_after`] from [`monotonic_now`].
+pub fn deadline_in(d: Duration) -> Instant {
+    instant_after(monotonic_now(), d)
 }
 
 /// Milliseconds since the Unix epoch (negative before 1970), saturating.
@@ -109,6 +129,25 @@ mod tests {
             assert!(deadline < now + ttl);
             assert!(deadline > now);
         }
+    }
+
+    #[test]
+    fn absurd_durations_give_far_deadlines_not_panics() {
+        let now = Instant::now();
+        for d in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX / 2),
+            FAR_FUTURE * 2,
+        ] {
+            let at = instant_after(now, d);
+            assert_eq!(at, now + FAR_FUTURE, "{d:?}");
+            assert!(local_deadline(now, d) > now + Duration::from_secs(365 * 24 * 3600));
+        }
+        assert_eq!(
+            instant_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(deadline_in(Duration::MAX) > now);
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Notifier {
         max: Duration,
         poll: Duration,
     ) {
-        let deadline = tokio::time::Instant::now() + max;
+        let deadline = tokio::time::Instant::from_std(lock_core::time::deadline_in(max));
         self.ensure_running();
         let mut live = self.live.subscribe();
         let mut was_down = false;

@@ -71,7 +71,7 @@ pub(crate) async fn run<D: Driver, O: Op>(
     op: &O,
 ) -> Result<O::Output, LockError> {
     let start = Instant::now();
-    let deadline = start + budget;
+    let deadline = Instant::from_std(lock_core::time::instant_after(start.into_std(), budget));
     let max_delay = if O::FOR_A_HOLDER {
         HOLDER_MAX_DELAY
     } else {
