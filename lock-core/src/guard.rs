@@ -80,7 +80,11 @@ impl Shared {
 
     /// Replaces the lease with a renewed one, unless it ended meanwhile; returns whether it
     /// did.
+    ///
+    /// A renewal that answers after the local deadline comes too late: the lease may already
+    /// have been reported lost, and a lost lease never comes back, so it ends here instead.
     pub(crate) fn renew(&self, renewed: Lease) -> bool {
+        self.check_deadline();
         if *self.state.borrow() != State::Held {
             return false;
         }
@@ -168,11 +172,16 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    /// Starts guarding `lease`, renewing it every `heartbeat_interval` from a scheduler of
-    /// its own on the current Tokio runtime.
+    /// Starts guarding `lease`, renewing it to `ttl` every `heartbeat_interval` from a
+    /// scheduler of its own on the current Tokio runtime.
     ///
     /// [`Locker`](crate::Locker) does this for you, with one scheduler for all its guards;
     /// use it directly only with a lease you acquired from a backend yourself.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidTtl`] when `ttl` or `heartbeat_interval` is out of bounds (see
+    /// [`LockOptions::validate`](crate::LockOptions::validate)).
     ///
     /// # Panics
     ///
@@ -182,9 +191,16 @@ impl LockGuard {
         lease: Lease,
         ttl: Duration,
         heartbeat_interval: Duration,
-    ) -> Self {
+    ) -> Result<Self> {
+        crate::options::validate_heartbeat(ttl, heartbeat_interval)?;
         let heartbeater = Heartbeater::new(Arc::clone(&backend));
-        Self::with_heartbeater(&heartbeater, backend, lease, ttl, heartbeat_interval)
+        Ok(Self::with_heartbeater(
+            &heartbeater,
+            backend,
+            lease,
+            ttl,
+            heartbeat_interval,
+        ))
     }
 
     /// Starts guarding `lease` with `heartbeater` renewing it.
@@ -295,13 +311,25 @@ impl LockGuard {
     ///
     /// [`LockError::Unavailable`] when the store cannot be reached; the TTL then frees the
     /// lease.
+    ///
+    /// Cancel-safe: the store call runs in a task of its own, so dropping this future (in a
+    /// `select!` or a timeout) still frees the lease.
     pub async fn release(mut self) -> Result<bool> {
         self.released = true;
         // Ended first, so the scheduler starts no renewal that would race the release (one
         // already in flight is harmless: the store renews only a lease it still holds).
         self.shared.end(LossReason::Released);
         let lease = self.shared.lease();
-        self.shared.backend.release(&lease).await
+        let backend = Arc::clone(&self.shared.backend);
+        tokio::spawn(async move { backend.release(&lease).await })
+            .await
+            .unwrap_or_else(|_| {
+                Err(LockError::backend(
+                    "lock",
+                    "the backend panicked while releasing; this is a bug in the backend \
+                     (the TTL will free the lease)",
+                ))
+            })
     }
 }
 

@@ -20,9 +20,9 @@ pub use error::{BoxError, LockError, Result};
 pub use guard::{LeaseWatch, LockGuard, LossReason};
 pub use holder::{Holder, OwnerToken, host_name};
 pub use lease::{Lease, LeaseInfo};
-pub use locker::Locker;
+pub use locker::{ATTEMPT_FLOOR, Locker};
 pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
-pub use options::LockOptions;
+pub use options::{LockOptions, MIN_HEARTBEAT_INTERVAL};
 pub use release_log::{LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK};
 pub use time::{MAX_TTL, MIN_TTL};
 

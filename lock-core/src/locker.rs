@@ -94,6 +94,11 @@ impl Locker {
     /// Transient store errors ([`LockError::is_transient`]) are retried while the wait lasts;
     /// with `wait: None` they are returned at once.
     ///
+    /// With a `wait`, it returns within `wait` plus at most [`ATTEMPT_FLOOR`], even when the
+    /// store is slow to answer (a busy SQLite database is retried inside the backend): the
+    /// attempt still running then is abandoned, and a lease it is granted later is
+    /// released.
+    ///
     /// Cancel-safe: dropping the future never leaves a lease held beyond its TTL, and releases
     /// one that was being acquired as soon as the store answers.
     ///
@@ -120,7 +125,32 @@ impl Locker {
         let mut unanswered = Unanswered::default();
         loop {
             let attempted = monotonic_now();
-            let failure = match self.attempt(name, &holder, opts.ttl).await {
+            // A store can take long to answer (SQLite retries a busy database for its whole
+            // busy budget): the attempt may run to the end of the wait, or for
+            // ATTEMPT_FLOOR when less is left, and is abandoned then. Abandoning it is safe:
+            // a lease granted after that is released as soon as it arrives.
+            let answer = match opts.wait {
+                None => Some(self.attempt(name, &holder, opts.ttl).await),
+                Some(wait) => {
+                    let left = wait.saturating_sub(attempted.saturating_duration_since(start));
+                    tokio::time::timeout(
+                        left.max(ATTEMPT_FLOOR),
+                        self.attempt(name, &holder, opts.ttl),
+                    )
+                    .await
+                    .ok()
+                }
+            };
+            let Some(answer) = answer else {
+                // The store did not answer before the wait ran out. The abandoned attempt's
+                // own task releases whatever it is granted (see `attempt`).
+                unanswered.free_in_background(&self.backend, name, opts.ttl);
+                return Err(LockError::Timeout {
+                    name: name.clone(),
+                    waited: monotonic_now().saturating_duration_since(start),
+                });
+            };
+            let failure = match answer {
                 Ok(Some(lease)) => {
                     unanswered.free_in_background(&self.backend, name, opts.ttl);
                     return Ok(self.guard(lease, opts));
@@ -285,6 +315,14 @@ fn granted_unseen(name: &LockName, holder: Holder, ttl: Duration) -> Lease {
     )
 }
 
+/// The least time an attempt of [`Locker::lock`] gets, even when less of the wait is left, so
+/// that a short wait still makes one real attempt on a store with a slow round trip.
+/// `lock()` thus returns within `wait` plus this, however long the store takes to answer.
+pub const ATTEMPT_FLOOR: Duration = Duration::from_millis(250);
+
+/// How many unanswered attempts one `lock()` call remembers (see `Unanswered::push`).
+const MAX_UNANSWERED: usize = 16;
+
 /// The holders of a `lock()` call's attempts that failed with a transient error, each of
 /// which the store may have granted all the same. Such a lease would block the lock, this
 /// waiter included, for a whole TTL; while the waiter still sees the lock held, it frees them.
@@ -295,8 +333,16 @@ struct Unanswered {
 
 impl Unanswered {
     /// Remembers `holder`'s attempt made at `at`, and gives `holder` a new token.
+    ///
+    /// Only the first [`MAX_UNANSWERED`] are kept, so a store that keeps failing costs a
+    /// bounded number of releases per round. The first are the likeliest to have been
+    /// granted: a paused server runs the requests queued for it in order when it resumes, and
+    /// the first one takes the lease. A lease granted to a forgotten attempt expires by
+    /// itself.
     fn push(&mut self, holder: &mut Holder, at: Instant) {
-        self.attempts.push((holder.clone(), at));
+        if self.attempts.len() < MAX_UNANSWERED {
+            self.attempts.push((holder.clone(), at));
+        }
         holder.token = OwnerToken::random();
     }
 

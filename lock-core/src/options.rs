@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{LockError, Result};
-use crate::time::validate_ttl;
+use crate::time::{safety_margin, validate_ttl};
 
 /// Options for [`Locker`](crate::Locker) calls.
 ///
@@ -93,24 +93,51 @@ impl LockOptions {
         self.heartbeat_interval.unwrap_or(self.ttl / 3)
     }
 
-    /// Checks the TTL and heartbeat period.
+    /// Checks the TTL, the heartbeat period and the backoff.
+    ///
+    /// The heartbeat period must be at least [`MIN_HEARTBEAT_INTERVAL`] and at most half of
+    /// the time the holder trusts a lease (`ttl` minus its
+    /// [`safety_margin`](crate::time::safety_margin)), so that a failed heartbeat is retried
+    /// before the lease runs out. The default, `ttl / 3`, always is.
     ///
     /// # Errors
     ///
-    /// [`LockError::InvalidTtl`] when the TTL is out of bounds or the heartbeat period is
-    /// zero or not shorter than the TTL.
+    /// [`LockError::InvalidTtl`] when the TTL is out of bounds or the heartbeat period does
+    /// not fit it; [`LockError::Config`] when `min_backoff` is zero or above `max_backoff`.
     pub fn validate(&self) -> Result<()> {
-        validate_ttl(self.ttl)?;
-        let interval = self.effective_heartbeat_interval();
-        if interval.is_zero() || interval >= self.ttl {
-            return Err(LockError::InvalidTtl {
-                ttl: self.ttl,
-                reason: "the heartbeat interval must be above zero and shorter than the TTL",
-            });
+        validate_heartbeat(self.ttl, self.effective_heartbeat_interval())?;
+        if self.min_backoff.is_zero() || self.min_backoff > self.max_backoff {
+            return Err(LockError::config(
+                "lock",
+                format!(
+                    "backoff from {:?} to {:?}: the first delay must be above zero (or waiters \
+                     spin) and not above the longest; the defaults are 1 ms and 100 ms",
+                    self.min_backoff, self.max_backoff
+                ),
+            ));
         }
         Ok(())
     }
 }
+
+/// Checks a TTL and the heartbeat period that keeps a lease of that TTL alive, as
+/// [`LockOptions::validate`] describes.
+pub(crate) fn validate_heartbeat(ttl: Duration, interval: Duration) -> Result<()> {
+    validate_ttl(ttl)?;
+    let trusted = ttl - safety_margin(ttl);
+    if interval < MIN_HEARTBEAT_INTERVAL || interval > trusted / 2 {
+        return Err(LockError::InvalidTtl {
+            ttl,
+            reason: "the heartbeat interval must be at least 1 ms and at most half the TTL \
+                     less its safety margin, so that a failed heartbeat can be retried in time \
+                     (leave it unset for TTL / 3)",
+        });
+    }
+    Ok(())
+}
+
+/// The shortest heartbeat period [`LockOptions::validate`] accepts.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1);
 
 fn program_name() -> String {
     std::env::args_os()
@@ -132,15 +159,60 @@ mod tests {
     }
 
     #[test]
-    fn heartbeat_must_be_shorter_than_ttl() {
-        let opts = LockOptions::default()
-            .with_ttl(Duration::from_secs(1))
-            .with_heartbeat_interval(Duration::from_secs(1));
-        assert!(matches!(opts.validate(), Err(LockError::InvalidTtl { .. })));
+    fn heartbeat_must_leave_room_for_a_retry() {
+        let ttl = Duration::from_secs(1);
+        // Trusted for 0.9 s: a heartbeat every 0.45 s still has a retry before the deadline.
+        for (interval, ok) in [
+            (Duration::from_millis(450), true),
+            (Duration::from_millis(451), false),
+            (Duration::from_millis(899), false),
+            (ttl, false),
+            (Duration::MAX, false),
+            (Duration::from_millis(1), true),
+            (Duration::from_micros(999), false),
+            (Duration::ZERO, false),
+        ] {
+            let opts = LockOptions::default()
+                .with_ttl(ttl)
+                .with_heartbeat_interval(interval);
+            match opts.validate() {
+                Ok(()) => assert!(ok, "{interval:?} accepted"),
+                Err(LockError::InvalidTtl { reason, .. }) => {
+                    assert!(!ok, "{interval:?} refused");
+                    assert!(reason.contains("half the TTL"), "{reason}");
+                }
+                Err(other) => panic!("{interval:?}: {other}"),
+            }
+        }
+        for ttl in [crate::MIN_TTL, Duration::from_secs(1), crate::MAX_TTL] {
+            LockOptions::default().with_ttl(ttl).validate().unwrap();
+        }
         let zero_ttl = LockOptions::default().with_ttl(Duration::ZERO);
         assert!(matches!(
             zero_ttl.validate(),
             Err(LockError::InvalidTtl { .. })
         ));
+    }
+
+    #[test]
+    fn backoff_must_start_above_zero_and_not_above_its_max() {
+        let ms = Duration::from_millis;
+        for (min, max, ok) in [
+            (ms(1), ms(100), true),
+            (ms(5), ms(5), true),
+            (Duration::ZERO, ms(100), false),
+            (ms(200), ms(100), false),
+            (ms(1), Duration::MAX, true),
+        ] {
+            let result = LockOptions::default().with_backoff(min, max).validate();
+            match result {
+                Ok(()) => assert!(ok, "{min:?}..{max:?} accepted"),
+                Err(LockError::Config { detail, .. }) => {
+                    assert!(!ok, "{min:?}..{max:?} refused: {detail}");
+                    assert!(detail.contains("defaults are 1 ms and 100 ms"), "{detail}");
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
     }
 }

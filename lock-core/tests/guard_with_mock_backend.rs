@@ -69,8 +69,45 @@ fn counter() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))
 }
 
+thread_local! {
+    /// Panics on this thread. `#[tokio::test]` runs a current-thread runtime, so the tasks a
+    /// test spawns (heartbeats, background releases) run on the test's own thread.
+    static PANICS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Fails the test if any task it ran panicked: Tokio turns a panic in a spawned task into a
+/// `JoinError` nobody reads, so a mock expectation violated inside a heartbeat or a
+/// background release would otherwise pass unnoticed.
+struct NoTaskPanics;
+
+fn no_task_panics() -> NoTaskPanics {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.set(p.get() + 1));
+            default(info);
+        }));
+    });
+    PANICS.with(|p| p.set(0));
+    NoTaskPanics
+}
+
+impl Drop for NoTaskPanics {
+    fn drop(&mut self) {
+        let panics = PANICS.with(std::cell::Cell::get);
+        if !std::thread::panicking() {
+            assert_eq!(
+                panics, 0,
+                "a task of this test panicked (see its message above)"
+            );
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn heartbeat_every_third_of_ttl_keeps_the_lease() {
+    let _no_panics = no_task_panics();
     let mut backend = granting_backend();
     let beats = counter();
     let b = Arc::clone(&beats);
@@ -92,6 +129,7 @@ async fn heartbeat_every_third_of_ttl_keeps_the_lease() {
 
 #[tokio::test(start_paused = true)]
 async fn transient_heartbeat_failures_are_retried_and_recover() {
+    let _no_panics = no_task_panics();
     let mut backend = granting_backend();
     let calls = counter();
     let c = Arc::clone(&calls);
@@ -119,6 +157,7 @@ async fn transient_heartbeat_failures_are_retried_and_recover() {
 
 #[tokio::test(start_paused = true)]
 async fn lease_lost_from_the_store_ends_the_guard_at_once() {
+    let _no_panics = no_task_panics();
     let mut backend = granting_backend();
     backend.expect_heartbeat().returning(|lease, _| {
         Err(LockError::LeaseLost {
@@ -139,6 +178,7 @@ async fn lease_lost_from_the_store_ends_the_guard_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn unreachable_store_loses_the_lease_exactly_at_the_local_deadline() {
+    let _no_panics = no_task_panics();
     let mut backend = granting_backend();
     backend.expect_heartbeat().returning(|_, _| Err(down()));
     backend.expect_release().returning(|_| Err(down()));
@@ -162,6 +202,7 @@ async fn unreachable_store_loses_the_lease_exactly_at_the_local_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_heartbeat_still_loses_the_lease_at_the_deadline() {
+    let _no_panics = no_task_panics();
     let locker = Locker::new(Arc::new(HangingHeartbeat));
     let start = Instant::now();
     let guard = locker.lock("job", opts()).await.unwrap();
@@ -171,25 +212,32 @@ async fn a_hanging_heartbeat_still_loses_the_lease_at_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_guard_releases_in_the_background() {
+    let _no_panics = no_task_panics();
     let mut backend = granting_backend();
-    let released = counter();
+    let released = Arc::new(std::sync::Mutex::new(Vec::new()));
     let r = Arc::clone(&released);
-    backend.expect_release().returning(move |_| {
-        r.fetch_add(1, Ordering::SeqCst);
+    backend.expect_release().returning(move |lease| {
+        r.lock().unwrap().push(lease.holder.token);
         Ok(true)
     });
     let locker = Locker::new(Arc::new(backend));
 
     let guard = locker.lock("job", opts()).await.unwrap();
+    let token = guard.holder().token;
     let watch = guard.watch();
     drop(guard);
     assert_eq!(watch.lost().await, LossReason::Released);
     tokio::time::sleep(Duration::from_millis(1)).await;
-    assert_eq!(released.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *released.lock().unwrap(),
+        [token],
+        "released once, by the guard's own token"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn with_lock_cancels_the_work_when_the_lease_is_lost() {
+    let _no_panics = no_task_panics();
     let mut backend = granting_backend();
     backend.expect_heartbeat().returning(|lease, _| {
         Err(LockError::LeaseLost {
@@ -222,6 +270,7 @@ async fn with_lock_cancels_the_work_when_the_lease_is_lost() {
 
 #[tokio::test(start_paused = true)]
 async fn with_lock_returns_the_work_output_and_releases() {
+    let _no_panics = no_task_panics();
     let mut backend = granting_backend();
     backend.expect_heartbeat().returning(renewed);
     backend.expect_release().times(1).returning(|_| Ok(true));
@@ -238,6 +287,7 @@ async fn with_lock_returns_the_work_output_and_releases() {
 
 #[tokio::test(start_paused = true)]
 async fn lock_times_out_after_wait_with_backoff() {
+    let _no_panics = no_task_panics();
     let mut backend = MockBackend::new();
     let attempts = counter();
     let a = Arc::clone(&attempts);
@@ -264,6 +314,7 @@ async fn lock_times_out_after_wait_with_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn lock_retries_transient_errors_within_the_wait() {
+    let _no_panics = no_task_panics();
     let mut backend = MockBackend::new();
     let attempts = counter();
     let a = Arc::clone(&attempts);
@@ -289,6 +340,7 @@ async fn lock_retries_transient_errors_within_the_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn lock_without_wait_reports_a_store_error_at_once() {
+    let _no_panics = no_task_panics();
     let mut backend = MockBackend::new();
     let token = Arc::new(std::sync::Mutex::new(None));
     let t = Arc::clone(&token);
@@ -315,6 +367,7 @@ async fn lock_without_wait_reports_a_store_error_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_down_for_the_whole_wait_reports_unavailable_not_timeout() {
+    let _no_panics = no_task_panics();
     let mut backend = MockBackend::new();
     backend
         .expect_try_acquire()
@@ -331,7 +384,8 @@ async fn a_store_down_for_the_whole_wait_reports_unavailable_not_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lock_future_dropped_mid_acquire_releases_the_orphan() {
-    let backend = Arc::new(SlowAcquire::default());
+    let _no_panics = no_task_panics();
+    let backend = Arc::new(Slow::default());
     let locker = Locker::new(backend.clone());
     // Give up while the store is still answering.
     let attempt = tokio::time::timeout(Duration::from_millis(10), locker.lock("job", opts())).await;
@@ -350,9 +404,10 @@ async fn a_lock_future_dropped_mid_acquire_releases_the_orphan() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lock_future_dropped_after_the_grant_arrived_but_before_it_was_read_releases_it() {
+    let _no_panics = no_task_panics();
     // The store answers at 50 ms; the caller is polled once before and then dropped after the
     // answer was delivered to it but before it ran again: the narrowest cancellation window.
-    let backend = Arc::new(SlowAcquire::default());
+    let backend = Arc::new(Slow::default());
     let locker = Locker::new(backend.clone());
     let mut lock = Box::pin(locker.lock("job", opts()));
     std::future::poll_fn(|cx| {
@@ -380,6 +435,7 @@ async fn a_lock_future_dropped_after_the_grant_arrived_but_before_it_was_read_re
 
 #[tokio::test(start_paused = true)]
 async fn invalid_input_is_rejected_before_the_store_is_called() {
+    let _no_panics = no_task_panics();
     let backend = MockBackend::new(); // any call would panic: no expectations
     let locker = Locker::new(Arc::new(backend));
     assert!(matches!(
@@ -403,6 +459,110 @@ async fn a_panicking_backend_is_an_error_not_a_crash() {
     let locker = Locker::new(Arc::new(backend));
     let err = locker.try_lock("job", opts()).await.unwrap_err();
     assert!(err.to_string().contains("panicked"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn lock_returns_at_the_end_of_its_wait_even_if_the_store_is_slow_to_answer() {
+    let _no_panics = no_task_panics();
+    // A store busy for 30 s (a locked SQLite database is retried inside its busy budget).
+    let backend = Arc::new(Slow::taking(Duration::from_secs(30), Duration::ZERO));
+    let locker = Locker::new(backend.clone());
+    let start = Instant::now();
+    let err = locker
+        .lock("job", opts().with_wait(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::Timeout { .. }), "{err:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+
+    // A wait shorter than the attempt floor still makes one attempt of that length.
+    let start = Instant::now();
+    let err = locker
+        .lock("job", opts().with_wait(Duration::from_millis(10)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::Timeout { .. }), "{err:?}");
+    assert_eq!(start.elapsed(), lock_core::ATTEMPT_FLOOR);
+
+    // Both abandoned attempts are granted later, and both leases are released then.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(backend.acquired.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.released.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn release_frees_the_lease_even_if_its_future_is_dropped() {
+    let _no_panics = no_task_panics();
+    let backend = Arc::new(Slow::taking(Duration::ZERO, Duration::from_millis(50)));
+    let locker = Locker::new(backend.clone());
+    let guard = locker.lock("job", opts()).await.unwrap();
+    let watch = guard.watch();
+    let gave_up = tokio::time::timeout(Duration::from_millis(10), guard.release()).await;
+    assert!(gave_up.is_err(), "the release takes 50 ms");
+    assert_eq!(watch.lost().await, LossReason::Released);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        backend.released.load(Ordering::SeqCst),
+        1,
+        "the store call went on without the caller"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_answered_after_the_deadline_does_not_bring_the_lease_back() {
+    let _no_panics = no_task_panics();
+    // TTL 3 s: renewals every 1 s, deadline 2.7 s after each request. "slow" is acquired at
+    // 0 and "fast" at 0.2 s, so both are renewed in one batch at 1 s. The store answers for
+    // "slow" at 2.8 s, after its deadline (2.7 s) but before the batch gives up at the
+    // latest deadline in it ("fast": 2.9 s).
+    let locker = Locker::new(Arc::new(SlowToRenew {
+        delay: Duration::from_millis(1800),
+    }));
+    let slow = locker.lock("slow", opts()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fast = locker.lock("fast", opts()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2800)).await; // now 3.0 s
+    assert_eq!(slow.loss_reason(), Some(LossReason::DeadlinePassed));
+    assert!(!slow.is_held(), "a lease reported lost never comes back");
+    assert!(fast.is_held());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_keeps_failing_costs_a_bounded_number_of_releases_per_round() {
+    let _no_panics = no_task_panics();
+    // 40 attempts fail (each may have been granted unseen), then the lock is held by
+    // someone else: every round frees what the failed attempts may hold, but at most 16.
+    let events = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut backend = MockBackend::new();
+    let e = Arc::clone(&events);
+    backend.expect_try_acquire().returning(move |_, _, _| {
+        let mut events = e.lock().unwrap();
+        let failures = events.matches('a').count();
+        events.push('a');
+        if failures < 40 { Err(down()) } else { Ok(None) }
+    });
+    let e = Arc::clone(&events);
+    backend.expect_release().returning(move |_| {
+        e.lock().unwrap().push('r');
+        Ok(false)
+    });
+    let locker = Locker::new(Arc::new(backend));
+    let opts = opts()
+        .with_ttl(Duration::from_secs(600))
+        .with_wait(Duration::from_secs(10));
+    let err = locker.lock("job", opts).await.unwrap_err();
+    assert!(matches!(err, LockError::Timeout { .. }), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let events = events.lock().unwrap();
+    let rounds: Vec<usize> = events.split('a').skip(41).map(str::len).collect();
+    let (last, rounds) = rounds.split_last().unwrap();
+    assert!(rounds.len() > 10, "{} contended rounds", rounds.len());
+    assert!(
+        rounds.iter().all(|&r| r == 16),
+        "releases per round: {rounds:?}"
+    );
+    // The last round's, plus one more pass in the background as the caller gives up.
+    assert_eq!(*last, 32);
 }
 
 /// Grants leases, but its heartbeat never answers (a black-holed connection).
@@ -433,22 +593,41 @@ impl LockBackend for HangingHeartbeat {
     }
 }
 
-/// Takes 50 ms to grant a lease; counts grants and releases.
-#[derive(Debug, Default)]
-struct SlowAcquire {
+/// Takes `acquire` to grant a lease and `release` to free one; counts both.
+#[derive(Debug)]
+struct Slow {
+    acquire: Duration,
+    release: Duration,
     acquired: AtomicUsize,
     released: AtomicUsize,
 }
 
+impl Default for Slow {
+    fn default() -> Self {
+        Self::taking(Duration::from_millis(50), Duration::ZERO)
+    }
+}
+
+impl Slow {
+    fn taking(acquire: Duration, release: Duration) -> Self {
+        Self {
+            acquire,
+            release,
+            acquired: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
+        }
+    }
+}
+
 #[async_trait]
-impl LockBackend for SlowAcquire {
+impl LockBackend for Slow {
     async fn try_acquire(
         &self,
         name: &LockName,
         holder: &Holder,
         ttl: Duration,
     ) -> Result<Option<Lease>> {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(self.acquire).await;
         self.acquired.fetch_add(1, Ordering::SeqCst);
         granted(name, holder, ttl)
     }
@@ -456,7 +635,43 @@ impl LockBackend for SlowAcquire {
         renewed(lease, ttl)
     }
     async fn release(&self, _: &Lease) -> Result<bool> {
+        tokio::time::sleep(self.release).await;
         self.released.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    }
+    async fn inspect(&self, _: &LockName) -> Result<Option<LeaseInfo>> {
+        Ok(None)
+    }
+    async fn force_release(&self, _: &LockName) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// Grants every lease at once; renews the lease of lock "slow" only after `delay`, others
+/// at once.
+#[derive(Debug)]
+struct SlowToRenew {
+    delay: Duration,
+}
+
+#[async_trait]
+impl LockBackend for SlowToRenew {
+    async fn try_acquire(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        granted(name, holder, ttl)
+    }
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let sent = monotonic_now();
+        if lease.name.as_str() == "slow" {
+            tokio::time::sleep(self.delay).await;
+        }
+        Ok(lease.renewed(SystemTime::now() + ttl, sent, ttl))
+    }
+    async fn release(&self, _: &Lease) -> Result<bool> {
         Ok(true)
     }
     async fn inspect(&self, _: &LockName) -> Result<Option<LeaseInfo>> {
