@@ -58,6 +58,7 @@ macro_rules! __with_cases {
             one_winner_for_a_stale_lease
             stale_lease_is_taken_over
             heartbeat_extends_past_the_original_ttl
+            heartbeat_many_renews_each_lease_in_order
             heartbeat_by_another_token_is_lease_lost
             heartbeat_after_expiry_is_lease_lost
             heartbeat_after_takeover_is_lease_lost
@@ -70,6 +71,7 @@ macro_rules! __with_cases {
             bad_ttls_are_refused_without_touching_the_lease
             boundary_ttls_are_accepted
             invalid_names_are_refused
+            absurd_durations_are_refused_or_saturate
             forged_leases_are_refused
             lock_times_out_within_wait_plus_slack
             lock_waits_for_a_release

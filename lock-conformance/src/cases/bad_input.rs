@@ -7,7 +7,7 @@ use lock_core::{
 };
 
 use crate::Target;
-use crate::support::{LONG_TTL, acquire, assert_held, holder};
+use crate::support::{LONG_TTL, SHORT_TTL, acquire, assert_held, holder};
 
 fn assert_invalid_ttl<T: std::fmt::Debug>(result: lock_core::Result<T>, ttl: Duration) {
     match result {
@@ -83,6 +83,70 @@ pub async fn invalid_names_are_refused(t: Target) {
             "{bad:?}: {result:?}"
         );
     }
+}
+
+/// Absurd durations never panic: a wait of `Duration::MAX` (for "forever"), backoff bounds
+/// of `Duration::MAX`; options that cannot work (a heartbeat too slow for its TTL, a zero
+/// backoff) are refused with a typed error before the store is touched.
+pub async fn absurd_durations_are_refused_or_saturate(t: Target) {
+    let b = t.backend();
+    let name = t.name("absurd-wait");
+    let held = acquire(t.second(), &name, &holder("holder"), LONG_TTL).await;
+    let since = std::time::Instant::now();
+    for wait in [
+        b.wait_for_change(&name, Duration::MAX),
+        b.wait_for_change_since(&name, since, Duration::MAX),
+    ] {
+        // Returns when notified, or runs on: either way, no panic.
+        let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
+    }
+    let locker = t.locker();
+    let far = LockOptions::default()
+        .with_ttl(LONG_TTL)
+        .with_backoff(Duration::from_millis(1), Duration::MAX)
+        .with_wait(Duration::from_millis(300));
+    assert!(matches!(
+        locker.lock(&name, &far).await,
+        Err(LockError::Timeout { .. })
+    ));
+    let huge = LockOptions::default()
+        .with_ttl(LONG_TTL)
+        .with_backoff(Duration::MAX, Duration::MAX)
+        .with_wait(Duration::from_millis(300));
+    assert!(matches!(
+        locker.lock(&name, &huge).await,
+        Err(LockError::Timeout { .. })
+    ));
+    assert!(t.second().release(&held).await.unwrap());
+    let forever = LockOptions::default()
+        .with_ttl(LONG_TTL)
+        .with_wait(Duration::MAX);
+    let guard = locker.lock(&name, &forever).await.expect("a free lock");
+    assert!(guard.release().await.unwrap());
+
+    for bad in [
+        LockOptions::default()
+            .with_ttl(SHORT_TTL)
+            .with_heartbeat_interval(SHORT_TTL),
+        LockOptions::default().with_heartbeat_interval(Duration::ZERO),
+        LockOptions::default().with_heartbeat_interval(Duration::MAX),
+    ] {
+        let result = locker.try_lock(&name, &bad).await;
+        assert!(
+            matches!(result, Err(LockError::InvalidTtl { .. })),
+            "{bad:?}: {result:?}"
+        );
+    }
+    let spinning = LockOptions::default().with_backoff(Duration::ZERO, Duration::ZERO);
+    let result = locker.lock(&name, &spinning).await;
+    assert!(
+        matches!(result, Err(LockError::Config { .. })),
+        "{result:?}"
+    );
+    assert!(
+        b.inspect(&name).await.unwrap().is_none(),
+        "refused options must not take the lock"
+    );
 }
 
 /// Leases that were never issued by the store (forged token, unknown name) are refused and

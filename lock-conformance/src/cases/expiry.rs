@@ -21,12 +21,14 @@ pub async fn stale_lease_is_taken_over(t: Target) {
     let ttl = SHORT_TTL * 2;
     let start = Instant::now();
     let old = acquire(b, &name, &holder("old"), ttl).await;
-    tokio::time::sleep(ttl / 4).await;
+    // Probe late in the TTL, so a store that frees leases early (at half the TTL, say) is
+    // caught; the store's expiry is at least `start + ttl`, half the slack after the probe.
+    sleep_until(start + ttl - SLACK / 2).await;
     let probed_at = Instant::now();
     assert!(
-        probed_at < start + ttl,
+        probed_at < start + ttl - SLACK / 4,
         "suite could not probe before the TTL ({:?} late): machine overloaded",
-        probed_at - start
+        probed_at - (start + ttl - SLACK / 2)
     );
     assert_held(t.second(), &name, "the lease is not free before its TTL").await;
     sleep_until(start + ttl + SLACK / 2).await;
@@ -55,6 +57,52 @@ pub async fn heartbeat_extends_past_the_original_ttl(t: Target) {
     )
     .await;
     assert!(b.release(&renewed).await.unwrap());
+}
+
+/// `heartbeat_many` renews every lease it is given that is still held, answers `LeaseLost`
+/// for the others, in the order given, and leaves every lease as one `heartbeat` would.
+pub async fn heartbeat_many_renews_each_lease_in_order(t: Target) {
+    let b = t.backend();
+    let names: Vec<_> = (0..4).map(|i| t.name(&format!("many-{i}"))).collect();
+    let start = Instant::now();
+    let mut leases = Vec::new();
+    for name in &names {
+        leases.push(acquire(b, name, &holder("batch"), SHORT_TTL).await);
+    }
+    // The second was released and the third taken over by a forged token: both lost.
+    assert!(b.release(&leases[1]).await.unwrap());
+    let mut forged = leases[2].clone();
+    forged.holder.token = OwnerToken::random();
+    let batch = [
+        leases[0].clone(),
+        leases[1].clone(),
+        forged,
+        leases[3].clone(),
+    ];
+    let answers = b.heartbeat_many(&batch, SHORT_TTL * 4).await;
+    assert_eq!(answers.len(), batch.len(), "one answer per lease");
+    for (i, answer) in answers.iter().enumerate() {
+        match (i, answer) {
+            (0 | 3, Ok(renewed)) => {
+                assert_eq!(renewed.name, batch[i].name, "answers are in order");
+                assert_eq!(renewed.fence, batch[i].fence);
+                assert!(renewed.expires_at > batch[i].expires_at);
+            }
+            (1 | 2, Err(LockError::LeaseLost { name })) => assert_eq!(name, &batch[i].name),
+            (_, other) => panic!("lease {i}: unexpected answer {other:?}"),
+        }
+    }
+    sleep_until(start + SHORT_TTL + SLACK / 2).await;
+    assert_held(t.second(), &names[0], "heartbeat_many extended it").await;
+    assert_held(t.second(), &names[3], "heartbeat_many extended it").await;
+    assert!(
+        t.second().inspect(&names[2]).await.unwrap().is_none(),
+        "a forged renewal must not extend the real lease, which has expired"
+    );
+    for lease in [&leases[0], &leases[3]] {
+        assert!(b.release(lease).await.unwrap());
+    }
+    assert!(b.heartbeat_many(&[], SHORT_TTL).await.is_empty());
 }
 
 /// Only the owner token can heartbeat.

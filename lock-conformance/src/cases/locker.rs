@@ -75,11 +75,12 @@ pub async fn cancelled_lock_leaves_nothing_held(t: Target) {
     assert!(waiting.await.unwrap_err().is_cancelled());
     assert!(t.second().release(&held).await.unwrap());
     until_free(b, &name, SLACK).await;
-    // Dropped right after its first poll, with the acquire in flight on a free lock.
-    for _ in 0..20 {
-        // A very fast store may finish within the first poll; then the guard drops here.
-        let outcome =
-            tokio::time::timeout(Duration::ZERO, t.locker().lock(&name, opts(LONG_TTL))).await;
+    // Dropped with the acquire in flight on a free lock: right after its first poll, then
+    // later and later (up to 2 ms), to land before, while and after the store answers.
+    for i in 0..20 {
+        // A very fast store may finish in time; then the guard drops here.
+        let give_up = Duration::from_micros(100 * i);
+        let outcome = tokio::time::timeout(give_up, t.locker().lock(&name, opts(LONG_TTL))).await;
         drop(outcome);
         until_free(b, &name, SLACK).await;
     }
