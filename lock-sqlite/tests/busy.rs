@@ -225,3 +225,73 @@ async fn concurrent_writers_on_separate_connections_never_see_busy() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_busy_budget_waits_instead_of_panicking() {
+    let hold = Duration::from_millis(300);
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forever.db");
+        let opts = SqliteOptions::default().busy_budget(Duration::MAX);
+        let b = match driver.open_with(&path, opts).await {
+            Ok(b) => b,
+            // This driver goes through a URL, whose busy_budget is capped: a typed error.
+            Err(LockError::Config { detail, .. }) if driver.uses_url() => {
+                assert!(detail.contains("busy_budget"), "{detail}");
+                continue;
+            }
+            Err(e) => panic!("{driver:?}: {e}"),
+        };
+        let holder_thread = hold_write_lock(&path, hold);
+        let lease = b
+            .try_acquire(&LockName::new("patient").unwrap(), &holder("forever"), LONG)
+            .await
+            .unwrap_or_else(|e| panic!("{driver:?}: {e}"))
+            .expect("free once the other transaction ends");
+        holder_thread.join().unwrap();
+        assert!(b.release(&lease).await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_with_a_wait_gives_up_on_time_while_the_database_stays_busy() {
+    // The database is write-locked for 4 s, far past the caller's 500 ms wait; the busy
+    // budget (30 s by default) must not stretch the wait.
+    let hold = Duration::from_secs(4);
+    let wait = Duration::from_millis(500);
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy-wait.db");
+        let b = driver.open(&path).await.unwrap();
+        let locker = lock_core::Locker::new(b.clone());
+        let holder_thread = hold_write_lock(&path, hold);
+        let start = Instant::now();
+        let result = locker
+            .lock(
+                "busy-wait",
+                lock_core::LockOptions::default().with_wait(wait),
+            )
+            .await;
+        let waited = start.elapsed();
+        assert!(
+            matches!(result, Err(LockError::Timeout { .. })),
+            "{driver:?}: {result:?}"
+        );
+        assert!(
+            waited >= wait && waited < wait + lock_core::ATTEMPT_FLOOR + Duration::from_secs(1),
+            "{driver:?}: gave up after {waited:?}"
+        );
+        holder_thread.join().unwrap();
+        // The abandoned attempt finished once the database was free, and released what it
+        // was granted.
+        let name = LockName::new("busy-wait").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.inspect(&name).await.unwrap().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "{driver:?}: the abandoned grant was kept"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

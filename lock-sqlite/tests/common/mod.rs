@@ -34,6 +34,15 @@ pub const DRIVERS: &[Driver] = &[
 ];
 
 impl Driver {
+    /// True for the driver opened from a URL built from the options.
+    pub fn uses_url(self) -> bool {
+        #[cfg(feature = "sqlx")]
+        if self == Self::SqlxConnect {
+            return true;
+        }
+        false
+    }
+
     pub async fn open(self, path: &Path) -> Result<Arc<dyn LockBackend>> {
         self.open_with(path, SqliteOptions::default()).await
     }
