@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod conformance;
 mod exit;
+mod redact;
 mod run;
 mod signals;
 mod status;
