@@ -26,17 +26,33 @@ pub(crate) enum Command {
     /// Run a command while holding a lock.
     ///
     /// The lease is heartbeated while the command runs. The command sees LOCK_NAME,
-    /// LOCK_FENCE (the fencing token) and LOCK_OWNER (the owner token) in its environment.
+    /// LOCK_FENCE (the fencing token), LOCK_OWNER (the owner token) and LOCK_URL in its
+    /// environment.
+    ///
+    /// The job is the command's whole process group: the command runs in a new process group
+    /// (led by a small lockctl helper, the keeper), every signal goes to the whole group, and
+    /// when the command exits, whatever it left running in the group is SIGKILLed before the
+    /// lease is released (like systemd's KillMode=control-group). A process that leaves the
+    /// group on purpose (setsid, a daemon) escapes this. If lockctl dies, even by SIGKILL, the
+    /// whole group is killed.
+    ///
+    /// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to lockctl are passed on to the group, once
+    /// (Ctrl-C reaches only lockctl, which passes it on); the lease is released once the
+    /// command exits. Ctrl-Z (SIGTSTP) stops the group, then lockctl; `fg` resumes both, unless
+    /// the lease ran out meanwhile: then the group is killed. Being outside the terminal's
+    /// foreground group, the command cannot read from the terminal: see --foreground.
+    ///
+    /// When the lease has not been renewed and runs out in --grace, the command gets SIGTERM,
+    /// and SIGKILL when it runs out. When the store revokes it (force-release, takeover), the
+    /// command gets SIGTERM at once and SIGKILL --grace later; fencing tokens cover that window.
     ///
     /// Exit status: the command's own (128+N if killed by signal N); 75 if the lock was not
-    /// acquired (held with --no-wait, or --wait ran out); 76 if the lease was lost while the
-    /// command ran (it then gets SIGTERM, and SIGKILL after --grace); 69 if the lock store
-    /// failed; 78 for bad configuration (URL, name, TTL); 64 for bad arguments; 126/127 if the
-    /// command cannot be run / is not found.
-    ///
-    /// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to lockctl are forwarded to the command;
-    /// the lease is released when it exits. If lockctl dies, even by SIGKILL, the command
-    /// is killed too.
+    /// acquired (held with --no-wait, or --wait ran out); 76 if the command was stopped because
+    /// of the lease; 69 if the lock store failed; 78 for bad configuration (URL, name, TTL,
+    /// --grace); 64 for bad arguments; 126/127 if the command cannot be run / is not found;
+    /// 128+N if signal N arrived while waiting for the lock (the command never ran). A command
+    /// can itself exit with 69, 75 or 76 (as with timeout's 124): lockctl's own cases always
+    /// print a line on stderr.
     Run(RunArgs),
     /// Show held locks: label, pid, host, fencing token, time left.
     Status(StatusArgs),
@@ -51,6 +67,9 @@ pub(crate) enum Command {
     /// One contending process of `lockctl bench` (internal).
     #[command(hide = true)]
     BenchWorker(crate::bench::WorkerArgs),
+    /// The leader of a `lockctl run` job's process group (internal; see keeper.rs).
+    #[command(hide = true)]
+    Keeper(KeeperArgs),
 }
 
 /// Where the lock store is.
@@ -83,12 +102,36 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) label: Option<String>,
 
-    /// After the lease is lost, how long the command has between SIGTERM and SIGKILL.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub(crate) grace: Duration,
+    /// When the lease cannot be renewed: how long before it runs out the command gets
+    /// SIGTERM (SIGKILL comes when it runs out). When the lease is revoked: the time between
+    /// SIGTERM and SIGKILL. Default: the smaller of 10s and a quarter of --ttl; at most half
+    /// of --ttl (more would stop commands between two normal renewals).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub(crate) grace: Option<Duration>,
+
+    /// Run the command as a plain child in lockctl's own process group (as GNU timeout's
+    /// --foreground): it can read from the terminal and gets Ctrl-C and Ctrl-Z from it
+    /// directly. Then only the command itself is signalled: SIGTERM and SIGHUP are passed on,
+    /// SIGINT and SIGQUIT are not (the terminal sends them to the command already), and
+    /// processes it starts are not killed with it, so they can run on after the lease is
+    /// released.
+    #[arg(long)]
+    pub(crate) foreground: bool,
 
     /// The lock name.
     pub(crate) name: String,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// Arguments of the hidden `lockctl keeper`.
+#[derive(Debug, Args)]
+pub(crate) struct KeeperArgs {
+    /// The pid of the lockctl that started this keeper.
+    #[arg(long)]
+    pub(crate) parent: u32,
 
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
@@ -128,7 +171,7 @@ pub(crate) struct ConformanceArgs {
     #[arg(long, value_name = "URL")]
     pub(crate) url: String,
 
-    /// Run only cases whose name contains this text.
+    /// Run only cases whose name contains this text (matching none is a usage error, 64).
     #[arg(long)]
     pub(crate) filter: Option<String>,
 

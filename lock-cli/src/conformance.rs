@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::ConformanceArgs;
 use crate::exit;
+use crate::redact::redact_url;
 
 /// Runs the suite; returns the exit code.
 pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, LockError> {
@@ -16,23 +17,25 @@ pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, LockError> 
         .iter()
         .filter(|c| args.filter.as_deref().is_none_or(|f| c.name.contains(f)))
         .collect();
-    if cases.is_empty() {
-        return Err(LockError::config(
-            "lockctl",
-            "no conformance case matches --filter",
-        ));
+    if let (true, Some(filter)) = (cases.is_empty(), &args.filter) {
+        eprintln!(
+            "lockctl: --filter {filter:?} matches no conformance case name; run without --filter to see every case"
+        );
+        return Ok(exit::USAGE);
     }
     // Two independent clients, as two processes would have.
     let first = lock::connect(&args.url).await?;
     let second = lock::connect(&args.url).await?;
     let prefix = format!("lockctl-conformance-{:08x}/", rand::random::<u32>());
-    let target = Target::new(&args.url, first)
+    // The URL as shown: never with its password.
+    let shown = redact_url(&args.url);
+    let target = Target::new(shown.as_ref(), first)
         .with_second_client(second)
         .with_prefix(&prefix);
     println!(
         "running {} conformance cases against {} under the name prefix {prefix}",
         cases.len(),
-        args.url
+        shown
     );
 
     // Failures are reported below; keep the default panic printout from cluttering them.

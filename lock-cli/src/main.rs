@@ -4,10 +4,17 @@ mod bench;
 mod cli;
 mod conformance;
 mod exit;
+mod grace;
+mod keeper;
+mod process_group;
+mod redact;
 mod run;
+mod signal_events;
 mod signals;
+mod spawn;
 mod status;
 mod store;
+mod supervise;
 
 use std::process::ExitCode;
 
@@ -25,6 +32,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { exit::USAGE } else { 0 });
         }
     };
+    if let Command::Keeper(args) = &cli.command {
+        // A process of its own, with one thread and no runtime: see keeper.rs.
+        return ExitCode::from(keeper::keep(args));
+    }
     init_logging(cli.verbose);
     // One thread: the command is spawned from the main thread, whose death signal it follows.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -45,6 +56,7 @@ fn main() -> ExitCode {
             Command::Conformance(args) => conformance::conformance(args).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::BenchWorker(args) => bench::worker(args).await,
+            Command::Keeper(_) => unreachable!("the keeper runs without a runtime"),
         }
     });
     match result {

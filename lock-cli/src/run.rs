@@ -1,31 +1,24 @@
 //! `lockctl run`: run a command while holding a lock.
+//!
+//! Everything that can be checked without the store (name, TTL, grace, signal handlers) is
+//! checked before the store is opened, so a bad option fails the same way whether the store
+//! is reachable or not, and creates no default database.
 
 use std::io;
-use std::process::ExitStatus;
 use std::time::Duration;
 
-use lock::{LeaseInfo, LockError, LockGuard, LockName, LockOptions, Locker, LossReason};
-use tokio::process::{Child, Command};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use lock::{LeaseInfo, LockError, LockGuard, LockName, LockOptions, Locker};
 
 use crate::cli::RunArgs;
 use crate::exit;
+use crate::grace::grace_for;
+use crate::signal_events::{ChildExits, Event, Signals};
 use crate::signals;
-
-/// The signals lockctl passes on to the command.
-const FORWARDED: [(SignalKind, i32, &str); 4] = [
-    (SignalKind::interrupt(), libc::SIGINT, "SIGINT"),
-    (SignalKind::terminate(), libc::SIGTERM, "SIGTERM"),
-    (SignalKind::hangup(), libc::SIGHUP, "SIGHUP"),
-    (SignalKind::quit(), libc::SIGQUIT, "SIGQUIT"),
-];
+use crate::supervise::{Ended, Job, Mode, supervise};
 
 /// Runs the command under the lock and returns lockctl's exit code.
 pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
     let name = LockName::new(&args.name)?;
-    let mut signals = Signals::install()?;
-    let (url, backend) = crate::store::open(args.store.url.as_deref()).await?;
-    let locker = Locker::new(backend.clone());
     let label = args
         .label
         .clone()
@@ -33,12 +26,33 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
     let mut opts = LockOptions::default().with_ttl(args.ttl).with_label(label);
     opts.wait = args.wait;
     opts.validate()?;
+    let grace = grace_for(args.ttl, args.grace)?;
+    let mode = if args.foreground {
+        Mode::Foreground
+    } else {
+        Mode::Group
+    };
+    // With --foreground the terminal stops lockctl and the command together on Ctrl-Z.
+    let mut signals = Signals::install(mode == Mode::Group)?;
+    let mut exits = ChildExits::install()?;
 
-    let guard = tokio::select! {
-        acquired = acquire(&locker, &name, &opts, args.no_wait) => acquired,
-        (signal, signal_name) = signals.next() => {
-            eprintln!("lockctl: {signal_name} while waiting for lock \"{name}\"; not running the command");
-            return Ok(u8::try_from(128 + signal).unwrap_or(255));
+    let (url, backend) = crate::store::open(args.store.url.as_deref()).await?;
+    let locker = Locker::new(backend.clone());
+    let acquired = acquire(&locker, &name, &opts, args.no_wait);
+    tokio::pin!(acquired);
+    let guard = loop {
+        tokio::select! {
+            acquired = &mut acquired => break acquired,
+            event = signals.next() => match event {
+                Event::Forward { number, name: signal } => {
+                    eprintln!(
+                        "lockctl: {signal} while waiting for lock \"{name}\"; not running the command"
+                    );
+                    return Ok(u8::try_from(128 + number).unwrap_or(255));
+                }
+                Event::Suspend => signals::stop_self(),
+                Event::Resumed => {}
+            },
         }
     };
     let guard = match guard {
@@ -55,24 +69,38 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
     };
     tracing::info!(lock = %name, fence = guard.fence(), "acquired");
 
-    let mut child = match spawn(&args, &guard, &url) {
-        Ok(child) => child,
+    let env = [
+        ("LOCK_NAME", guard.name().as_str().to_owned()),
+        ("LOCK_FENCE", guard.fence().to_string()),
+        ("LOCK_OWNER", guard.holder().token.to_hex()),
+        ("LOCK_URL", url),
+    ];
+    let job = match Job::start(mode, &args.command, &env) {
+        Ok(job) => job,
         Err(error) => {
-            let code = match error.kind() {
-                io::ErrorKind::NotFound => exit::NOT_FOUND,
+            let code = match (mode, error.kind()) {
+                (Mode::Foreground, io::ErrorKind::NotFound) => exit::NOT_FOUND,
                 _ => exit::CANNOT_EXECUTE,
             };
-            eprintln!("lockctl: cannot run {:?}: {error}", args.command[0]);
+            match mode {
+                Mode::Foreground => {
+                    eprintln!("lockctl: cannot run {:?}: {error}", args.command[0]);
+                }
+                // The keeper reports the command's own failures; this is the keeper's.
+                Mode::Group => {
+                    eprintln!("lockctl: cannot start its keeper process (/proc/self/exe): {error}")
+                }
+            }
             release(guard, &name).await;
             return Ok(code);
         }
     };
-    match supervise(&mut child, &guard, &mut signals, args.grace).await {
+    match supervise(job, &guard, &mut signals, &mut exits, grace).await {
         Ended::Exited(code) => {
             release(guard, &name).await;
             Ok(code)
         }
-        Ended::LeaseLost => {
+        Ended::StoppedForLease => {
             // Already reported; release anyway in case the store was only unreachable.
             let _ = guard.release().await;
             Ok(exit::LEASE_LOST)
@@ -80,93 +108,23 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
     }
 }
 
+/// Takes the lock at once if it is free; else, unless `no_wait`, waits for it (saying so
+/// with `-v`).
 async fn acquire(
     locker: &Locker,
     name: &LockName,
     opts: &LockOptions,
     no_wait: bool,
 ) -> Result<Option<LockGuard>, LockError> {
-    if no_wait {
-        locker.try_lock(name, opts).await
-    } else {
-        locker.lock(name, opts).await.map(Some)
+    match locker.try_lock(name, opts).await {
+        Ok(Some(guard)) => return Ok(Some(guard)),
+        Ok(None) if no_wait => return Ok(None),
+        Ok(None) => tracing::debug!(lock = %name, "the lock is held; waiting for it"),
+        Err(error) if no_wait => return Err(error),
+        // Waiting retries what is transient and reports the rest.
+        Err(error) => tracing::debug!(lock = %name, %error, "first attempt failed; waiting"),
     }
-}
-
-fn spawn(args: &RunArgs, guard: &LockGuard, url: &str) -> io::Result<Child> {
-    let mut command = Command::new(&args.command[0]);
-    command
-        .args(&args.command[1..])
-        .env("LOCK_NAME", guard.name().as_str())
-        .env("LOCK_FENCE", guard.fence().to_string())
-        .env("LOCK_OWNER", guard.holder().token.to_hex())
-        .env("LOCK_URL", url)
-        .kill_on_drop(true);
-    signals::kill_child_when_parent_dies(&mut command);
-    command.spawn()
-}
-
-/// How the command's run ended.
-enum Ended {
-    /// It exited by itself (or by a forwarded signal): lockctl's exit code for that.
-    Exited(u8),
-    /// The lease was lost and the command was terminated.
-    LeaseLost,
-}
-
-/// Waits for the child while forwarding signals; terminates it if the lease is lost.
-async fn supervise(
-    child: &mut Child,
-    guard: &LockGuard,
-    signals: &mut Signals,
-    grace: Duration,
-) -> Ended {
-    let pid = child.id().unwrap_or(0);
-    let lost = guard.lost();
-    tokio::pin!(lost);
-    loop {
-        tokio::select! {
-            status = child.wait() => return Ended::Exited(exit_code(status)),
-            reason = &mut lost => {
-                let why = match reason {
-                    LossReason::Revoked => "it expired, was taken over or was force-released",
-                    _ => "the lock store could not be reached before the lease deadline",
-                };
-                eprintln!(
-                    "lockctl: lost the lease on lock \"{}\" ({why}); stopping the command (SIGTERM, SIGKILL after {})",
-                    guard.name(),
-                    humantime::format_duration(grace)
-                );
-                terminate(child, pid, grace).await;
-                return Ended::LeaseLost;
-            }
-            (signal, signal_name) = signals.next() => {
-                tracing::info!(signal = signal_name, pid, "forwarding signal to the command");
-                if let Err(error) = signals::send(pid, signal) {
-                    eprintln!("lockctl: could not forward {signal_name} to the command: {error}");
-                }
-            }
-        }
-    }
-}
-
-/// SIGTERM, then SIGKILL after `grace`, then reap.
-async fn terminate(child: &mut Child, pid: u32, grace: Duration) {
-    let _ = signals::send(pid, libc::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.start_kill();
-    }
-    let _ = child.wait().await;
-}
-
-fn exit_code(status: io::Result<ExitStatus>) -> u8 {
-    match status {
-        Ok(status) => exit::for_status(status),
-        Err(error) => {
-            eprintln!("lockctl: lost track of the command: {error}");
-            exit::BACKEND_ERROR
-        }
-    }
+    locker.lock(name, opts).await.map(Some)
 }
 
 async fn release(guard: LockGuard, name: &LockName) {
@@ -224,34 +182,4 @@ fn command_line(command: &[std::ffi::OsString]) -> String {
         line.push('…');
     }
     line
-}
-
-/// The forwarded signals, as one stream.
-struct Signals {
-    streams: Vec<(Signal, i32, &'static str)>,
-}
-
-impl Signals {
-    fn install() -> Result<Self, LockError> {
-        let mut streams = Vec::new();
-        for (kind, number, name) in FORWARDED {
-            let stream = signal(kind)
-                .map_err(|e| LockError::config("lockctl", format!("cannot handle {name}: {e}")))?;
-            streams.push((stream, number, name));
-        }
-        Ok(Self { streams })
-    }
-
-    /// The next signal received: its number and name.
-    async fn next(&mut self) -> (i32, &'static str) {
-        std::future::poll_fn(|cx| {
-            for (stream, number, name) in &mut self.streams {
-                if stream.poll_recv(cx).is_ready() {
-                    return std::task::Poll::Ready((*number, *name));
-                }
-            }
-            std::task::Poll::Pending
-        })
-        .await
-    }
 }

@@ -284,6 +284,28 @@ fn a_filter_that_matches_nothing_is_a_usage_error() {
     let sandbox = Sandbox::new();
     let url = sandbox.url(Store::Sqlite);
     let output = sandbox.run(&["conformance", "--url", &url, "--filter", "no-such-case"]);
-    assert_code(&output, 78);
-    assert!(stderr(&output).contains("--filter"), "{}", stderr(&output));
+    assert_code(&output, 64);
+    let message = stderr(&output);
+    assert!(
+        message.starts_with("lockctl: --filter \"no-such-case\" matches no conformance case"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn the_password_in_the_url_is_never_printed() {
+    let password = "s3cret-pw";
+    let server = RedisServer::start_with(&["--requirepass", password]);
+    let url = format!("redis://:{password}@127.0.0.1:{}", server.port());
+    let sandbox = Sandbox::new();
+    let case = lock_conformance::CASES[0].name;
+    let output = sandbox.run(&["conformance", "--url", &url, "--filter", case]);
+    assert_code(&output, 0);
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(!text.contains(password), "{text}");
+    assert!(
+        text.contains(&format!("redis://***@127.0.0.1:{}", server.port())),
+        "{text}"
+    );
 }

@@ -4,7 +4,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Sandbox, Store, assert_code, stderr, unique_name};
+use std::process::Stdio;
+
+use support::{Sandbox, StderrLines, Store, assert_code, stderr, unique_name};
 
 /// Holds `name` in the background with `lockctl run ... sleep`, until the returned child
 /// is killed; returns once the lock is held.
@@ -164,4 +166,90 @@ fn a_command_not_found_is_127_and_not_executable_is_126() {
         !support::is_held(&sandbox, &url, "job"),
         "released after a failed start"
     );
+}
+
+#[test]
+fn a_grace_over_half_the_ttl_is_78_and_says_what_to_pass() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Store::Sqlite);
+    let output = sandbox.run(&[
+        "run", "--url", &url, "--ttl", "2s", "--grace", "1500ms", "job", "--", "true",
+    ]);
+    assert_code(&output, 78);
+    let message = stderr(&output);
+    assert!(
+        message.contains("--grace 1s or less") && message.contains("--ttl 3s or more"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+    // Up to half the TTL is fine.
+    let output = sandbox.run(&[
+        "run", "--url", &url, "--ttl", "2s", "--grace", "1s", "job", "--", "true",
+    ]);
+    assert_code(&output, 0);
+}
+
+#[test]
+fn bad_options_are_78_before_the_store_is_touched() {
+    let sandbox = Sandbox::new();
+    let dead = format!(
+        "redis://127.0.0.1:{}",
+        lock_redis::test_support::free_port()
+    );
+    for (args, expect) in [
+        (
+            vec!["run", "--url", &dead, "--ttl", "1ms", "job", "--", "true"],
+            "TTL",
+        ),
+        (
+            vec!["run", "--url", &dead, "--grace", "20s", "job", "--", "true"],
+            "--grace",
+        ),
+        (vec!["run", "--ttl", "1ms", "job", "--", "true"], "TTL"),
+        (vec!["run", "--grace", "1h", "job", "--", "true"], "--grace"),
+    ] {
+        let start = Instant::now();
+        let output = sandbox.run(&args);
+        assert_code(&output, 78);
+        assert!(
+            stderr(&output).contains(expect),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{args:?}: no connection attempt, took {:?}",
+            start.elapsed()
+        );
+    }
+    let state = sandbox.path().join("state");
+    assert!(
+        !state.join("lockctl").join("locks.db").exists() && !state.exists(),
+        "the default store was not created"
+    );
+}
+
+#[test]
+fn a_signal_while_waiting_for_the_lock_is_128_plus_the_signal() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Store::Sqlite);
+    let name = unique_name("held");
+    let holder = hold(&sandbox, &url, &name);
+    let mut waiter = sandbox
+        .lockctl()
+        .args(["-v", "run", "--url", &url, &name, "--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = StderrLines::of(&mut waiter);
+    lines.wait_for("waiting for it", Duration::from_secs(10));
+    support::signal(waiter.id(), libc::SIGTERM);
+    let status = waiter.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    let text = lines.all();
+    assert!(
+        text.contains("SIGTERM while waiting for lock") && text.contains("not running the command"),
+        "{text}"
+    );
+    stop(holder);
 }

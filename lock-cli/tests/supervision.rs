@@ -1,11 +1,13 @@
-//! lockctl supervising its command: a lost lease stops it (SIGTERM, then SIGKILL after the
-//! grace period), signals to lockctl reach it, and it never outlives lockctl.
+//! lockctl supervising its command: a revoked lease stops it (SIGTERM, then SIGKILL after
+//! the grace period), a lease that cannot be renewed stops it before it runs out, signals to
+//! lockctl reach it, and it never outlives lockctl.
 
 mod support;
 
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use lock_redis::test_support::RedisServer;
 use support::{Sandbox, Store, assert_code, stderr, unique_name, wait_for};
 
 /// A command that records its pid, then works until stopped; on SIGTERM it writes `TERM`
@@ -92,7 +94,7 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_grace_period() {
         &sandbox,
         &url,
         &name,
-        &["--ttl", "900ms", "--grace", "700ms"],
+        &["--ttl", "2s", "--grace", "700ms"],
         "ignore",
     );
     let pid = run.command_pid();
@@ -153,4 +155,54 @@ fn sigint_and_sigterm_are_forwarded_and_the_lease_is_released_after() {
             "the lease is released once the command exits"
         );
     }
+}
+
+#[test]
+fn a_lease_that_cannot_be_renewed_stops_the_command_before_it_runs_out() {
+    // A private server: pausing it must not stall other tests.
+    let server = RedisServer::start();
+    let sandbox = Sandbox::new();
+    let url = server.url();
+    let name = unique_name("unrenewable");
+    let ttl = Duration::from_secs(2);
+    // The default grace, ttl/4: SIGTERM 500 ms before the local deadline.
+    let run = Run::start(&sandbox, &url, &name, &["--ttl", "2s"], "exit");
+    let pid = run.command_pid();
+    server.pause();
+    let paused = Instant::now();
+    wait_for("the command to stop", Duration::from_secs(3), || {
+        !support::alive(pid)
+    });
+    let stopped = paused.elapsed();
+    server.resume();
+    let output = run.lockctl.wait_with_output().unwrap();
+    // The last renewal was sent before the pause, so the local deadline (sent + ttl - the
+    // safety margin of ttl/10) is at most this long after it.
+    let deadline = ttl - ttl / 10;
+    assert!(
+        stopped < deadline,
+        "the command ran {stopped:?} after the pause, past the lease's deadline ({deadline:?} at most)"
+    );
+    assert!(
+        got_sigterm(&run.term_file),
+        "it was asked to stop (SIGTERM)"
+    );
+    assert_code(&output, 76);
+    assert!(
+        stderr(&output).contains("could not be renewed"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_lease_that_renews_normally_never_stops_the_command() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Store::Sqlite);
+    // Five renewals (every 300 ms); the default grace (225 ms) must not fire between them.
+    let output = sandbox.run(&[
+        "run", "--url", &url, "--ttl", "900ms", "job", "--", "sleep", "1.6",
+    ]);
+    assert_code(&output, 0);
+    assert_eq!(stderr(&output), "", "no warning either");
 }

@@ -155,3 +155,81 @@ pub(crate) fn signal(pid: u32, signal: i32) {
         .expect("kill runs");
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
+
+/// The state letter (`R`, `S`, `T`, `Z`...), parent pid and process group of `pid`, from
+/// `/proc/PID/stat`; `None` once it is gone.
+pub(crate) fn proc_stat(pid: u32) -> Option<(char, u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised command name: state, ppid, pgrp.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
+
+/// Whether `pid` is stopped (state `T`).
+pub(crate) fn is_stopped(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _, _)| state == 'T')
+}
+
+/// Waits until `path` holds a whole line (a pid a child wrote), and returns it as a pid.
+pub(crate) fn read_pid_file(path: &Path) -> u32 {
+    let mut text = String::new();
+    wait_for(
+        &format!("a pid in {}", path.display()),
+        Duration::from_secs(10),
+        || {
+            text = std::fs::read_to_string(path).unwrap_or_default();
+            text.ends_with('\n')
+        },
+    );
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
+}
+
+/// A child's stderr, read line by line as it comes by a thread of its own (so the child
+/// never blocks on a full pipe).
+pub(crate) struct StderrLines {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl StderrLines {
+    /// Takes over `child`'s piped stderr.
+    pub(crate) fn of(child: &mut std::process::Child) -> Self {
+        use std::io::BufRead;
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `text`; panics with what came so far after `within`.
+    pub(crate) fn wait_for(&mut self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.seen.iter().any(|l| l.contains(text)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!("no stderr line with {text:?} ({e}); got: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Everything written, once the child exited (its end of the pipe closed).
+    pub(crate) fn all(mut self) -> String {
+        self.seen.extend(self.lines.iter());
+        self.seen.join("\n")
+    }
+}
