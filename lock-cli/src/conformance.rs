@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::ConformanceArgs;
 use crate::exit;
-use crate::redact::redact_url;
+use lock::redact_url;
 
 /// Runs the suite; returns the exit code.
 pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, LockError> {

@@ -7,7 +7,6 @@ mod exit;
 mod grace;
 mod keeper;
 mod process_group;
-mod redact;
 mod run;
 mod signal_events;
 mod signals;

@@ -11,6 +11,7 @@ mod locker;
 pub mod memory;
 mod name;
 mod options;
+mod redact;
 mod release_log;
 pub mod time;
 
@@ -23,6 +24,7 @@ pub use lease::{Lease, LeaseInfo};
 pub use locker::{ATTEMPT_FLOOR, Locker};
 pub use name::{IntoLockName, LockName, MAX_NAME_LEN};
 pub use options::{LockOptions, MIN_HEARTBEAT_INTERVAL};
+pub use redact::redact_url;
 pub use release_log::{LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK};
 pub use time::{MAX_TTL, MIN_TTL};
 

@@ -120,7 +120,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
 }
 
 fn unsupported(url: &str, why: &str) -> LockError {
-    let shown: String = url.chars().take(80).collect();
+    let shown: String = lock_core::redact_url(url).chars().take(80).collect();
     LockError::config(
         "lock",
         format!(
@@ -157,6 +157,16 @@ mod tests {
                 assert!(text.contains(&format!("{scheme}://")), "{url}: {text}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_url_never_shows_its_password() {
+        let err = connect("postgres://app:s3cret@db/locks")
+            .await
+            .expect_err("must fail");
+        let text = err.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("postgres://***@db/locks"), "{text}");
     }
 
     #[test]

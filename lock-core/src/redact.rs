@@ -1,9 +1,14 @@
-//! Store URLs as lockctl prints them: without the password.
+//! Store URLs as they appear in messages and logs: without the password.
 
 use std::borrow::Cow;
 
-/// `url` with any `user:password@` replaced by `***@`, for output.
-pub(crate) fn redact_url(url: &str) -> Cow<'_, str> {
+/// `url` with any `user:password@` replaced by `***@`, for messages and logs.
+///
+/// ```
+/// assert_eq!(lock_core::redact_url("redis://app:s3cret@cache:6379/2"), "redis://***@cache:6379/2");
+/// assert_eq!(lock_core::redact_url("sqlite:///var/lib/locks.db"), "sqlite:///var/lib/locks.db");
+/// ```
+pub fn redact_url(url: &str) -> Cow<'_, str> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Cow::Borrowed(url);
     };
