@@ -373,6 +373,88 @@ async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_gra
     }
 }
 
+/// `PTTL` of `key`: -2 when it does not exist, -1 when it has no expiry.
+async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_refused_expiry_leaves_no_lease_without_a_ttl() {
+    let server = RedisServer::start();
+    let mut admin = raw(&server.url()).await;
+    let url = format!(
+        "redis://limited:pw@127.0.0.1:{}/?prefix=app:",
+        server.port()
+    );
+    let holder = Holder::current("acl");
+    let ttl = Duration::from_secs(30);
+    let (a, b, n) = (
+        LockName::new("held-a").unwrap(),
+        LockName::new("held-b").unwrap(),
+        LockName::new("never-expiring").unwrap(),
+    );
+    // The default user may do everything; `limited` may not set expiries.
+    let allowed = lock_redis::connect(&format!("{}/?prefix=app:", server.url()))
+        .await
+        .unwrap();
+    let held = [
+        allowed
+            .try_acquire(&a, &holder, ttl)
+            .await
+            .unwrap()
+            .unwrap(),
+        allowed
+            .try_acquire(&b, &holder, ttl)
+            .await
+            .unwrap()
+            .unwrap(),
+    ];
+
+    set_user(&mut admin, &["~*", "&*", "+@all", "-pexpire"]).await;
+    let refused = lock_redis::connect(&url).await.unwrap();
+    // The acquire script writes the lease hash, then its expiry: the refused expiry undoes
+    // the hash, so nothing is left that would block the name for ever.
+    acl_refused(
+        "acquire without PEXPIRE",
+        refused.try_acquire(&n, &holder, ttl).await,
+    );
+    let (lease_key, _) = refused.keys_of(&n);
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(&lease_key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "the refused acquire left a lease hash behind");
+    assert_eq!(pttl(&mut admin, &lease_key).await, -2);
+    // Heartbeats (one, and a batch in one script call) are refused without touching the
+    // leases: they keep the expiry they had.
+    acl_refused(
+        "heartbeat without PEXPIRE",
+        refused.heartbeat(&held[0], LONG).await,
+    );
+    let batch = refused.heartbeat_many(&held, LONG).await;
+    assert_eq!(batch.len(), 2);
+    for result in batch {
+        acl_refused("heartbeat_many without PEXPIRE", result);
+    }
+    for lease in &held {
+        let left = pttl(&mut admin, &refused.keys_of(&lease.name).0).await;
+        assert!(
+            left > 0 && left <= 30_000,
+            "{}: PTTL {left} after refused heartbeats",
+            lease.name
+        );
+    }
+    // A user that may set expiries finds the name free.
+    let lease = allowed
+        .try_acquire(&n, &holder, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pttl(&mut admin, &lease_key).await > 0);
+    assert!(allowed.release(&lease).await.unwrap());
+}
+
 #[tokio::test]
 async fn a_read_only_replica_gets_a_config_error_saying_to_use_the_primary() {
     let primary = RedisServer::start();

@@ -11,7 +11,14 @@ local function grant(fence, time)
     'token', ARGV[1], 'label', ARGV[2], 'pid', ARGV[3], 'host', ARGV[4],
     'fence', string.format('%d', fence), 'acquired_at_ms', string.format('%d', now),
     'name', ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  -- Redis does not roll a script back: were the expiry refused after the HSET (an ACL
+  -- without PEXPIRE), a lease without a TTL would block the name for ever. Undo the HSET
+  -- and pass the error on, so the grant happens whole or not at all.
+  local expiring = redis.pcall('PEXPIRE', KEYS[1], ARGV[5])
+  if type(expiring) == 'table' then
+    redis.pcall('DEL', KEYS[1])
+    return expiring
+  end
   return {fence, now + tonumber(ARGV[5])}
 end
 
