@@ -108,12 +108,13 @@ impl RedisBackend {
 
     async fn open(endpoint: Endpoint, opts: RedisOptions) -> Result<Self> {
         let keys = KeySpace::new(&opts.key_prefix)?;
+        let channel = keys.channel(endpoint.database());
         let errors = ErrorContext {
             cluster: matches!(endpoint, Endpoint::Cluster(_)),
             key_prefix: opts.key_prefix.clone(),
+            channel: channel.clone(),
         };
         let conn = connection::open(&endpoint, &opts, &errors).await?;
-        let channel = keys.channel();
         let notifier = Notifier::new(endpoint.nodes(), channel.clone(), &opts, errors.clone());
         Ok(Self {
             inner: Arc::new(Inner {

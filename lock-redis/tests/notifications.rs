@@ -11,8 +11,8 @@ use lock_core::{
     Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockName, LockOptions, Locker, Result,
     async_trait,
 };
-use lock_redis::RedisBackend;
-use lock_redis::test_support::RedisServer;
+use lock_redis::test_support::{RedisServer, unique_prefix};
+use lock_redis::{RedisBackend, RedisOptions};
 use tokio::sync::mpsc;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -101,6 +101,51 @@ async fn a_release_wakes_a_waiter_within_milliseconds() {
     assert!(
         latencies.iter().all(|l| *l < Duration::from_millis(50)),
         "a waiter woke too late: {latencies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_only_waiters_on_its_own_database() {
+    let server = RedisServer::start();
+    let opts = RedisOptions::default().with_key_prefix(unique_prefix("db"));
+    let (db1, db2) = (format!("{}/1", server.url()), format!("{}/2", server.url()));
+    let elsewhere = backend_with(&db1, opts.clone()).await;
+    let waiter = backend_with(&db2, opts.clone()).await;
+    let neighbour = backend_with(&db2, opts).await;
+    let name = LockName::new("per-db").unwrap();
+    waiter
+        .wait_for_change(&name, Duration::from_millis(1))
+        .await;
+    until_subscribed(&waiter, true).await;
+
+    // The same prefix and name on database 1 is another lock: its release leaves the waiter
+    // on database 2 asleep for its whole budget.
+    let lease = elsewhere
+        .try_acquire(&name, &Holder::current("elsewhere"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let max = Duration::from_millis(500);
+    let sleeper = {
+        let (waiter, name) = (waiter.clone(), name.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            waiter.wait_for_change(&name, max).await;
+            start.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(elsewhere.release(&lease).await.unwrap());
+    let waited = sleeper.await.unwrap();
+    assert!(
+        waited >= max,
+        "woken after {waited:?} by a release on another database"
+    );
+    // A release on its own database wakes it at once.
+    let latency = wake_latency(&neighbour, &waiter, &name).await;
+    assert!(
+        latency < Duration::from_millis(50),
+        "woke {latency:?} after the release"
     );
 }
 
