@@ -19,10 +19,25 @@ pub(crate) fn redis_server_binary() -> Option<PathBuf> {
 
 /// A loopback port nothing listens on right now.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+    let [port] = free_ports();
+    port
+}
+
+/// `N` different loopback ports nothing listens on right now (each is held while the next
+/// is found, so they differ).
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+        })
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+            .port()
+    })
 }
 
 /// Sends `signal` to `pid`.
