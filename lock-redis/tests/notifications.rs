@@ -6,11 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{backend, backend_with, raw};
-use lock_core::{
-    Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockName, LockOptions, Locker, Result,
-    async_trait,
-};
+use common::{Seen, Spy, backend, backend_with, raw};
+use lock_core::{Holder, LockBackend, LockName, LockOptions, Locker};
 use lock_redis::test_support::{RedisServer, unique_prefix};
 use lock_redis::{RedisBackend, RedisOptions};
 use tokio::sync::mpsc;
@@ -227,45 +224,6 @@ async fn a_subscription_killed_by_the_server_is_replaced() {
     );
 }
 
-/// A backend that reports each time a waiter starts waiting on it, so a test can release
-/// exactly when someone is waiting.
-#[derive(Debug)]
-struct ReportsWaits {
-    inner: RedisBackend,
-    waiting: mpsc::UnboundedSender<()>,
-}
-
-#[async_trait]
-impl LockBackend for ReportsWaits {
-    async fn try_acquire(
-        &self,
-        name: &LockName,
-        holder: &Holder,
-        ttl: Duration,
-    ) -> Result<Option<Lease>> {
-        self.inner.try_acquire(name, holder, ttl).await
-    }
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-        self.inner.heartbeat(lease, ttl).await
-    }
-    async fn release(&self, lease: &Lease) -> Result<bool> {
-        self.inner.release(lease).await
-    }
-    async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
-        self.inner.inspect(name).await
-    }
-    async fn force_release(&self, name: &LockName) -> Result<bool> {
-        self.inner.force_release(name).await
-    }
-    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
-        let _ = self.waiting.send(());
-        self.inner.wait_for_change_since(name, since, max).await;
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-}
-
 /// Options under which a waiting `lock()` retries only every 5 s on its own: any faster
 /// hand-off came from the release notification, and polling (while the subscription is
 /// down) would take at least half of the 100 ms fallback interval.
@@ -282,7 +240,7 @@ fn slow_retry_options() -> LockOptions {
 async fn hand_off(
     holder: &RedisBackend,
     waiter: &Locker,
-    waiting: &mut mpsc::UnboundedReceiver<()>,
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
     name: &LockName,
 ) -> Duration {
     let lease = holder
@@ -290,7 +248,7 @@ async fn hand_off(
         .await
         .unwrap()
         .expect("the name is free between hand-offs");
-    while waiting.try_recv().is_ok() {}
+    while seen.try_recv().is_ok() {}
     let acquiring = {
         let (waiter, name) = (waiter.clone(), name.clone());
         tokio::spawn(async move {
@@ -300,7 +258,7 @@ async fn hand_off(
     };
     // The waiter tried, found the lock held and is waiting (or about to: a release just
     // before its wait still wakes it, since the wait looks back to its attempt).
-    waiting.recv().await.unwrap();
+    while !matches!(seen.recv().await, Some(Seen::Waiting)) {}
     let released_at = Instant::now();
     assert!(holder.release(&lease).await.unwrap());
     let (acquired_at, guard) = acquiring.await.unwrap();
@@ -317,14 +275,11 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 async fn hand_offs_to_a_waiter_on_another_backend_are_woken_by_the_release() {
     let server = RedisServer::start();
     let (waiter_backend, holder, name) = subscribed_pair(&server, "hand-off").await;
-    let (tx, mut waiting) = mpsc::unbounded_channel();
-    let waiter = Locker::new(Arc::new(ReportsWaits {
-        inner: waiter_backend,
-        waiting: tx,
-    }));
+    let (spy, mut seen) = Spy::new(waiter_backend);
+    let waiter = Locker::new(Arc::new(spy));
     let mut latencies = Vec::new();
     for _ in 0..200 {
-        latencies.push(hand_off(&holder, &waiter, &mut waiting, &name).await);
+        latencies.push(hand_off(&holder, &waiter, &mut seen, &name).await);
     }
     latencies.sort_unstable();
     let (p50, p99, max) = (
@@ -348,12 +303,9 @@ async fn a_waiter_that_just_connected_is_woken_by_the_first_release() {
     for _ in 0..10 {
         // A new backend value each time: finding the lock held starts its subscription,
         // which is still coming up when it starts waiting.
-        let (tx, mut waiting) = mpsc::unbounded_channel();
-        let waiter = Locker::new(Arc::new(ReportsWaits {
-            inner: backend_with(&server.url(), holder.options().clone()).await,
-            waiting: tx,
-        }));
-        latencies.push(hand_off(&holder, &waiter, &mut waiting, &name).await);
+        let (spy, mut seen) = Spy::new(backend_with(&server.url(), holder.options().clone()).await);
+        let waiter = Locker::new(Arc::new(spy));
+        latencies.push(hand_off(&holder, &waiter, &mut seen, &name).await);
     }
     println!("first hand-offs to new backends: {latencies:?}");
     // Whether the subscription was up in time or the waiter looked again the moment it
