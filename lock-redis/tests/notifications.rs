@@ -91,13 +91,25 @@ async fn a_release_wakes_a_waiter_within_milliseconds() {
     let server = RedisServer::start();
     let (waiter, holder, name) = subscribed_pair(&server, "wake").await;
     let mut latencies = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..25 {
         latencies.push(wake_latency(&holder, &waiter, &name).await);
     }
-    println!("wake-up latencies after release: {latencies:?}");
+    latencies.sort_unstable();
+    let (p50, p90, max) = (
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.9),
+        latencies[latencies.len() - 1],
+    );
+    println!("25 wake-ups after a release: p50 {p50:?}, p90 {p90:?}, max {max:?}");
+    // A wake-up of a waiter that sat idle is the release round trip plus the notification,
+    // through threads that had parked: about a millisecond on loopback (measured p50 0.9
+    // to 1.25 ms, with every test of this binary running, on a 2-core machine at load 6).
+    // The median is bound tightly, the worst case loosely (one descheduled thread is not
+    // a bug); polling would put each wake-up at 50 ms or more.
+    assert!(p50 < Duration::from_millis(3), "p50 {p50:?}: {latencies:?}");
     assert!(
-        latencies.iter().all(|l| *l < Duration::from_millis(50)),
-        "a waiter woke too late: {latencies:?}"
+        max < Duration::from_millis(50),
+        "max {max:?}: {latencies:?}"
     );
 }
 
@@ -289,8 +301,9 @@ async fn hand_offs_to_a_waiter_on_another_backend_are_woken_by_the_release() {
     );
     println!("200 hand-offs: p50 {p50:?}, p99 {p99:?}, max {max:?}");
     // A hand-off is the release, the notification and one acquire: a few loopback round
-    // trips. Polling would put every one of them at 50 ms or more.
-    assert!(p50 < Duration::from_millis(5), "p50 {p50:?}");
+    // trips (measured p50 0.7 to 1.0 ms on a 2-core machine at load 6). Polling would put
+    // every one of them at 50 ms or more.
+    assert!(p50 < Duration::from_millis(2), "p50 {p50:?}");
     assert!(p99 < Duration::from_millis(25), "p99 {p99:?}");
 }
 
