@@ -155,14 +155,24 @@ fn cluster_builder(nodes: Vec<url::Url>, opts: &RedisOptions) -> ClusterClientBu
         .max_retry_wait(max_wait)
 }
 
-/// A failed first connection: TLS spoken to a plain server (or the reverse) is a
-/// configuration problem, not an outage.
+/// A failed first connection: TLS spoken to a plain server (or the reverse), or a server
+/// certificate this host does not trust, is a configuration problem, not an outage.
 fn connect_error(
     endpoint: &Endpoint,
     error: redis::RedisError,
     context: &ErrorContext,
 ) -> LockError {
     let text = error.to_string();
+    if endpoint.uses_tls() && text.to_ascii_lowercase().contains("certificate") {
+        return LockError::config(
+            BACKEND,
+            format!(
+                "the server's TLS certificate was not accepted ({text}); give the server a \
+                 certificate for its host name from a CA this host trusts, or, for a test \
+                 server only, append #insecure to the rediss:// URL to skip verification"
+            ),
+        );
+    }
     let tls_mismatch = endpoint.uses_tls()
         && [
             "InvalidContentType",

@@ -229,9 +229,16 @@ async fn tls_to_a_tls_server_works() {
     let plain = lock_redis::connect(&server.url()).await.unwrap();
     assert_eq!(plain.inspect(&n).await.unwrap().unwrap().fence, lease.fence);
     assert!(b.release(&lease).await.unwrap());
-    // Without `#insecure` the self-signed certificate is refused.
-    let refused = lock_redis::connect(&format!("rediss://127.0.0.1:{tls_port}/")).await;
-    assert!(refused.is_err(), "an untrusted certificate was accepted");
+    // Without `#insecure` the self-signed certificate is refused, as a configuration
+    // problem (retrying will not help) that says what to change.
+    let detail = config_detail(
+        "an untrusted certificate",
+        lock_redis::connect(&format!("rediss://127.0.0.1:{tls_port}/")).await,
+    );
+    assert!(
+        detail.contains("TLS certificate") && detail.contains("#insecure"),
+        "{detail}"
+    );
 }
 
 /// The ACL rule an error message tells the operator to grant (the text after
