@@ -241,6 +241,51 @@ async fn tls_to_a_tls_server_works() {
     );
 }
 
+/// Everything logged through `tracing` while it is the thread's default subscriber.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let logs = self.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || logs.clone())
+            .finish()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread, so the subscriber set for this thread sees everything connect() logs.
+#[tokio::test(flavor = "current_thread")]
+async fn a_server_that_may_evict_live_leases_is_warned_about() {
+    let evicting = RedisServer::start_with(&["--maxmemory-policy", "volatile-lru"]);
+    let safe = RedisServer::start();
+    let logs = Logs::default();
+    let _logging = tracing::subscriber::set_default(logs.subscriber());
+    lock_redis::connect(&safe.url()).await.unwrap();
+    assert!(!logs.text().contains("maxmemory-policy"), "{}", logs.text());
+    lock_redis::connect(&evicting.url()).await.unwrap();
+    let text = logs.text();
+    assert!(
+        text.contains("WARN") && text.contains("volatile-lru") && text.contains("noeviction"),
+        "{text}"
+    );
+}
+
 /// The ACL rule an error message tells the operator to grant (the text after
 /// `ACL SETUSER <user> `, up to the closing backquote).
 fn suggested_acl_rule(detail: &str) -> String {
