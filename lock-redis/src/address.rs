@@ -38,6 +38,15 @@ impl Endpoint {
         }
     }
 
+    /// The database index (always 0 on a Redis Cluster).
+    pub(crate) fn database(&self) -> i64 {
+        match self {
+            // `parse` wrote the path as `/<db>` with a non-negative number.
+            Self::Standalone(url) => url.path().trim_start_matches('/').parse().unwrap_or(0),
+            Self::Cluster(_) => 0,
+        }
+    }
+
     /// The nodes, for connections that go to one node (pub/sub).
     pub(crate) fn nodes(&self) -> Vec<Url> {
         match self {
@@ -227,11 +236,13 @@ mod tests {
         };
         assert_eq!(url.port(), Some(6380));
         assert_eq!(url.path(), "/3");
+        assert_eq!(e.database(), 3);
         assert_eq!(o.key_prefix, "app:");
         assert_eq!(o.operation_timeout, Duration::from_millis(1500));
         assert!(!e.uses_tls());
         let (e, o) = ok("redis://localhost");
         assert_eq!(o, RedisOptions::default());
+        assert_eq!(e.database(), 0);
         assert!(matches!(e, Endpoint::Standalone(_)));
         assert!(ok("rediss://h:1/0#insecure").0.uses_tls());
         ok("redis://user:pa%40ss@h:1/?protocol=resp3");

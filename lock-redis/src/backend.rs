@@ -108,12 +108,13 @@ impl RedisBackend {
 
     async fn open(endpoint: Endpoint, opts: RedisOptions) -> Result<Self> {
         let keys = KeySpace::new(&opts.key_prefix)?;
+        let channel = keys.channel(endpoint.database());
         let errors = ErrorContext {
             cluster: matches!(endpoint, Endpoint::Cluster(_)),
             key_prefix: opts.key_prefix.clone(),
+            channel: channel.clone(),
         };
         let conn = connection::open(&endpoint, &opts, &errors).await?;
-        let channel = keys.channel();
         let notifier = Notifier::new(endpoint.nodes(), channel.clone(), &opts, errors.clone());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -333,12 +334,17 @@ impl LockBackend for RedisBackend {
 
     #[tracing::instrument(name = "force_release", skip_all, fields(lock = %name))]
     async fn force_release(&self, name: &LockName) -> Result<bool> {
-        let mut script = FORCE_RELEASE.call(1);
+        let (lease_key, fence_key) = self.inner.keys.lease_and_fence_keys(name);
+        let mut script = FORCE_RELEASE.call(2);
         script
-            .arg(self.inner.keys.lease_key(name))
+            .arg(lease_key)
+            .arg(fence_key)
             .arg(self.inner.channel.as_str())
             .arg(name.as_str());
         let reply = Reply::parse("force_release", self.eval("force_release", script).await?)?;
+        if let Some(problem) = reply.optional_text(0)? {
+            tracing::warn!(lock = %name, %problem, "force_release replaced an unusable fence counter");
+        }
         match reply.status() {
             "ok" => Ok(true),
             "free" => Ok(false),

@@ -1,6 +1,7 @@
 //! Opening the command connection (a [`ConnectionManager`] for one server, a cluster
 //! connection for a Redis Cluster) with bounded timeouts and retries.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use lock_core::{LockError, Result};
@@ -87,6 +88,7 @@ pub(crate) async fn open(
             .query_async::<Value>(&mut conn)
             .await
             .map_err(|e| from_redis(e, context))?;
+        warn_if_evicting(&mut conn).await;
         Ok(conn)
     };
     let result = tokio::time::timeout(opts.operation_timeout, connecting)
@@ -107,6 +109,46 @@ pub(crate) async fn open(
         }
         other => other,
     }
+}
+
+/// Logs a warning when the server may evict live leases to free memory (its
+/// `maxmemory-policy` is not `noeviction`). Many users may not run `CONFIG` (an ACL, a
+/// managed service): then nothing is checked.
+async fn warn_if_evicting(conn: &mut Conn) {
+    let config: redis::RedisResult<HashMap<String, String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    match config {
+        Ok(config) => {
+            if let Some(warning) = config
+                .get("maxmemory-policy")
+                .and_then(|p| eviction_warning(p))
+            {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, "cannot read maxmemory-policy; not checking for eviction");
+        }
+    }
+}
+
+/// What is wrong with a server whose `maxmemory-policy` is `policy`, if anything.
+fn eviction_warning(policy: &str) -> Option<String> {
+    let evicts = if policy.starts_with("volatile-") {
+        "keys with an expiry, which every live lease is"
+    } else if policy.starts_with("allkeys-") {
+        "any key, live leases and fence counters included"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "the Redis server's maxmemory-policy is {policy}: once it reaches maxmemory it evicts \
+         {evicts}, freeing a lock while its holder still works; set maxmemory-policy \
+         noeviction on the server that keeps the locks"
+    ))
 }
 
 /// The first node of `endpoint` that answers a plain-text `PING`, if any: a TLS client
@@ -155,14 +197,24 @@ fn cluster_builder(nodes: Vec<url::Url>, opts: &RedisOptions) -> ClusterClientBu
         .max_retry_wait(max_wait)
 }
 
-/// A failed first connection: TLS spoken to a plain server (or the reverse) is a
-/// configuration problem, not an outage.
+/// A failed first connection: TLS spoken to a plain server (or the reverse), or a server
+/// certificate this host does not trust, is a configuration problem, not an outage.
 fn connect_error(
     endpoint: &Endpoint,
     error: redis::RedisError,
     context: &ErrorContext,
 ) -> LockError {
     let text = error.to_string();
+    if endpoint.uses_tls() && text.to_ascii_lowercase().contains("certificate") {
+        return LockError::config(
+            BACKEND,
+            format!(
+                "the server's TLS certificate was not accepted ({text}); give the server a \
+                 certificate for its host name from a CA this host trusts, or, for a test \
+                 server only, append #insecure to the rediss:// URL to skip verification"
+            ),
+        );
+    }
     let tls_mismatch = endpoint.uses_tls()
         && [
             "InvalidContentType",
@@ -190,4 +242,26 @@ fn connect_error(
 fn install_tls_provider() {
     // Fails only if a provider is already installed, which is just as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_evicting_policies_are_warned_about() {
+        assert_eq!(eviction_warning("noeviction"), None);
+        for policy in [
+            "volatile-lru",
+            "volatile-ttl",
+            "allkeys-lru",
+            "allkeys-random",
+        ] {
+            let warning = eviction_warning(policy).unwrap();
+            assert!(
+                warning.contains(policy) && warning.contains("maxmemory-policy noeviction"),
+                "{warning}"
+            );
+        }
+    }
 }

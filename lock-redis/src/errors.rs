@@ -22,13 +22,16 @@ pub(crate) struct ErrorContext {
     pub(crate) cluster: bool,
     /// The key prefix, for the ACL rule a refused user needs.
     pub(crate) key_prefix: String,
+    /// The release channel, for the same rule.
+    pub(crate) channel: String,
 }
 
 impl ErrorContext {
     /// The ACL rule that lets a user do everything this backend does under its prefix.
     pub(crate) fn acl_rule(&self) -> String {
         let prefix = escape_acl_glob(&self.key_prefix);
-        format!("{COMMANDS} ~{prefix}* &{prefix}released")
+        let channel = escape_acl_glob(&self.channel);
+        format!("{COMMANDS} ~{prefix}* &{channel}")
     }
 
     /// The error for a permission the server's ACL refused.
@@ -133,6 +136,7 @@ mod tests {
         ErrorContext {
             cluster: false,
             key_prefix: "app:locks:".to_owned(),
+            channel: "app:locks:released".to_owned(),
         }
     }
 
@@ -185,8 +189,14 @@ mod tests {
         let odd = ErrorContext {
             cluster: false,
             key_prefix: "a*b".to_owned(),
+            channel: "a*breleased:3".to_owned(),
         };
         assert!(odd.acl_rule().contains("~a\\*b*"), "{}", odd.acl_rule());
+        assert!(
+            odd.acl_rule().ends_with("&a\\*breleased:3"),
+            "{}",
+            odd.acl_rule()
+        );
     }
 
     #[test]

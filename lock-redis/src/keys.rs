@@ -77,10 +77,17 @@ impl KeySpace {
         key
     }
 
-    /// The pub/sub channel on which releases under this prefix are announced; the message
-    /// is the released name.
-    pub(crate) fn channel(&self) -> String {
-        format!("{}released", self.prefix)
+    /// The pub/sub channel on which releases under this prefix in database `db` are
+    /// announced; the message is the released name. Pub/sub ignores the database index, so
+    /// it is part of the name: `{prefix}released` in database 0 (the only one on a Redis
+    /// Cluster), `{prefix}released:{db}` in the others. (No two prefix and database pairs
+    /// share a channel: only database 0's ends in `released`.)
+    pub(crate) fn channel(&self, db: i64) -> String {
+        if db == 0 {
+            format!("{}released", self.prefix)
+        } else {
+            format!("{}released:{db}", self.prefix)
+        }
     }
 
     /// A `SCAN MATCH` pattern for the lease keys of every name starting with `name_prefix`.
@@ -164,6 +171,18 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn each_database_has_its_own_channel() {
+        let keys = KeySpace::new("app:").unwrap();
+        assert_eq!(keys.channel(0), "app:released");
+        assert_eq!(keys.channel(1), "app:released:1");
+        let channels: Vec<String> = [0, 1, 2, 12].iter().map(|db| keys.channel(*db)).collect();
+        let mut distinct = channels.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), channels.len(), "{channels:?}");
     }
 
     #[test]

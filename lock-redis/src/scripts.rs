@@ -152,6 +152,15 @@ impl Reply {
         }
     }
 
+    /// Field `i` as text, or `None` when the reply ends before it.
+    pub(crate) fn optional_text(&self, i: usize) -> Result<Option<String>> {
+        if self.items.len() > i + 1 {
+            self.text(i).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Field `i` as an unsigned integer (sent as an integer or as decimal text).
     pub(crate) fn number<T: TryFrom<u64>>(&self, i: usize, what: &str) -> Result<T> {
         let n = match self.field(i)? {
@@ -262,6 +271,8 @@ mod tests {
         assert_eq!(reply.number::<u64>(0, "fence").unwrap(), 42);
         assert_eq!(reply.millis(1, "expiry").unwrap(), 7);
         assert!(reply.text(2).is_err());
+        assert_eq!(reply.optional_text(0).unwrap().as_deref(), Some("42"));
+        assert_eq!(reply.optional_text(2).unwrap(), None);
     }
 
     #[test]

@@ -229,9 +229,61 @@ async fn tls_to_a_tls_server_works() {
     let plain = lock_redis::connect(&server.url()).await.unwrap();
     assert_eq!(plain.inspect(&n).await.unwrap().unwrap().fence, lease.fence);
     assert!(b.release(&lease).await.unwrap());
-    // Without `#insecure` the self-signed certificate is refused.
-    let refused = lock_redis::connect(&format!("rediss://127.0.0.1:{tls_port}/")).await;
-    assert!(refused.is_err(), "an untrusted certificate was accepted");
+    // Without `#insecure` the self-signed certificate is refused, as a configuration
+    // problem (retrying will not help) that says what to change.
+    let detail = config_detail(
+        "an untrusted certificate",
+        lock_redis::connect(&format!("rediss://127.0.0.1:{tls_port}/")).await,
+    );
+    assert!(
+        detail.contains("TLS certificate") && detail.contains("#insecure"),
+        "{detail}"
+    );
+}
+
+/// Everything logged through `tracing` while it is the thread's default subscriber.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let logs = self.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || logs.clone())
+            .finish()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread, so the subscriber set for this thread sees everything connect() logs.
+#[tokio::test(flavor = "current_thread")]
+async fn a_server_that_may_evict_live_leases_is_warned_about() {
+    let evicting = RedisServer::start_with(&["--maxmemory-policy", "volatile-lru"]);
+    let safe = RedisServer::start();
+    let logs = Logs::default();
+    let _logging = tracing::subscriber::set_default(logs.subscriber());
+    lock_redis::connect(&safe.url()).await.unwrap();
+    assert!(!logs.text().contains("maxmemory-policy"), "{}", logs.text());
+    lock_redis::connect(&evicting.url()).await.unwrap();
+    let text = logs.text();
+    assert!(
+        text.contains("WARN") && text.contains("volatile-lru") && text.contains("noeviction"),
+        "{text}"
+    );
 }
 
 /// The ACL rule an error message tells the operator to grant (the text after
@@ -371,6 +423,88 @@ async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_gra
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// `PTTL` of `key`: -2 when it does not exist, -1 when it has no expiry.
+async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_refused_expiry_leaves_no_lease_without_a_ttl() {
+    let server = RedisServer::start();
+    let mut admin = raw(&server.url()).await;
+    let url = format!(
+        "redis://limited:pw@127.0.0.1:{}/?prefix=app:",
+        server.port()
+    );
+    let holder = Holder::current("acl");
+    let ttl = Duration::from_secs(30);
+    let (a, b, n) = (
+        LockName::new("held-a").unwrap(),
+        LockName::new("held-b").unwrap(),
+        LockName::new("never-expiring").unwrap(),
+    );
+    // The default user may do everything; `limited` may not set expiries.
+    let allowed = lock_redis::connect(&format!("{}/?prefix=app:", server.url()))
+        .await
+        .unwrap();
+    let held = [
+        allowed
+            .try_acquire(&a, &holder, ttl)
+            .await
+            .unwrap()
+            .unwrap(),
+        allowed
+            .try_acquire(&b, &holder, ttl)
+            .await
+            .unwrap()
+            .unwrap(),
+    ];
+
+    set_user(&mut admin, &["~*", "&*", "+@all", "-pexpire"]).await;
+    let refused = lock_redis::connect(&url).await.unwrap();
+    // The acquire script writes the lease hash, then its expiry: the refused expiry undoes
+    // the hash, so nothing is left that would block the name for ever.
+    acl_refused(
+        "acquire without PEXPIRE",
+        refused.try_acquire(&n, &holder, ttl).await,
+    );
+    let (lease_key, _) = refused.keys_of(&n);
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(&lease_key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "the refused acquire left a lease hash behind");
+    assert_eq!(pttl(&mut admin, &lease_key).await, -2);
+    // Heartbeats (one, and a batch in one script call) are refused without touching the
+    // leases: they keep the expiry they had.
+    acl_refused(
+        "heartbeat without PEXPIRE",
+        refused.heartbeat(&held[0], LONG).await,
+    );
+    let batch = refused.heartbeat_many(&held, LONG).await;
+    assert_eq!(batch.len(), 2);
+    for result in batch {
+        acl_refused("heartbeat_many without PEXPIRE", result);
+    }
+    for lease in &held {
+        let left = pttl(&mut admin, &refused.keys_of(&lease.name).0).await;
+        assert!(
+            left > 0 && left <= 30_000,
+            "{}: PTTL {left} after refused heartbeats",
+            lease.name
+        );
+    }
+    // A user that may set expiries finds the name free.
+    let lease = allowed
+        .try_acquire(&n, &holder, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pttl(&mut admin, &lease_key).await > 0);
+    assert!(allowed.release(&lease).await.unwrap());
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{FAIL_FAST, assert_unavailable_within, backend, backend_with};
+use common::{FAIL_FAST, Seen, Spy, assert_unavailable_within, backend, backend_with};
 use lock_core::{Holder, LockBackend, LockError, LockName, LockOptions, Locker, LossReason};
 use lock_redis::test_support::RedisServer;
 use lock_redis::{RedisBackend, RedisOptions};
@@ -17,18 +17,26 @@ fn name(s: &str) -> LockName {
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// How late after its deadline a guard may report its loss: it wakes on a timer at the
+/// deadline, so this is scheduling delay only, on a loaded machine. (The property that
+/// matters, loss noticed before the store's expiry, is asserted separately.)
+const LOSS_SLACK: Duration = Duration::from_millis(100);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_server_gives_unavailable_and_the_guard_is_lost_before_its_deadline() {
     let mut server = RedisServer::start();
     let b = backend(&server.url()).await;
     let ttl = Duration::from_secs(3);
-    let locker = Locker::new(Arc::new(b.clone()));
+    let (spy, mut seen) = Spy::new(b.clone());
+    let locker = Locker::new(Arc::new(spy));
     let guard = locker
         .lock("killed", LockOptions::default().with_ttl(ttl))
         .await
         .unwrap();
     let lease = guard.lease();
     server.kill();
+    // Only what the guard's heartbeats get from now on counts.
+    while seen.try_recv().is_ok() {}
 
     assert_unavailable_within("heartbeat", FAIL_FAST, b.heartbeat(&lease, ttl)).await;
     assert_unavailable_within("heartbeat again", FAIL_FAST, b.heartbeat(&lease, ttl)).await;
@@ -37,17 +45,42 @@ async fn killed_server_gives_unavailable_and_the_guard_is_lost_before_its_deadli
     let reason = tokio::time::timeout(ttl + Duration::from_secs(2), guard.lost())
         .await
         .expect("the guard must report the loss");
-    assert_eq!(reason, LossReason::DeadlinePassed);
     let noticed = Instant::now();
+    let noticed_wall = SystemTime::now();
+    assert_eq!(reason, LossReason::DeadlinePassed);
     let deadline = guard.deadline();
+    let late = noticed.saturating_duration_since(deadline);
+    println!("loss reported {late:?} after the deadline");
+    assert!(noticed >= deadline, "reported lost before its deadline");
     assert!(
-        noticed <= deadline + Duration::from_millis(300),
-        "reported lost {:?} after its deadline",
-        noticed - deadline
+        late <= LOSS_SLACK,
+        "reported lost {late:?} after its deadline"
     );
-    // The deadline itself is before the moment the server would have expired the lease.
-    assert!(SystemTime::now() < lease.expires_at);
+    // Before the moment the server would have expired the lease (the deadline keeps a
+    // margin of a tenth of the TTL), so nobody else could have held it yet.
+    assert!(
+        noticed_wall < lease.expires_at,
+        "reported lost {:?} after the lease expired",
+        noticed_wall
+            .duration_since(lease.expires_at)
+            .unwrap_or_default()
+    );
     assert!(!guard.is_held());
+
+    // The guard's own heartbeats since the kill (one per interval, retried until the
+    // deadline) all failed as Unavailable: none was taken for a lost lease or succeeded.
+    let mut failures = Vec::new();
+    while let Ok(event) = seen.try_recv() {
+        match event {
+            Seen::HeartbeatFailed { unavailable, error } => {
+                assert!(unavailable, "a guard heartbeat failed with {error}");
+                failures.push(error);
+            }
+            other => panic!("with the server dead, a guard heartbeat gave {other:?}"),
+        }
+    }
+    assert!(!failures.is_empty(), "the guard never tried to heartbeat");
+    println!("{} guard heartbeats failed as Unavailable", failures.len());
     assert_unavailable_within("release", FAIL_FAST, guard.release()).await;
 }
 

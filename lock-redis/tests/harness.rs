@@ -1,13 +1,26 @@
 //! The test harness itself: private servers never outlive their test, whether it passes,
-//! panics, or its whole process crashes.
+//! panics, or its whole process crashes; and `LOCK_TEST_REDIS_URL` picks the server.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lock_redis::test_support::{RedisServer, is_process_alive};
+use lock_redis::test_support::{RedisServer, TestRedis, URL_ENV, is_process_alive, unique_prefix};
 
 /// Set in the child process of `a_crashed_test_process_leaves_no_server`.
 const CHILD_ENV: &str = "LOCK_REDIS_HARNESS_CRASH_CHILD";
+
+/// Set in the child process of `the_url_variable_names_the_server_to_use`: the key the
+/// child writes.
+const URL_CHILD_ENV: &str = "LOCK_REDIS_HARNESS_URL_CHILD";
+
+/// Runs this test binary's test `name` alone in a child process, with `env` set.
+fn run_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
 
 fn until_gone(pid: u32, why: &str) {
     let start = Instant::now();
@@ -61,16 +74,10 @@ fn a_crashed_test_process_leaves_no_server() {
         println!("redis-pid={}", server.pid().unwrap());
         std::process::abort();
     }
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_crashed_test_process_leaves_no_server",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
+    let child = run_child(
+        "a_crashed_test_process_leaves_no_server",
+        &[(CHILD_ENV, "1")],
+    );
     assert!(!child.status.success(), "the child was meant to crash");
     let stdout = String::from_utf8_lossy(&child.stdout);
     let pid: u32 = stdout
@@ -81,4 +88,42 @@ fn a_crashed_test_process_leaves_no_server() {
         .parse()
         .unwrap();
     until_gone(pid, "its crashed test process");
+}
+
+#[test]
+fn the_url_variable_names_the_server_to_use() {
+    if let Some(key) = std::env::var_os(URL_CHILD_ENV) {
+        // The child: what it writes through its test server must land on the parent's.
+        let redis = TestRedis::from_env_or_start();
+        assert!(redis.server().is_none(), "started a server: {redis:?}");
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        redis::cmd("SET")
+            .arg(key.to_str().unwrap())
+            .arg("written by the child")
+            .exec(&mut conn)
+            .unwrap();
+    } else {
+        let server = RedisServer::start();
+        let key = unique_prefix("url-env");
+        // Surrounding blanks (a sloppy CI variable) are ignored.
+        let url = format!(" {} ", server.url());
+        let child = run_child(
+            "the_url_variable_names_the_server_to_use",
+            &[(URL_ENV, &url), (URL_CHILD_ENV, &key)],
+        );
+        assert!(
+            child.status.success(),
+            "the child failed: {}",
+            String::from_utf8_lossy(&child.stdout)
+        );
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        let written: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+        assert_eq!(written.as_deref(), Some("written by the child"));
+    }
 }

@@ -6,13 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{backend, backend_with, raw};
-use lock_core::{
-    Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockName, LockOptions, Locker, Result,
-    async_trait,
-};
-use lock_redis::RedisBackend;
-use lock_redis::test_support::RedisServer;
+use common::{Seen, Spy, backend, backend_with, raw};
+use lock_core::{Holder, LockBackend, LockName, LockOptions, Locker};
+use lock_redis::test_support::{RedisServer, unique_prefix};
+use lock_redis::{RedisBackend, RedisOptions};
 use tokio::sync::mpsc;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -94,13 +91,70 @@ async fn a_release_wakes_a_waiter_within_milliseconds() {
     let server = RedisServer::start();
     let (waiter, holder, name) = subscribed_pair(&server, "wake").await;
     let mut latencies = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..25 {
         latencies.push(wake_latency(&holder, &waiter, &name).await);
     }
-    println!("wake-up latencies after release: {latencies:?}");
+    latencies.sort_unstable();
+    let (p50, p90, max) = (
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.9),
+        latencies[latencies.len() - 1],
+    );
+    println!("25 wake-ups after a release: p50 {p50:?}, p90 {p90:?}, max {max:?}");
+    // A wake-up of a waiter that sat idle is the release round trip plus the notification,
+    // through threads that had parked: about a millisecond on loopback (measured p50 0.9
+    // to 1.25 ms, with every test of this binary running, on a 2-core machine at load 6).
+    // The median is bound tightly, the worst case loosely (one descheduled thread is not
+    // a bug); polling would put each wake-up at 50 ms or more.
+    assert!(p50 < Duration::from_millis(3), "p50 {p50:?}: {latencies:?}");
     assert!(
-        latencies.iter().all(|l| *l < Duration::from_millis(50)),
-        "a waiter woke too late: {latencies:?}"
+        max < Duration::from_millis(50),
+        "max {max:?}: {latencies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_only_waiters_on_its_own_database() {
+    let server = RedisServer::start();
+    let opts = RedisOptions::default().with_key_prefix(unique_prefix("db"));
+    let (db1, db2) = (format!("{}/1", server.url()), format!("{}/2", server.url()));
+    let elsewhere = backend_with(&db1, opts.clone()).await;
+    let waiter = backend_with(&db2, opts.clone()).await;
+    let neighbour = backend_with(&db2, opts).await;
+    let name = LockName::new("per-db").unwrap();
+    waiter
+        .wait_for_change(&name, Duration::from_millis(1))
+        .await;
+    until_subscribed(&waiter, true).await;
+
+    // The same prefix and name on database 1 is another lock: its release leaves the waiter
+    // on database 2 asleep for its whole budget.
+    let lease = elsewhere
+        .try_acquire(&name, &Holder::current("elsewhere"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let max = Duration::from_millis(500);
+    let sleeper = {
+        let (waiter, name) = (waiter.clone(), name.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            waiter.wait_for_change(&name, max).await;
+            start.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(elsewhere.release(&lease).await.unwrap());
+    let waited = sleeper.await.unwrap();
+    assert!(
+        waited >= max,
+        "woken after {waited:?} by a release on another database"
+    );
+    // A release on its own database wakes it at once.
+    let latency = wake_latency(&neighbour, &waiter, &name).await;
+    assert!(
+        latency < Duration::from_millis(50),
+        "woke {latency:?} after the release"
     );
 }
 
@@ -182,45 +236,6 @@ async fn a_subscription_killed_by_the_server_is_replaced() {
     );
 }
 
-/// A backend that reports each time a waiter starts waiting on it, so a test can release
-/// exactly when someone is waiting.
-#[derive(Debug)]
-struct ReportsWaits {
-    inner: RedisBackend,
-    waiting: mpsc::UnboundedSender<()>,
-}
-
-#[async_trait]
-impl LockBackend for ReportsWaits {
-    async fn try_acquire(
-        &self,
-        name: &LockName,
-        holder: &Holder,
-        ttl: Duration,
-    ) -> Result<Option<Lease>> {
-        self.inner.try_acquire(name, holder, ttl).await
-    }
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-        self.inner.heartbeat(lease, ttl).await
-    }
-    async fn release(&self, lease: &Lease) -> Result<bool> {
-        self.inner.release(lease).await
-    }
-    async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
-        self.inner.inspect(name).await
-    }
-    async fn force_release(&self, name: &LockName) -> Result<bool> {
-        self.inner.force_release(name).await
-    }
-    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
-        let _ = self.waiting.send(());
-        self.inner.wait_for_change_since(name, since, max).await;
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-}
-
 /// Options under which a waiting `lock()` retries only every 5 s on its own: any faster
 /// hand-off came from the release notification, and polling (while the subscription is
 /// down) would take at least half of the 100 ms fallback interval.
@@ -237,7 +252,7 @@ fn slow_retry_options() -> LockOptions {
 async fn hand_off(
     holder: &RedisBackend,
     waiter: &Locker,
-    waiting: &mut mpsc::UnboundedReceiver<()>,
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
     name: &LockName,
 ) -> Duration {
     let lease = holder
@@ -245,7 +260,7 @@ async fn hand_off(
         .await
         .unwrap()
         .expect("the name is free between hand-offs");
-    while waiting.try_recv().is_ok() {}
+    while seen.try_recv().is_ok() {}
     let acquiring = {
         let (waiter, name) = (waiter.clone(), name.clone());
         tokio::spawn(async move {
@@ -255,7 +270,7 @@ async fn hand_off(
     };
     // The waiter tried, found the lock held and is waiting (or about to: a release just
     // before its wait still wakes it, since the wait looks back to its attempt).
-    waiting.recv().await.unwrap();
+    while !matches!(seen.recv().await, Some(Seen::Waiting)) {}
     let released_at = Instant::now();
     assert!(holder.release(&lease).await.unwrap());
     let (acquired_at, guard) = acquiring.await.unwrap();
@@ -272,14 +287,11 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 async fn hand_offs_to_a_waiter_on_another_backend_are_woken_by_the_release() {
     let server = RedisServer::start();
     let (waiter_backend, holder, name) = subscribed_pair(&server, "hand-off").await;
-    let (tx, mut waiting) = mpsc::unbounded_channel();
-    let waiter = Locker::new(Arc::new(ReportsWaits {
-        inner: waiter_backend,
-        waiting: tx,
-    }));
+    let (spy, mut seen) = Spy::new(waiter_backend);
+    let waiter = Locker::new(Arc::new(spy));
     let mut latencies = Vec::new();
     for _ in 0..200 {
-        latencies.push(hand_off(&holder, &waiter, &mut waiting, &name).await);
+        latencies.push(hand_off(&holder, &waiter, &mut seen, &name).await);
     }
     latencies.sort_unstable();
     let (p50, p99, max) = (
@@ -289,8 +301,9 @@ async fn hand_offs_to_a_waiter_on_another_backend_are_woken_by_the_release() {
     );
     println!("200 hand-offs: p50 {p50:?}, p99 {p99:?}, max {max:?}");
     // A hand-off is the release, the notification and one acquire: a few loopback round
-    // trips. Polling would put every one of them at 50 ms or more.
-    assert!(p50 < Duration::from_millis(5), "p50 {p50:?}");
+    // trips (measured p50 0.7 to 1.0 ms on a 2-core machine at load 6). Polling would put
+    // every one of them at 50 ms or more.
+    assert!(p50 < Duration::from_millis(2), "p50 {p50:?}");
     assert!(p99 < Duration::from_millis(25), "p99 {p99:?}");
 }
 
@@ -303,12 +316,9 @@ async fn a_waiter_that_just_connected_is_woken_by_the_first_release() {
     for _ in 0..10 {
         // A new backend value each time: finding the lock held starts its subscription,
         // which is still coming up when it starts waiting.
-        let (tx, mut waiting) = mpsc::unbounded_channel();
-        let waiter = Locker::new(Arc::new(ReportsWaits {
-            inner: backend_with(&server.url(), holder.options().clone()).await,
-            waiting: tx,
-        }));
-        latencies.push(hand_off(&holder, &waiter, &mut waiting, &name).await);
+        let (spy, mut seen) = Spy::new(backend_with(&server.url(), holder.options().clone()).await);
+        let waiter = Locker::new(Arc::new(spy));
+        latencies.push(hand_off(&holder, &waiter, &mut seen, &name).await);
     }
     println!("first hand-offs to new backends: {latencies:?}");
     // Whether the subscription was up in time or the waiter looked again the moment it

@@ -21,11 +21,12 @@ fn name(s: &str) -> LockName {
     LockName::new(s).unwrap()
 }
 
-fn assert_corrupt<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) {
-    assert!(
-        matches!(result, Err(LockError::Corrupt { .. })),
-        "{what}: expected Corrupt, got {result:?}"
-    );
+/// Asserts `result` is `Corrupt`; returns its detail.
+fn assert_corrupt<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) -> String {
+    match result {
+        Err(LockError::Corrupt { detail, .. }) => detail,
+        other => panic!("{what}: expected Corrupt, got {other:?}"),
+    }
 }
 
 /// A live lease on another name, to check that corrupt data next to it leaves it alone.
@@ -211,8 +212,42 @@ async fn a_lease_stored_under_another_names_key_is_corrupt() {
     assert_untouched(&b, &lease).await;
 }
 
+/// Sets `name`'s fence counter to `value`, as an operator or another tool might.
+async fn set_fence_counter(b: &RedisBackend, name: &LockName, value: &str) {
+    let mut conn = raw(&server().url()).await;
+    redis::cmd("SET")
+        .arg(b.keys_of(name).1)
+        .arg(value)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// Asserts an acquire of `n` is refused as corrupt, saying how to repair the counter, and
+/// wrote no lease; then repairs it with `force_release` (which finds no lease to remove)
+/// and returns the fence of the next acquire.
+async fn refused_until_force_released(b: &RedisBackend, n: &LockName) -> Lease {
+    let detail = assert_corrupt(
+        "acquire",
+        b.try_acquire(n, &Holder::current("x"), LONG).await,
+    );
+    assert!(
+        detail.contains("fence counter") && detail.contains("force_release"),
+        "{n}: {detail}"
+    );
+    assert!(
+        b.inspect(n).await.unwrap().is_none(),
+        "a refused acquire created nothing"
+    );
+    assert!(!b.force_release(n).await.unwrap(), "there was no lease");
+    b.try_acquire(n, &Holder::current("after"), LONG)
+        .await
+        .unwrap()
+        .expect("force_release made the name usable again")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_foreign_fence_counter_is_corrupt() {
+async fn a_foreign_fence_counter_is_corrupt_until_force_released() {
     let url = server().url();
     let b = backend(&url).await;
     let other = bystander(&b, "fence").await;
@@ -225,26 +260,93 @@ async fn a_foreign_fence_counter_is_corrupt() {
         .exec_async(&mut conn)
         .await
         .unwrap();
-    assert_corrupt(
-        "acquire",
-        b.try_acquire(&n, &Holder::current("x"), LONG).await,
-    );
+    let next = refused_until_force_released(&b, &n).await;
+    assert!(b.release(&next).await.unwrap());
     let n = name("fence-text");
-    redis::cmd("SET")
-        .arg(b.keys_of(&n).1)
-        .arg("twelve")
-        .exec_async(&mut conn)
-        .await
-        .unwrap();
-    assert_corrupt(
-        "acquire",
-        b.try_acquire(&n, &Holder::current("x"), LONG).await,
-    );
-    assert!(
-        b.inspect(&n).await.unwrap().is_none(),
-        "a refused acquire created nothing"
-    );
+    set_fence_counter(&b, &n, "twelve").await;
+    let next = refused_until_force_released(&b, &n).await;
+    assert!(b.release(&next).await.unwrap());
     assert_untouched(&b, &other).await;
+}
+
+/// 2^53: Lua numbers (doubles) hold every integer below it exactly.
+const FENCE_LIMIT: u64 = 1 << 53;
+
+/// The server's clock (`TIME`) in microseconds.
+async fn server_micros() -> u64 {
+    let mut conn = raw(&server().url()).await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    secs * 1_000_000 + micros
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_stop_below_2_pow_53_and_force_release_resets_the_counter() {
+    let url = server().url();
+    let b = backend(&url).await;
+    // The last fence a counter gives is 2^53 - 1, exactly; the next would be rounded.
+    let n = name("fence-top");
+    set_fence_counter(&b, &n, &(FENCE_LIMIT - 2).to_string()).await;
+    let top = b
+        .try_acquire(&n, &Holder::current("top"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(top.fence, FENCE_LIMIT - 1);
+    assert!(b.release(&top).await.unwrap());
+    let before = server_micros().await;
+    let next = refused_until_force_released(&b, &n).await;
+    // Reset from the server's clock.
+    assert!(
+        next.fence > before && next.fence < FENCE_LIMIT,
+        "fence {} after the reset",
+        next.fence
+    );
+    assert!(b.release(&next).await.unwrap());
+
+    // Counters set out of range by someone else: above 2^53 (INCR works but the script
+    // cannot count exactly), and at 2^63 - 1 (INCR overflows).
+    for value in [FENCE_LIMIT + 1, u64::try_from(i64::MAX).unwrap()] {
+        let n = name(&format!("fence-{value}"));
+        set_fence_counter(&b, &n, &value.to_string()).await;
+        let next = refused_until_force_released(&b, &n).await;
+        assert!(
+            next.fence > before && next.fence < FENCE_LIMIT,
+            "fence {} after resetting {value}",
+            next.fence
+        );
+        assert!(b.release(&next).await.unwrap());
+    }
+
+    // A holder got a fence above the clock (someone had raised the counter), then the
+    // counter was set out of range: the reset still gives the next holder a higher fence.
+    let n = name("fence-raised");
+    set_fence_counter(&b, &n, "8000000000000000").await;
+    let held = b
+        .try_acquire(&n, &Holder::current("raised"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.fence, 8_000_000_000_000_001);
+    set_fence_counter(&b, &n, &(FENCE_LIMIT + 1).to_string()).await;
+    assert!(
+        b.force_release(&n).await.unwrap(),
+        "the live lease was removed"
+    );
+    let next = b
+        .try_acquire(&n, &Holder::current("next"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.fence, held.fence + 1);
+    // A counter in range is left as it is: fences go on from it.
+    assert!(b.release(&next).await.unwrap());
+    assert!(!b.force_release(&n).await.unwrap());
+    let after = b
+        .try_acquire(&n, &Holder::current("after"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.fence, next.fence + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

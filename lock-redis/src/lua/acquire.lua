@@ -11,14 +11,23 @@ local function grant(fence, time)
     'token', ARGV[1], 'label', ARGV[2], 'pid', ARGV[3], 'host', ARGV[4],
     'fence', string.format('%d', fence), 'acquired_at_ms', string.format('%d', now),
     'name', ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  -- Redis does not roll a script back: were the expiry refused after the HSET (an ACL
+  -- without PEXPIRE), a lease without a TTL would block the name for ever. Undo the HSET
+  -- and pass the error on, so the grant happens whole or not at all.
+  local expiring = redis.pcall('PEXPIRE', KEYS[1], ARGV[5])
+  if type(expiring) == 'table' then
+    redis.pcall('DEL', KEYS[1])
+    return expiring
+  end
   return {fence, now + tonumber(ARGV[5])}
 end
 
--- Hot path: no lease key, and a counter that was counting.
+-- Hot path: no lease key, and a counter that was counting. Lua numbers are doubles, exact
+-- below 2^53 (FENCE_LIMIT in the helpers, not defined yet here); a higher counter would
+-- give rounded, repeated fences.
 local free = redis.call('EXISTS', KEYS[1]) == 0
 local fence = free and redis.pcall('INCR', KEYS[2])
-if type(fence) == 'number' and fence >= 2 then
+if type(fence) == 'number' and fence >= 2 and fence < 9007199254740992 then
   return grant(fence, redis.call('TIME'))
 end
 
@@ -36,24 +45,20 @@ if not free then
   return 0
 end
 
-if type(fence) == 'table' then
-  -- Foreign data is corrupt; any other failure (an ACL refusal, a read-only replica, an
-  -- overflow) is returned as it came.
-  local kind = redis.call('TYPE', KEYS[2])['ok']
-  if kind ~= 'string' and kind ~= 'none' then
-    return {'corrupt', 'the fence counter ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a string'}
-  end
-  local value = redis.call('GET', KEYS[2])
-  if value and value ~= '0' and (#value > 20 or not string.match(value, '^-?[1-9][0-9]*$')) then
-    return {'corrupt', 'the fence counter ' .. KEYS[2] .. ' is not an integer'}
+if type(fence) == 'table' or fence >= FENCE_LIMIT then
+  -- INCR failed, or counted beyond what a fence can be. A counter this library cannot count
+  -- with (foreign data, or out of range: INCR overflows at 2^63 - 1) is corrupt; any other
+  -- failure (an ACL refusal, a read-only replica) is returned as it came.
+  local problem = fence_counter_problem(KEYS[2])
+  if problem then
+    return {'corrupt', problem}
   end
   return fence
 end
 
 -- INCR gave 1 (or less): the counter was missing (a new name, or a server that restarted
 -- without persistence) or held nothing this library counted up to. It restarts at the
--- server's time in microseconds, higher than any fence issued before as long as fewer than
--- a million were issued per second on average.
+-- server's time in microseconds (see seed_fence_counter).
 local time = redis.call('TIME')
-redis.call('SET', KEYS[2], time[1] .. string.rep('0', 6 - #time[2]) .. time[2])
+seed_fence_counter(KEYS[2], time, nil)
 return grant(redis.call('INCR', KEYS[2]), time)

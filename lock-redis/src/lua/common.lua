@@ -62,6 +62,46 @@ local function read_lease(key)
   return lease
 end
 
+-- Fences are below 2^53: Lua numbers are doubles, exact only up to there, so a counter at
+-- or above it would give rounded, repeated fences.
+local FENCE_LIMIT = 9007199254740992
+
+-- What is wrong with the fence counter at `key`, or nil when this library can count with it
+-- (no counter, or an integer of magnitude below 2^53). A counter is never written out of
+-- range here; one that is was set by something else (an operator, another tool).
+local function fence_counter_problem(key)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then
+    return nil
+  end
+  local fix = '; force_release on the lock replaces it with a fresh counter'
+  if kind ~= 'string' then
+    return 'the fence counter ' .. key .. ' holds a ' .. kind .. ', not a string' .. fix
+  end
+  local value = redis.call('GET', key)
+  if value ~= '0' and (#value > 20 or not string.match(value, '^-?[1-9][0-9]*$')) then
+    return 'the fence counter ' .. key .. ' is not an integer' .. fix
+  end
+  local digits = string.match(value, '[0-9]+')
+  if #digits > 16 or (#digits == 16 and digits >= '9007199254740992') then
+    return 'the fence counter ' .. key .. ' is at ' .. value ..
+      ', out of the range of fences (below 2^53 = 9007199254740992)' .. fix
+  end
+  return nil
+end
+
+-- Restarts the fence counter at `key` at the server's time in microseconds (`time` from
+-- TIME), or at `floor` (a fence as decimal text) when that is higher and in range. The time
+-- is higher than any fence issued before from a counter seeded this way, as long as fewer
+-- than a million were issued per second on average.
+local function seed_fence_counter(key, time, floor)
+  local seed = time[1] .. string.rep('0', 6 - #time[2]) .. time[2]
+  if floor and tonumber(floor) > tonumber(seed) and tonumber(floor) < FENCE_LIMIT then
+    seed = floor
+  end
+  redis.call('SET', key, seed)
+end
+
 -- The reply of a heartbeat or release whose token did not match: 0 (the lease is lost),
 -- {'corrupt', detail}, or an error reply for the script to return. `token` is what
 -- redis.pcall('HGET', key, 'token') gave: nil, another token, or an error, which is

@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use super::RedisServer;
-use super::process::free_port;
 
 /// Hash slots in a Redis Cluster.
 const SLOTS: u16 = 16384;
@@ -34,16 +33,13 @@ impl RedisCluster {
         assert!(masters > 0, "a cluster needs at least one master");
         let nodes: Vec<RedisServer> = (0..masters)
             .map(|_| {
-                let bus_port = free_port().to_string();
-                RedisServer::start_with(&[
+                RedisServer::start_cluster_node(&[
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "5000",
-                    "--cluster-port",
-                    &bus_port,
                 ])
             })
             .collect();
@@ -134,12 +130,6 @@ fn connect(node: &RedisServer) -> redis::RedisResult<redis::Connection> {
 }
 
 fn bus_port_of(node: &RedisServer) -> redis::RedisResult<u16> {
-    let reply: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("cluster-port")
-        .query(&mut connect(node)?)?;
-    reply
-        .get(1)
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad cluster-port reply {reply:?}")).into())
+    node.cluster_port()
+        .ok_or_else(|| std::io::Error::other("a cluster node without a bus port").into())
 }

@@ -7,8 +7,10 @@
 //!   binary.
 //! - [`RedisCluster`]: several such servers joined into a Redis Cluster, one master each.
 //! - [`TestRedis`]: the server a test suite should use: `LOCK_TEST_REDIS_URL` if set, else a
-//!   private `redis-server`, else (feature `docker`) a container when a Docker daemon is
-//!   reachable; otherwise it panics with how to install Redis.
+//!   private `redis-server`, else (feature `docker`, on for this crate's own tests) a
+//!   container when the `docker` command is installed and its daemon answers; otherwise it
+//!   panics with how to install Redis. A container is removed when the test binary exits,
+//!   even if its `TestRedis` (kept in a `static`) is never dropped.
 //!
 //! Everything here is synchronous, so it can start from a `OnceLock` shared by every test of
 //! a binary; do not share a [`RedisBackend`](crate::RedisBackend) across tests, since each
@@ -45,8 +47,19 @@ pub const URL_ENV: &str = "LOCK_TEST_REDIS_URL";
 /// What to do when no Redis server can be had.
 pub const INSTALL_HINT: &str = "the Redis tests need a redis-server binary: install it \
     (Debian/Ubuntu: `apt-get install redis-server`; macOS: `brew install redis`), or set \
-    LOCK_TEST_REDIS_URL=redis://host:port to use an existing server, or build with the \
-    `docker` feature and run a Docker daemon";
+    LOCK_TEST_REDIS_URL=redis://host:port to use an existing server, or install the docker \
+    command and run a Docker daemon (with lock-redis's `docker` feature, which its own tests \
+    have, a redis container is started)";
+
+/// The panic message of [`TestRedis::from_env_or_start`] when it found nothing to use:
+/// what it tried, why Docker could not be used (`docker`), and [`INSTALL_HINT`].
+fn no_server_message(docker: &str) -> String {
+    format!(
+        "no Redis server for the tests: {URL_ENV} is not set, no redis-server binary was \
+         found (on PATH, or at LOCK_TEST_REDIS_SERVER), and Docker cannot be used ({docker}). \
+         {INSTALL_HINT}"
+    )
+}
 
 /// A key prefix no other test (or test run) uses: `"{tag}:{pid}:{n}:"`.
 pub fn unique_prefix(tag: &str) -> String {
@@ -73,7 +86,8 @@ pub enum TestRedis {
 
 impl TestRedis {
     /// `LOCK_TEST_REDIS_URL` if set; else a private `redis-server`; else (feature `docker`)
-    /// a container when a Docker daemon is reachable.
+    /// a container when the `docker` command is installed and its daemon answers a ping
+    /// within a few seconds.
     ///
     /// # Panics
     ///
@@ -89,10 +103,13 @@ impl TestRedis {
             return Self::Local(RedisServer::start());
         }
         #[cfg(feature = "docker")]
-        if docker::daemon_reachable() {
-            return Self::Docker(Box::new(DockerRedis::start()));
-        }
-        panic!("{INSTALL_HINT}");
+        let docker = match docker::usable() {
+            Ok(()) => return Self::Docker(Box::new(DockerRedis::start())),
+            Err(why) => why,
+        };
+        #[cfg(not(feature = "docker"))]
+        let docker = String::from("this build of lock-redis lacks its `docker` feature");
+        panic!("{}", no_server_message(&docker));
     }
 
     /// The server's URL.
@@ -110,6 +127,26 @@ impl TestRedis {
         match self {
             Self::Local(server) => Some(server),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_any_server_the_message_says_what_was_tried_and_how_to_install() {
+        let message = no_server_message("`\"docker\"` got no answer within 5s");
+        for needle in [
+            URL_ENV,
+            "redis-server",
+            "got no answer within 5s",
+            "apt-get install redis-server",
+            "brew install redis",
+            "Docker daemon",
+        ] {
+            assert!(message.contains(needle), "{needle:?} missing: {message}");
         }
     }
 }

@@ -19,10 +19,25 @@ pub(crate) fn redis_server_binary() -> Option<PathBuf> {
 
 /// A loopback port nothing listens on right now.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+    let [port] = free_ports();
+    port
+}
+
+/// `N` different loopback ports nothing listens on right now (each is held while the next
+/// is found, so they differ).
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+        })
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+            .port()
+    })
 }
 
 /// Sends `signal` to `pid`.
@@ -124,6 +139,54 @@ wait
     }
 }
 
+/// A shell that runs a clean-up command when this process dies without saying otherwise:
+/// it waits on its stdin, which closes when this process exits however it exits (a `static`
+/// never dropped, a crash, SIGKILL). It runs in its own process group, so a Ctrl-C meant
+/// for the test run does not kill it before it has cleaned up. (Used for containers.)
+#[cfg(feature = "docker")]
+#[derive(Debug)]
+pub(crate) struct Guardian {
+    shell: Child,
+}
+
+#[cfg(feature = "docker")]
+impl Guardian {
+    /// Starts the shell; `on_death` is a shell command run with `args` as `"$1"`, `"$2"`...
+    /// unless [`stop`](Self::stop) is called first.
+    pub(crate) fn spawn(on_death: &str, args: &[&str]) -> io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let script = format!("read how\n[ \"$how\" = stop ] || {{ {on_death}\n}}");
+        let shell = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Self { shell })
+    }
+
+    /// Tells the shell not to run its command, and waits for it to exit.
+    pub(crate) fn stop(mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.shell.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        let _ = self.shell.wait();
+    }
+
+    /// What this process's death does: closes the shell's stdin without a word, and waits
+    /// for its command to finish.
+    #[cfg(test)]
+    fn abandon(mut self) {
+        drop(self.shell.stdin.take());
+        let _ = self.shell.wait();
+    }
+}
+
 /// Waits until the server on `port` answers (`+PONG`, or `-NOAUTH` when it wants a
 /// password), while `pid` lives.
 pub(crate) fn wait_until_ready(port: u16, pid: u32, within: Duration) -> io::Result<()> {
@@ -155,5 +218,25 @@ pub(crate) fn wait_until_ready(port: u16, pid: u32, within: Duration) -> io::Res
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(all(test, feature = "docker"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guardian_cleans_up_when_abandoned_and_not_when_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (abandoned, stopped) = (dir.path().join("abandoned"), dir.path().join("stopped"));
+        let touch = r#"touch -- "$1""#;
+        Guardian::spawn(touch, &[abandoned.to_str().unwrap()])
+            .unwrap()
+            .abandon();
+        Guardian::spawn(touch, &[stopped.to_str().unwrap()])
+            .unwrap()
+            .stop();
+        assert!(abandoned.exists(), "the clean-up did not run");
+        assert!(!stopped.exists(), "the clean-up ran although stopped");
     }
 }

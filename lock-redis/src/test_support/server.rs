@@ -6,7 +6,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::INSTALL_HINT;
-use super::process::{Guarded, alive, free_port, redis_server_binary, signal, wait_until_ready};
+use super::process::{Guarded, alive, free_ports, redis_server_binary, signal, wait_until_ready};
 
 /// How long a starting server may take to answer.
 const STARTUP: Duration = Duration::from_secs(20);
@@ -29,6 +29,8 @@ const STARTUP: Duration = Duration::from_secs(20);
 pub struct RedisServer {
     binary: PathBuf,
     port: u16,
+    /// The cluster bus port of a cluster node (`--cluster-port`).
+    cluster_port: Option<u16>,
     extra_args: Vec<String>,
     dir: TempDir,
     process: Option<Guarded>,
@@ -52,6 +54,22 @@ impl RedisServer {
     ///
     /// As [`start`](Self::start).
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_on(extra_args, false, free_ports)
+    }
+
+    /// Starts a node of a Redis Cluster (`extra_args` should enable cluster mode), on a free
+    /// port and a free cluster bus port.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub(crate) fn start_cluster_node(extra_args: &[&str]) -> Self {
+        Self::start_on(extra_args, true, free_ports)
+    }
+
+    /// Starts a server on the port (and, for a cluster node, the bus port) `ports` gives,
+    /// asking it for new ones for each attempt.
+    fn start_on(extra_args: &[&str], cluster: bool, mut ports: impl FnMut() -> [u16; 2]) -> Self {
         let binary = redis_server_binary().unwrap_or_else(|| panic!("{INSTALL_HINT}"));
         let dir = tempfile::Builder::new()
             .prefix("lock-redis-test-")
@@ -60,15 +78,18 @@ impl RedisServer {
         let mut server = Self {
             binary,
             port: 0,
+            cluster_port: None,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             dir,
             process: None,
         };
-        // Another process may take the free port between our probe and redis binding it;
-        // then try another port.
+        // Another process may take a free port between our probe and redis binding it;
+        // then try other ports (both of them: either may be the one taken).
         let mut last_error = None;
         for _ in 0..5 {
-            server.port = free_port();
+            let [port, bus] = ports();
+            server.port = port;
+            server.cluster_port = cluster.then_some(bus);
             match server.launch() {
                 Ok(()) => return server,
                 Err(e) => last_error = Some(e),
@@ -101,6 +122,9 @@ impl RedisServer {
         .map(|s| (*s).to_owned())
         .collect();
         args.push(self.dir.path().display().to_string());
+        if let Some(bus) = self.cluster_port {
+            args.extend(["--cluster-port".to_owned(), bus.to_string()]);
+        }
         args.extend(self.extra_args.iter().cloned());
         let log = self.dir.path().join("redis.log");
         let process = Guarded::spawn(&self.binary, &args, &log, self.dir.path())?;
@@ -121,6 +145,11 @@ impl RedisServer {
     /// The loopback port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The cluster bus port, for a node of a [`RedisCluster`](super::RedisCluster).
+    pub(crate) fn cluster_port(&self) -> Option<u16> {
+        self.cluster_port
     }
 
     /// The process id while it runs.
@@ -191,5 +220,41 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn a_taken_bus_port_is_replaced_on_the_next_attempt() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let mut attempts = 0;
+        let node = RedisServer::start_on(
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ],
+            true,
+            || {
+                attempts += 1;
+                let [port, bus] = free_ports();
+                [port, if attempts == 1 { taken_port } else { bus }]
+            },
+        );
+        assert_eq!(
+            attempts, 2,
+            "the first attempt, on a taken bus port, failed"
+        );
+        let bus = node.cluster_port().unwrap();
+        assert_ne!(bus, taken_port);
+        assert!(node.is_running());
+        drop(taken);
     }
 }

@@ -4,9 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use lock_core::{LockError, Result};
+use lock_core::{
+    Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, Result, async_trait,
+};
 use lock_redis::test_support::unique_prefix;
 use lock_redis::{RedisBackend, RedisOptions};
+use tokio::sync::mpsc;
 
 /// A backend on `url` with a key prefix no other test uses.
 pub async fn backend(url: &str) -> RedisBackend {
@@ -54,3 +57,82 @@ pub async fn assert_unavailable_within<T: std::fmt::Debug>(
 
 /// The limit for "fails fast": the default operation timeout (2 s) plus scheduling slack.
 pub const FAIL_FAST: Duration = Duration::from_millis(2600);
+
+/// What a [`Spy`] saw a caller (a `Locker`, a guard's heartbeats) do.
+#[derive(Debug)]
+pub enum Seen {
+    /// A waiter started waiting for a change.
+    Waiting,
+    /// A heartbeat (alone, or one lease of a batch) renewed its lease.
+    Renewed,
+    /// A heartbeat failed: with `Unavailable` or not, and the error as text.
+    HeartbeatFailed { unavailable: bool, error: String },
+}
+
+/// A [`RedisBackend`] that reports waits and heartbeat results, so a test can act exactly
+/// when someone waits, or check what the guards' own heartbeats got.
+#[derive(Debug)]
+pub struct Spy {
+    inner: RedisBackend,
+    seen: mpsc::UnboundedSender<Seen>,
+}
+
+impl Spy {
+    /// A spy on `inner`, and what it sees.
+    pub fn new(inner: RedisBackend) -> (Self, mpsc::UnboundedReceiver<Seen>) {
+        let (seen, rx) = mpsc::unbounded_channel();
+        (Self { inner, seen }, rx)
+    }
+
+    /// Reports a heartbeat's `result`.
+    fn report(&self, result: &Result<Lease>) {
+        let seen = match result {
+            Ok(_) => Seen::Renewed,
+            Err(error) => Seen::HeartbeatFailed {
+                unavailable: matches!(error, LockError::Unavailable { .. }),
+                error: format!("{error:?}"),
+            },
+        };
+        let _ = self.seen.send(seen);
+    }
+}
+
+#[async_trait]
+impl LockBackend for Spy {
+    async fn try_acquire(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        self.inner.try_acquire(name, holder, ttl).await
+    }
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let result = self.inner.heartbeat(lease, ttl).await;
+        self.report(&result);
+        result
+    }
+    async fn heartbeat_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Lease>> {
+        let results = self.inner.heartbeat_many(leases, ttl).await;
+        for result in &results {
+            self.report(result);
+        }
+        results
+    }
+    async fn release(&self, lease: &Lease) -> Result<bool> {
+        self.inner.release(lease).await
+    }
+    async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
+        self.inner.inspect(name).await
+    }
+    async fn force_release(&self, name: &LockName) -> Result<bool> {
+        self.inner.force_release(name).await
+    }
+    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+        let _ = self.seen.send(Seen::Waiting);
+        self.inner.wait_for_change_since(name, since, max).await;
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+}
