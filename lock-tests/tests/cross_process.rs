@@ -19,6 +19,10 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// Stores keep times in milliseconds, and Redis reports an expiry as its clock plus the
 /// key's remaining milliseconds: allow this much rounding when comparing with the host clock.
 const ROUNDING: Duration = Duration::from_millis(2);
+/// A waiter gets a released lock within milliseconds (see `handoff.rs`); this leaves room
+/// for a loaded machine and is still far below the 10 s TTL of the holder in the hand-off
+/// case, so a hand-off by expiry cannot pass for one by release.
+const HANDOFF_BOUND: Duration = Duration::from_secs(2);
 
 /// A child holds; the parent's `try_lock` fails and its `lock()` waits; the child releases
 /// on request; the parent then gets the lock with a higher fence.
@@ -41,7 +45,10 @@ async fn child_holds_parent_waits_child_releases_parent_acquires(store: Store) {
     );
     let waiting = {
         let (locker, name, opts) = (locker.clone(), name.clone(), opts.clone());
-        tokio::spawn(async move { locker.lock(name.as_str(), &opts).await })
+        tokio::spawn(async move {
+            let guard = locker.lock(name.as_str(), &opts).await;
+            (guard, monotonic_nanos())
+        })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -50,8 +57,16 @@ async fn child_holds_parent_waits_child_releases_parent_acquires(store: Store) {
     );
     child.tell("release").await;
     let released_at = child.expect("released", PATIENCE).await[0];
-    let guard = waiting.await.unwrap().expect("the parent acquires");
-    assert!(monotonic_nanos() > released_at);
+    let (guard, acquired_at) = waiting.await.unwrap();
+    let guard = guard.expect("the parent acquires");
+    // The child's lease had most of its 10 s TTL left: getting it this soon after the
+    // release means the release handed it over, not its expiry. (The child takes its time
+    // after releasing, so the parent may even be first by a little.)
+    let after_release = Duration::from_nanos(acquired_at.saturating_sub(released_at));
+    assert!(
+        after_release < HANDOFF_BOUND,
+        "the parent got the lock {after_release:?} after the child released it"
+    );
     assert!(
         guard.fence() > child_fence,
         "fence {} after {child_fence}",
@@ -80,10 +95,12 @@ per_backend!(
 /// lease while it is still live, even on a loaded machine.
 const KILL_TTL: Duration = Duration::from_secs(2);
 
-/// The lease on `name` as the store shows it, checked to be the victim's.
-async fn victim_lease(
+/// The live lease on `name` as the store shows it, checked to be the one the child process
+/// `pid` (labelled `label`) acquired with `fence`; returns when it expires.
+async fn child_lease(
     backend: &Arc<dyn LockBackend>,
     name: &LockName,
+    label: &str,
     fence: u64,
     pid: u32,
 ) -> SystemTime {
@@ -91,13 +108,37 @@ async fn victim_lease(
         .inspect(name)
         .await
         .unwrap()
-        .expect("the victim's lease is live");
+        .unwrap_or_else(|| panic!("the lease of {label} is not live"));
     assert_eq!(
         (info.label.as_str(), info.pid, info.fence),
-        ("victim", pid, fence),
+        (label, pid, fence),
         "{info:?}"
     );
     info.expires_at
+}
+
+/// Asserts that the store granted the live lease on `name` (with `fence`) no earlier than
+/// `expired_at`, when the previous holder's lease expired: the store's own acquisition time,
+/// not when the answer reached this process.
+async fn assert_granted_after(
+    backend: &Arc<dyn LockBackend>,
+    name: &LockName,
+    fence: u64,
+    expired_at: SystemTime,
+) {
+    let info = backend
+        .inspect(name)
+        .await
+        .unwrap()
+        .expect("the successor's lease is live");
+    assert_eq!(info.fence, fence, "{info:?}");
+    let early = expired_at
+        .duration_since(info.acquired_at + ROUNDING)
+        .unwrap_or_default();
+    assert!(
+        early.is_zero(),
+        "taken over {early:?} before the previous holder's lease expired: {info:?}"
+    );
 }
 
 /// A guard holder (a `Locker` heartbeating every `ttl / 3`, recording its section in the
@@ -113,10 +154,10 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
     let pid = child.pid();
 
     // Mid-section: wait until the child's heartbeat has renewed its lease, then kill it.
-    let first_expiry = victim_lease(&backend, &lock, child_fence, pid).await;
+    let first_expiry = child_lease(&backend, &lock, "victim", child_fence, pid).await;
     let asked = Instant::now();
     loop {
-        let expiry = victim_lease(&backend, &lock, child_fence, pid).await;
+        let expiry = child_lease(&backend, &lock, "victim", child_fence, pid).await;
         if expiry > first_expiry + KILL_TTL / 6 {
             break;
         }
@@ -131,7 +172,7 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
     let killed_at = Instant::now();
     assert_eq!(child.exit_code(PATIENCE).await, None, "killed by a signal");
     // The dead holder's lease as the store keeps it: nobody renews it any more.
-    let expires_at = victim_lease(&backend, &lock, child_fence, pid).await;
+    let expires_at = child_lease(&backend, &lock, "victim", child_fence, pid).await;
 
     let locker = Locker::new(Arc::clone(&backend));
     let opts = LockOptions::default()
@@ -142,13 +183,6 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
         let attempt = locker.try_lock(name.as_str(), &opts).await.unwrap();
         let answered = SystemTime::now();
         if let Some(guard) = attempt {
-            let early = expires_at
-                .duration_since(answered + ROUNDING)
-                .unwrap_or_default();
-            assert!(
-                early.is_zero(),
-                "taken over {early:?} before the dead holder's lease expired"
-            );
             break guard;
         }
         if answered < expires_at {
@@ -163,6 +197,7 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
     };
     let mut history = Recorder::open(&store.history(), "successor").unwrap();
     history.record(&name, guard.fence(), Event::Start).unwrap();
+    assert_granted_after(&backend, &lock, guard.fence(), expires_at).await;
     assert!(
         refused_while_live > 0,
         "no try_lock was answered while the dead holder's lease was live"
@@ -195,18 +230,30 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
 }
 per_backend!(sigkill, a_sigkilled_holder_is_taken_over_after_the_ttl);
 
-/// A holder SIGSTOPped past its TTL: another process acquires; when the paused one resumes,
-/// `with_lock` cancels its work (`LeaseLost`) before the work begins another step, and the
-/// history shows the later holder's higher fence and no overlap.
+/// A holder SIGSTOPped past its TTL, while it held the lease: another process acquires, no
+/// earlier than the paused holder's lease expired in the store; when the paused one
+/// resumes, `with_lock` cancels its work (`LeaseLost`) before the work begins another step,
+/// and it exits although its stdin is still open; the history shows the later holder's
+/// higher fence and no overlap.
 async fn a_paused_holder_loses_its_lease_before_working_again(store: Store) {
     let name = store.name("paused");
+    let lock = LockName::new(&name).unwrap();
+    let backend = store.backend().await;
     let mut child = store.worker("hold", &name, TTL, "paused", &[]);
     let child_fence = child.acquired(PATIENCE).await;
+    let pid = child.pid();
     tokio::time::sleep(TTL / 2).await; // some work and heartbeats
     child.signal(libc::SIGSTOP);
     let stopped_at = monotonic_nanos();
+    // Still the child's live lease: it held the lock when it was stopped. A renewal it sent
+    // just before may still land (Redis), which only makes the real expiry later than this.
+    let expires_at = child_lease(&backend, &lock, "paused", child_fence, pid).await;
+    assert!(
+        expires_at > SystemTime::now(),
+        "the paused holder's lease is live"
+    );
 
-    let locker = Locker::new(store.backend().await);
+    let locker = Locker::new(Arc::clone(&backend));
     let opts = LockOptions::default()
         .with_ttl(Duration::from_secs(10))
         .with_wait(PATIENCE)
@@ -217,6 +264,7 @@ async fn a_paused_holder_loses_its_lease_before_working_again(store: Store) {
     history
         .record_at(&name, guard.fence(), Event::Start, successor_start)
         .unwrap();
+    assert_granted_after(&backend, &lock, guard.fence(), expires_at).await;
     assert!(
         guard.fence() > child_fence,
         "fence {} after {child_fence}",
@@ -246,6 +294,8 @@ async fn a_paused_holder_loses_its_lease_before_working_again(store: Store) {
         Duration::from_nanos(last_step - resumed_at)
     );
     assert!(last_step < successor_start);
+    // A worker whose work was cancelled exits although its parent keeps its stdin open.
+    let _stdin = child.keep_stdin_open();
     assert_eq!(child.exit_code(PATIENCE).await, Some(3));
     assert!(
         history
