@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use lock::{LockBackend, LockName, LockOptions, Locker};
-use lock_conformance::history::{Event, Recorder, assert_history, monotonic_nanos};
-use support::{Report, Store};
+use lock_conformance::history::{self, Event, Recorder, assert_history, monotonic_nanos};
+use support::{Report, Store, Worker};
 
 const TTL: Duration = Duration::from_secs(1);
 /// Generous slack for process start-up and scheduling on a loaded 2-core machine.
@@ -320,6 +320,34 @@ per_backend!(
     a_paused_holder_loses_its_lease_before_working_again
 );
 
+/// Waits for every cycling worker's summary line and its clean exit; returns the summaries.
+async fn summaries(workers: &mut [Worker]) -> Vec<serde_json::Value> {
+    let mut summaries = Vec::new();
+    for worker in workers {
+        let line = worker.line(Duration::from_secs(120)).await;
+        let summary: serde_json::Value = serde_json::from_str(
+            line.strip_prefix("summary ")
+                .unwrap_or_else(|| panic!("the worker said {line:?}, not its summary")),
+        )
+        .unwrap();
+        assert_eq!(worker.exit_code(PATIENCE).await, Some(0), "{summary}");
+        summaries.push(summary);
+    }
+    summaries
+}
+
+/// The sum of one count over all summaries.
+fn total(summaries: &[serde_json::Value], count: &str) -> u64 {
+    summaries
+        .iter()
+        .map(|s| {
+            s[count]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{count} in {s}"))
+        })
+        .sum()
+}
+
 /// Eight processes cycling acquire / heartbeat / release on one name: no overlap, fences
 /// rising, every cycle done, no error of any kind.
 async fn eight_processes_cycle_without_overlap(store: Store) {
@@ -337,15 +365,11 @@ async fn eight_processes_cycle_without_overlap(store: Store) {
             )
         })
         .collect();
-    for worker in &mut workers {
-        let line = worker.line(Duration::from_secs(120)).await;
-        let summary: serde_json::Value =
-            serde_json::from_str(line.strip_prefix("summary ").expect("a summary")).unwrap();
+    for summary in summaries(&mut workers).await {
         assert_eq!(summary["cycles"], CYCLES, "{summary}");
         for kind in ["busy", "lost", "timeout", "other"] {
             assert_eq!(summary[kind], 0, "{kind} errors: {summary}");
         }
-        assert_eq!(worker.exit_code(PATIENCE).await, Some(0));
     }
     let summary = assert_history(&store.history());
     assert_eq!(summary.sections, WORKERS * CYCLES as usize);
@@ -359,3 +383,82 @@ async fn eight_processes_cycle_without_overlap(store: Store) {
         .emit();
 }
 per_backend!(cycles, eight_processes_cycle_without_overlap);
+
+/// Expiry and takeover under load: eight processes cycle on one name with a 300 ms TTL, and
+/// four of them stall while holding (their only thread blocked, heartbeats included) for
+/// 1.5 TTL every 8th cycle. Each stall loses its lease; the others take the lock over after
+/// the TTL; the history still shows no overlap among valid sections and rising fences, and
+/// every process finishes without any other error.
+async fn stalled_holders_lose_their_lease_to_the_others(store: Store) {
+    const WORKERS: usize = 8;
+    const STALLERS: usize = 4;
+    const CYCLES: u32 = 16;
+    const STALL_EVERY: u32 = 8;
+    const STALLS: u32 = CYCLES / STALL_EVERY;
+    let ttl = Duration::from_millis(300);
+    let stall = ttl * 3 / 2;
+    let (cycles, every) = (CYCLES.to_string(), STALL_EVERY.to_string());
+    let stall_ms = stall.as_millis().to_string();
+    let name = store.name("expiry");
+    let mut workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let mut extra = vec!["--cycles", &cycles, "--hold-ms", "1"];
+            if i < STALLERS {
+                extra.extend(["--stall-every", &every, "--stall-ms", &stall_ms]);
+            }
+            store.worker("cycles", &name, ttl, &format!("w{i}"), &extra)
+        })
+        .collect();
+    let summaries = summaries(&mut workers).await;
+    for (i, summary) in summaries.iter().enumerate() {
+        for kind in ["busy", "timeout", "other"] {
+            assert_eq!(summary[kind], 0, "{kind} errors: {summary}");
+        }
+        let (done, lost) = (summary["cycles"].as_u64(), summary["lost"].as_u64());
+        assert_eq!(
+            done.zip(lost).map(|(d, l)| d + l),
+            Some(u64::from(CYCLES)),
+            "every cycle is done or lost: {summary}"
+        );
+        if i < STALLERS {
+            assert!(
+                lost >= Some(u64::from(STALLS)),
+                "each stall past the TTL loses the lease: {summary}"
+            );
+        }
+    }
+    let lost = total(&summaries, "lost");
+    let done = total(&summaries, "cycles");
+    let history = assert_history(&store.history());
+    assert!(history.lost > 0, "the stalled sections are in the history");
+    // A section that began less than a stall after a lost one began was a takeover: the
+    // stalled holder could not have released before its stall ended.
+    let sections = history::sections(&history::read(&store.history()).unwrap()).unwrap();
+    let stall_ns = u64::try_from(stall.as_nanos()).unwrap();
+    let takeovers = sections
+        .windows(2)
+        .filter(|pair| {
+            let (lost, next) = (&pair[0], &pair[1]);
+            !lost.released && next.name == lost.name && next.start < lost.start + stall_ns
+        })
+        .count();
+    assert!(
+        takeovers > 0,
+        "no lease was taken over from a stalled holder"
+    );
+    assert_eq!(
+        (history.sections - history.lost) as u64,
+        done,
+        "exactly the sections of the cycles done ended with a release"
+    );
+    assert!(history.lost as u64 <= lost);
+    Report::new("expiry", store.kind)
+        .field("processes", WORKERS)
+        .field("faults", STALLERS as u32 * STALLS)
+        .field("fault", "stall")
+        .field("takeovers", takeovers)
+        .history(&history)
+        .field("busy", 0)
+        .emit();
+}
+per_backend!(expiry, stalled_holders_lose_their_lease_to_the_others);
