@@ -299,10 +299,11 @@ pub enum Violation {
     Orphan(Record),
     /// Two sections of one name overlap in time.
     Overlap(Section, Section),
-    /// A later section has a fence that is not higher.
-    FenceNotIncreasing(Section, Section),
-    /// Two sections share a fence.
+    /// Two sections of one name share a fence (the first is the earlier one): the store
+    /// handed the same fence out twice.
     FenceReused(Section, Section),
+    /// A later section of one name has a lower fence than the one before it.
+    FenceNotIncreasing(Section, Section),
 }
 
 impl fmt::Display for Violation {
@@ -314,29 +315,49 @@ impl fmt::Display for Violation {
                  the end): {r:?}"
             ),
             Self::Overlap(a, b) => write!(f, "overlap:\n  {a}\n  {b}"),
+            Self::FenceReused(a, b) => write!(f, "fence reused:\n  {a}\n  {b}"),
             Self::FenceNotIncreasing(a, b) => {
                 write!(
                     f,
                     "fence did not increase in acquisition order:\n  {a}\n  {b}"
                 )
             }
-            Self::FenceReused(a, b) => write!(f, "fence reused:\n  {a}\n  {b}"),
         }
     }
 }
 
 /// Builds sections from records and checks them; see the [module docs](self).
 ///
+/// Per name, in order of start, each section is checked for an overlap with the one before
+/// it, then for a fence an earlier section already had (reuse, reported as such even when
+/// sections with other fences came in between), then for a fence lower than the one before.
+///
 /// # Errors
 ///
 /// The first violation found.
 pub fn check(records: &[Record]) -> Result<Summary, Box<Violation>> {
-    check_sections(records).map_err(Box::new)
+    let sections = sections(records)?;
+    check_order(&sections).map_err(Box::new)?;
+    let mut holders: Vec<&str> = sections.iter().map(|s| s.holder.as_str()).collect();
+    holders.sort_unstable();
+    holders.dedup();
+    let mut names: Vec<&str> = sections.iter().map(|s| s.name.as_str()).collect();
+    names.dedup();
+    Ok(Summary {
+        sections: sections.len(),
+        lost: sections.iter().filter(|s| !s.released).count(),
+        holders: holders.len(),
+        names: names.len(),
+    })
 }
 
-// A violation ends the check, so its size costs nothing; the public fn boxes it.
-#[allow(clippy::result_large_err)]
-fn check_sections(records: &[Record]) -> Result<Summary, Violation> {
+/// The sections the records make up, by name and then start, for a test that looks at
+/// them further (after [`check`] or [`assert_history`]).
+///
+/// # Errors
+///
+/// [`Violation::Orphan`] for a record that belongs to no section.
+pub fn sections(records: &[Record]) -> Result<Vec<Section>, Box<Violation>> {
     let mut sections: BTreeMap<(String, String, u64), Section> = BTreeMap::new();
     let mut ordered = records.to_vec();
     ordered.sort_by_key(|r| (r.at, r.event != Event::Start));
@@ -360,40 +381,38 @@ fn check_sections(records: &[Record]) -> Result<Summary, Violation> {
                 section.end = section.end.max(record.at);
                 section.released |= record.event == Event::End;
             }
-            _ => return Err(Violation::Orphan(record)),
+            _ => return Err(Box::new(Violation::Orphan(record))),
         }
     }
-    let mut by_name: BTreeMap<&str, Vec<&Section>> = BTreeMap::new();
-    for section in sections.values() {
-        by_name.entry(&section.name).or_default().push(section);
-    }
+    let mut sections: Vec<Section> = sections.into_values().collect();
+    sections.sort_by(|a, b| (&a.name, a.start).cmp(&(&b.name, b.start)));
+    Ok(sections)
+}
+
+/// Checks sections sorted by name and start; see [`check`].
+// A violation ends the check, so its size costs nothing; the public fns box it.
+#[allow(clippy::result_large_err)]
+fn check_order(sections: &[Section]) -> Result<(), Violation> {
     let mut fences: BTreeMap<(&str, u64), &Section> = BTreeMap::new();
-    for list in by_name.values_mut() {
-        list.sort_by_key(|s| s.start);
-        for pair in list.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            if b.start < a.end {
-                return Err(Violation::Overlap(a.clone(), b.clone()));
-            }
-            if b.fence <= a.fence {
-                return Err(Violation::FenceNotIncreasing(a.clone(), b.clone()));
-            }
+    let mut previous: Option<&Section> = None;
+    for b in sections {
+        let before = previous.filter(|a| a.name == b.name);
+        if let Some(a) = before
+            && b.start < a.end
+        {
+            return Err(Violation::Overlap(a.clone(), b.clone()));
         }
-        for section in list.iter() {
-            if let Some(other) = fences.insert((&section.name, section.fence), section) {
-                return Err(Violation::FenceReused(other.clone(), (*section).clone()));
-            }
+        if let Some(first) = fences.insert((&b.name, b.fence), b) {
+            return Err(Violation::FenceReused(first.clone(), b.clone()));
         }
+        if let Some(a) = before
+            && b.fence < a.fence
+        {
+            return Err(Violation::FenceNotIncreasing(a.clone(), b.clone()));
+        }
+        previous = Some(b);
     }
-    let mut holders: Vec<&str> = sections.values().map(|s| s.holder.as_str()).collect();
-    holders.sort_unstable();
-    holders.dedup();
-    Ok(Summary {
-        sections: sections.len(),
-        lost: sections.values().filter(|s| !s.released).count(),
-        holders: holders.len(),
-        names: by_name.len(),
-    })
+    Ok(())
 }
 
 /// Reads and checks a history file, panicking with the violation (the offending pair)
@@ -496,6 +515,78 @@ mod tests {
             violation(&records),
             Violation::FenceNotIncreasing(..)
         ));
+    }
+
+    #[test]
+    fn a_fence_handed_out_twice_is_reported_as_reused_naming_both() {
+        // Straight after each other.
+        let records = [
+            rec("a", 4, Event::Start, 10),
+            rec("a", 4, Event::End, 11),
+            rec("b", 4, Event::Start, 12),
+            rec("b", 4, Event::End, 13),
+        ];
+        let Violation::FenceReused(first, again) = violation(&records) else {
+            panic!("reuse not found")
+        };
+        assert_eq!((first.holder.as_str(), again.holder.as_str()), ("a", "b"));
+        // With a higher fence in between: still reuse, naming the two that share it.
+        let records = [
+            rec("a", 4, Event::Start, 10),
+            rec("a", 4, Event::End, 11),
+            rec("b", 6, Event::Start, 12),
+            rec("b", 6, Event::End, 13),
+            rec("c", 4, Event::Start, 14),
+            rec("c", 4, Event::End, 15),
+        ];
+        let violation = violation(&records);
+        let Violation::FenceReused(first, again) = &violation else {
+            panic!("reuse not found: {violation}")
+        };
+        assert_eq!((first.holder.as_str(), again.holder.as_str()), ("a", "c"));
+        let text = violation.to_string();
+        assert!(text.starts_with("fence reused"), "{text}");
+        assert!(
+            text.contains("holder a fence 4") && text.contains("holder c fence 4"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_same_fence_on_different_names_is_not_reuse() {
+        let mut other = rec("b", 1, Event::Start, 30);
+        other.name = "other".into();
+        let records = [
+            rec("a", 1, Event::Start, 10),
+            rec("a", 1, Event::End, 20),
+            other,
+        ];
+        assert_eq!(check(&records).unwrap().names, 2);
+    }
+
+    #[test]
+    fn sections_are_listed_by_name_and_start() {
+        let mut late_other = rec("c", 9, Event::Start, 5);
+        late_other.name = "a-first".into();
+        let records = [
+            rec("b", 2, Event::Start, 30),
+            rec("a", 1, Event::Start, 10),
+            rec("a", 1, Event::End, 20),
+            late_other,
+        ];
+        let listed: Vec<(String, u64, bool)> = sections(&records)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.holder, s.start, s.released))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("c".to_owned(), 5, false),
+                ("a".to_owned(), 10, true),
+                ("b".to_owned(), 30, false)
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The `lock-worker` binary is a lock client the tests run as real OS processes: it holds a
 //! lock through `Locker::with_lock_fn` (heartbeated, its work cancelled on loss) until told
-//! to release it, SIGKILLed or SIGSTOPped, or it runs acquire/heartbeat/release cycles,
+//! to release it, SIGKILLed or SIGSTOPped, or it runs acquire/heartbeat/release cycles
+//! (optionally stalling past its TTL while it holds the lock, to force expiry and takeover),
 //! recording every critical section in a shared [`history`](lock_conformance::history) file
 //! that the tests check for overlaps and fence order. Run `cargo test -p lock-tests`; the
 //! 32-process SQLite contention test is `cargo test -p lock-tests --test sqlite_contention`.
@@ -18,4 +19,5 @@
 //! // The worker prints one line per event on stdout, such as:
 //! // acquired <fence>
 //! // cancelled <work steps begun> <monotonic ns when the last one began>
+//! // error Config <message>
 //! ```

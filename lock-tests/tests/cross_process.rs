@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use lock::{LockBackend, LockName, LockOptions, Locker};
-use lock_conformance::history::{Event, Recorder, assert_history, monotonic_nanos};
-use support::{Report, Store};
+use lock_conformance::history::{self, Event, Recorder, assert_history, monotonic_nanos};
+use support::{Report, Store, Worker};
 
 const TTL: Duration = Duration::from_secs(1);
 /// Generous slack for process start-up and scheduling on a loaded 2-core machine.
@@ -19,6 +19,10 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// Stores keep times in milliseconds, and Redis reports an expiry as its clock plus the
 /// key's remaining milliseconds: allow this much rounding when comparing with the host clock.
 const ROUNDING: Duration = Duration::from_millis(2);
+/// A waiter gets a released lock within milliseconds (see `handoff.rs`); this leaves room
+/// for a loaded machine and is still far below the 10 s TTL of the holder in the hand-off
+/// case, so a hand-off by expiry cannot pass for one by release.
+const HANDOFF_BOUND: Duration = Duration::from_secs(2);
 
 /// A child holds; the parent's `try_lock` fails and its `lock()` waits; the child releases
 /// on request; the parent then gets the lock with a higher fence.
@@ -41,7 +45,10 @@ async fn child_holds_parent_waits_child_releases_parent_acquires(store: Store) {
     );
     let waiting = {
         let (locker, name, opts) = (locker.clone(), name.clone(), opts.clone());
-        tokio::spawn(async move { locker.lock(name.as_str(), &opts).await })
+        tokio::spawn(async move {
+            let guard = locker.lock(name.as_str(), &opts).await;
+            (guard, monotonic_nanos())
+        })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -50,8 +57,16 @@ async fn child_holds_parent_waits_child_releases_parent_acquires(store: Store) {
     );
     child.tell("release").await;
     let released_at = child.expect("released", PATIENCE).await[0];
-    let guard = waiting.await.unwrap().expect("the parent acquires");
-    assert!(monotonic_nanos() > released_at);
+    let (guard, acquired_at) = waiting.await.unwrap();
+    let guard = guard.expect("the parent acquires");
+    // The child's lease had most of its 10 s TTL left: getting it this soon after the
+    // release means the release handed it over, not its expiry. (The child takes its time
+    // after releasing, so the parent may even be first by a little.)
+    let after_release = Duration::from_nanos(acquired_at.saturating_sub(released_at));
+    assert!(
+        after_release < HANDOFF_BOUND,
+        "the parent got the lock {after_release:?} after the child released it"
+    );
     assert!(
         guard.fence() > child_fence,
         "fence {} after {child_fence}",
@@ -80,10 +95,12 @@ per_backend!(
 /// lease while it is still live, even on a loaded machine.
 const KILL_TTL: Duration = Duration::from_secs(2);
 
-/// The lease on `name` as the store shows it, checked to be the victim's.
-async fn victim_lease(
+/// The live lease on `name` as the store shows it, checked to be the one the child process
+/// `pid` (labelled `label`) acquired with `fence`; returns when it expires.
+async fn child_lease(
     backend: &Arc<dyn LockBackend>,
     name: &LockName,
+    label: &str,
     fence: u64,
     pid: u32,
 ) -> SystemTime {
@@ -91,13 +108,37 @@ async fn victim_lease(
         .inspect(name)
         .await
         .unwrap()
-        .expect("the victim's lease is live");
+        .unwrap_or_else(|| panic!("the lease of {label} is not live"));
     assert_eq!(
         (info.label.as_str(), info.pid, info.fence),
-        ("victim", pid, fence),
+        (label, pid, fence),
         "{info:?}"
     );
     info.expires_at
+}
+
+/// Asserts that the store granted the live lease on `name` (with `fence`) no earlier than
+/// `expired_at`, when the previous holder's lease expired: the store's own acquisition time,
+/// not when the answer reached this process.
+async fn assert_granted_after(
+    backend: &Arc<dyn LockBackend>,
+    name: &LockName,
+    fence: u64,
+    expired_at: SystemTime,
+) {
+    let info = backend
+        .inspect(name)
+        .await
+        .unwrap()
+        .expect("the successor's lease is live");
+    assert_eq!(info.fence, fence, "{info:?}");
+    let early = expired_at
+        .duration_since(info.acquired_at + ROUNDING)
+        .unwrap_or_default();
+    assert!(
+        early.is_zero(),
+        "taken over {early:?} before the previous holder's lease expired: {info:?}"
+    );
 }
 
 /// A guard holder (a `Locker` heartbeating every `ttl / 3`, recording its section in the
@@ -113,10 +154,10 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
     let pid = child.pid();
 
     // Mid-section: wait until the child's heartbeat has renewed its lease, then kill it.
-    let first_expiry = victim_lease(&backend, &lock, child_fence, pid).await;
+    let first_expiry = child_lease(&backend, &lock, "victim", child_fence, pid).await;
     let asked = Instant::now();
     loop {
-        let expiry = victim_lease(&backend, &lock, child_fence, pid).await;
+        let expiry = child_lease(&backend, &lock, "victim", child_fence, pid).await;
         if expiry > first_expiry + KILL_TTL / 6 {
             break;
         }
@@ -131,7 +172,7 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
     let killed_at = Instant::now();
     assert_eq!(child.exit_code(PATIENCE).await, None, "killed by a signal");
     // The dead holder's lease as the store keeps it: nobody renews it any more.
-    let expires_at = victim_lease(&backend, &lock, child_fence, pid).await;
+    let expires_at = child_lease(&backend, &lock, "victim", child_fence, pid).await;
 
     let locker = Locker::new(Arc::clone(&backend));
     let opts = LockOptions::default()
@@ -142,13 +183,6 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
         let attempt = locker.try_lock(name.as_str(), &opts).await.unwrap();
         let answered = SystemTime::now();
         if let Some(guard) = attempt {
-            let early = expires_at
-                .duration_since(answered + ROUNDING)
-                .unwrap_or_default();
-            assert!(
-                early.is_zero(),
-                "taken over {early:?} before the dead holder's lease expired"
-            );
             break guard;
         }
         if answered < expires_at {
@@ -163,6 +197,7 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
     };
     let mut history = Recorder::open(&store.history(), "successor").unwrap();
     history.record(&name, guard.fence(), Event::Start).unwrap();
+    assert_granted_after(&backend, &lock, guard.fence(), expires_at).await;
     assert!(
         refused_while_live > 0,
         "no try_lock was answered while the dead holder's lease was live"
@@ -195,18 +230,30 @@ async fn a_sigkilled_holder_is_taken_over_after_the_ttl(store: Store) {
 }
 per_backend!(sigkill, a_sigkilled_holder_is_taken_over_after_the_ttl);
 
-/// A holder SIGSTOPped past its TTL: another process acquires; when the paused one resumes,
-/// `with_lock` cancels its work (`LeaseLost`) before the work begins another step, and the
-/// history shows the later holder's higher fence and no overlap.
+/// A holder SIGSTOPped past its TTL, while it held the lease: another process acquires, no
+/// earlier than the paused holder's lease expired in the store; when the paused one
+/// resumes, `with_lock` cancels its work (`LeaseLost`) before the work begins another step,
+/// and it exits although its stdin is still open; the history shows the later holder's
+/// higher fence and no overlap.
 async fn a_paused_holder_loses_its_lease_before_working_again(store: Store) {
     let name = store.name("paused");
+    let lock = LockName::new(&name).unwrap();
+    let backend = store.backend().await;
     let mut child = store.worker("hold", &name, TTL, "paused", &[]);
     let child_fence = child.acquired(PATIENCE).await;
+    let pid = child.pid();
     tokio::time::sleep(TTL / 2).await; // some work and heartbeats
     child.signal(libc::SIGSTOP);
     let stopped_at = monotonic_nanos();
+    // Still the child's live lease: it held the lock when it was stopped. A renewal it sent
+    // just before may still land (Redis), which only makes the real expiry later than this.
+    let expires_at = child_lease(&backend, &lock, "paused", child_fence, pid).await;
+    assert!(
+        expires_at > SystemTime::now(),
+        "the paused holder's lease is live"
+    );
 
-    let locker = Locker::new(store.backend().await);
+    let locker = Locker::new(Arc::clone(&backend));
     let opts = LockOptions::default()
         .with_ttl(Duration::from_secs(10))
         .with_wait(PATIENCE)
@@ -217,6 +264,7 @@ async fn a_paused_holder_loses_its_lease_before_working_again(store: Store) {
     history
         .record_at(&name, guard.fence(), Event::Start, successor_start)
         .unwrap();
+    assert_granted_after(&backend, &lock, guard.fence(), expires_at).await;
     assert!(
         guard.fence() > child_fence,
         "fence {} after {child_fence}",
@@ -246,6 +294,8 @@ async fn a_paused_holder_loses_its_lease_before_working_again(store: Store) {
         Duration::from_nanos(last_step - resumed_at)
     );
     assert!(last_step < successor_start);
+    // A worker whose work was cancelled exits although its parent keeps its stdin open.
+    let _stdin = child.keep_stdin_open();
     assert_eq!(child.exit_code(PATIENCE).await, Some(3));
     assert!(
         history
@@ -270,6 +320,34 @@ per_backend!(
     a_paused_holder_loses_its_lease_before_working_again
 );
 
+/// Waits for every cycling worker's summary line and its clean exit; returns the summaries.
+async fn summaries(workers: &mut [Worker]) -> Vec<serde_json::Value> {
+    let mut summaries = Vec::new();
+    for worker in workers {
+        let line = worker.line(Duration::from_secs(120)).await;
+        let summary: serde_json::Value = serde_json::from_str(
+            line.strip_prefix("summary ")
+                .unwrap_or_else(|| panic!("the worker said {line:?}, not its summary")),
+        )
+        .unwrap();
+        assert_eq!(worker.exit_code(PATIENCE).await, Some(0), "{summary}");
+        summaries.push(summary);
+    }
+    summaries
+}
+
+/// The sum of one count over all summaries.
+fn total(summaries: &[serde_json::Value], count: &str) -> u64 {
+    summaries
+        .iter()
+        .map(|s| {
+            s[count]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{count} in {s}"))
+        })
+        .sum()
+}
+
 /// Eight processes cycling acquire / heartbeat / release on one name: no overlap, fences
 /// rising, every cycle done, no error of any kind.
 async fn eight_processes_cycle_without_overlap(store: Store) {
@@ -287,15 +365,11 @@ async fn eight_processes_cycle_without_overlap(store: Store) {
             )
         })
         .collect();
-    for worker in &mut workers {
-        let line = worker.line(Duration::from_secs(120)).await;
-        let summary: serde_json::Value =
-            serde_json::from_str(line.strip_prefix("summary ").expect("a summary")).unwrap();
+    for summary in summaries(&mut workers).await {
         assert_eq!(summary["cycles"], CYCLES, "{summary}");
         for kind in ["busy", "lost", "timeout", "other"] {
             assert_eq!(summary[kind], 0, "{kind} errors: {summary}");
         }
-        assert_eq!(worker.exit_code(PATIENCE).await, Some(0));
     }
     let summary = assert_history(&store.history());
     assert_eq!(summary.sections, WORKERS * CYCLES as usize);
@@ -309,3 +383,82 @@ async fn eight_processes_cycle_without_overlap(store: Store) {
         .emit();
 }
 per_backend!(cycles, eight_processes_cycle_without_overlap);
+
+/// Expiry and takeover under load: eight processes cycle on one name with a 300 ms TTL, and
+/// four of them stall while holding (their only thread blocked, heartbeats included) for
+/// 1.5 TTL every 8th cycle. Each stall loses its lease; the others take the lock over after
+/// the TTL; the history still shows no overlap among valid sections and rising fences, and
+/// every process finishes without any other error.
+async fn stalled_holders_lose_their_lease_to_the_others(store: Store) {
+    const WORKERS: usize = 8;
+    const STALLERS: usize = 4;
+    const CYCLES: u32 = 16;
+    const STALL_EVERY: u32 = 8;
+    const STALLS: u32 = CYCLES / STALL_EVERY;
+    let ttl = Duration::from_millis(300);
+    let stall = ttl * 3 / 2;
+    let (cycles, every) = (CYCLES.to_string(), STALL_EVERY.to_string());
+    let stall_ms = stall.as_millis().to_string();
+    let name = store.name("expiry");
+    let mut workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let mut extra = vec!["--cycles", &cycles, "--hold-ms", "1"];
+            if i < STALLERS {
+                extra.extend(["--stall-every", &every, "--stall-ms", &stall_ms]);
+            }
+            store.worker("cycles", &name, ttl, &format!("w{i}"), &extra)
+        })
+        .collect();
+    let summaries = summaries(&mut workers).await;
+    for (i, summary) in summaries.iter().enumerate() {
+        for kind in ["busy", "timeout", "other"] {
+            assert_eq!(summary[kind], 0, "{kind} errors: {summary}");
+        }
+        let (done, lost) = (summary["cycles"].as_u64(), summary["lost"].as_u64());
+        assert_eq!(
+            done.zip(lost).map(|(d, l)| d + l),
+            Some(u64::from(CYCLES)),
+            "every cycle is done or lost: {summary}"
+        );
+        if i < STALLERS {
+            assert!(
+                lost >= Some(u64::from(STALLS)),
+                "each stall past the TTL loses the lease: {summary}"
+            );
+        }
+    }
+    let lost = total(&summaries, "lost");
+    let done = total(&summaries, "cycles");
+    let history = assert_history(&store.history());
+    assert!(history.lost > 0, "the stalled sections are in the history");
+    // A section that began less than a stall after a lost one began was a takeover: the
+    // stalled holder could not have released before its stall ended.
+    let sections = history::sections(&history::read(&store.history()).unwrap()).unwrap();
+    let stall_ns = u64::try_from(stall.as_nanos()).unwrap();
+    let takeovers = sections
+        .windows(2)
+        .filter(|pair| {
+            let (lost, next) = (&pair[0], &pair[1]);
+            !lost.released && next.name == lost.name && next.start < lost.start + stall_ns
+        })
+        .count();
+    assert!(
+        takeovers > 0,
+        "no lease was taken over from a stalled holder"
+    );
+    assert_eq!(
+        (history.sections - history.lost) as u64,
+        done,
+        "exactly the sections of the cycles done ended with a release"
+    );
+    assert!(history.lost as u64 <= lost);
+    Report::new("expiry", store.kind)
+        .field("processes", WORKERS)
+        .field("faults", STALLERS as u32 * STALLS)
+        .field("fault", "stall")
+        .field("takeovers", takeovers)
+        .history(&history)
+        .field("busy", 0)
+        .emit();
+}
+per_backend!(expiry, stalled_holders_lose_their_lease_to_the_others);

@@ -171,6 +171,11 @@ fn property_sqlite_names_never_collide() {
 }
 
 #[test]
+fn property_sqlite_sqlx_names_never_collide() {
+    property(Kind::SqliteSqlx);
+}
+
+#[test]
 fn property_redis_keys_never_collide() {
     property(Kind::Redis);
 }

@@ -12,7 +12,11 @@
 //! - `lost-in-work <steps> <last step ns>`: the work's own `is_held()` check found the lease
 //!   gone before `with_lock` cancelled it (a fallback the tests expect never to fire).
 //! - `summary <json>`: `cycles` finished; counts of cycles and errors by kind.
-//! - `error <message>`: a lock or I/O error ended the worker.
+//! - `error <kind> <message>`: an error ended the worker. `<kind>` is the [`LockError`]
+//!   variant (`Config`, `Unavailable`, ...), or `Io` for the history file and `Runtime`.
+//!
+//! It never hangs on exit: stdin is read on a thread of its own, which the exit ends, and
+//! the runtime is shut down without waiting for blocking tasks (see [`main`]).
 //!
 //! Exit codes: 0 done, 2 error, 3 cancelled, 4 lost-in-work.
 
@@ -22,9 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use lock::{LockError, LockOptions, Locker};
+use lock::{LockBackend, LockError, LockGuard, LockOptions, Locker};
 use lock_conformance::history::{Event, Recorder, monotonic_nanos};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
 
 /// Exit code when a lock or I/O error ended the worker.
 const EXIT_ERROR: i32 = 2;
@@ -76,21 +80,37 @@ struct CycleArgs {
     hold_ms: u64,
     #[arg(long, default_value_t = 60_000)]
     wait_ms: u64,
+    /// Stall every Nth cycle (cycles N-1, 2N-1, ...): block the thread, heartbeats
+    /// included, for `--stall-ms` while holding the lock, as a long GC pause or a blocking
+    /// call would. 0: never.
+    #[arg(long, default_value_t = 0)]
+    stall_every: u32,
+    #[arg(long, default_value_t = 0)]
+    stall_ms: u64,
 }
 
+/// Runs the mode, then exits without waiting for the runtime's blocking tasks: dropping a
+/// runtime waits for every blocking task to finish, and one can be stuck for good (a read
+/// that never returns, a file lock another process keeps), so a worker whose work was
+/// cancelled could otherwise never exit. Everything the modes start is awaited before they
+/// return, so nothing is cut short.
 fn main() {
     let cli = Cli::parse();
     let code = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(async {
-            match cli.mode {
-                Mode::Hold(args) => hold(args).await,
-                Mode::Cycles(args) => cycles(args).await,
-            }
-        }),
-        Err(e) => fail(&format!("cannot start a runtime: {e}")),
+        Ok(runtime) => {
+            let code = runtime.block_on(async {
+                match cli.mode {
+                    Mode::Hold(args) => hold(args).await,
+                    Mode::Cycles(args) => cycles(args).await,
+                }
+            });
+            runtime.shutdown_background();
+            code
+        }
+        Err(e) => fail("Runtime", &format!("cannot start a runtime: {e}")),
     };
     std::process::exit(code);
 }
@@ -102,9 +122,57 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn fail(error: &dyn std::fmt::Display) -> i32 {
-    say(&format!("error {error}"));
+/// Reports an error of `kind` (one word) and returns the exit code for it.
+fn fail(kind: &str, error: &dyn std::fmt::Display) -> i32 {
+    say(&format!("error {kind} {error}"));
     EXIT_ERROR
+}
+
+/// Reports a lock error, with its variant as the kind.
+fn fail_lock(error: &LockError) -> i32 {
+    fail(error_kind(error), error)
+}
+
+/// Reports a failure to open or write the history file at `path`.
+fn fail_history(path: &std::path::Path, error: &std::io::Error) -> i32 {
+    fail("Io", &format!("history {}: {error}", path.display()))
+}
+
+/// The name of `error`'s variant, so a test can tell a `Config` error from the rest.
+fn error_kind(error: &LockError) -> &'static str {
+    match error {
+        LockError::InvalidName { .. } => "InvalidName",
+        LockError::InvalidTtl { .. } => "InvalidTtl",
+        LockError::LeaseLost { .. } => "LeaseLost",
+        LockError::Timeout { .. } => "Timeout",
+        LockError::Unavailable { .. } => "Unavailable",
+        LockError::Corrupt { .. } => "Corrupt",
+        LockError::Config { .. } => "Config",
+        LockError::Unsupported { .. } => "Unsupported",
+        LockError::Backend { .. } => "Backend",
+        _ => "Other",
+    }
+}
+
+/// Lines of stdin, read on a thread of its own; the channel closes at end of input.
+///
+/// A read of stdin blocks until a line or end of input comes and cannot be cancelled.
+/// `tokio::io::stdin` runs it on the runtime's blocking pool, where a read still pending
+/// when `with_lock` cancelled the work would keep the runtime, and so the worker, from
+/// ending while the parent keeps the pipe open. This thread is never joined: exiting the
+/// process ends it.
+fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+    let (lines, received) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    received
 }
 
 /// How the work of `hold` ended.
@@ -120,12 +188,13 @@ enum Ended {
 async fn hold(args: Common) -> i32 {
     let locker = match lock::connect(&args.url).await {
         Ok(backend) => Locker::new(backend),
-        Err(e) => return fail(&e),
+        Err(e) => return fail_lock(&e),
     };
     let mut history = match Recorder::open(&args.history, &args.id) {
         Ok(history) => history,
-        Err(e) => return fail(&format!("history {}: {e}", args.history.display())),
+        Err(e) => return fail_history(&args.history, &e),
     };
+    let mut stdin = stdin_lines();
     let opts = LockOptions::default()
         .with_ttl(Duration::from_millis(args.ttl_ms))
         .with_wait(Duration::from_secs(60))
@@ -142,12 +211,10 @@ async fn hold(args: Common) -> i32 {
                 return Ended::History(e);
             }
             say(&format!("acquired {fence}"));
-            let mut stdin = BufReader::new(tokio::io::stdin()).lines();
             let mut tick = tokio::time::interval(Duration::from_millis(5));
             loop {
                 tokio::select! {
-                    line = stdin.next_line() => {
-                        let line = line.ok().flatten();
+                    line = stdin.recv() => {
                         if line.as_deref().is_none_or(|l| l == "release") {
                             return match history.verified(&name, fence, Event::End, || lease.is_held()) {
                                 Ok(true) => Ended::Released,
@@ -185,12 +252,12 @@ async fn hold(args: Common) -> i32 {
             say(&format!("lost-in-work {steps}"));
             EXIT_LOST_IN_WORK
         }
-        Ok(Ended::History(e)) => fail(&format!("history {}: {e}", args.history.display())),
+        Ok(Ended::History(e)) => fail_history(&args.history, &e),
         Err(LockError::LeaseLost { .. }) => {
             say(&format!("cancelled {steps}"));
             EXIT_CANCELLED
         }
-        Err(e) => fail(&e),
+        Err(e) => fail_lock(&e),
     }
 }
 
@@ -234,59 +301,141 @@ impl Errors {
     }
 }
 
+/// How one cycle ended, when no error ended it.
+enum Cycle {
+    /// Held from acquisition to release, as verified before the release.
+    Done,
+    /// The lease was lost while held (a stall past its TTL, a late heartbeat).
+    Lost,
+}
+
+/// What ended a cycle early.
+enum CycleError {
+    /// A lock operation failed.
+    Lock(LockError),
+    /// Writing the history failed: the run's evidence is incomplete, so the worker stops.
+    History(std::io::Error),
+}
+
+impl From<LockError> for CycleError {
+    fn from(error: LockError) -> Self {
+        Self::Lock(error)
+    }
+}
+
+impl From<std::io::Error> for CycleError {
+    fn from(error: std::io::Error) -> Self {
+        Self::History(error)
+    }
+}
+
+/// One cycle's lock, store and history, and how to hold.
+struct Cycler<'a> {
+    locker: Locker,
+    backend: Arc<dyn LockBackend>,
+    history: Recorder,
+    opts: LockOptions,
+    args: &'a CycleArgs,
+}
+
+impl Cycler<'_> {
+    /// Acquires `name`, runs its section and releases it; returns how long acquiring took
+    /// (when it did) and how the cycle ended.
+    async fn cycle(
+        &mut self,
+        name: &str,
+        number: u32,
+    ) -> (Option<Duration>, Result<Cycle, CycleError>) {
+        let asked = Instant::now();
+        let guard = match self.locker.lock(name, &self.opts).await {
+            Ok(guard) => guard,
+            Err(e) => return (None, Err(e.into())),
+        };
+        let waited = Some(asked.elapsed());
+        let outcome = self.section(name, number, &guard).await;
+        let released = guard.release().await;
+        let outcome = match (outcome, released) {
+            (Ok(Cycle::Done), Ok(true)) => Ok(Cycle::Done),
+            (Ok(_), Ok(_)) => Ok(Cycle::Lost),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), _) => Err(e),
+        };
+        (waited, outcome)
+    }
+
+    /// The critical section: start (verified, so a holder descheduled past its TTL before
+    /// it recorded the start records nothing), a heartbeat, the hold (or stall), the end.
+    async fn section(
+        &mut self,
+        name: &str,
+        number: u32,
+        guard: &LockGuard,
+    ) -> Result<Cycle, CycleError> {
+        let fence = guard.fence();
+        if !self
+            .history
+            .verified(name, fence, Event::Start, || guard.is_held())?
+        {
+            return Ok(Cycle::Lost);
+        }
+        let ttl = Duration::from_millis(self.args.common.ttl_ms);
+        match self.backend.heartbeat(&guard.lease(), ttl).await {
+            Ok(_) => {}
+            Err(LockError::LeaseLost { .. }) => return Ok(Cycle::Lost),
+            Err(e) => return Err(e.into()),
+        }
+        let every = self.args.stall_every;
+        if every > 0 && number % every == every - 1 {
+            // Deliberately blocks the runtime's only thread, so the guard cannot renew.
+            std::thread::sleep(Duration::from_millis(self.args.stall_ms));
+        } else {
+            tokio::time::sleep(Duration::from_millis(self.args.hold_ms)).await;
+        }
+        let held = self
+            .history
+            .verified(name, fence, Event::End, || guard.is_held())?;
+        Ok(if held { Cycle::Done } else { Cycle::Lost })
+    }
+}
+
 async fn cycles(args: CycleArgs) -> i32 {
     let common = &args.common;
     let backend = match lock::connect(&common.url).await {
         Ok(backend) => backend,
-        Err(e) => return fail(&e),
+        Err(e) => return fail_lock(&e),
     };
-    let locker = Locker::new(backend.clone());
-    let history_error =
-        |e: std::io::Error| fail(&format!("history {}: {e}", common.history.display()));
-    let mut history = match Recorder::open(&common.history, &common.id) {
+    let history = match Recorder::open(&common.history, &common.id) {
         Ok(history) => history,
-        Err(e) => return history_error(e),
+        Err(e) => return fail_history(&common.history, &e),
     };
-    let ttl = Duration::from_millis(common.ttl_ms);
     let opts = LockOptions::default()
-        .with_ttl(ttl)
+        .with_ttl(Duration::from_millis(common.ttl_ms))
         .with_wait(Duration::from_millis(args.wait_ms))
         .with_label(&common.id);
+    let mut cycler = Cycler {
+        locker: Locker::new(Arc::clone(&backend)),
+        backend,
+        history,
+        opts,
+        args: &args,
+    };
     let mut errors = Errors::default();
     let mut done = 0_u32;
     let mut slowest_wait = Duration::ZERO;
     let started = Instant::now();
-    for cycle in 0..args.cycles {
+    for number in 0..args.cycles {
         let name = if args.names > 1 {
-            format!("{}-{}", common.name, cycle % args.names)
+            format!("{}-{}", common.name, number % args.names)
         } else {
             common.name.clone()
         };
-        let asked = Instant::now();
-        let guard = match locker.lock(name.as_str(), &opts).await {
-            Ok(guard) => guard,
-            Err(e) => {
-                errors.count(&e);
-                continue;
-            }
-        };
-        slowest_wait = slowest_wait.max(asked.elapsed());
-        let fence = guard.fence();
-        if let Err(e) = history.record(&name, fence, Event::Start) {
-            return history_error(e);
-        }
-        if let Err(e) = backend.heartbeat(&guard.lease(), ttl).await {
-            errors.count(&e);
-        }
-        tokio::time::sleep(Duration::from_millis(args.hold_ms)).await;
-        let held = match history.verified(&name, fence, Event::End, || guard.is_held()) {
-            Ok(held) => held,
-            Err(e) => return history_error(e),
-        };
-        match guard.release().await {
-            Ok(true) if held => done += 1,
-            Ok(_) => errors.lost += 1,
-            Err(e) => errors.count(&e),
+        let (waited, outcome) = cycler.cycle(&name, number).await;
+        slowest_wait = slowest_wait.max(waited.unwrap_or_default());
+        match outcome {
+            Ok(Cycle::Done) => done += 1,
+            Ok(Cycle::Lost) => errors.lost += 1,
+            Err(CycleError::Lock(e)) => errors.count(&e),
+            Err(CycleError::History(e)) => return fail_history(&common.history, &e),
         }
     }
     let summary = serde_json::json!({

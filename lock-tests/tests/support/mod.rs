@@ -14,7 +14,7 @@ use lock_conformance::history::Summary;
 use lock_redis::test_support::TestRedis;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// One private `redis-server` per test binary.
 pub(crate) fn redis() -> &'static TestRedis {
@@ -180,21 +180,36 @@ impl Store {
         id: &str,
         extra: &[&str],
     ) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lock-worker"))
+        Worker::start(
+            self.command(worker_program(), &self.url, mode, name, ttl, id)
+                .args(extra),
+        )
+    }
+
+    /// The command [`worker`](Self::worker) runs, not started, for tests that change it
+    /// first (another store URL, another user): `program MODE --url URL --name NAME
+    /// --ttl-ms TTL --history <this store's history> --id ID`, stdin and stdout piped.
+    pub(crate) fn command(
+        &self,
+        program: &Path,
+        url: &str,
+        mode: &str,
+        name: &str,
+        ttl: Duration,
+        id: &str,
+    ) -> Command {
+        let mut command = Command::new(program);
+        command
             .arg(mode)
-            .args(["--url", &self.url, "--name", name])
+            .args(["--url", url, "--name", name])
             .args(["--ttl-ms", &ttl.as_millis().to_string()])
             .arg("--history")
             .arg(self.history())
             .args(["--id", id])
-            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("lock-worker starts");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Worker { child, lines }
+            .kill_on_drop(true);
+        command
     }
 
     /// The history file every worker of this store appends to.
@@ -207,6 +222,11 @@ impl Store {
     }
 }
 
+/// The `lock-worker` binary cargo built for these tests.
+pub(crate) fn worker_program() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_lock-worker"))
+}
+
 /// A running `lock-worker`.
 pub(crate) struct Worker {
     pub(crate) child: Child,
@@ -214,6 +234,13 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Starts `command` (from [`Store::command`]).
+    pub(crate) fn start(command: &mut Command) -> Self {
+        let mut child = command.spawn().expect("lock-worker starts");
+        let lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+        Self { child, lines }
+    }
+
     /// The next line it prints, within `within`.
     pub(crate) async fn line(&mut self, within: Duration) -> String {
         match tokio::time::timeout(within, self.lines.next_line()).await {
@@ -265,7 +292,17 @@ impl Worker {
         assert_eq!(rc, 0, "kill({pid}, {signal})");
     }
 
-    /// Waits for it to exit; returns its exit code.
+    /// Takes its stdin, so that [`exit_code`](Self::exit_code) does not close it: a test
+    /// keeps the returned pipe open to prove the worker exits with its input still open.
+    pub(crate) fn keep_stdin_open(&mut self) -> ChildStdin {
+        self.child
+            .stdin
+            .take()
+            .expect("stdin is piped and not taken yet")
+    }
+
+    /// Waits for it to exit; returns its exit code. Closes its stdin first, unless a test
+    /// took it with [`keep_stdin_open`](Self::keep_stdin_open) (tokio's `wait` closes it).
     pub(crate) async fn exit_code(&mut self, within: Duration) -> Option<i32> {
         tokio::time::timeout(within, self.child.wait())
             .await
