@@ -168,7 +168,9 @@ impl DbError {
                 BACKEND,
                 format!(
                     "cannot open database {db} ({cause}); check that its directory exists and \
-                     is writable, and that the path is not a directory"
+                     is writable, that the path is not a directory, and that this user has \
+                     permission to read and write the file itself and its -wal and -shm files \
+                     (their owner and mode)"
                 ),
             ),
             Some(code::PERM | code::AUTH) => LockError::config(
@@ -224,6 +226,9 @@ mod tests {
         assert!(e.to_string().contains("read-only"), "{e}");
         let e = DbError::sqlite(14, "unable to open").into_lock_error("/x.db");
         assert!(matches!(e, LockError::Config { .. }), "{e}");
+        for words in ["cannot open database /x.db", "writable", "permission"] {
+            assert!(e.to_string().contains(words), "{words:?} not in {e}");
+        }
         // SQLITE_READONLY_DBMOVED: not "read-only", but deleted or replaced.
         let e =
             DbError::sqlite(1032, "attempt to write a readonly database").into_lock_error("/x.db");
