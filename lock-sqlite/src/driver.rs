@@ -7,6 +7,7 @@ use std::future::Future;
 use lock_core::{BoxError, LockError};
 
 use crate::BACKEND;
+use crate::file_identity;
 use crate::value::{Row, Value};
 
 /// How a transaction starts.
@@ -67,12 +68,15 @@ pub(crate) mod code {
     pub(crate) const CANTOPEN: i32 = 14;
     pub(crate) const AUTH: i32 = 23;
     pub(crate) const NOTADB: i32 = 26;
+    /// Extended code of `READONLY`: the database file was deleted or replaced while open
+    /// (in rollback-journal mode; WAL mode does not notice, see `file_identity`).
+    pub(crate) const READONLY_DBMOVED: i32 = READONLY | (4 << 8);
 }
 
 /// A failure reported by a driver, classified by the shared code.
 #[derive(Debug)]
 pub(crate) struct DbError {
-    /// The SQLite primary result code, when the failure came from SQLite.
+    /// The SQLite (possibly extended) result code, when the failure came from SQLite.
     code: Option<i32>,
     /// The driver itself says retrying may help (pool timeout, I/O on the driver's channel).
     transient: bool,
@@ -83,7 +87,7 @@ impl DbError {
     /// A failure from SQLite with its (possibly extended) result code.
     pub(crate) fn sqlite(code: i32, source: impl Into<BoxError>) -> Self {
         Self {
-            code: Some(code & 0xff),
+            code: Some(code),
             transient: false,
             source: source.into(),
         }
@@ -108,10 +112,15 @@ impl DbError {
         }
     }
 
+    /// The primary result code: the extended code's low byte.
+    fn primary(&self) -> Option<i32> {
+        self.code.map(|code| code & 0xff)
+    }
+
     /// `SQLITE_BUSY` or `SQLITE_LOCKED`: another connection holds the lock we need. Drivers
     /// that lose the code (some sqlx paths) still say "database is locked".
     pub(crate) fn is_busy(&self) -> bool {
-        match self.code {
+        match self.primary() {
             Some(code::BUSY | code::LOCKED) => true,
             Some(_) => false,
             None => {
@@ -123,7 +132,7 @@ impl DbError {
 
     /// `SQLITE_READONLY`: the connection or the file does not allow writing.
     pub(crate) fn is_read_only(&self) -> bool {
-        self.code == Some(code::READONLY)
+        self.primary() == Some(code::READONLY)
     }
 
     /// The underlying error.
@@ -135,7 +144,11 @@ impl DbError {
     /// to do. Busy databases are not handled here (see `retry`).
     pub(crate) fn into_lock_error(self, db: &str) -> LockError {
         let cause = &self.source;
-        match self.code {
+        if self.code == Some(code::READONLY_DBMOVED) {
+            // SQLite's own words ("opened read-only", "not writable") would mislead.
+            return file_identity::replaced(db);
+        }
+        match self.primary() {
             Some(code::NOTADB) => LockError::config(
                 BACKEND,
                 format!(
@@ -155,7 +168,9 @@ impl DbError {
                 BACKEND,
                 format!(
                     "cannot open database {db} ({cause}); check that its directory exists and \
-                     is writable, and that the path is not a directory"
+                     is writable, that the path is not a directory, and that this user has \
+                     permission to read and write the file itself and its -wal and -shm files \
+                     (their owner and mode)"
                 ),
             ),
             Some(code::PERM | code::AUTH) => LockError::config(
@@ -211,6 +226,18 @@ mod tests {
         assert!(e.to_string().contains("read-only"), "{e}");
         let e = DbError::sqlite(14, "unable to open").into_lock_error("/x.db");
         assert!(matches!(e, LockError::Config { .. }), "{e}");
+        for words in ["cannot open database /x.db", "writable", "permission"] {
+            assert!(e.to_string().contains(words), "{words:?} not in {e}");
+        }
+        // SQLITE_READONLY_DBMOVED: not "read-only", but deleted or replaced.
+        let e =
+            DbError::sqlite(1032, "attempt to write a readonly database").into_lock_error("/x.db");
+        assert!(matches!(e, LockError::Config { .. }), "{e}");
+        assert!(
+            e.to_string().contains("/x.db was deleted or replaced"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("read-only"), "{e}");
         let e = DbError::sqlite(11, "malformed").into_lock_error("/x.db");
         assert!(matches!(e, LockError::Corrupt { .. }), "{e}");
         assert!(

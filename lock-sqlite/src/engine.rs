@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::batch;
 use crate::driver::Driver;
+use crate::file_identity::{Expect, OpenedFile};
 use crate::ops::{Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, Peek, Release};
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
@@ -39,6 +40,8 @@ pub(crate) struct Engine<D> {
     driver: D,
     db: String,
     busy_budget: Duration,
+    /// The database file it opened, to notice when the path names another one.
+    file: OpenedFile,
     /// Releases through any backend of this process on this database, to wake waiters.
     released: std::sync::Arc<lock_core::ReleaseLog>,
 }
@@ -53,12 +56,14 @@ impl<D> fmt::Debug for Engine<D> {
 }
 
 impl<D: Driver> Engine<D> {
-    /// An engine for `driver`, naming the database `db` in messages.
-    pub(crate) fn new(driver: D, db: String, busy_budget: Duration) -> Self {
+    /// An engine for `driver` on the database at path `db` (also its name in messages),
+    /// where `expect` says whether there must be a file.
+    pub(crate) fn new(driver: D, db: String, busy_budget: Duration, expect: Expect) -> Self {
         let store =
             std::fs::canonicalize(&db).map_or_else(|_| db.clone(), |p| p.display().to_string());
         Self {
             driver,
+            file: OpenedFile::new(std::path::Path::new(&db), expect),
             db,
             busy_budget,
             released: lock_core::ReleaseLog::shared(&format!("sqlite:{store}")),
@@ -79,7 +84,33 @@ impl<D: Driver> Engine<D> {
 
     /// Runs `op` in its own transaction, retrying a busy database within the budget.
     pub(crate) async fn run<O: Op>(&self, op: &O) -> Result<O::Output> {
-        retry::run(&self.driver, &self.db, self.busy_budget, op).await
+        self.run_within(op, self.busy_budget).await
+    }
+
+    /// Runs `op` as [`run`](Self::run) does, retrying a busy database for at most `budget`;
+    /// then makes sure the database file is still the one this engine opened. Every
+    /// operation of every driver goes through here, so the check runs once per operation.
+    async fn run_within<O: Op>(&self, op: &O, budget: Duration) -> Result<O::Output> {
+        // A file found lost before is refused at once: no write into it, nor (through a
+        // pool's new connection) into the database now at the path.
+        self.file.refuse_if_lost(&self.db)?;
+        let outcome = retry::run(&self.driver, &self.db, budget, op).await;
+        // The `stat` runs after the transaction, never only before it. Checked before, the
+        // file could still be ours at the check, then be deleted or replaced, another client
+        // open the new file at the path and take a name, and our transaction grant the same
+        // name in the lost file: two holders, each told it holds the lease. Checked after
+        // the commit, an answer is given only if the path still named our file once our
+        // write was in it, so every client opening the path from then on sees that write; a
+        // replacement after the check destroys the lease, and its holder is told at its next
+        // operation (the next heartbeat fails), as for any lease lost in the store.
+        //
+        // The first operation after a replacement has already run when it is refused: in
+        // the lost file, where nobody sees it, or (sqlx only, on a connection the pool opened
+        // after the replacement) in the new database, where it was a correct operation whose
+        // answer is lost, as with a timeout. A second `stat` before every transaction would
+        // spare that one operation; it is not worth doubling the cost of every operation.
+        self.file.check(&self.db)?;
+        outcome
     }
 
     /// Makes the database ready: looks at it without writing and refuses a foreign or newer
@@ -221,7 +252,7 @@ impl<D: Driver> LeaseProbe for PeekRow<'_, D> {
 
     async fn look(&mut self) -> Seen<Self::Holder> {
         let peek = Peek { name: self.name };
-        match retry::run(&self.engine.driver, &self.engine.db, PEEK_BUDGET, &peek).await {
+        match self.engine.run_within(&peek, PEEK_BUDGET).await {
             Ok(Some(holder)) => Seen::Held(holder),
             Ok(None) => Seen::Free,
             Err(_) => Seen::Unknown,

@@ -4,6 +4,7 @@ mod batch;
 mod driver;
 mod engine;
 mod fence;
+mod file_identity;
 mod location;
 mod ops;
 mod options;

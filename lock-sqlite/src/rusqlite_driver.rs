@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::driver::{DbError, Driver, Statements, TxKind};
 use crate::engine::{Engine, Journal, forward_lock_backend};
+use crate::file_identity::Expect;
 use crate::location::{check_path, parse_url};
 use crate::options::SqliteOptions;
 use crate::setup::SetSynchronous;
@@ -98,7 +99,7 @@ impl SqliteBackend {
         let driver = RusqliteDriver {
             conn: Mutex::new(conn),
         };
-        let engine = Engine::new(driver, db, options.busy_budget);
+        let engine = Engine::new(driver, db, options.busy_budget, Expect::File);
         engine.prepare(options.read_only, Journal::SetWal).await?;
         engine.run(&SetSynchronous(options.synchronous)).await?;
         Ok(Self {

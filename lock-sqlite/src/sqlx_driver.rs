@@ -14,6 +14,7 @@ use sqlx::{Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 
 use crate::driver::{DbError, Driver, Statements, TxKind};
 use crate::engine::{Engine, Journal, forward_lock_backend};
+use crate::file_identity::Expect;
 use crate::location::{check_path, parse_url};
 use crate::options::{SqliteOptions, Synchronous};
 use crate::value::{Row, Value};
@@ -79,7 +80,9 @@ impl SqlxSqliteBackend {
     ///
     /// As [`new`](Self::new).
     pub async fn new_with(pool: SqlitePool, options: SqliteOptions) -> Result<Self> {
-        Self::start(pool, options.busy_budget, false, Journal::Report).await
+        // The application's pool may be an in-memory database, with no file to watch.
+        let expect = Expect::FileOrMemory;
+        Self::start(pool, options.busy_budget, false, Journal::Report, expect).await
     }
 
     /// Builds a pool for the database a `sqlite:` URL names (same format and options as
@@ -112,6 +115,7 @@ impl SqlxSqliteBackend {
             options.busy_budget,
             options.read_only,
             Journal::SetWal,
+            Expect::File,
         )
         .await
     }
@@ -121,9 +125,10 @@ impl SqlxSqliteBackend {
         busy_budget: Duration,
         read_only: bool,
         journal: Journal,
+        expect: Expect,
     ) -> Result<Self> {
         let db = pool.connect_options().get_filename().display().to_string();
-        let engine = Engine::new(SqlxDriver { pool }, db, busy_budget);
+        let engine = Engine::new(SqlxDriver { pool }, db, busy_budget, expect);
         engine.prepare(read_only, journal).await?;
         Ok(Self {
             engine: Arc::new(engine),
