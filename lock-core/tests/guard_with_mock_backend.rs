@@ -203,7 +203,7 @@ async fn unreachable_store_loses_the_lease_exactly_at_the_local_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_heartbeat_still_loses_the_lease_at_the_deadline() {
     let _no_panics = no_task_panics();
-    let locker = Locker::new(Arc::new(HangingHeartbeat));
+    let locker = Locker::new(Arc::new(Slow::renewing("job", None)));
     let start = Instant::now();
     let guard = locker.lock("job", opts()).await.unwrap();
     assert_eq!(guard.lost().await, LossReason::DeadlinePassed);
@@ -515,9 +515,10 @@ async fn a_renewal_answered_after_the_deadline_does_not_bring_the_lease_back() {
     // 0 and "fast" at 0.2 s, so both are renewed in one batch at 1 s. The store answers for
     // "slow" at 2.8 s, after its deadline (2.7 s) but before the batch gives up at the
     // latest deadline in it ("fast": 2.9 s).
-    let locker = Locker::new(Arc::new(SlowToRenew {
-        delay: Duration::from_millis(1800),
-    }));
+    let locker = Locker::new(Arc::new(Slow::renewing(
+        "slow",
+        Some(Duration::from_millis(1800)),
+    )));
     let slow = locker.lock("slow", opts()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fast = locker.lock("fast", opts()).await.unwrap();
@@ -565,39 +566,17 @@ async fn a_store_that_keeps_failing_costs_a_bounded_number_of_releases_per_round
     assert_eq!(*last, 32);
 }
 
-/// Grants leases, but its heartbeat never answers (a black-holed connection).
-#[derive(Debug)]
-struct HangingHeartbeat;
-
-#[async_trait]
-impl LockBackend for HangingHeartbeat {
-    async fn try_acquire(
-        &self,
-        name: &LockName,
-        holder: &Holder,
-        ttl: Duration,
-    ) -> Result<Option<Lease>> {
-        granted(name, holder, ttl)
-    }
-    async fn heartbeat(&self, _: &Lease, _: Duration) -> Result<Lease> {
-        std::future::pending().await
-    }
-    async fn release(&self, _: &Lease) -> Result<bool> {
-        Ok(false)
-    }
-    async fn inspect(&self, _: &LockName) -> Result<Option<LeaseInfo>> {
-        Ok(None)
-    }
-    async fn force_release(&self, _: &LockName) -> Result<bool> {
-        Ok(false)
-    }
-}
-
-/// Takes `acquire` to grant a lease and `release` to free one; counts both.
+/// A backend whose calls take as long as a test says; counts grants and releases.
+///
+/// Acquisitions take `acquire` and are always granted; releases take `release`; renewals of
+/// the lock named `slow_name` take `slow_heartbeat` (`None`: they never answer, as over a
+/// black-holed connection), others answer at once.
 #[derive(Debug)]
 struct Slow {
     acquire: Duration,
     release: Duration,
+    slow_name: &'static str,
+    slow_heartbeat: Option<Duration>,
     acquired: AtomicUsize,
     released: AtomicUsize,
 }
@@ -613,8 +592,19 @@ impl Slow {
         Self {
             acquire,
             release,
+            slow_name: "",
+            slow_heartbeat: Some(Duration::ZERO),
             acquired: AtomicUsize::new(0),
             released: AtomicUsize::new(0),
+        }
+    }
+
+    /// Renewals of `name` take `delay`, or never answer.
+    fn renewing(name: &'static str, delay: Option<Duration>) -> Self {
+        Self {
+            slow_name: name,
+            slow_heartbeat: delay,
+            ..Self::taking(Duration::ZERO, Duration::ZERO)
         }
     }
 }
@@ -632,46 +622,18 @@ impl LockBackend for Slow {
         granted(name, holder, ttl)
     }
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-        renewed(lease, ttl)
-    }
-    async fn release(&self, _: &Lease) -> Result<bool> {
-        tokio::time::sleep(self.release).await;
-        self.released.fetch_add(1, Ordering::SeqCst);
-        Ok(true)
-    }
-    async fn inspect(&self, _: &LockName) -> Result<Option<LeaseInfo>> {
-        Ok(None)
-    }
-    async fn force_release(&self, _: &LockName) -> Result<bool> {
-        Ok(false)
-    }
-}
-
-/// Grants every lease at once; renews the lease of lock "slow" only after `delay`, others
-/// at once.
-#[derive(Debug)]
-struct SlowToRenew {
-    delay: Duration,
-}
-
-#[async_trait]
-impl LockBackend for SlowToRenew {
-    async fn try_acquire(
-        &self,
-        name: &LockName,
-        holder: &Holder,
-        ttl: Duration,
-    ) -> Result<Option<Lease>> {
-        granted(name, holder, ttl)
-    }
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         let sent = monotonic_now();
-        if lease.name.as_str() == "slow" {
-            tokio::time::sleep(self.delay).await;
+        if lease.name.as_str() == self.slow_name {
+            match self.slow_heartbeat {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending().await,
+            }
         }
         Ok(lease.renewed(SystemTime::now() + ttl, sent, ttl))
     }
     async fn release(&self, _: &Lease) -> Result<bool> {
+        tokio::time::sleep(self.release).await;
+        self.released.fetch_add(1, Ordering::SeqCst);
         Ok(true)
     }
     async fn inspect(&self, _: &LockName) -> Result<Option<LeaseInfo>> {
