@@ -1,7 +1,9 @@
 //! [`Engine`]: the [`LockBackend`](lock_core::LockBackend) behaviour over any driver, and
 //! the open-time schema procedure. Both public backends are thin wrappers around it.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use lock_core::time::validate_ttl;
@@ -11,7 +13,7 @@ use lock_core::{
 use tracing::Instrument;
 
 use crate::batch;
-use crate::driver::Driver;
+use crate::driver::{Driver, TxKind};
 use crate::file_identity::{Expect, OpenedFile};
 use crate::ops::{Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, Peek, Release};
 use crate::retry::{self, Op};
@@ -35,6 +37,18 @@ pub(crate) enum Journal {
     Report,
 }
 
+/// A contender that waited its whole busy budget behind this backend's other contenders.
+fn queued_too_long(db: &str, budget: Duration) -> lock_core::LockError {
+    lock_core::LockError::unavailable(
+        crate::BACKEND,
+        format!(
+            "database {db} stayed busy: this process's other acquisitions kept it for the whole \
+             busy budget ({})",
+            humantime::format_duration(budget)
+        ),
+    )
+}
+
 /// The shared implementation over a driver.
 pub(crate) struct Engine<D> {
     driver: D,
@@ -43,7 +57,32 @@ pub(crate) struct Engine<D> {
     /// The database file it opened, to notice when the path names another one.
     file: OpenedFile,
     /// Releases through any backend of this process on this database, to wake waiters.
-    released: std::sync::Arc<lock_core::ReleaseLog>,
+    released: Arc<lock_core::ReleaseLog>,
+    /// Taken by every write of a non-holder (an acquisition, a force-release) on this
+    /// database in this process, whichever backend value makes it, so that contenders queue
+    /// here, woken in turn, instead of all asking SQLite for the write lock at once and
+    /// sleeping through busy backoff (a pool has several connections, and an application
+    /// may open several backends). Heartbeats and releases do not queue: a holder is never
+    /// kept waiting behind contenders.
+    contenders: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The contenders' queue of the database `store` (a canonical path) in this process, shared
+/// by every engine on it while any of them lives.
+fn contenders_of(store: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static QUEUES: OnceLock<std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> =
+        OnceLock::new();
+    let mut queues = QUEUES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(queue) = queues.get(store).and_then(Weak::upgrade) {
+        return queue;
+    }
+    queues.retain(|_, queue| queue.strong_count() > 0);
+    let queue = Arc::new(tokio::sync::Mutex::new(()));
+    queues.insert(store.to_owned(), Arc::downgrade(&queue));
+    queue
 }
 
 impl<D> fmt::Debug for Engine<D> {
@@ -67,6 +106,7 @@ impl<D: Driver> Engine<D> {
             db,
             busy_budget,
             released: lock_core::ReleaseLog::shared(&format!("sqlite:{store}")),
+            contenders: contenders_of(&store),
         }
     }
 
@@ -94,6 +134,17 @@ impl<D: Driver> Engine<D> {
         // A file found lost before is refused at once: no write into it, nor (through a
         // pool's new connection) into the database now at the path.
         self.file.refuse_if_lost(&self.db)?;
+        let queued = tokio::time::Instant::now();
+        let _turn = if O::KIND == TxKind::Write && !O::FOR_A_HOLDER {
+            // The wait for the turn counts against the busy budget.
+            match tokio::time::timeout(budget, self.contenders.lock()).await {
+                Ok(turn) => Some(turn),
+                Err(_) => return Err(queued_too_long(&self.db, budget)),
+            }
+        } else {
+            None
+        };
+        let budget = budget.saturating_sub(queued.elapsed());
         let outcome = retry::run(&self.driver, &self.db, budget, op).await;
         // The `stat` runs after the transaction, never only before it. Checked before, the
         // file could still be ours at the check, then be deleted or replaced, another client
