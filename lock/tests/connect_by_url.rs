@@ -88,6 +88,23 @@ async fn redis_url() {
     lock_cycle(&redis.url()).await;
 }
 
+/// `rediss://` reaches the Redis backend's TLS client: against a plain-text port that
+/// nothing listens on, the answer is the store being unavailable, not an unknown scheme.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn rediss_url_reaches_the_redis_backend() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // free again once the listener is dropped here
+    let err = lock::connect(&format!("rediss://127.0.0.1:{port}/"))
+        .await
+        .expect_err("nothing listens there");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("redis"), "{err}");
+}
+
 #[tokio::test]
 async fn a_bad_url_is_a_config_error_naming_the_supported_schemes() {
     let err = lock::connect("mysql://localhost/locks")
