@@ -160,7 +160,14 @@ impl<D: Driver> Engine<D> {
         // after the replacement) in the new database, where it was a correct operation whose
         // answer is lost, as with a timeout. A second `stat` before every transaction would
         // spare that one operation; it is not worth doubling the cost of every operation.
-        self.file.check(&self.db)?;
+        //
+        // Only writes that grant or renew a lease (and the first operation, which records
+        // the file) pay for the `stat`: a release, a look or a waiter's poll answered from
+        // a lost file gives nobody a lease, and the next acquisition or heartbeat finds the
+        // file lost. That keeps it to one `stat` per acquire + release pair.
+        if O::KIND == TxKind::Write || !self.file.recorded() {
+            self.file.check(&self.db)?;
+        }
         outcome
     }
 

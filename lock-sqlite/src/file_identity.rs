@@ -8,9 +8,10 @@
 //! seen by nobody, and a client that opens the path gets another database, where it may
 //! take the same name: two holders.
 //!
-//! So the engine compares, once per operation, the device and inode of the file the path
-//! names now (one `stat`) with those of the file it named when the backend opened (recorded
-//! by the backend's first operation, the look at the schema). Once they differ, the backend
+//! So the engine compares, once per write that grants or renews a lease, the device and
+//! inode of the file the path names now (one `stat`) with those of the file it named when
+//! the backend opened (recorded by the backend's first operation, the look at the schema).
+//! Once they differ, the backend
 //! refuses every operation before it runs, without looking again: the file it opened is
 //! lost for good, and the lock store has to be reopened.
 
@@ -84,6 +85,11 @@ impl OpenedFile {
             return Err(replaced(db));
         }
         Ok(())
+    }
+
+    /// Whether a first [`check`](Self::check) has recorded which file the path names.
+    pub(crate) fn recorded(&self) -> bool {
+        self.opened.get().is_some()
     }
 
     /// `Ok` if the path still names the file it named at the first check (which records
