@@ -12,8 +12,6 @@
 //!
 //! File names are at most 79 bytes, far below the usual 255-byte limit, whatever the name.
 
-use std::fmt::Write as _;
-
 use lock_core::LockName;
 use sha2::{Digest, Sha256};
 
@@ -36,8 +34,10 @@ pub(crate) fn lease_file_name(name: &LockName) -> String {
     }
     out.push('-');
     let digest = Sha256::digest(bytes);
-    for b in &digest[..HASH_BYTES] {
-        let _ = write!(out, "{b:02x}");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in &digest[..HASH_BYTES] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out.push_str(LEASE_SUFFIX);
     out
