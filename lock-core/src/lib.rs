@@ -5,6 +5,7 @@ mod backoff;
 mod error;
 mod guard;
 mod heartbeat;
+pub mod hex;
 mod holder;
 mod lease;
 mod locker;

@@ -34,11 +34,7 @@ pub(crate) fn lease_file_name(name: &LockName) -> String {
     }
     out.push('-');
     let digest = Sha256::digest(bytes);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in &digest[..HASH_BYTES] {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    lock_core::hex::push_lower(&mut out, &digest[..HASH_BYTES]);
     out.push_str(LEASE_SUFFIX);
     out
 }

@@ -71,7 +71,7 @@ impl KeySpace {
         let mut key = String::with_capacity(self.prefix.len() + 2 * bytes.len() + 2 + suffix.len());
         key.push_str(&self.prefix);
         key.push('{');
-        push_hex(&mut key, bytes);
+        lock_core::hex::push_lower(&mut key, bytes);
         key.push('}');
         key.push_str(suffix);
         key
@@ -108,17 +108,8 @@ const FENCE: &str = ":fence";
 /// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
+    lock_core::hex::push_lower(&mut out, bytes);
     out
-}
-
-/// Appends the lowercase hex of `bytes` to `out`.
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
 }
 
 /// Escapes the characters Redis glob patterns treat specially, so `text` matches literally.
