@@ -128,8 +128,9 @@ impl<D: Driver> Engine<D> {
     }
 
     /// Runs `op` as [`run`](Self::run) does, retrying a busy database for at most `budget`;
-    /// then makes sure the database file is still the one this engine opened. Every
-    /// operation of every driver goes through here, so the check runs once per operation.
+    /// then, for an operation that grants or renews a lease (and the first operation),
+    /// makes sure the database file is still the one this engine opened. Every operation
+    /// of every driver goes through here.
     async fn run_within<O: Op>(&self, op: &O, budget: Duration) -> Result<O::Output> {
         // A file found lost before is refused at once: no write into it, nor (through a
         // pool's new connection) into the database now at the path.
@@ -161,11 +162,12 @@ impl<D: Driver> Engine<D> {
         // answer is lost, as with a timeout. A second `stat` before every transaction would
         // spare that one operation; it is not worth doubling the cost of every operation.
         //
-        // Only writes that grant or renew a lease (and the first operation, which records
-        // the file) pay for the `stat`: a release, a look or a waiter's poll answered from
-        // a lost file gives nobody a lease, and the next acquisition or heartbeat finds the
-        // file lost. That keeps it to one `stat` per acquire + release pair.
-        if O::KIND == TxKind::Write || !self.file.recorded() {
+        // Only operations that grant or renew a lease (and the first operation, which
+        // records the file) pay for the `stat`: a release, a look or a waiter's poll
+        // answered from a lost file gives nobody a lease, and the next acquisition or
+        // heartbeat finds the file lost. That keeps it to one `stat` per acquire + release
+        // pair.
+        if O::GRANTS || !self.file.recorded() {
             self.file.check(&self.db)?;
         }
         outcome

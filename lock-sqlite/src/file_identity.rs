@@ -8,12 +8,12 @@
 //! seen by nobody, and a client that opens the path gets another database, where it may
 //! take the same name: two holders.
 //!
-//! So the engine compares, once per write that grants or renews a lease, the device and
-//! inode of the file the path names now (one `stat`) with those of the file it named when
-//! the backend opened (recorded by the backend's first operation, the look at the schema).
-//! Once they differ, the backend
-//! refuses every operation before it runs, without looking again: the file it opened is
-//! lost for good, and the lock store has to be reopened.
+//! So the engine compares, after each operation that grants or renews a lease, the device
+//! and inode of the file the path names now (one `stat`) with those of the file it named
+//! when the backend opened (recorded by the backend's first operation, the look at the
+//! schema). Once they differ, the backend refuses every operation before it runs, without
+//! looking again: the file it opened is lost for good, and the lock store has to be
+//! reopened.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;

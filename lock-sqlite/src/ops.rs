@@ -92,6 +92,7 @@ impl Acquire<'_> {
 impl Op for Acquire<'_> {
     type Output = Option<Lease>;
     const KIND: TxKind = TxKind::Write;
+    const GRANTS: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Option<Lease>, OpError> {
         // Taken before the lease is written: the holder's deadline cannot start later than
@@ -159,6 +160,7 @@ impl Op for Heartbeat<'_> {
     type Output = Lease;
     const KIND: TxKind = TxKind::Write;
     const FOR_A_HOLDER: bool = true;
+    const GRANTS: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Lease, OpError> {
         let sent = monotonic_now();
@@ -177,6 +179,7 @@ impl Op for HeartbeatMany<'_> {
     type Output = Vec<Result<Lease, LockError>>;
     const KIND: TxKind = TxKind::Write;
     const FOR_A_HOLDER: bool = true;
+    const GRANTS: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
         let sent = monotonic_now();

@@ -53,6 +53,9 @@ pub(crate) trait Op: Sync {
     const KIND: TxKind;
     /// Renews or frees a lease already held (heartbeat, release): retried sooner when busy.
     const FOR_A_HOLDER: bool = false;
+    /// Grants or renews a lease (acquire, heartbeat): its answer is given only once the
+    /// database file is known to be still the one the backend opened (see `file_identity`).
+    const GRANTS: bool = false;
 
     /// Runs the operation inside `tx`; `db` names the database in messages.
     fn run<S: Statements>(
