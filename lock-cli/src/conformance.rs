@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use lock::LockError;
+use leaselock::LockError;
 use lock_conformance::{CASES, CaseOutcome, Target, run_case};
 use tokio::task::JoinSet;
 
 use crate::cli::ConformanceArgs;
 use crate::exit;
-use lock::redact_url;
+use leaselock::redact_url;
 
 /// Runs the suite; returns the exit code.
 pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, LockError> {
@@ -24,8 +24,8 @@ pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, LockError> 
         return Ok(exit::USAGE);
     }
     // Two independent clients, as two processes would have.
-    let first = lock::connect(&args.url).await?;
-    let second = lock::connect(&args.url).await?;
+    let first = leaselock::connect(&args.url).await?;
+    let second = leaselock::connect(&args.url).await?;
     let prefix = format!("lockctl-conformance-{:08x}/", rand::random::<u32>());
     // The URL as shown: never with its password.
     let shown = redact_url(&args.url);

@@ -1,6 +1,6 @@
 //! lockctl's exit codes: the child's own status when it ran, else one of these.
 
-use lock::LockError;
+use leaselock::LockError;
 
 /// The lock was not acquired: held by someone else with `--no-wait`, or `--wait` ran out.
 pub(crate) const NOT_ACQUIRED: u8 = 75;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use lock::LockError;
+use leaselock::LockError;
 
 /// The grace when `--grace` is not given and the TTL is long: ttl/4 for shorter TTLs.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);

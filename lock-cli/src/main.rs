@@ -18,7 +18,7 @@ mod supervise;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lock::LockError;
+use leaselock::LockError;
 
 use cli::{Cli, Command};
 

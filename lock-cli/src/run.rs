@@ -7,7 +7,7 @@
 use std::io;
 use std::time::Duration;
 
-use lock::{LeaseInfo, LockError, LockGuard, LockName, LockOptions, Locker};
+use leaselock::{LeaseInfo, LockError, LockGuard, LockName, LockOptions, Locker};
 
 use crate::cli::RunArgs;
 use crate::exit;

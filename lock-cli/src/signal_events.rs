@@ -5,7 +5,7 @@ use std::io;
 use std::task::Poll;
 use std::time::Duration;
 
-use lock::LockError;
+use leaselock::LockError;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::signals;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lock::{LeaseInfo, LockError, LockName};
+use leaselock::{LeaseInfo, LockError, LockName};
 
 use crate::cli::{ReleaseArgs, StatusArgs};
 

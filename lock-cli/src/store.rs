@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lock::{LockBackend, LockError, Result};
+use leaselock::{LockBackend, LockError, Result};
 
 /// Connects to `url`, or to the default store when none was given.
 pub(crate) async fn open(url: Option<&str>) -> Result<(String, Arc<dyn LockBackend>)> {
@@ -12,8 +12,8 @@ pub(crate) async fn open(url: Option<&str>) -> Result<(String, Arc<dyn LockBacke
         Some(url) => url.to_owned(),
         None => default_url()?,
     };
-    tracing::debug!(url = %lock::redact_url(&url), "connecting to the lock store");
-    let backend = lock::connect(&url).await?;
+    tracing::debug!(url = %leaselock::redact_url(&url), "connecting to the lock store");
+    let backend = leaselock::connect(&url).await?;
     Ok((url, backend))
 }
 

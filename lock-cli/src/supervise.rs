@@ -7,7 +7,7 @@ use std::io;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use lock::{LockGuard, LossReason};
+use leaselock::{LockGuard, LossReason};
 use tokio::time::sleep_until;
 
 use crate::exit;

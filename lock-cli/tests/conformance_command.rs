@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use lock::{Holder, Lease, LockBackend, LockName};
+use leaselock::{Holder, Lease, LockBackend, LockName};
 use lock_redis::test_support::RedisServer;
 use support::{Sandbox, Store, assert_code, stderr, stdout};
 
@@ -24,14 +24,14 @@ const ROUNDING: Duration = Duration::from_millis(2);
 struct Bystanders {
     backend: Arc<dyn LockBackend>,
     /// Each lease with the store's view of it before the run.
-    held: Vec<(Lease, lock::LeaseInfo)>,
+    held: Vec<(Lease, leaselock::LeaseInfo)>,
 }
 
 impl Bystanders {
     /// Holds names a careless suite would touch: the suite's own case names without its
     /// prefix, and the prefix's stem.
     async fn hold(url: &str) -> Self {
-        let backend = lock::connect(url).await.unwrap();
+        let backend = leaselock::connect(url).await.unwrap();
         let me = Holder::current("bystander");
         let mut held = Vec::new();
         for text in ["lifecycle", "force", "lockctl-conformance-", "list/a"] {

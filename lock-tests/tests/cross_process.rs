@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use lock::{LockBackend, LockName, LockOptions, Locker};
+use leaselock::{LockBackend, LockName, LockOptions, Locker};
 use lock_conformance::history::{self, Event, Recorder, assert_history, monotonic_nanos};
 use support::{Report, Store, Worker};
 

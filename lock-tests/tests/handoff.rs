@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use lock::{LockOptions, Locker};
+use leaselock::{LockOptions, Locker};
 use lock_conformance::history::{self, Event, Record, Recorder, assert_history, monotonic_nanos};
 use support::{Kind, Store};
 
@@ -40,7 +40,7 @@ const MEDIAN_BOUND: Duration = Duration::from_millis(12);
 /// Takes the lock `CYCLES` times as `me`, recording each turn in `history`; after each
 /// release but the last, waits for the other process's next turn before asking again.
 async fn take_turns(url: &str, name: &str, history: &Path, me: &str) {
-    let locker = Locker::new(lock::connect(url).await.expect("connect"));
+    let locker = Locker::new(leaselock::connect(url).await.expect("connect"));
     let opts = LockOptions::default()
         .with_ttl(Duration::from_secs(30))
         .with_wait(Duration::from_secs(30))

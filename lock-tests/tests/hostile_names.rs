@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use lock::{Holder, LockBackend, LockError, LockName};
+use leaselock::{Holder, LockBackend, LockError, LockName};
 use proptest::prelude::*;
 use support::{Kind, Store};
 

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lock::{Holder, LockBackend, LockName};
+use leaselock::{Holder, LockBackend, LockName};
 use support::{Kind, Report, Store, Worker, worker_program};
 
 const TTL: Duration = Duration::from_secs(60);

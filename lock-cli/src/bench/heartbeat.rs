@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lock::{
+use leaselock::{
     Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, LockOptions, Locker,
     Result, async_trait,
 };

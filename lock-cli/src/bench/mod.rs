@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lock::{Holder, LockBackend, LockError, LockName};
+use leaselock::{Holder, LockBackend, LockError, LockName};
 use serde_json::json;
 
 pub(crate) use worker::{WorkerArgs, worker};
@@ -124,7 +124,7 @@ impl Plan {
                 if quick {
                     Duration::from_secs(3)
                 } else {
-                    lock::LockOptions::default().ttl
+                    leaselock::LockOptions::default().ttl
                 }
             }),
         }
@@ -157,7 +157,7 @@ async fn bench_store(
     plan: &Plan,
     progress: &mut Progress,
 ) -> Result<serde_json::Value, LockError> {
-    let backend = lock::connect(url).await?;
+    let backend = leaselock::connect(url).await?;
     let prefix = format!("lockctl-bench-{:08x}/", rand::random::<u32>());
     progress.done(&format!("benchmarking {url}"));
 

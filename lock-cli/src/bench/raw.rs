@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lock::LockError;
+use leaselock::LockError;
 
 const BENCH: &str = "lockctl bench";
 

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use clap::Args;
-use lock::{LockError, LockOptions, Locker};
+use leaselock::{LockError, LockOptions, Locker};
 use lock_conformance::history::monotonic_nanos;
 
 /// Arguments of the hidden worker subcommand.
@@ -28,7 +28,7 @@ pub(crate) struct WorkerArgs {
 }
 
 pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, LockError> {
-    let locker = Locker::new(lock::connect(&args.url).await?);
+    let locker = Locker::new(leaselock::connect(&args.url).await?);
     let opts = LockOptions::default()
         .with_ttl(Duration::from_secs(10))
         .with_wait(Duration::from_secs(300))

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use lock::{LockBackend, LockError, LockGuard, LockOptions, Locker};
+use leaselock::{LockBackend, LockError, LockGuard, LockOptions, Locker};
 use lock_conformance::history::{Event, Recorder, monotonic_nanos};
 use tokio::sync::mpsc;
 
@@ -186,7 +186,7 @@ enum Ended {
 }
 
 async fn hold(args: Common) -> i32 {
-    let locker = match lock::connect(&args.url).await {
+    let locker = match leaselock::connect(&args.url).await {
         Ok(backend) => Locker::new(backend),
         Err(e) => return fail_lock(&e),
     };
@@ -400,7 +400,7 @@ impl Cycler<'_> {
 
 async fn cycles(args: CycleArgs) -> i32 {
     let common = &args.common;
-    let backend = match lock::connect(&common.url).await {
+    let backend = match leaselock::connect(&common.url).await {
         Ok(backend) => backend,
         Err(e) => return fail_lock(&e),
     };

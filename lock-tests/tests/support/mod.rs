@@ -165,8 +165,8 @@ impl Store {
         self.dir.path().join(file)
     }
 
-    pub(crate) async fn backend(&self) -> std::sync::Arc<dyn lock::LockBackend> {
-        lock::connect(&self.url)
+    pub(crate) async fn backend(&self) -> std::sync::Arc<dyn leaselock::LockBackend> {
+        leaselock::connect(&self.url)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", self.url))
     }

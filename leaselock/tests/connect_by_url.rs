@@ -1,15 +1,15 @@
-//! `lock::connect` reaches a working backend for every scheme compiled into this build.
+//! `leaselock::connect` reaches a working backend for every scheme compiled into this build.
 
-use lock::LockError;
+use leaselock::LockError;
 
 #[cfg(any(feature = "sqlite", feature = "file", feature = "redis"))]
 /// Connects to `url` and takes, contends and releases a lock through the returned backend.
 async fn lock_cycle(url: &str) {
-    use lock::{LockOptions, Locker};
+    use leaselock::{LockOptions, Locker};
     use std::time::Duration;
 
     let locker = Locker::new(
-        lock::connect(url)
+        leaselock::connect(url)
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}")),
     );
@@ -98,7 +98,7 @@ async fn rediss_url_reaches_the_redis_backend() {
         .local_addr()
         .unwrap()
         .port(); // free again once the listener is dropped here
-    let err = lock::connect(&format!("rediss://127.0.0.1:{port}/"))
+    let err = leaselock::connect(&format!("rediss://127.0.0.1:{port}/"))
         .await
         .expect_err("nothing listens there");
     assert!(err.is_transient(), "{err:?}");
@@ -107,12 +107,12 @@ async fn rediss_url_reaches_the_redis_backend() {
 
 #[tokio::test]
 async fn a_bad_url_is_a_config_error_naming_the_supported_schemes() {
-    let err = lock::connect("mysql://localhost/locks")
+    let err = leaselock::connect("mysql://localhost/locks")
         .await
         .expect_err("no such backend");
     assert!(matches!(err, LockError::Config { .. }), "{err:?}");
     let text = err.to_string();
-    for scheme in lock::supported_schemes() {
+    for scheme in leaselock::supported_schemes() {
         assert!(text.contains(scheme), "{text}");
     }
 }

@@ -1,4 +1,4 @@
-//! `lock::connect(url)`: pick a backend by URL scheme among those compiled in.
+//! `leaselock::connect(url)`: pick a backend by URL scheme among those compiled in.
 
 use std::future::Future;
 use std::pin::Pin;
