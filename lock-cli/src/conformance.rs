@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::ConformanceArgs;
 use crate::exit;
-use leaselock::redact_url;
+use lock_core::backend_kit::redact_url;
 
 /// Runs the suite; returns the exit code.
 pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, LockError> {

@@ -12,7 +12,7 @@ pub(crate) async fn open(url: Option<&str>) -> Result<(String, Arc<dyn LockBacke
         Some(url) => url.to_owned(),
         None => default_url()?,
     };
-    tracing::debug!(url = %leaselock::redact_url(&url), "connecting to the lock store");
+    tracing::debug!(url = %lock_core::backend_kit::redact_url(&url), "connecting to the lock store");
     let backend = leaselock::connect(&url).await?;
     Ok((url, backend))
 }

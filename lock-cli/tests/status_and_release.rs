@@ -49,7 +49,7 @@ fn status_shows_holders(store: Store) {
         holder_a.id(),
         "the holder is the lockctl process"
     );
-    assert_eq!(lease["host"], leaselock::host_name().as_str());
+    assert_eq!(lease["host"], lock_core::backend_kit::host_name().as_str());
     assert!(lease["fence"].as_u64().is_some_and(|f| f > 0), "{lease}");
     let left = lease["time_left_ms"].as_u64().unwrap();
     assert!(

@@ -31,7 +31,7 @@ use crate::name::LockName;
 /// - **Clocks.** The store's clock decides expiry (Redis: server time; SQLite and file: this
 ///   host's wall clock). The returned [`Lease::deadline`] is on the caller's monotonic clock:
 ///   the moment the request was sent, plus `ttl`, minus a margin
-///   ([`local_deadline`](crate::time::local_deadline)). Past it, the holder must assume the
+///   ([`local_deadline`](crate::backend_kit::time::local_deadline)). Past it, the holder must assume the
 ///   lease is gone.
 /// - **Ownership.** The holder's [`OwnerToken`](crate::OwnerToken) is the only authority.
 ///   [`heartbeat`](Self::heartbeat) and [`release`](Self::release) act only if the stored
@@ -95,22 +95,18 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
     /// [`LockError::Unavailable`] when the store cannot be reached.
     async fn force_release(&self, name: &LockName) -> Result<bool>;
 
-    /// Waits up to `max` for the lease on `name` to change. Backends that can be notified
-    /// return as soon as it is released; the default just sleeps `max`.
-    async fn wait_for_change(&self, name: &LockName, max: Duration) {
-        let _ = name;
+    /// Waits up to `max` for the lease on `name` to change, for a caller whose last attempt to
+    /// acquire it started at `since` (on [`monotonic_now`](crate::backend_kit::time::monotonic_now)'s
+    /// clock; pass `monotonic_now()` when there was no attempt).
+    ///
+    /// Backends that can be notified return as soon as `name` is released, and at once if
+    /// they saw it released at or after `since`, so a release between the caller's attempt
+    /// and its wait is not slept through ([`ReleaseLog`](crate::backend_kit::ReleaseLog)
+    /// implements this). The default sleeps `max`. It is a hint: returning early is always
+    /// allowed, and [`Locker::lock`](crate::Locker::lock) simply tries again.
+    async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
+        let _ = (name, since);
         tokio::time::sleep(max).await;
-    }
-
-    /// As [`wait_for_change`](Self::wait_for_change), for a caller whose last attempt to
-    /// acquire `name` started at `since` (on [`monotonic_now`](crate::time::monotonic_now)'s
-    /// clock): a backend that can be notified returns at once if it saw `name` released
-    /// after `since`, so a release between the attempt and the wait is not slept through.
-    /// [`Locker::lock`](crate::Locker::lock) waits with this. The default calls
-    /// `wait_for_change`; see [`ReleaseLog`](crate::ReleaseLog) for an implementation.
-    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
-        let _ = since;
-        self.wait_for_change(name, max).await;
     }
 
     /// Live leases whose names start with `prefix` (all of them for `""`), sorted by name.
@@ -226,12 +222,8 @@ macro_rules! forward_backend {
                 (**self).force_release(name).await
             }
 
-            async fn wait_for_change(&self, name: &LockName, max: Duration) {
-                (**self).wait_for_change(name, max).await
-            }
-
-            async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
-                (**self).wait_for_change_since(name, since, max).await
+            async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
+                (**self).wait_for_change(name, since, max).await
             }
 
             async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {

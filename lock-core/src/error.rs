@@ -87,7 +87,7 @@ pub enum LockError {
     /// The store is misconfigured: a bad URL, a missing or read-only location, a foreign schema.
     #[error("invalid {backend} configuration: {detail}")]
     Config {
-        /// Which backend (or `"lock"` for the facade).
+        /// Which backend (or `"leaselock"` for the library itself).
         backend: &'static str,
         /// What is wrong and how to fix it.
         detail: String,

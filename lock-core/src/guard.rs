@@ -8,12 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use crate::backend::LockBackend;
+use crate::backend_kit::time::monotonic_now;
 use crate::error::{LockError, Result};
 use crate::heartbeat::Heartbeater;
 use crate::holder::Holder;
 use crate::lease::Lease;
 use crate::name::LockName;
-use crate::time::monotonic_now;
 
 /// Why a lease ended, as [`LockGuard::lost`] and [`LeaseWatch::lost`] report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,7 +325,7 @@ impl LockGuard {
             .await
             .unwrap_or_else(|_| {
                 Err(LockError::backend(
-                    "lock",
+                    "leaselock",
                     "the backend panicked while releasing; this is a bug in the backend \
                      (the TTL will free the lease)",
                 ))

@@ -23,11 +23,11 @@ use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
 use crate::backend::LockBackend;
-use crate::backoff::Backoff;
+use crate::backend_kit::Backoff;
+use crate::backend_kit::time::{deadline_in, instant_after, local_deadline, monotonic_now};
 use crate::error::{LockError, Result};
 use crate::guard::Shared;
 use crate::lease::Lease;
-use crate::time::{deadline_in, instant_after, local_deadline, monotonic_now};
 
 /// The most leases renewed by one `heartbeat_many` call, so that one call never holds a
 /// store (a Redis script, a SQLite write transaction) for long.
@@ -259,7 +259,7 @@ async fn renew(
             let answer = answers.as_mut().map(|a| {
                 a.next().unwrap_or_else(|| {
                     Err(LockError::backend(
-                        "lock",
+                        "leaselock",
                         "heartbeat_many answered fewer results than leases; this is a bug in \
                          the backend",
                     ))

@@ -60,7 +60,7 @@ impl FromStr for OwnerToken {
     /// Parses the 32-hex-digit form produced by `Display`.
     fn from_str(s: &str) -> Result<Self, LockError> {
         let bad = || LockError::Config {
-            backend: "lock",
+            backend: "leaselock",
             detail:
                 "an owner token must be 32 hex digits (as printed by lockctl or OwnerToken::to_hex)"
                     .into(),

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::backend_kit::time::{local_deadline, monotonic_now};
 use crate::holder::Holder;
 use crate::name::LockName;
-use crate::time::{local_deadline, monotonic_now};
 
 /// A lease this process holds.
 ///

@@ -9,7 +9,8 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::backend::LockBackend;
-use crate::backoff::Backoff;
+use crate::backend_kit::Backoff;
+use crate::backend_kit::time::monotonic_now;
 use crate::error::{LockError, Result};
 use crate::guard::{LeaseWatch, LockGuard};
 use crate::heartbeat::Heartbeater;
@@ -17,7 +18,6 @@ use crate::holder::{Holder, OwnerToken};
 use crate::lease::Lease;
 use crate::name::{IntoLockName, LockName};
 use crate::options::LockOptions;
-use crate::time::monotonic_now;
 
 /// The high-level entry point: acquires leases from a backend and hands out
 /// [`LockGuard`]s that keep them alive.
@@ -180,9 +180,7 @@ impl Locker {
                 }));
             }
             let delay = backoff.next_delay().min(remaining.unwrap_or(Duration::MAX));
-            self.backend
-                .wait_for_change_since(name, attempted, delay)
-                .await;
+            self.backend.wait_for_change(name, attempted, delay).await;
         }
     }
 
@@ -295,7 +293,7 @@ impl Locker {
         });
         (&mut pending.rx).await.map_err(|_| {
             LockError::backend(
-                "lock",
+                "leaselock",
                 "the backend panicked while acquiring; this is a bug in the backend",
             )
         })?

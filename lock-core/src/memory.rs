@@ -11,12 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 
 use crate::backend::{Capabilities, LockBackend};
+use crate::backend_kit::ReleaseLog;
+use crate::backend_kit::time::{monotonic_now, validate_ttl};
 use crate::error::{LockError, Result};
 use crate::holder::{Holder, OwnerToken};
 use crate::lease::{Lease, LeaseInfo};
 use crate::name::LockName;
-use crate::release_log::ReleaseLog;
-use crate::time::{monotonic_now, validate_ttl};
 
 /// Leases kept in memory; clones share the same store.
 ///
@@ -182,11 +182,7 @@ impl LockBackend for MemoryBackend {
         Ok(freed)
     }
 
-    async fn wait_for_change(&self, name: &LockName, max: Duration) {
-        self.inner.released.wait(name, monotonic_now(), max).await;
-    }
-
-    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+    async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
         self.inner.released.wait(name, since, max).await;
     }
 

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::backend_kit::time::{safety_margin, validate_ttl};
 use crate::error::{LockError, Result};
-use crate::time::{safety_margin, validate_ttl};
 
 /// Options for [`Locker`](crate::Locker) calls.
 ///
@@ -97,7 +97,7 @@ impl LockOptions {
     ///
     /// The heartbeat period must be at least [`MIN_HEARTBEAT_INTERVAL`] and at most half of
     /// the time the holder trusts a lease (`ttl` minus its
-    /// [`safety_margin`](crate::time::safety_margin)), so that a failed heartbeat is retried
+    /// [`safety_margin`](crate::backend_kit::time::safety_margin)), so that a failed heartbeat is retried
     /// before the lease runs out. The default, `ttl / 3`, always is.
     ///
     /// # Errors
@@ -108,7 +108,7 @@ impl LockOptions {
         validate_heartbeat(self.ttl, self.effective_heartbeat_interval())?;
         if self.min_backoff.is_zero() || self.min_backoff > self.max_backoff {
             return Err(LockError::config(
-                "lock",
+                "leaselock",
                 format!(
                     "backoff from {:?} to {:?}: the first delay must be above zero (or waiters \
                      spin) and not above the longest; the defaults are 1 ms and 100 ms",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use lock_core::time::monotonic_now;
+use lock_core::backend_kit::time::monotonic_now;
 use lock_core::{
     Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, LockOptions, Locker, LossReason,
     Result, async_trait,

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use lock_core::time::{fence_seed_now, monotonic_now, validate_ttl};
+use lock_core::backend_kit::Driver;
+use lock_core::backend_kit::time::{fence_seed_now, monotonic_now, validate_ttl};
 use lock_core::{
     Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, Result, async_trait,
 };
@@ -14,17 +15,16 @@ use crate::flock::LockKind;
 use crate::io_error::BACKEND;
 use crate::lease_file::LeaseFile;
 use crate::lock_dir::LockDir;
-use crate::options::FileOptions;
+use crate::options::{FileOptions, URL_SCHEMES};
 use crate::peek::PeekFile;
 use crate::record::{self, Held, State};
-use crate::url_config;
 
 /// Lease locks in a local directory: one lease file per lock name.
 ///
 /// Every operation opens the name's lease file, takes an exclusive fs4 (`flock`) lock for
 /// its critical section (read, decide, rewrite in place), and closes it; `inspect` and
 /// `list` take a shared lock. So any number of tasks, backends and processes on this host
-/// can share a directory. Clones share everything; two [`open`](Self::open)s of the same
+/// can share a directory. Clones share everything; two [`connect`](Self::connect)s of the same
 /// directory are independent clients of one store.
 ///
 /// See the [crate documentation](crate) for the file format, fences and durability.
@@ -34,57 +34,32 @@ pub struct FileBackend {
 }
 
 impl FileBackend {
-    /// Opens an existing lock directory with default [`FileOptions`].
+    /// Connects to the directory a `file:///abs/dir[?sync=true&busy_timeout=10s]` URL
+    /// names (see [`FileOptions`]), creating it (mode 0700) if it is missing.
     ///
     /// # Errors
     ///
-    /// [`LockError::Config`] if `dir` does not exist, is not a directory, or is not writable
-    /// by this process; the message says what to do.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(dir, FileOptions::default())
-    }
-
-    /// Opens an existing lock directory with `options`.
-    ///
-    /// # Errors
-    ///
-    /// As [`open`](Self::open).
-    pub fn open_with(dir: impl AsRef<Path>, options: FileOptions) -> Result<Self> {
-        Ok(Self {
-            dir: Arc::new(LockDir::open(dir.as_ref(), options)?),
-        })
-    }
-
-    /// Creates the lock directory (and missing parents) with mode 0700 if needed, then opens
-    /// it with default options.
-    ///
-    /// # Errors
-    ///
-    /// [`LockError::Config`] if it cannot be created, or as [`open`](Self::open).
-    pub fn create(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::create_with(dir, FileOptions::default())
-    }
-
-    /// As [`create`](Self::create), with `options`.
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create).
-    pub fn create_with(dir: impl AsRef<Path>, options: FileOptions) -> Result<Self> {
-        LockDir::create(dir.as_ref())?;
-        Self::open_with(dir, options)
-    }
-
-    /// Connects to the directory named by a `file:///abs/dir[?sync=true&busy_timeout_ms=N]`
-    /// URL, creating it (mode 0700) if it is missing.
-    ///
-    /// # Errors
-    ///
-    /// [`LockError::Config`] for a malformed URL, an unknown option, or a directory that
-    /// cannot be created or written.
+    /// [`LockError::Config`] for a malformed URL or an unknown option; otherwise as
+    /// [`connect_with`](Self::connect_with).
     pub async fn connect(url: &str) -> Result<Self> {
-        let (dir, options) = url_config::parse(url)?;
-        Self::create_with(dir, options)
+        Self::connect_with(url.parse()?).await
+    }
+
+    /// Opens the lock directory `options` names, creating it (and missing parents, mode
+    /// 0700) first unless [`FileOptions::create_if_missing`] is off.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] if the directory cannot be created, does not exist (with
+    /// `create_if_missing` off), is not a directory, or is not writable by this process;
+    /// the message says what to do.
+    pub async fn connect_with(options: FileOptions) -> Result<Self> {
+        if options.create_if_missing {
+            LockDir::create(&options.dir)?;
+        }
+        Ok(Self {
+            dir: Arc::new(LockDir::open(options)?),
+        })
     }
 
     /// The lock directory (absolute, with symlinks resolved when it was opened).
@@ -137,6 +112,13 @@ impl FileBackend {
 pub async fn connect(url: &str) -> Result<FileBackend> {
     FileBackend::connect(url).await
 }
+
+/// This backend's entry in the `leaselock` facade's registry: `file://` URLs.
+pub const DRIVER: Driver = Driver {
+    name: BACKEND,
+    schemes: URL_SCHEMES,
+    connect: |url| Box::pin(async move { Ok(Arc::new(FileBackend::connect(&url).await?) as _) }),
+};
 
 #[async_trait]
 impl LockBackend for FileBackend {
@@ -297,13 +279,9 @@ impl LockBackend for FileBackend {
         .await
     }
 
-    async fn wait_for_change(&self, name: &LockName, max: Duration) {
-        self.wait_for_change_since(name, monotonic_now(), max).await;
-    }
-
     /// Wakes on a release by this process at once, and on one by another process within
     /// a few milliseconds: it looks at the lease file, without locking it, every 1-2 ms.
-    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+    async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
         let probe = PeekFile::new(self.dir.lease_path(name));
         self.dir
             .changes()

@@ -34,7 +34,7 @@ pub(crate) fn lease_file_name(name: &LockName) -> String {
     }
     out.push('-');
     let digest = Sha256::digest(bytes);
-    lock_core::hex::push_lower(&mut out, &digest[..HASH_BYTES]);
+    lock_core::backend_kit::hex::push_lower(&mut out, &digest[..HASH_BYTES]);
     out.push_str(LEASE_SUFFIX);
     out
 }

@@ -9,8 +9,6 @@ mod lock_dir;
 mod options;
 mod peek;
 mod record;
-mod url_config;
 
-pub use backend::{FileBackend, connect};
-pub use options::FileOptions;
-pub use url_config::URL_SCHEMES;
+pub use backend::{DRIVER, FileBackend, connect};
+pub use options::{FileOptions, URL_SCHEMES};

@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lock_core::{LockError, LockName, ReleaseLog, Result};
+use lock_core::backend_kit::ReleaseLog;
+use lock_core::{LockError, LockName, Result};
 
 use crate::file_name::{LEASE_SUFFIX, lease_file_name};
 use crate::flock::{self, LockKind};
@@ -52,7 +53,9 @@ impl LockDir {
     }
 
     /// Opens an existing, writable directory.
-    pub(crate) fn open(dir: &Path, options: FileOptions) -> Result<Self> {
+    pub(crate) fn open(options: FileOptions) -> Result<Self> {
+        let dir = options.dir.clone();
+        let dir = dir.as_path();
         let shown = dir.display();
         match fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => {}
@@ -70,7 +73,7 @@ impl LockDir {
                     BACKEND,
                     format!(
                         "lock directory {shown} does not exist; create it (mkdir -m 700 -p \
-                         {shown}), or use FileBackend::create or a file:// URL, which create it"
+                         {shown}), or let the backend create it (FileOptions::create_if_missing, or a file:// URL)"
                     ),
                 ));
             }
@@ -185,7 +188,7 @@ impl LockDir {
                 BACKEND,
                 format!(
                     "lock directory {} no longer exists (deleted while in use?); every lease \
-                     in it is gone. Recreate it (mkdir -m 700 -p, or FileBackend::create) once \
+                     in it is gone. Recreate it (mkdir -m 700 -p, or reconnect with FileOptions::create_if_missing) once \
                      the processes that used it have stopped",
                     self.path.display()
                 ),

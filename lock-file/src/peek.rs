@@ -1,6 +1,6 @@
 //! Looking at a lease file without locking it, so that a waiter in this process notices a
 //! release by another process within a few milliseconds (see
-//! [`ReleaseLog::wait_or_poll`](lock_core::ReleaseLog::wait_or_poll)).
+//! [`ReleaseLog::wait_or_poll`](lock_core::backend_kit::ReleaseLog::wait_or_poll)).
 
 use std::fs::File;
 use std::future::Future;
@@ -8,7 +8,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use lock_core::{LeaseProbe, OwnerToken, Seen};
+use lock_core::OwnerToken;
+use lock_core::backend_kit::{LeaseProbe, Seen};
 
 use crate::record::decode;
 

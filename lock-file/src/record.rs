@@ -12,7 +12,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use lock_core::time::{from_unix_millis, to_unix_millis};
+use lock_core::backend_kit::time::{from_unix_millis, to_unix_millis};
 use lock_core::{Holder, LeaseInfo, LockName, OwnerToken};
 use serde::{Deserialize, Serialize};
 

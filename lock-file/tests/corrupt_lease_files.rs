@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 
 use lock_core::{LockBackend, LockError, LockName, Result};
-use lock_file::FileBackend;
+use lock_file::{FileBackend, FileOptions};
 use support::{LONG_TTL, acquire, name};
 
 fn assert_corrupt<T: std::fmt::Debug>(result: Result<T>, file: &Path, what: &str) {
@@ -46,7 +46,10 @@ fn corruptions(good: &str, other_names_file: &str) -> Vec<(&'static str, Vec<u8>
 #[tokio::test]
 async fn corrupt_files_fail_their_own_name_and_force_release_recovers_them() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = FileBackend::open(dir.path()).unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let (victim, bystander) = (name("victim"), name("bystander"));
     let held_elsewhere = acquire(&backend, &bystander, "bystander").await;
     let other_file = std::fs::read_to_string(backend.lease_file(&bystander)).unwrap();
@@ -122,11 +125,14 @@ async fn corrupt_files_fail_their_own_name_and_force_release_recovers_them() {
 #[tokio::test]
 async fn force_release_keeps_a_fence_still_readable_in_a_damaged_file() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = FileBackend::open(dir.path()).unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let n = name("far-ahead");
     let path = backend.lease_file(&n);
     // A record whose fence is far above the wall-clock seed, then cut in half.
-    let far_ahead = lock_core::time::fence_seed_now() * 4;
+    let far_ahead = lock_core::backend_kit::time::fence_seed_now() * 4;
     let record = format!(
         "{{\"version\":1,\"name\":\"far-ahead\",\"fence\":{far_ahead},\"holder\":{{\"token\":\"0123"
     );
@@ -140,7 +146,10 @@ async fn force_release_keeps_a_fence_still_readable_in_a_damaged_file() {
 #[tokio::test]
 async fn an_empty_or_deleted_file_starts_again_above_every_old_fence() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = FileBackend::open(dir.path()).unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let n: LockName = name("wiped");
     let first = acquire(&backend, &n, "first").await;
     assert!(backend.release(&first).await.unwrap());

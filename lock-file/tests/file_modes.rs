@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use lock_core::LockBackend;
-use lock_file::FileBackend;
+use lock_file::{FileBackend, FileOptions};
 use support::{acquire, files_under, name};
 
 fn mode(path: &Path) -> u32 {
@@ -17,7 +17,9 @@ fn mode(path: &Path) -> u32 {
 async fn lease_files_are_created_0600_and_the_directory_0700() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("new/locks");
-    let backend = FileBackend::create(&dir).unwrap();
+    let backend = FileBackend::connect_with(FileOptions::new(&dir))
+        .await
+        .unwrap();
     assert_eq!(mode(&dir), 0o700, "created lock directory");
     assert_eq!(mode(&root.path().join("new")), 0o700, "created parent");
     for text in ["a", "b/c", "日本"] {
@@ -34,7 +36,10 @@ async fn lease_files_are_created_0600_and_the_directory_0700() {
 #[tokio::test]
 async fn files_stay_after_release_with_the_holder_cleared() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = FileBackend::open(dir.path()).unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let n = name("kept");
     let lease = acquire(&backend, &n, "kept").await;
     assert!(backend.release(&lease).await.unwrap());

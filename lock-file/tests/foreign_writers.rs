@@ -5,9 +5,9 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use lock_core::time::to_unix_millis;
+use lock_core::backend_kit::time::to_unix_millis;
 use lock_core::{Holder, LockBackend, OwnerToken};
-use lock_file::FileBackend;
+use lock_file::{FileBackend, FileOptions};
 use support::{LONG_TTL, acquire, name};
 
 fn foreign_record(lock: &str, fence: u64, token: OwnerToken, expires_in: Duration) -> String {
@@ -31,7 +31,10 @@ fn foreign_record(lock: &str, fence: u64, token: OwnerToken, expires_in: Duratio
 #[tokio::test]
 async fn a_live_lease_written_by_another_process_is_respected_until_it_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = FileBackend::open(dir.path()).unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let n = name("theirs");
     let token = OwnerToken::random();
     let fence = 41_000;
@@ -69,7 +72,7 @@ async fn a_live_lease_written_by_another_process_is_respected_until_it_expires()
         Holder::new(token, "other process", 999_999, "elsewhere"),
         fence,
         SystemTime::now() + ttl,
-        lock_core::time::monotonic_now(),
+        lock_core::backend_kit::time::monotonic_now(),
         ttl,
     );
     let renewed = backend.heartbeat(&theirs, ttl).await.unwrap();
@@ -91,8 +94,14 @@ async fn a_live_lease_written_by_another_process_is_respected_until_it_expires()
 #[tokio::test]
 async fn a_second_backend_instance_sees_and_respects_the_first() {
     let dir = tempfile::tempdir().unwrap();
-    let first = FileBackend::open(dir.path()).unwrap();
-    let second = FileBackend::open(dir.path()).unwrap();
+    let first =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
+    let second =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let n = name("shared");
     let lease = acquire(&first, &n, "first").await;
     assert!(

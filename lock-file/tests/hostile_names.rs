@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 
 use lock_core::LockBackend;
-use lock_file::FileBackend;
+use lock_file::{FileBackend, FileOptions};
 use support::{acquire, files_under, lease_files, name};
 
 fn hostile_names() -> Vec<String> {
@@ -45,7 +45,9 @@ async fn hostile_names_create_files_only_directly_inside_the_lock_dir() {
     let root = tempfile::tempdir().unwrap();
     // Four levels down, so `../../../../escape` would land inside `root` if it escaped.
     let dir = root.path().join("a/b/c/locks");
-    let backend = FileBackend::create(&dir).unwrap();
+    let backend = FileBackend::connect_with(FileOptions::new(&dir))
+        .await
+        .unwrap();
     let names = hostile_names();
     let mut leases = Vec::new();
     for (i, text) in names.iter().enumerate() {
@@ -106,7 +108,10 @@ async fn hostile_names_create_files_only_directly_inside_the_lock_dir() {
 #[tokio::test]
 async fn file_names_are_readable_for_plain_names() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = FileBackend::open(dir.path()).unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let path = backend.lease_file(&name("nightly-report"));
     let file_name = path.file_name().unwrap().to_str().unwrap();
     assert!(file_name.starts_with("nightly-report-"), "{file_name}");

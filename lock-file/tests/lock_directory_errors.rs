@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 
 use lock_core::{Holder, LockBackend, LockError, Result};
-use lock_file::FileBackend;
+use lock_file::{FileBackend, FileOptions};
 use support::{LONG_TTL, acquire, name};
 
 fn config_detail<T: std::fmt::Debug>(result: Result<T>, what: &str) -> String {
@@ -19,39 +19,51 @@ fn config_detail<T: std::fmt::Debug>(result: Result<T>, what: &str) -> String {
     }
 }
 
-#[test]
-fn a_missing_directory_is_a_config_error_that_says_how_to_create_it() {
+#[tokio::test]
+async fn a_missing_directory_is_a_config_error_that_says_how_to_create_it() {
     let root = tempfile::tempdir().unwrap();
     let missing = root.path().join("nope");
-    let detail = config_detail(FileBackend::open(&missing), "missing dir");
+    let detail = config_detail(
+        FileBackend::connect_with(FileOptions::new(&missing).with_create_if_missing(false)).await,
+        "missing dir",
+    );
     assert!(detail.contains("does not exist"), "{detail}");
     assert!(detail.contains("mkdir"), "{detail}");
     assert!(!missing.exists(), "open must not create it");
 }
 
-#[test]
-fn a_regular_file_is_not_a_lock_directory() {
+#[tokio::test]
+async fn a_regular_file_is_not_a_lock_directory() {
     let root = tempfile::tempdir().unwrap();
     let file = root.path().join("file");
     std::fs::write(&file, b"not a directory").unwrap();
-    let detail = config_detail(FileBackend::open(&file), "regular file");
+    let detail = config_detail(
+        FileBackend::connect_with(FileOptions::new(&file).with_create_if_missing(false)).await,
+        "regular file",
+    );
     assert!(detail.contains("not a directory"), "{detail}");
-    let detail = config_detail(FileBackend::create(&file), "create over a regular file");
+    let detail = config_detail(
+        FileBackend::connect_with(FileOptions::new(&file)).await,
+        "create over a regular file",
+    );
     assert!(detail.contains(&file.display().to_string()), "{detail}");
 }
 
 /// sysfs refuses to create regular files for every user, root included (EACCES, or EROFS
 /// where /sys is mounted read-only), so this works as root and as a normal user alike.
 #[cfg(target_os = "linux")]
-#[test]
-fn an_unwritable_directory_is_a_config_error_even_for_root() {
+#[tokio::test]
+async fn an_unwritable_directory_is_a_config_error_even_for_root() {
     let unwritable = Path::new("/sys/kernel");
     assert!(unwritable.is_dir(), "this test needs sysfs mounted at /sys");
-    let detail = config_detail(FileBackend::open(unwritable), "unwritable dir");
+    let detail = config_detail(
+        FileBackend::connect_with(FileOptions::new(unwritable).with_create_if_missing(false)).await,
+        "unwritable dir",
+    );
     assert!(detail.contains("not writable"), "{detail}");
     assert!(detail.contains("write access"), "{detail}");
     let detail = config_detail(
-        FileBackend::create(unwritable.join("locks")),
+        FileBackend::connect_with(FileOptions::new(unwritable.join("locks"))).await,
         "create under an unwritable dir",
     );
     assert!(detail.contains("cannot create lock directory"), "{detail}");
@@ -61,7 +73,9 @@ fn an_unwritable_directory_is_a_config_error_even_for_root() {
 async fn a_directory_deleted_mid_run_fails_every_operation_with_a_config_error() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("locks");
-    let backend = FileBackend::create(&dir).unwrap();
+    let backend = FileBackend::connect_with(FileOptions::new(&dir))
+        .await
+        .unwrap();
     let n = name("doomed");
     let lease = acquire(&backend, &n, "holder").await;
     std::fs::remove_dir_all(&dir).unwrap();
@@ -98,7 +112,7 @@ async fn connect_creates_the_directory_and_reads_options_from_the_url() {
     let dir = root.path().join("via url/locks");
     let url = url::Url::from_file_path(&dir).unwrap();
     assert!(url.as_str().contains("%20"), "{url}");
-    let backend = lock_file::connect(&format!("{url}?sync=true&busy_timeout_ms=1500"))
+    let backend = lock_file::connect(&format!("{url}?sync=true&busy_timeout=1500ms"))
         .await
         .unwrap();
     assert!(dir.is_dir());
@@ -120,7 +134,9 @@ async fn connect_creates_the_directory_and_reads_options_from_the_url() {
 async fn a_symlink_in_place_of_a_lease_file_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("locks");
-    let backend = FileBackend::create(&dir).unwrap();
+    let backend = FileBackend::connect_with(FileOptions::new(&dir))
+        .await
+        .unwrap();
     let n = name("linked");
     let target = root.path().join("outside");
     std::fs::write(&target, b"precious").unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lock_core::{LockOptions, Locker};
-use lock_file::FileBackend;
+use lock_file::{FileBackend, FileOptions};
 
 /// Set in child processes: the lock directory to work in.
 const CHILD_DIR: &str = "LOCK_FILE_TEST_CHILD_DIR";
@@ -74,7 +74,11 @@ async fn run_children() {
 
 /// Child: non-atomic read-modify-write of the counter file, under the lock.
 async fn increment_under_the_lock(dir: &Path) {
-    let locker = Locker::new(Arc::new(FileBackend::open(dir).unwrap()));
+    let locker = Locker::new(Arc::new(
+        FileBackend::connect_with(FileOptions::new(dir).with_create_if_missing(false))
+            .await
+            .unwrap(),
+    ));
     let opts = LockOptions::default()
         .with_ttl(Duration::from_secs(10))
         .with_wait(Duration::from_secs(120))

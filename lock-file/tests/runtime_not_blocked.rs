@@ -31,7 +31,10 @@ fn release_later(file: File, after: Duration) -> std::thread::JoinHandle<()> {
 #[tokio::test(flavor = "current_thread")]
 async fn waiting_for_a_held_file_lock_keeps_the_runtime_thread_free() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = FileBackend::open(dir.path()).unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let n = name("busy");
     let first = acquire(&backend, &n, "create the file").await;
     assert!(backend.release(&first).await.unwrap());
@@ -73,7 +76,10 @@ async fn waiting_for_a_held_file_lock_keeps_the_runtime_thread_free() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_cancelled_wait_leaves_no_file_lock_and_no_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = FileBackend::open(dir.path()).unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     let n = name("cancelled");
     let first = acquire(&backend, &n, "create the file").await;
     assert!(backend.release(&first).await.unwrap());
@@ -114,10 +120,12 @@ async fn a_cancelled_wait_leaves_no_file_lock_and_no_lease() {
 async fn a_stuck_holder_gives_unavailable_after_the_busy_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let busy_timeout = Duration::from_millis(200);
-    let backend = FileBackend::open_with(
-        dir.path(),
-        FileOptions::default().with_busy_timeout(busy_timeout),
+    let backend = FileBackend::connect_with(
+        FileOptions::new(dir.path())
+            .with_create_if_missing(false)
+            .with_busy_timeout(busy_timeout),
     )
+    .await
     .unwrap();
     let n = name("stuck");
     let first = acquire(&backend, &n, "create the file").await;

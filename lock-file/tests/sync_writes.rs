@@ -9,9 +9,17 @@ use support::{LONG_TTL, acquire, name};
 #[tokio::test(flavor = "current_thread")]
 async fn every_operation_works_with_sync_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let synced =
-        FileBackend::open_with(dir.path(), FileOptions::default().with_sync_writes(true)).unwrap();
-    let plain = FileBackend::open(dir.path()).unwrap();
+    let synced = FileBackend::connect_with(
+        FileOptions::new(dir.path())
+            .with_create_if_missing(false)
+            .with_sync_writes(true),
+    )
+    .await
+    .unwrap();
+    let plain =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
     assert!(synced.options().sync_writes);
     assert!(!plain.options().sync_writes, "off by default");
 

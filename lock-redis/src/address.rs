@@ -5,13 +5,13 @@
 //! - `redis+cluster://[user[:password]@]host:port,host:port,...[?options]` and
 //!   `rediss+cluster://...` for a Redis Cluster, given by any of its nodes
 //!
-//! Options: `prefix=<key prefix>`, `timeout_ms=<operation timeout>`, and the driver's own
+//! Options: `prefix=<key prefix>`, `timeout=<operation timeout, e.g. 2s>`, and the driver's own
 //! `protocol=resp2|resp3`.
 
 use std::fmt;
-use std::time::Duration;
 
-use lock_core::{LockError, Result};
+use lock_core::Result;
+use lock_core::backend_kit::config::StoreUrl;
 use url::Url;
 
 use crate::BACKEND;
@@ -77,88 +77,60 @@ fn redacted(url: &Url) -> String {
     shown.to_string()
 }
 
-/// Parses `input` into an endpoint and the options it carries on top of `base`.
-pub(crate) fn parse(input: &str, base: RedisOptions) -> Result<(Endpoint, RedisOptions)> {
-    let bad = |why: &str| {
-        LockError::config(
-            BACKEND,
-            format!(
-                "bad Redis URL {}: {why}; expected redis://[user[:password]@]host[:port][/db], \
-                 rediss://... for TLS, or redis+cluster://host:port,host:port,...",
-                shown_input(input)
-            ),
-        )
-    };
-    let (scheme, rest) = input
-        .split_once("://")
-        .ok_or_else(|| bad("it has no scheme"))?;
-    let (tls, cluster) = match scheme {
+const USAGE: &str = "expected redis://[user[:password]@]host[:port][/db], rediss://... for \
+     TLS, or redis+cluster://host:port,host:port,... (options: ?prefix=, ?timeout=2s, \
+     ?protocol=resp2|resp3)";
+
+/// Parses a Redis URL into an endpoint and the options its query sets on top of
+/// [`RedisOptions`]' defaults.
+pub(crate) fn parse(input: &str) -> Result<RedisOptions> {
+    let mut url = StoreUrl::parse(input, BACKEND, URL_SCHEMES, USAGE)?;
+    let (tls, cluster) = match url.scheme() {
         "redis" => (false, false),
         "rediss" => (true, false),
         "redis+cluster" => (false, true),
-        "rediss+cluster" => (true, true),
-        other => {
-            return Err(bad(&format!(
-                "unknown scheme {other:?} (use one of {})",
-                URL_SCHEMES.join(", ")
-            )));
-        }
+        _ => (true, true),
     };
     let node_scheme = if tls { "rediss" } else { "redis" };
-    let (rest, fragment) = match rest.split_once('#') {
-        Some((r, f)) => (r, Some(f)),
-        None => (rest, None),
-    };
-    if let Some(fragment) = fragment
+    let fragment = url.fragment().map(str::to_owned);
+    if let Some(fragment) = &fragment
         && !(tls && fragment == "insecure")
     {
-        return Err(bad(
-            "the only fragment allowed is #insecure, and only with TLS",
-        ));
+        return Err(url.error("the only fragment allowed is #insecure, and only with TLS"));
     }
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(rest) = url.body().strip_prefix("//") else {
+        return Err(url.error("it names no host"));
+    };
+    let rest = rest.to_owned();
+    let (authority, path) = rest.split_once('/').unwrap_or((&rest, ""));
     let (userinfo, hosts) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
     let hosts: Vec<&str> = hosts.split(',').collect();
     if hosts.iter().any(|h| h.is_empty()) {
-        return Err(bad("it names no host"));
+        return Err(url.error("it names no host"));
     }
     if !cluster && hosts.len() > 1 {
-        return Err(bad("several hosts need the redis+cluster:// scheme"));
+        return Err(url.error("several hosts need the redis+cluster:// scheme"));
     }
-    let db: i64 = match path.trim_end_matches('/') {
-        "" => 0,
-        db => db
-            .parse()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| bad(&format!("the database index {db:?} is not a number")))?,
-    };
+    let db: i64 =
+        match path.trim_end_matches('/') {
+            "" => 0,
+            db => db.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                url.error(format_args!("the database index {db:?} is not a number"))
+            })?,
+        };
     if cluster && db != 0 {
-        return Err(bad("a Redis Cluster has only database 0"));
+        return Err(url.error("a Redis Cluster has only database 0"));
     }
-    let mut opts = base;
-    let mut passed_on = Vec::new();
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        match &*key {
-            "prefix" => opts.key_prefix = value.into_owned(),
-            "timeout_ms" => {
-                let ms: u64 = value.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
-                    bad(&format!("timeout_ms={value:?} is not a positive number"))
-                })?;
-                opts.operation_timeout = Duration::from_millis(ms);
-            }
-            "protocol" => passed_on.push(format!("protocol={value}")),
-            other => {
-                return Err(bad(&format!(
-                    "unknown option {other:?} (known: prefix, timeout_ms, protocol)"
-                )));
-            }
-        }
+    let query = url.query();
+    let prefix = query.string("prefix")?;
+    let timeout = query.duration("timeout")?;
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Err(query.error("timeout", "it must be above zero"));
     }
+    let protocol = query.string("protocol")?;
     let mut nodes = Vec::with_capacity(hosts.len());
     for host in hosts {
         let mut node = format!("{node_scheme}://");
@@ -168,61 +140,53 @@ pub(crate) fn parse(input: &str, base: RedisOptions) -> Result<(Endpoint, RedisO
         }
         node.push_str(host);
         node.push_str(&format!("/{db}"));
-        if !passed_on.is_empty() {
-            node.push('?');
-            node.push_str(&passed_on.join("&"));
+        if let Some(protocol) = &protocol {
+            node.push_str("?protocol=");
+            node.push_str(protocol);
         }
-        if let Some(fragment) = fragment {
+        if let Some(fragment) = &fragment {
             node.push('#');
             node.push_str(fragment);
         }
-        let url = Url::parse(&node).map_err(|e| bad(&e.to_string()))?;
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(bad("it names no host"));
+        let node = Url::parse(&node).map_err(|e| url.error(e))?;
+        if node.host_str().is_none_or(str::is_empty) {
+            return Err(url.error("it names no host"));
         }
         // Let the driver check what it will use, so a bad value fails here, not later.
-        redis::Client::open(url.clone()).map_err(|e| bad(&e.to_string()))?;
-        nodes.push(url);
+        redis::Client::open(node.clone()).map_err(|e| url.error(e))?;
+        nodes.push(node);
     }
+    url.finish()?;
     let endpoint = if cluster {
         Endpoint::Cluster(nodes)
     } else {
         Endpoint::Standalone(nodes.remove(0))
     };
-    Ok((endpoint, opts))
-}
-
-/// The input as it may be shown: the password replaced.
-fn shown_input(input: &str) -> String {
-    match input.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, tail) = match rest.find(['/', '?', '#']) {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            match authority.rsplit_once('@') {
-                Some((userinfo, hosts)) => {
-                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                    let hidden = if userinfo.contains(':') { ":***" } else { "" };
-                    format!("{scheme}://{user}{hidden}@{hosts}{tail}")
-                }
-                None => input.to_owned(),
-            }
-        }
-        None => input.to_owned(),
+    let mut opts = RedisOptions::at(endpoint);
+    if let Some(prefix) = prefix {
+        opts.key_prefix = prefix;
     }
+    if let Some(timeout) = timeout {
+        opts.operation_timeout = timeout;
+    }
+    Ok(opts)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use lock_core::LockError;
+
     use super::*;
 
     fn ok(input: &str) -> (Endpoint, RedisOptions) {
-        parse(input, RedisOptions::default()).unwrap_or_else(|e| panic!("{input}: {e}"))
+        let opts = parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+        (opts.endpoint.clone(), opts)
     }
 
     fn config_error(input: &str) -> String {
-        match parse(input, RedisOptions::default()) {
+        match parse(input) {
             Err(LockError::Config { detail, .. }) => detail,
             other => panic!("{input}: expected Config, got {other:?}"),
         }
@@ -230,7 +194,7 @@ mod tests {
 
     #[test]
     fn standalone_urls() {
-        let (e, o) = ok("redis://127.0.0.1:6380/3?prefix=app:&timeout_ms=1500");
+        let (e, o) = ok("redis://127.0.0.1:6380/3?prefix=app:&timeout=1500ms");
         let Endpoint::Standalone(url) = &e else {
             panic!()
         };
@@ -241,11 +205,12 @@ mod tests {
         assert_eq!(o.operation_timeout, Duration::from_millis(1500));
         assert!(!e.uses_tls());
         let (e, o) = ok("redis://localhost");
-        assert_eq!(o, RedisOptions::default());
+        assert_eq!(o, RedisOptions::at(e.clone()));
         assert_eq!(e.database(), 0);
         assert!(matches!(e, Endpoint::Standalone(_)));
         assert!(ok("rediss://h:1/0#insecure").0.uses_tls());
         ok("redis://user:pa%40ss@h:1/?protocol=resp3");
+        ok("REDIS://h");
     }
 
     #[test]
@@ -268,6 +233,7 @@ mod tests {
             "localhost:6379",
             "http://h",
             "redis://",
+            "redis:h",
             "redis://h:notaport",
             "redis://h/notadb",
             "redis://h/-1",
@@ -275,7 +241,9 @@ mod tests {
             "redis+cluster://a:1,,b:2",
             "redis+cluster://a:1/2",
             "redis://h?prefx=typo",
-            "redis://h?timeout_ms=0",
+            "redis://h?timeout=0s",
+            "redis://h?timeout=1500",
+            "redis://h?timeout_ms=1500",
             "redis://h?protocol=9",
             "redis://h#insecure",
             "rediss://h#other",
@@ -283,6 +251,11 @@ mod tests {
             let detail = config_error(bad);
             assert!(detail.contains("redis://"), "{bad}: {detail}");
         }
+        let detail = config_error("redis://h?prefx=typo");
+        assert!(
+            detail.contains("unknown option `prefx` (known: prefix, timeout, protocol)"),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use lock_core::time::{from_unix_millis, monotonic_now, validate_ttl};
+use lock_core::backend_kit::Driver;
+use lock_core::backend_kit::time::{from_unix_millis, monotonic_now, validate_ttl};
 use lock_core::{
     Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, Result, async_trait,
 };
 use redis::{RedisResult, Value};
 
 use crate::BACKEND;
-use crate::address::{self, Endpoint};
+use crate::address::Endpoint;
 use crate::connection::{self, Conn};
 use crate::errors::{ErrorContext, from_redis, timed_out};
 use crate::keys::KeySpace;
@@ -27,8 +28,8 @@ use crate::scripts::{
 
 /// Leases in Redis (one server or a Redis Cluster). Clones share one connection.
 ///
-/// Build it with [`connect`](crate::connect), [`RedisBackend::connect`],
-/// [`RedisBackend::connect_with`] or [`RedisBackend::cluster`]. The connection is tied to
+/// Build it with [`connect`](crate::connect), [`RedisBackend::connect`] or
+/// [`RedisBackend::connect_with`]. The connection is tied to
 /// the Tokio runtime it was opened on.
 #[derive(Clone)]
 pub struct RedisBackend {
@@ -46,6 +47,14 @@ struct Inner {
     notifier: Notifier,
 }
 
+/// This backend's entry in the `leaselock` facade's registry: `redis://`, `rediss://`,
+/// `redis+cluster://` and `rediss+cluster://` URLs.
+pub const DRIVER: Driver = Driver {
+    name: BACKEND,
+    schemes: crate::URL_SCHEMES,
+    connect: |url| Box::pin(async move { Ok(Arc::new(RedisBackend::connect(&url).await?) as _) }),
+};
+
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
@@ -56,8 +65,7 @@ impl fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to the server or cluster at `url` (see the crate docs for the format) with
-    /// default [`RedisOptions`].
+    /// Connects to the server or cluster at `url` (see the crate docs for the format).
     ///
     /// # Errors
     ///
@@ -65,45 +73,18 @@ impl RedisBackend {
     /// [`LockError::Unavailable`] when the server cannot be reached within the operation
     /// timeout.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with(url, RedisOptions::default()).await
+        Self::connect_with(url.parse()?).await
     }
 
-    /// Like [`connect`](Self::connect), starting from `opts`; options in the URL's query
-    /// override them.
+    /// Connects with `opts` (parse them from a URL, or build a cluster's with
+    /// [`RedisOptions::cluster`], then adjust them with their `with_*` setters).
     ///
     /// # Errors
     ///
     /// As [`connect`](Self::connect).
-    pub async fn connect_with(url: &str, opts: RedisOptions) -> Result<Self> {
-        let (endpoint, opts) = address::parse(url, opts)?;
+    pub async fn connect_with(opts: RedisOptions) -> Result<Self> {
+        let endpoint = opts.endpoint.clone();
         Self::open(endpoint, opts).await
-    }
-
-    /// Connects to a Redis Cluster given any of its nodes as `redis://` (or `rediss://`)
-    /// URLs. The same as `connect_with("redis+cluster://host:port,host:port", opts)`.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](Self::connect); also [`LockError::Config`] for an empty node list.
-    pub async fn cluster<I, S>(nodes: I, opts: RedisOptions) -> Result<Self>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let mut urls = Vec::new();
-        for node in nodes {
-            match address::parse(node.as_ref(), opts.clone())? {
-                (Endpoint::Standalone(url), _) => urls.push(url),
-                (Endpoint::Cluster(more), _) => urls.extend(more),
-            }
-        }
-        if urls.is_empty() {
-            return Err(LockError::config(
-                BACKEND,
-                "a Redis Cluster needs at least one node URL",
-            ));
-        }
-        Self::open(Endpoint::Cluster(urls), opts).await
     }
 
     async fn open(endpoint: Endpoint, opts: RedisOptions) -> Result<Self> {
@@ -356,11 +337,7 @@ impl LockBackend for RedisBackend {
         }
     }
 
-    async fn wait_for_change(&self, name: &LockName, max: Duration) {
-        self.wait_for_change_since(name, monotonic_now(), max).await;
-    }
-
-    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+    async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
         self.inner
             .notifier
             .wait(name, since, max, self.inner.opts.fallback_poll)

@@ -71,7 +71,7 @@ impl KeySpace {
         let mut key = String::with_capacity(self.prefix.len() + 2 * bytes.len() + 2 + suffix.len());
         key.push_str(&self.prefix);
         key.push('{');
-        lock_core::hex::push_lower(&mut key, bytes);
+        lock_core::backend_kit::hex::push_lower(&mut key, bytes);
         key.push('}');
         key.push_str(suffix);
         key
@@ -108,7 +108,7 @@ const FENCE: &str = ":fence";
 /// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    lock_core::hex::push_lower(&mut out, bytes);
+    lock_core::backend_kit::hex::push_lower(&mut out, bytes);
     out
 }
 

@@ -13,6 +13,7 @@ mod scripts;
 pub mod test_support;
 
 pub use address::URL_SCHEMES;
+pub use backend::DRIVER;
 pub use backend::RedisBackend;
 pub use options::RedisOptions;
 

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lock_core::{Backoff, LockError, LockName, ReleaseLog, jitter};
+use lock_core::backend_kit::{Backoff, ReleaseLog, jitter};
+use lock_core::{LockError, LockName};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
@@ -106,7 +107,8 @@ impl Notifier {
         max: Duration,
         poll: Duration,
     ) {
-        let deadline = tokio::time::Instant::from_std(lock_core::time::deadline_in(max));
+        let deadline =
+            tokio::time::Instant::from_std(lock_core::backend_kit::time::deadline_in(max));
         self.ensure_running();
         let mut live = self.live.subscribe();
         let mut was_down = false;

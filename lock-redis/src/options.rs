@@ -1,12 +1,21 @@
-//! [`RedisOptions`]: key prefix, timeouts and reconnection bounds.
+//! [`RedisOptions`]: where the server is, key prefix, timeouts and reconnection bounds;
+//! parsed from a URL and adjusted in code.
 
+use std::str::FromStr;
 use std::time::Duration;
 
+use lock_core::{LockError, Result};
+use url::Url;
+
+use crate::BACKEND;
+use crate::address::{self, Endpoint};
 use crate::keys::DEFAULT_PREFIX;
 
-/// How a [`RedisBackend`](crate::RedisBackend) talks to Redis.
+/// Where a [`RedisBackend`](crate::RedisBackend) connects and how it talks to Redis.
 ///
-/// The defaults make an unreachable server fail an operation with
+/// The location comes from a URL (see the crate documentation for the forms and query
+/// options), or from a list of cluster nodes ([`cluster`](Self::cluster)); everything else
+/// has `with_*` setters. The defaults make an unreachable server fail an operation with
 /// [`LockError::Unavailable`](lock_core::LockError::Unavailable) within about two seconds
 /// instead of hanging, and let the same backend value recover when the server returns.
 ///
@@ -14,14 +23,17 @@ use crate::keys::DEFAULT_PREFIX;
 /// use std::time::Duration;
 /// use lock_redis::RedisOptions;
 ///
-/// let opts = RedisOptions::default()
-///     .with_key_prefix("myapp:locks:")
-///     .with_operation_timeout(Duration::from_secs(3));
+/// let opts: RedisOptions = "redis://cache.internal:6379/0?timeout=3s".parse()?;
+/// let opts = opts.with_key_prefix("myapp:locks:");
 /// assert_eq!(opts.key_prefix, "myapp:locks:");
+/// assert_eq!(opts.operation_timeout, Duration::from_secs(3));
+/// # Ok::<(), lock_core::LockError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisOptions {
+    /// Where the server (or the cluster's seed nodes) is.
+    pub(crate) endpoint: Endpoint,
     /// Prepended to every key and to the release channel (default `"lock:"`). Two backends
     /// with different prefixes never see each other's locks. Must not contain `{` or `}`.
     pub key_prefix: String,
@@ -42,9 +54,11 @@ pub struct RedisOptions {
     pub fallback_poll: Duration,
 }
 
-impl Default for RedisOptions {
-    fn default() -> Self {
+impl RedisOptions {
+    /// The defaults, at `endpoint`.
+    pub(crate) fn at(endpoint: Endpoint) -> Self {
         Self {
+            endpoint,
             key_prefix: DEFAULT_PREFIX.to_owned(),
             connect_timeout: Duration::from_millis(500),
             response_timeout: Duration::from_secs(1),
@@ -54,9 +68,50 @@ impl Default for RedisOptions {
             fallback_poll: Duration::from_millis(100),
         }
     }
-}
 
-impl RedisOptions {
+    /// A Redis Cluster given by any of its nodes, as `redis://host:port` (or `rediss://`)
+    /// URLs: the same as parsing `redis+cluster://host:port,host:port,...`.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] for a bad node URL or an empty list.
+    pub fn cluster<I, S>(nodes: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut urls: Vec<Url> = Vec::new();
+        for node in nodes {
+            match address::parse(node.as_ref())?.endpoint {
+                Endpoint::Standalone(url) => urls.push(url),
+                Endpoint::Cluster(more) => urls.extend(more),
+            }
+        }
+        if urls.is_empty() {
+            return Err(LockError::config(
+                BACKEND,
+                "a Redis Cluster needs at least one node URL",
+            ));
+        }
+        Ok(Self::at(Endpoint::Cluster(urls)))
+    }
+
+    /// The URL of each server these options name (one, or a cluster's seed nodes), as the
+    /// `redis` crate reads them: credentials included, so do not log them (use
+    /// `lock_core::backend_kit::redact_url`).
+    pub fn connection_urls(&self) -> Vec<String> {
+        self.endpoint
+            .nodes()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    /// True when the options name a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Cluster(_))
+    }
+
     /// With [`key_prefix`](Self::key_prefix) set.
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
@@ -93,5 +148,15 @@ impl RedisOptions {
     pub fn with_fallback_poll(mut self, interval: Duration) -> Self {
         self.fallback_poll = interval;
         self
+    }
+}
+
+impl FromStr for RedisOptions {
+    type Err = LockError;
+
+    /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL and
+    /// its query options (`prefix`, `timeout`, `protocol`).
+    fn from_str(url: &str) -> Result<Self> {
+        address::parse(url)
     }
 }

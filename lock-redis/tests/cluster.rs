@@ -18,8 +18,8 @@ fn cluster() -> &'static RedisCluster {
 }
 
 async fn cluster_backend(prefix: &str) -> RedisBackend {
-    let opts = RedisOptions::default().with_key_prefix(prefix);
-    RedisBackend::connect_with(&cluster().url(), opts)
+    let opts: RedisOptions = cluster().url().parse().expect("the test cluster's URL");
+    RedisBackend::connect_with(opts.with_key_prefix(prefix))
         .await
         .unwrap_or_else(|e| panic!("connecting to the cluster: {e}"))
 }
@@ -28,12 +28,10 @@ async fn target() -> Target {
     let prefix = unique_prefix("cluster");
     let first = cluster_backend(&prefix).await;
     // The second client is given the nodes one by one, the other way to name a cluster.
-    let second = RedisBackend::cluster(
-        cluster().node_urls(),
-        RedisOptions::default().with_key_prefix(prefix),
-    )
-    .await
-    .unwrap();
+    let nodes = RedisOptions::cluster(cluster().node_urls()).expect("the node URLs");
+    let second = RedisBackend::connect_with(nodes.with_key_prefix(prefix))
+        .await
+        .unwrap();
     assert!(first.is_cluster() && second.is_cluster());
     Target::new("redis-cluster", Arc::new(first))
         .with_second_client(Arc::new(second))

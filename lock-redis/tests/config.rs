@@ -128,12 +128,9 @@ async fn the_database_index_is_honoured() {
 #[tokio::test]
 async fn query_options_are_applied() {
     let server = RedisServer::start();
-    let b = lock_redis::connect(&format!(
-        "{}?prefix=from-url:&timeout_ms=1234",
-        server.url()
-    ))
-    .await
-    .unwrap();
+    let b = lock_redis::connect(&format!("{}?prefix=from-url:&timeout=1234ms", server.url()))
+        .await
+        .unwrap();
     assert_eq!(b.key_prefix(), "from-url:");
     assert_eq!(b.options().operation_timeout, Duration::from_millis(1234));
     let n = LockName::new("x").unwrap();
@@ -414,7 +411,12 @@ async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_gra
     assert_eq!(b.list("").await.unwrap().len(), 1);
     assert!(b.force_release(&n).await.unwrap());
     assert!(b.release(&lease).await.is_ok_and(|freed| !freed));
-    b.wait_for_change(&n, Duration::from_millis(1)).await;
+    b.wait_for_change(
+        &n,
+        lock_core::backend_kit::time::monotonic_now(),
+        Duration::from_millis(1),
+    )
+    .await;
     let start = Instant::now();
     while !b.is_subscribed() {
         assert!(

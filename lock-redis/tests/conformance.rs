@@ -15,11 +15,12 @@ fn server() -> &'static TestRedis {
 
 async fn target() -> Target {
     let url = server().url();
-    let opts = RedisOptions::default().with_key_prefix(unique_prefix("conformance"));
-    let first = RedisBackend::connect_with(&url, opts.clone())
+    let opts: RedisOptions = url.parse().expect("the test server's URL");
+    let opts = opts.with_key_prefix(unique_prefix("conformance"));
+    let first = RedisBackend::connect_with(opts.clone())
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
-    let second = RedisBackend::connect_with(&url, opts)
+    let second = RedisBackend::connect_with(opts)
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
     Target::new("redis", Arc::new(first))

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{FAIL_FAST, Seen, Spy, assert_unavailable_within, backend, backend_with};
 use lock_core::{Holder, LockBackend, LockError, LockName, LockOptions, Locker, LossReason};
+use lock_redis::RedisBackend;
 use lock_redis::test_support::RedisServer;
-use lock_redis::{RedisBackend, RedisOptions};
 
 fn name(s: &str) -> LockName {
     LockName::new(s).unwrap()
@@ -147,7 +147,7 @@ async fn restarted_server_is_recovered_by_the_same_backend_and_fences_keep_risin
 async fn paused_server_past_the_ttl_never_reports_a_false_success() {
     let server = RedisServer::start();
     let b = backend(&server.url()).await;
-    let other = backend_with(&server.url(), b.options().clone()).await;
+    let other = backend_with(&server.url(), b.key_prefix()).await;
     let ttl = Duration::from_secs(1);
     let n = name("paused");
     let lease = b
@@ -210,16 +210,8 @@ async fn paused_server_past_the_ttl_never_reports_a_false_success() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_prefixes_do_not_interfere() {
     let server = RedisServer::start();
-    let a = backend_with(
-        &server.url(),
-        RedisOptions::default().with_key_prefix("app-a:"),
-    )
-    .await;
-    let b = backend_with(
-        &server.url(),
-        RedisOptions::default().with_key_prefix("app-b:"),
-    )
-    .await;
+    let a = backend_with(&server.url(), "app-a:").await;
+    let b = backend_with(&server.url(), "app-b:").await;
     let n = name("shared-name");
     let la = a
         .try_acquire(&n, &Holder::current("a"), LONG)
@@ -238,7 +230,12 @@ async fn two_prefixes_do_not_interfere() {
     // A waiter under prefix b is not woken by a release under prefix a. (Its first wait
     // starts its subscription; a wait that began before the subscription was up returns
     // when it comes up, so the measured wait starts once it is.)
-    b.wait_for_change(&n, Duration::from_millis(1)).await;
+    b.wait_for_change(
+        &n,
+        lock_core::backend_kit::time::monotonic_now(),
+        Duration::from_millis(1),
+    )
+    .await;
     let subscribed = Instant::now();
     while !b.is_subscribed() {
         assert!(
@@ -252,7 +249,12 @@ async fn two_prefixes_do_not_interfere() {
         let n = n.clone();
         tokio::spawn(async move {
             let start = Instant::now();
-            b.wait_for_change(&n, Duration::from_millis(800)).await;
+            b.wait_for_change(
+                &n,
+                lock_core::backend_kit::time::monotonic_now(),
+                Duration::from_millis(800),
+            )
+            .await;
             start.elapsed()
         })
     };

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{Seen, Spy, backend, backend_with, raw};
 use lock_core::{Holder, LockBackend, LockName, LockOptions, Locker};
+use lock_redis::RedisBackend;
 use lock_redis::test_support::{RedisServer, unique_prefix};
-use lock_redis::{RedisBackend, RedisOptions};
 use tokio::sync::mpsc;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -43,7 +43,12 @@ async fn wake_latency(
         let name = name.clone();
         tokio::spawn(async move {
             let _ = ready_tx.send(());
-            b.wait_for_change(&name, Duration::from_secs(20)).await;
+            b.wait_for_change(
+                &name,
+                lock_core::backend_kit::time::monotonic_now(),
+                Duration::from_secs(20),
+            )
+            .await;
             Instant::now()
         })
     };
@@ -63,12 +68,16 @@ async fn subscribed_pair(
     name: &str,
 ) -> (RedisBackend, RedisBackend, LockName) {
     let waiter = backend(&server.url()).await;
-    let holder = backend_with(&server.url(), waiter.options().clone()).await;
+    let holder = backend_with(&server.url(), waiter.key_prefix()).await;
     let name = LockName::new(name).unwrap();
     assert!(!waiter.is_subscribed() && !holder.is_subscribed());
     // The first wait starts the subscription.
     waiter
-        .wait_for_change(&name, Duration::from_millis(1))
+        .wait_for_change(
+            &name,
+            lock_core::backend_kit::time::monotonic_now(),
+            Duration::from_millis(1),
+        )
         .await;
     until_subscribed(&waiter, true).await;
     assert!(!holder.is_subscribed());
@@ -116,14 +125,18 @@ async fn a_release_wakes_a_waiter_within_milliseconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_wakes_only_waiters_on_its_own_database() {
     let server = RedisServer::start();
-    let opts = RedisOptions::default().with_key_prefix(unique_prefix("db"));
+    let prefix = unique_prefix("db");
     let (db1, db2) = (format!("{}/1", server.url()), format!("{}/2", server.url()));
-    let elsewhere = backend_with(&db1, opts.clone()).await;
-    let waiter = backend_with(&db2, opts.clone()).await;
-    let neighbour = backend_with(&db2, opts).await;
+    let elsewhere = backend_with(&db1, &prefix).await;
+    let waiter = backend_with(&db2, &prefix).await;
+    let neighbour = backend_with(&db2, &prefix).await;
     let name = LockName::new("per-db").unwrap();
     waiter
-        .wait_for_change(&name, Duration::from_millis(1))
+        .wait_for_change(
+            &name,
+            lock_core::backend_kit::time::monotonic_now(),
+            Duration::from_millis(1),
+        )
         .await;
     until_subscribed(&waiter, true).await;
 
@@ -139,7 +152,9 @@ async fn a_release_wakes_only_waiters_on_its_own_database() {
         let (waiter, name) = (waiter.clone(), name.clone());
         tokio::spawn(async move {
             let start = Instant::now();
-            waiter.wait_for_change(&name, max).await;
+            waiter
+                .wait_for_change(&name, lock_core::backend_kit::time::monotonic_now(), max)
+                .await;
             start.elapsed()
         })
     };
@@ -188,7 +203,13 @@ async fn waiters_poll_while_the_subscription_is_down_and_it_comes_back() {
     let poll = waiter.options().fallback_poll;
     for _ in 0..3 {
         let start = Instant::now();
-        waiter.wait_for_change(&name, Duration::from_secs(20)).await;
+        waiter
+            .wait_for_change(
+                &name,
+                lock_core::backend_kit::time::monotonic_now(),
+                Duration::from_secs(20),
+            )
+            .await;
         let waited = start.elapsed();
         assert!(
             waited >= poll / 2 && waited < poll + Duration::from_millis(500),
@@ -316,7 +337,7 @@ async fn a_waiter_that_just_connected_is_woken_by_the_first_release() {
     for _ in 0..10 {
         // A new backend value each time: finding the lock held starts its subscription,
         // which is still coming up when it starts waiting.
-        let (spy, mut seen) = Spy::new(backend_with(&server.url(), holder.options().clone()).await);
+        let (spy, mut seen) = Spy::new(backend_with(&server.url(), holder.key_prefix()).await);
         let waiter = Locker::new(Arc::new(spy));
         latencies.push(hand_off(&holder, &waiter, &mut seen, &name).await);
     }
@@ -333,7 +354,7 @@ async fn a_waiter_that_just_connected_is_woken_by_the_first_release() {
 async fn finding_a_lock_held_starts_the_subscription() {
     let server = RedisServer::start();
     let holder = backend(&server.url()).await;
-    let other = backend_with(&server.url(), holder.options().clone()).await;
+    let other = backend_with(&server.url(), holder.key_prefix()).await;
     let name = LockName::new("contended").unwrap();
     let lease = holder
         .try_acquire(&name, &Holder::current("holder"), LONG)

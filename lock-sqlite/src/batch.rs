@@ -97,7 +97,7 @@ mod tests {
             )
         );
         let ttl = std::time::Duration::ZERO;
-        let e = lock_core::time::validate_ttl(ttl).unwrap_err();
+        let e = lock_core::backend_kit::time::validate_ttl(ttl).unwrap_err();
         let copies: Vec<Result<(), _>> = all_failed(e, 2);
         assert_eq!(copies.len(), 2);
         assert!(

@@ -6,10 +6,9 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use lock_core::time::validate_ttl;
-use lock_core::{
-    Capabilities, Holder, Lease, LeaseInfo, LeaseProbe, LockName, OwnerToken, Result, Seen,
-};
+use lock_core::backend_kit::time::validate_ttl;
+use lock_core::backend_kit::{LeaseProbe, Seen};
+use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, OwnerToken, Result};
 use tracing::Instrument;
 
 use crate::batch;
@@ -53,11 +52,11 @@ fn queued_too_long(db: &str, budget: Duration) -> lock_core::LockError {
 pub(crate) struct Engine<D> {
     driver: D,
     db: String,
-    busy_budget: Duration,
+    busy_timeout: Duration,
     /// The database file it opened, to notice when the path names another one.
     file: OpenedFile,
     /// Releases through any backend of this process on this database, to wake waiters.
-    released: Arc<lock_core::ReleaseLog>,
+    released: Arc<lock_core::backend_kit::ReleaseLog>,
     /// Taken by every write of a non-holder (an acquisition, a force-release) on this
     /// database in this process, whichever backend value makes it, so that contenders queue
     /// here, woken in turn, instead of all asking SQLite for the write lock at once and
@@ -89,7 +88,7 @@ impl<D> fmt::Debug for Engine<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
             .field("db", &self.db)
-            .field("busy_budget", &self.busy_budget)
+            .field("busy_timeout", &self.busy_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -97,15 +96,15 @@ impl<D> fmt::Debug for Engine<D> {
 impl<D: Driver> Engine<D> {
     /// An engine for `driver` on the database at path `db` (also its name in messages),
     /// where `expect` says whether there must be a file.
-    pub(crate) fn new(driver: D, db: String, busy_budget: Duration, expect: Expect) -> Self {
+    pub(crate) fn new(driver: D, db: String, busy_timeout: Duration, expect: Expect) -> Self {
         let store =
             std::fs::canonicalize(&db).map_or_else(|_| db.clone(), |p| p.display().to_string());
         Self {
             driver,
             file: OpenedFile::new(std::path::Path::new(&db), expect),
             db,
-            busy_budget,
-            released: lock_core::ReleaseLog::shared(&format!("sqlite:{store}")),
+            busy_timeout,
+            released: lock_core::backend_kit::ReleaseLog::shared(&format!("sqlite:{store}")),
             contenders: contenders_of(&store),
         }
     }
@@ -124,7 +123,7 @@ impl<D: Driver> Engine<D> {
 
     /// Runs `op` in its own transaction, retrying a busy database within the budget.
     pub(crate) async fn run<O: Op>(&self, op: &O) -> Result<O::Output> {
-        self.run_within(op, self.busy_budget).await
+        self.run_within(op, self.busy_timeout).await
     }
 
     /// Runs `op` as [`run`](Self::run) does, retrying a busy database for at most `budget`;
@@ -281,7 +280,7 @@ impl<D: Driver> Engine<D> {
     /// Wakes on a release through this process at once, and on one by another process
     /// within a few milliseconds: it reads the name's row every 1-2 ms, in a read
     /// transaction, which in WAL mode never blocks the writer.
-    pub(crate) async fn wait_for_change_since(
+    pub(crate) async fn wait_for_change(
         &self,
         name: &LockName,
         since: std::time::Instant,
@@ -365,18 +364,13 @@ macro_rules! forward_lock_backend {
                 self.engine.force_release(name).await
             }
 
-            async fn wait_for_change(&self, name: &lock_core::LockName, max: std::time::Duration) {
-                let now = lock_core::time::monotonic_now();
-                self.engine.wait_for_change_since(name, now, max).await
-            }
-
-            async fn wait_for_change_since(
+            async fn wait_for_change(
                 &self,
                 name: &lock_core::LockName,
                 since: std::time::Instant,
                 max: std::time::Duration,
             ) {
-                self.engine.wait_for_change_since(name, since, max).await
+                self.engine.wait_for_change(name, since, max).await
             }
 
             async fn list(&self, prefix: &str) -> lock_core::Result<Vec<lock_core::LeaseInfo>> {

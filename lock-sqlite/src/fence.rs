@@ -5,10 +5,10 @@
 //! `fence_seed`. The stored seed keeps fences increasing when the clock goes back; the clock
 //! keeps them above fences of rows that no longer exist (a row deleted by `force_release`
 //! also raises the seed to its fence when that is readable), as long as fewer than a million
-//! fences per second were issued on average (see [`lock_core::time::fence_seed_now`]).
+//! fences per second were issued on average (see [`lock_core::backend_kit::time::fence_seed_now`]).
 
 use lock_core::LockError;
-use lock_core::time::fence_seed_now;
+use lock_core::backend_kit::time::fence_seed_now;
 
 use crate::BACKEND;
 use crate::driver::Statements;

@@ -18,11 +18,12 @@ mod sql;
 mod sqlx_driver;
 mod value;
 
-pub use location::URL_SCHEMES;
-pub use options::{DEFAULT_BUSY_BUDGET, SqliteOptions, Synchronous};
-pub use rusqlite_driver::{SqliteBackend, connect};
+pub use options::{
+    DEFAULT_BUSY_TIMEOUT, SQLX_URL_SCHEMES, SqliteOptions, Synchronous, URL_SCHEMES,
+};
+pub use rusqlite_driver::{DRIVER, SqliteBackend, connect};
 #[cfg(feature = "sqlx")]
-pub use sqlx_driver::SqlxSqliteBackend;
+pub use sqlx_driver::{SQLX_DRIVER, SqlxSqliteBackend};
 
 /// The backend name in [`LockError`](lock_core::LockError)s.
 const BACKEND: &str = "sqlite";

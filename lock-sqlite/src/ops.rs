@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use lock_core::time::{from_unix_millis, monotonic_now};
+use lock_core::backend_kit::time::{from_unix_millis, monotonic_now};
 use lock_core::{Holder, Lease, LeaseInfo, LockError, LockName, OwnerToken};
 
 use crate::BACKEND;

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use lock_core::time::from_unix_millis;
+use lock_core::backend_kit::time::from_unix_millis;
 use lock_core::{LeaseInfo, LockError, LockName, OwnerToken};
 
 use crate::BACKEND;
@@ -117,7 +117,7 @@ pub(crate) fn owner_value(token: OwnerToken) -> Value {
 /// This host's wall clock in milliseconds since the Unix epoch: the clock that decides
 /// expiry, identical for both drivers and every process on the host.
 pub(crate) fn wall_now_ms() -> i64 {
-    lock_core::time::to_unix_millis(SystemTime::now())
+    lock_core::backend_kit::time::to_unix_millis(SystemTime::now())
 }
 
 /// True if a raw `expires_at_ms` value (of a row about to be deleted, which may not decode)

@@ -9,7 +9,8 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use lock_core::{Backoff, BoxError, LockError};
+use lock_core::backend_kit::Backoff;
+use lock_core::{BoxError, LockError};
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::BACKEND;
@@ -74,7 +75,10 @@ pub(crate) async fn run<D: Driver, O: Op>(
     op: &O,
 ) -> Result<O::Output, LockError> {
     let start = Instant::now();
-    let deadline = Instant::from_std(lock_core::time::instant_after(start.into_std(), budget));
+    let deadline = Instant::from_std(lock_core::backend_kit::time::instant_after(
+        start.into_std(),
+        budget,
+    ));
     let max_delay = if O::FOR_A_HOLDER {
         HOLDER_MAX_DELAY
     } else {
@@ -172,7 +176,7 @@ impl fmt::Display for StillBusy {
         f.write_str(
             "; a long write transaction on it holds the lock (another process, or another \
              connection of this one): keep such transactions short, or raise the busy budget \
-             (URL option ?busy_budget=60s, SqliteOptions::busy_budget)",
+             (URL option ?busy_timeout=60s, SqliteOptions::busy_timeout)",
         )
     }
 }

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lock_core::Result;
+use lock_core::backend_kit::Driver;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::driver::{DbError, Driver, Statements, TxKind};
+use crate::BACKEND;
+use crate::driver::{DbError, Driver as SqlDriver, Statements, TxKind};
 use crate::engine::{Engine, Journal, forward_lock_backend};
 use crate::file_identity::Expect;
-use crate::location::{check_path, parse_url};
-use crate::options::SqliteOptions;
+use crate::location::check_path;
+use crate::options::{SqliteOptions, URL_SCHEMES};
 use crate::setup::SetSynchronous;
 use crate::value::{Row, Value};
 
@@ -33,7 +35,7 @@ use crate::value::{Row, Value};
 /// holds the write lock, SQLite answers `SQLITE_BUSY` at once, the transaction is rolled
 /// back, the mutex released, and the task sleeps on the Tokio timer with jittered
 /// exponential backoff (1 ms doubling to 50 ms) before the next attempt. After
-/// [`SqliteOptions::busy_budget`] of that, the operation fails with
+/// [`SqliteOptions::busy_timeout`] of that, the operation fails with
 /// [`LockError::Unavailable`](lock_core::LockError::Unavailable); `SQLITE_BUSY` itself
 /// never reaches the caller.
 ///
@@ -64,20 +66,19 @@ impl fmt::Debug for SqliteBackend {
 }
 
 impl SqliteBackend {
-    /// Opens (creating if missing) the database at `path` with default options.
+    /// Opens the database a `sqlite:` URL names (see [`SqliteOptions`] for the format and
+    /// options).
     ///
     /// # Errors
     ///
-    /// [`LockError::Config`](lock_core::LockError::Config) if the directory does not exist,
-    /// the file is not a SQLite database, or it holds lock tables that are foreign or from a
-    /// newer version (the file is then left untouched);
-    /// [`LockError::Unavailable`](lock_core::LockError::Unavailable) if the database stays
-    /// busy for the whole busy budget.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(path, SqliteOptions::default()).await
+    /// [`LockError::Config`](lock_core::LockError::Config) for a bad URL; otherwise as
+    /// [`connect_with`](Self::connect_with).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url.parse()?).await
     }
 
-    /// Opens the database at `path` with `options`.
+    /// Opens (creating if missing, unless the options say otherwise) the database `options`
+    /// names.
     ///
     /// Opening looks at the database first, reading only, and refuses (before writing
     /// anything, and before switching the journal mode) a file that is not a SQLite
@@ -88,18 +89,21 @@ impl SqliteBackend {
     ///
     /// # Errors
     ///
-    /// As [`open`](Self::open); with [`SqliteOptions::read_only`], also
-    /// [`LockError::Config`](lock_core::LockError::Config) if the file or its lock tables do
-    /// not exist.
-    pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        check_path(&path, &options)?;
+    /// [`LockError::Config`](lock_core::LockError::Config) if the directory does not exist,
+    /// the file is not a SQLite database, or it holds lock tables that are foreign or from a
+    /// newer version (the file is then left untouched), or, with
+    /// [`SqliteOptions::read_only`], if the file or its lock tables do not exist;
+    /// [`LockError::Unavailable`](lock_core::LockError::Unavailable) if the database stays
+    /// busy for the whole busy timeout.
+    pub async fn connect_with(options: SqliteOptions) -> Result<Self> {
+        check_path(&options)?;
+        let path = options.path.clone();
         let db = path.display().to_string();
         let conn = open_connection(&path, &options).map_err(|e| e.into_lock_error(&db))?;
         let driver = RusqliteDriver {
             conn: Mutex::new(conn),
         };
-        let engine = Engine::new(driver, db, options.busy_budget, Expect::File);
+        let engine = Engine::new(driver, db, options.busy_timeout, Expect::File);
         engine.prepare(options.read_only, Journal::SetWal).await?;
         engine.run(&SetSynchronous(options.synchronous)).await?;
         Ok(Self {
@@ -107,18 +111,6 @@ impl SqliteBackend {
             options,
             path,
         })
-    }
-
-    /// Opens the database a `sqlite:` URL names (see the crate documentation for the
-    /// format and options).
-    ///
-    /// # Errors
-    ///
-    /// [`LockError::Config`](lock_core::LockError::Config) for a bad URL; otherwise as
-    /// [`open_with`](Self::open_with).
-    pub async fn connect(url: &str) -> Result<Self> {
-        let (path, options) = parse_url(url)?;
-        Self::open_with(path, options).await
     }
 
     /// The database file.
@@ -142,6 +134,13 @@ forward_lock_backend!(SqliteBackend);
 pub async fn connect(url: &str) -> Result<SqliteBackend> {
     SqliteBackend::connect(url).await
 }
+
+/// The rusqlite driver's entry in the `leaselock` facade's registry: `sqlite://` URLs.
+pub const DRIVER: Driver = Driver {
+    name: BACKEND,
+    schemes: URL_SCHEMES,
+    connect: |url| Box::pin(async move { Ok(Arc::new(SqliteBackend::connect(&url).await?) as _) }),
+};
 
 fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, DbError> {
     let access = if options.read_only {
@@ -169,7 +168,7 @@ pub(crate) struct RusqliteTx<'a> {
     conn: MutexGuard<'a, Connection>,
 }
 
-impl Driver for RusqliteDriver {
+impl SqlDriver for RusqliteDriver {
     type Tx<'a> = RusqliteTx<'a>;
 
     async fn begin(&self, kind: TxKind) -> Result<RusqliteTx<'_>, DbError> {
@@ -280,10 +279,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pragmas.db");
         for (synchronous, expected) in [(Synchronous::Normal, 1), (Synchronous::Full, 2)] {
-            let b =
-                SqliteBackend::open_with(&path, SqliteOptions::default().synchronous(synchronous))
-                    .await
-                    .unwrap();
+            let b = SqliteBackend::connect_with(
+                SqliteOptions::new(&path).with_synchronous(synchronous),
+            )
+            .await
+            .unwrap();
             let conn = b.engine.driver().conn.lock().await;
             let pragma = |name: &str| -> String {
                 conn.query_row(&format!("PRAGMA {name}"), [], |r| {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lock_core::Result;
+use lock_core::backend_kit::Driver;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions,
@@ -12,11 +13,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
 
-use crate::driver::{DbError, Driver, Statements, TxKind};
+use crate::BACKEND;
+use crate::driver::{DbError, Driver as SqlDriver, Statements, TxKind};
 use crate::engine::{Engine, Journal, forward_lock_backend};
 use crate::file_identity::Expect;
-use crate::location::{check_path, parse_url};
-use crate::options::{SqliteOptions, Synchronous};
+use crate::location::check_path;
+use crate::options::{DEFAULT_BUSY_TIMEOUT, SQLX_URL_SCHEMES, SqliteOptions, Synchronous};
 use crate::value::{Row, Value};
 
 /// Lease locks in the database of an existing [`sqlx::SqlitePool`], so an application keeps
@@ -31,7 +33,7 @@ use crate::value::{Row, Value};
 /// database is busy past the connection's own `busy_timeout` (sqlx's default is 5 s, slept
 /// on sqlx's worker thread, not on a runtime thread), the task sleeps on the Tokio timer
 /// with jittered backoff and tries again, for at most the busy budget
-/// ([`SqliteOptions::busy_budget`], default 30 s); starting the transaction is also cut
+/// ([`SqliteOptions::busy_timeout`], default 30 s); starting the transaction is also cut
 /// short at the end of the budget. Only then does the caller see
 /// [`LockError::Unavailable`](lock_core::LockError::Unavailable).
 ///
@@ -60,7 +62,7 @@ impl fmt::Debug for SqlxSqliteBackend {
 
 impl SqlxSqliteBackend {
     /// Uses `pool`'s database for locks, creating the lock tables if they do not exist (or
-    /// migrating them from an older schema version).
+    /// migrating them from an older schema version), with the default busy timeout (30 s).
     ///
     /// # Errors
     ///
@@ -68,41 +70,52 @@ impl SqlxSqliteBackend {
     /// database, or holds `lock_leases` / `lock_meta` tables that are not ours or are from a
     /// newer schema version (the database is then left untouched), or is read-only and has
     /// no lock tables yet; [`LockError::Unavailable`](lock_core::LockError::Unavailable) if it
-    /// stays busy for the whole busy budget.
+    /// stays busy for the whole busy timeout.
     pub async fn new(pool: SqlitePool) -> Result<Self> {
-        Self::new_with(pool, SqliteOptions::default()).await
+        Self::new_with_busy_timeout(pool, DEFAULT_BUSY_TIMEOUT).await
     }
 
-    /// As [`new`](Self::new), with `options`. Only [`SqliteOptions::busy_budget`] applies:
-    /// journal mode, `synchronous` and read-only access are the pool's own settings.
+    /// As [`new`](Self::new), retrying a busy database for at most `busy_timeout` per
+    /// operation (see [`SqliteOptions::busy_timeout`]). Journal mode, `synchronous` and
+    /// read-only access are the pool's own settings.
     ///
     /// # Errors
     ///
     /// As [`new`](Self::new).
-    pub async fn new_with(pool: SqlitePool, options: SqliteOptions) -> Result<Self> {
+    pub async fn new_with_busy_timeout(pool: SqlitePool, busy_timeout: Duration) -> Result<Self> {
         // The application's pool may be an in-memory database, with no file to watch.
         let expect = Expect::FileOrMemory;
-        Self::start(pool, options.busy_budget, false, Journal::Report, expect).await
+        Self::start(pool, busy_timeout, false, Journal::Report, expect).await
     }
 
-    /// Builds a pool for the database a `sqlite:` URL names (same format and options as
-    /// [`SqliteBackend::connect`](crate::SqliteBackend::connect)), with `busy_timeout` 0 so
-    /// that only this crate's retry loop waits, and switches the database to WAL once its
-    /// schema has been checked.
+    /// Builds a pool for the database a `sqlite+sqlx:` (or `sqlite:`) URL names; see
+    /// [`SqliteOptions`] for the format and options, and
+    /// [`connect_with`](Self::connect_with).
     ///
     /// # Errors
     ///
     /// [`LockError::Config`](lock_core::LockError::Config) for a bad URL; otherwise as
-    /// [`new`](Self::new).
+    /// [`connect_with`](Self::connect_with).
     pub async fn connect(url: &str) -> Result<Self> {
-        let (path, options) = parse_url(url)?;
-        check_path(&path, &options)?;
+        Self::connect_with(url.parse()?).await
+    }
+
+    /// Builds a pool for the database `options` names, with `busy_timeout` 0 so that only
+    /// this crate's retry loop waits, and switches the database to WAL once its schema has
+    /// been checked.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and [`LockError::Config`](lock_core::LockError::Config) for a
+    /// missing directory or (with `mode=ro` / `mode=rw`) a missing file.
+    pub async fn connect_with(options: SqliteOptions) -> Result<Self> {
+        check_path(&options)?;
         let synchronous = match options.synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
         };
         let connect = SqliteConnectOptions::new()
-            .filename(&path)
+            .filename(&options.path)
             .create_if_missing(options.create_if_missing)
             .read_only(options.read_only)
             .busy_timeout(Duration::ZERO)
@@ -112,7 +125,7 @@ impl SqlxSqliteBackend {
         let pool = SqlitePoolOptions::new().connect_lazy_with(connect);
         Self::start(
             pool,
-            options.busy_budget,
+            options.busy_timeout,
             options.read_only,
             Journal::SetWal,
             Expect::File,
@@ -122,13 +135,13 @@ impl SqlxSqliteBackend {
 
     async fn start(
         pool: SqlitePool,
-        busy_budget: Duration,
+        busy_timeout: Duration,
         read_only: bool,
         journal: Journal,
         expect: Expect,
     ) -> Result<Self> {
         let db = pool.connect_options().get_filename().display().to_string();
-        let engine = Engine::new(SqlxDriver { pool }, db, busy_budget, expect);
+        let engine = Engine::new(SqlxDriver { pool }, db, busy_timeout, expect);
         engine.prepare(read_only, journal).await?;
         Ok(Self {
             engine: Arc::new(engine),
@@ -142,6 +155,15 @@ impl SqlxSqliteBackend {
 }
 
 forward_lock_backend!(SqlxSqliteBackend);
+
+/// The sqlx driver's entry in the `leaselock` facade's registry: `sqlite+sqlx://` URLs.
+pub const SQLX_DRIVER: Driver = Driver {
+    name: BACKEND,
+    schemes: SQLX_URL_SCHEMES,
+    connect: |url| {
+        Box::pin(async move { Ok(Arc::new(SqlxSqliteBackend::connect(&url).await?) as _) })
+    },
+};
 
 /// The driver: transactions on connections of a pool.
 pub(crate) struct SqlxDriver {
@@ -163,7 +185,7 @@ impl SqlxTx {
     }
 }
 
-impl Driver for SqlxDriver {
+impl SqlDriver for SqlxDriver {
     type Tx<'a> = SqlxTx;
 
     async fn begin(&self, kind: TxKind) -> Result<SqlxTx, DbError> {

@@ -103,7 +103,12 @@ async fn wait_for_change_wakes_on_a_release_by_the_same_backend() {
             let (b, name) = (Arc::clone(&b), name.clone());
             tokio::spawn(async move {
                 let start = Instant::now();
-                b.wait_for_change(&name, Duration::from_secs(30)).await;
+                b.wait_for_change(
+                    &name,
+                    lock_core::backend_kit::time::monotonic_now(),
+                    Duration::from_secs(30),
+                )
+                .await;
                 start.elapsed()
             })
         };
@@ -116,7 +121,12 @@ async fn wait_for_change_wakes_on_a_release_by_the_same_backend() {
         assert!(waited < Duration::from_secs(5), "{driver:?}: {waited:?}");
         // A free lock is worth another attempt: the wait ends after one poll.
         let start = Instant::now();
-        b.wait_for_change(&name, Duration::from_secs(30)).await;
+        b.wait_for_change(
+            &name,
+            lock_core::backend_kit::time::monotonic_now(),
+            Duration::from_secs(30),
+        )
+        .await;
         assert!(start.elapsed() < Duration::from_secs(5), "{driver:?}");
         // While the same holder keeps it and nothing is released, it waits its budget.
         let lease = b
@@ -125,7 +135,12 @@ async fn wait_for_change_wakes_on_a_release_by_the_same_backend() {
             .unwrap()
             .unwrap();
         let start = Instant::now();
-        b.wait_for_change(&name, Duration::from_millis(100)).await;
+        b.wait_for_change(
+            &name,
+            lock_core::backend_kit::time::monotonic_now(),
+            Duration::from_millis(100),
+        )
+        .await;
         assert!(start.elapsed() >= Duration::from_millis(100));
         assert!(b.release(&lease).await.unwrap());
     }
@@ -143,7 +158,12 @@ async fn wait_for_change_wakes_when_the_lease_expires() {
         let lease = b.try_acquire(&name, &holder("a"), ttl).await.unwrap();
         assert!(lease.is_some());
         let start = Instant::now();
-        b.wait_for_change(&name, Duration::from_secs(30)).await;
+        b.wait_for_change(
+            &name,
+            lock_core::backend_kit::time::monotonic_now(),
+            Duration::from_secs(30),
+        )
+        .await;
         let waited = start.elapsed();
         assert!(
             waited >= ttl - Duration::from_millis(50) && waited < ttl + Duration::from_secs(2),
@@ -221,10 +241,7 @@ async fn synchronous_full_works_and_is_shared_with_normal_clients() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("full.db");
         let full = driver
-            .open_with(
-                &path,
-                SqliteOptions::default().synchronous(Synchronous::Full),
-            )
+            .open_with(SqliteOptions::new(&path).with_synchronous(Synchronous::Full))
             .await
             .unwrap_or_else(|e| panic!("{driver:?}: {e}"));
         let normal = driver.open(&path).await.unwrap();
@@ -295,7 +312,10 @@ async fn urls_open_absolute_and_relative_paths_with_options() {
     let rel_file = dir.path().join("sub/rel.db");
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     let rel = relative_to_cwd(&rel_file);
-    let url = format!("sqlite://{}?synchronous=full&busy_budget=2s", rel.display());
+    let url = format!(
+        "sqlite://{}?synchronous=full&busy_timeout=2s",
+        rel.display()
+    );
     let b = SqliteBackend::connect(&url).await.unwrap();
     assert!(
         rel_file.exists(),
@@ -303,7 +323,7 @@ async fn urls_open_absolute_and_relative_paths_with_options() {
         rel_file.display()
     );
     assert_eq!(b.options().synchronous, Synchronous::Full);
-    assert_eq!(b.options().busy_budget, Duration::from_secs(2));
+    assert_eq!(b.options().busy_timeout, Duration::from_secs(2));
     let name = LockName::new("via-url").unwrap();
     let lease = b
         .try_acquire(&name, &holder("u"), LONG)
@@ -334,7 +354,8 @@ async fn bad_urls_are_config_errors_for_every_connect() {
         "sqlite://",
         "sqlite::memory:",
         "sqlite:///tmp/x.db?synchronous=sometimes",
-        "sqlite:///tmp/x.db?busy_budget=forever",
+        "sqlite:///tmp/x.db?busy_timeout=forever",
+        "sqlite:///tmp/x.db?busy_budget=30s",
         "sqlite:///tmp/x.db?color=blue",
     ] {
         assert_config(lock_sqlite::connect(bad).await, &["sqlite:///"], bad);
@@ -347,6 +368,6 @@ async fn bad_urls_are_config_errors_for_every_connect() {
     }
     // The URL helper the other tests use round-trips through the parser.
     let dir = tempfile::tempdir().unwrap();
-    let url = url_for(&dir.path().join("x.db"), &SqliteOptions::default());
+    let url = url_for(&SqliteOptions::new(dir.path().join("x.db")));
     assert!(lock_sqlite::connect(&url).await.is_ok(), "{url}");
 }

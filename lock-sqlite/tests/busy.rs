@@ -119,7 +119,7 @@ async fn a_hold_longer_than_the_budget_is_unavailable_naming_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stuck.db");
         let b = driver
-            .open_with(&path, SqliteOptions::default().busy_budget(budget))
+            .open_with(SqliteOptions::new(&path).with_busy_timeout(budget))
             .await
             .unwrap();
         let name = LockName::new("stuck").unwrap();
@@ -135,7 +135,7 @@ async fn a_hold_longer_than_the_budget_is_unavailable_naming_the_database() {
                     "{driver:?}: {msg}"
                 );
                 assert!(msg.contains("busy"), "{driver:?}: {msg}");
-                assert!(msg.contains("busy_budget"), "{driver:?}: {msg}");
+                assert!(msg.contains("busy_timeout"), "{driver:?}: {msg}");
                 assert!(e.is_transient());
             }
             other => panic!("{driver:?}: expected Unavailable, got {other:?}"),
@@ -227,17 +227,17 @@ async fn concurrent_writers_on_separate_connections_never_see_busy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_absurd_busy_budget_waits_instead_of_panicking() {
+async fn an_absurd_busy_timeout_waits_instead_of_panicking() {
     let hold = Duration::from_millis(300);
     for &driver in DRIVERS {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("forever.db");
-        let opts = SqliteOptions::default().busy_budget(Duration::MAX);
-        let b = match driver.open_with(&path, opts).await {
+        let opts = SqliteOptions::new(&path).with_busy_timeout(Duration::MAX);
+        let b = match driver.open_with(opts).await {
             Ok(b) => b,
-            // This driver goes through a URL, whose busy_budget is capped: a typed error.
+            // This driver goes through a URL, whose busy_timeout is capped: a typed error.
             Err(LockError::Config { detail, .. }) if driver.uses_url() => {
-                assert!(detail.contains("busy_budget"), "{detail}");
+                assert!(detail.contains("busy_timeout"), "{detail}");
                 continue;
             }
             Err(e) => panic!("{driver:?}: {e}"),

@@ -5,13 +5,17 @@
 use std::sync::Arc;
 
 use lock_conformance::Target;
-use lock_sqlite::SqliteBackend;
+use lock_sqlite::{SqliteBackend, SqliteOptions};
 
 async fn sqlite() -> Target {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("locks.db");
-    let first = SqliteBackend::open(&path).await.expect("open");
-    let second = SqliteBackend::open(&path).await.expect("open again");
+    let first = SqliteBackend::connect_with(SqliteOptions::new(&path))
+        .await
+        .expect("open");
+    let second = SqliteBackend::connect_with(SqliteOptions::new(&path))
+        .await
+        .expect("open again");
     Target::new("sqlite", Arc::new(first))
         .with_second_client(Arc::new(second))
         .with_prefix("conformance/")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use common::{DRIVERS, LONG, acquire_all, holder, raw, raw_i64};
-use lock_core::time::fence_seed_now;
+use lock_core::backend_kit::time::fence_seed_now;
 use lock_core::{Holder, Lease, LockBackend, LockError, LockName, OwnerToken};
 
 const FAR_FUTURE_MS: i64 = 4_102_444_800_000; // 2100-01-01

@@ -160,7 +160,7 @@ async fn empty_batches_bad_ttls_and_database_failures() {
         );
         // A failure of the transaction is every lease's answer, the same for each.
         let reader = driver
-            .open_with(&path, SqliteOptions::default().read_only(true))
+            .open_with(SqliteOptions::new(&path).with_read_only(true))
             .await
             .unwrap();
         let failed = reader.heartbeat_many(&leases, LONG).await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{DRIVERS, LONG, holder, raw, raw_i64, snapshot};
 use futures_util::future::join_all;
-use lock_core::time::to_unix_millis;
+use lock_core::backend_kit::time::to_unix_millis;
 use lock_core::{Holder, Lease, LockName};
 use lock_sqlite::SqliteOptions;
 
@@ -72,7 +72,7 @@ fn write_v1_database(path: &Path, holder: &Holder, journal_mode: &str) -> Lease 
         LockName::new("v1-job").unwrap(),
         holder.clone(),
         u64::try_from(fence).unwrap(),
-        lock_core::time::from_unix_millis(expires),
+        lock_core::backend_kit::time::from_unix_millis(expires),
         Instant::now(),
         LONG,
     )
@@ -209,7 +209,7 @@ async fn a_read_only_client_reads_a_version_1_database_without_migrating_it() {
         let v1_lease = write_v1_database(&path, &holder("v1"), "DELETE");
         let before = snapshot(dir.path());
         let reader = driver
-            .open_with(&path, SqliteOptions::default().read_only(true))
+            .open_with(SqliteOptions::new(&path).with_read_only(true))
             .await
             .unwrap_or_else(|e| panic!("{driver:?}: {e}"));
         assert_eq!(

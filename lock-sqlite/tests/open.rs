@@ -8,7 +8,7 @@ use std::path::Path;
 use common::{DRIVERS, Driver, LONG, assert_config, holder, raw, raw_i64, raw_string, snapshot};
 use futures_util::future::join_all;
 use lock_core::LockName;
-use lock_core::time::fence_seed_now;
+use lock_core::backend_kit::time::fence_seed_now;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_file_gets_the_versioned_schema() {

@@ -9,8 +9,8 @@ use common::{DRIVERS, LONG, assert_config, holder, raw, snapshot};
 use lock_core::LockName;
 use lock_sqlite::SqliteOptions;
 
-fn read_only() -> SqliteOptions {
-    SqliteOptions::default().read_only(true)
+fn read_only(path: &std::path::Path) -> SqliteOptions {
+    SqliteOptions::new(path).with_read_only(true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,7 +27,7 @@ async fn reads_work_and_changes_are_refused() {
             .unwrap();
 
         let reader = driver
-            .open_with(&path, read_only())
+            .open_with(read_only(&path))
             .await
             .unwrap_or_else(|e| panic!("{driver:?}: {e}"));
         assert_eq!(
@@ -77,7 +77,7 @@ async fn a_closed_database_can_be_opened_read_only_and_is_left_as_it_was() {
             .execute_batch("PRAGMA journal_mode = DELETE")
             .unwrap();
         let before = snapshot(dir.path());
-        let reader = driver.open_with(&path, read_only()).await.unwrap();
+        let reader = driver.open_with(read_only(&path)).await.unwrap();
         assert!(reader.inspect(&name).await.unwrap().is_some(), "{driver:?}");
         // Acquiring decides and writes in one statement, so a read-only client is told it
         // cannot take locks whether or not the name is held.
@@ -108,7 +108,7 @@ async fn read_only_without_a_file_or_without_tables_is_a_config_error() {
             &["cannot open"]
         };
         assert_config(
-            driver.open_with(&missing, read_only()).await,
+            driver.open_with(read_only(&missing)).await,
             needles,
             &format!("{driver:?}"),
         );
@@ -124,7 +124,7 @@ async fn read_only_without_a_file_or_without_tables_is_a_config_error() {
             &["read-only", "app.db"]
         };
         assert_config(
-            driver.open_with(&empty, read_only()).await,
+            driver.open_with(read_only(&empty)).await,
             needles,
             &format!("{driver:?}"),
         );

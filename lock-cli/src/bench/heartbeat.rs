@@ -57,11 +57,8 @@ impl LockBackend for Counting {
     async fn force_release(&self, name: &LockName) -> Result<bool> {
         self.inner.force_release(name).await
     }
-    async fn wait_for_change(&self, name: &LockName, max: Duration) {
-        self.inner.wait_for_change(name, max).await;
-    }
-    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
-        self.inner.wait_for_change_since(name, since, max).await;
+    async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
+        self.inner.wait_for_change(name, since, max).await;
     }
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
         self.inner.list(prefix).await

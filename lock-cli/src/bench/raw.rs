@@ -42,64 +42,62 @@ pub(crate) enum RawPair {
     File { path: PathBuf, sync: bool },
 }
 
-/// `(path, query)` of a URL written `scheme://path?query`.
-fn path_and_query<'a>(url: &'a str, scheme: &str) -> (&'a str, &'a str) {
-    let rest = &url[scheme.len() + 3..];
-    rest.split_once('?').unwrap_or((rest, ""))
-}
-
-fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
-}
-
 impl RawPair {
     /// The raw baseline for the store at `url`.
     pub(crate) async fn connect(url: &str) -> Result<Self, LockError> {
-        let scheme = url.split_once("://").map_or("", |(s, _)| s);
-        match scheme {
-            "redis" | "rediss" => {
-                let client = redis::Client::open(url).map_err(|e| failed("redis URL", e))?;
-                let conn = client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|e| failed("redis connect", e))?;
-                let key = format!("lockctl-bench-raw:{:08x}", rand::random::<u32>());
-                let release = redis::Script::new(
-                    "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                     return redis.call('DEL', KEYS[1]) else return 0 end",
-                );
-                Ok(Self::Redis { conn, release, key })
+        // The store's own options type reads the URL, so the baseline uses exactly the
+        // server, file and settings the library does.
+        if leaselock::redis::DRIVER.serves(url) {
+            let opts: leaselock::redis::RedisOptions = url.parse()?;
+            if opts.is_cluster() {
+                return Err(config(format!(
+                    "no raw baseline for a Redis Cluster ({}); bench one of its nodes",
+                    lock_core::backend_kit::redact_url(url)
+                )));
             }
-            "sqlite" | "sqlite+sqlx" => {
-                let (path, query) = path_and_query(url, scheme);
-                let synchronous = query_value(query, "synchronous").unwrap_or("normal");
-                let conn = rusqlite::Connection::open(path).map_err(|e| failed("open", e))?;
-                conn.execute_batch(&format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                     PRAGMA busy_timeout = 5000; \
-                     CREATE TABLE IF NOT EXISTS bench_raw_leases \
-                     (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at_ms INTEGER NOT NULL);"
-                ))
-                .map_err(|e| failed("prepare", e))?;
-                Ok(Self::Sqlite {
-                    conn,
-                    path: path.into(),
-                })
-            }
-            "file" => {
-                let (dir, query) = path_and_query(url, scheme);
-                let sync = query_value(query, "sync") == Some("true");
-                let path = PathBuf::from(dir)
-                    .join(format!("bench-raw-{:08x}.lease", rand::random::<u32>()));
-                Ok(Self::File { path, sync })
-            }
-            _ => Err(config(format!(
-                "no raw baseline for {url:?}; use a sqlite://, sqlite+sqlx://, file:// or redis:// URL"
-            ))),
+            let node = opts.connection_urls().remove(0);
+            let client = redis::Client::open(node).map_err(|e| failed("redis URL", e))?;
+            let conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| failed("redis connect", e))?;
+            let key = format!("lockctl-bench-raw:{:08x}", rand::random::<u32>());
+            let release = redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                 return redis.call('DEL', KEYS[1]) else return 0 end",
+            );
+            Ok(Self::Redis { conn, release, key })
+        } else if leaselock::sqlite::DRIVER.serves(url)
+            || leaselock::sqlite::SQLX_DRIVER.serves(url)
+        {
+            let opts: leaselock::sqlite::SqliteOptions = url.parse()?;
+            let conn = rusqlite::Connection::open(&opts.path).map_err(|e| failed("open", e))?;
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; \
+                 PRAGMA busy_timeout = 5000; \
+                 CREATE TABLE IF NOT EXISTS bench_raw_leases \
+                 (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at_ms INTEGER NOT NULL);",
+                opts.synchronous.as_str()
+            ))
+            .map_err(|e| failed("prepare", e))?;
+            Ok(Self::Sqlite {
+                conn,
+                path: opts.path,
+            })
+        } else if leaselock::file::DRIVER.serves(url) {
+            let opts: leaselock::file::FileOptions = url.parse()?;
+            let path = opts
+                .dir
+                .join(format!("bench-raw-{:08x}.lease", rand::random::<u32>()));
+            Ok(Self::File {
+                path,
+                sync: opts.sync_writes,
+            })
+        } else {
+            Err(config(format!(
+                "no raw baseline for {:?}; use a sqlite://, sqlite+sqlx://, file:// or redis:// URL",
+                lock_core::backend_kit::redact_url(url)
+            )))
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use lock_core::backend_kit::time::monotonic_now;
 use lock_core::{
     Holder, Lease, LockError, LockName, LockOptions, MAX_NAME_LEN, MAX_TTL, MIN_TTL, OwnerToken,
 };
@@ -92,11 +93,10 @@ pub async fn absurd_durations_are_refused_or_saturate(t: Target) {
     let b = t.backend();
     let name = t.name("absurd-wait");
     let held = acquire(t.second(), &name, &holder("holder"), LONG_TTL).await;
-    let since = std::time::Instant::now();
-    for wait in [
-        b.wait_for_change(&name, Duration::MAX),
-        b.wait_for_change_since(&name, since, Duration::MAX),
-    ] {
+    let now = monotonic_now();
+    let long_ago = now.checked_sub(Duration::from_secs(3600)).unwrap_or(now);
+    for since in [now, long_ago] {
+        let wait = b.wait_for_change(&name, since, Duration::MAX);
         // Returns when notified, or runs on: either way, no panic.
         let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lock_core::backend_kit::time::monotonic_now;
 use lock_core::{LockError, LockOptions, LossReason};
 
 use crate::Target;
@@ -217,7 +218,7 @@ pub async fn wait_for_change_wakes_on_release(t: Target) {
     let n = name.clone();
     let waiter = tokio::spawn(async move {
         let start = Instant::now();
-        b.wait_for_change(&n, budget).await;
+        b.wait_for_change(&n, monotonic_now(), budget).await;
         Instant::now().duration_since(start)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -13,16 +13,13 @@ use tokio::sync::mpsc;
 
 /// A backend on `url` with a key prefix no other test uses.
 pub async fn backend(url: &str) -> RedisBackend {
-    backend_with(
-        url,
-        RedisOptions::default().with_key_prefix(unique_prefix("test")),
-    )
-    .await
+    backend_with(url, &unique_prefix("test")).await
 }
 
-/// A backend on `url` with `opts`.
-pub async fn backend_with(url: &str, opts: RedisOptions) -> RedisBackend {
-    RedisBackend::connect_with(url, opts)
+/// A backend on `url` with key prefix `prefix`.
+pub async fn backend_with(url: &str, prefix: &str) -> RedisBackend {
+    let opts: RedisOptions = url.parse().unwrap_or_else(|e| panic!("parsing {url}: {e}"));
+    RedisBackend::connect_with(opts.with_key_prefix(prefix))
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }
@@ -128,9 +125,9 @@ impl LockBackend for Spy {
     async fn force_release(&self, name: &LockName) -> Result<bool> {
         self.inner.force_release(name).await
     }
-    async fn wait_for_change_since(&self, name: &LockName, since: Instant, max: Duration) {
+    async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
         let _ = self.seen.send(Seen::Waiting);
-        self.inner.wait_for_change_since(name, since, max).await;
+        self.inner.wait_for_change(name, since, max).await;
     }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()

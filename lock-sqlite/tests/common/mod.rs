@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lock_core::{Holder, LockBackend, Result};
-use lock_sqlite::{SqliteBackend, SqliteOptions, Synchronous};
+use lock_sqlite::{SqliteBackend, SqliteOptions};
 
 /// A way to open the lock store in a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
-    /// `SqliteBackend::open_with`.
+    /// `SqliteBackend::connect_with`.
     Rusqlite,
     /// `SqlxSqliteBackend::connect(url)`: a pool the crate builds.
     #[cfg(feature = "sqlx")]
     SqlxConnect,
-    /// `SqlxSqliteBackend::new_with(pool)` over an application's pool (sqlx defaults, lazy).
+    /// `SqlxSqliteBackend::new_with_busy_timeout(pool)` over an application's pool (sqlx defaults, lazy).
     #[cfg(feature = "sqlx")]
     SqlxPool,
 }
@@ -44,15 +44,15 @@ impl Driver {
     }
 
     pub async fn open(self, path: &Path) -> Result<Arc<dyn LockBackend>> {
-        self.open_with(path, SqliteOptions::default()).await
+        self.open_with(SqliteOptions::new(path)).await
     }
 
-    pub async fn open_with(self, path: &Path, opts: SqliteOptions) -> Result<Arc<dyn LockBackend>> {
+    pub async fn open_with(self, opts: SqliteOptions) -> Result<Arc<dyn LockBackend>> {
         match self {
-            Self::Rusqlite => Ok(Arc::new(SqliteBackend::open_with(path, opts).await?)),
+            Self::Rusqlite => Ok(Arc::new(SqliteBackend::connect_with(opts).await?)),
             #[cfg(feature = "sqlx")]
             Self::SqlxConnect => {
-                let url = url_for(path, &opts);
+                let url = url_for(&opts);
                 Ok(Arc::new(
                     lock_sqlite::SqlxSqliteBackend::connect(&url).await?,
                 ))
@@ -60,12 +60,13 @@ impl Driver {
             #[cfg(feature = "sqlx")]
             Self::SqlxPool => {
                 let connect = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(path)
+                    .filename(&opts.path)
                     .create_if_missing(opts.create_if_missing)
                     .read_only(opts.read_only);
                 let pool = sqlx::sqlite::SqlitePoolOptions::new().connect_lazy_with(connect);
                 Ok(Arc::new(
-                    lock_sqlite::SqlxSqliteBackend::new_with(pool, opts).await?,
+                    lock_sqlite::SqlxSqliteBackend::new_with_busy_timeout(pool, opts.busy_timeout)
+                        .await?,
                 ))
             }
         }
@@ -83,21 +84,12 @@ impl Driver {
     }
 }
 
-/// The `sqlite:` URL for `path` with `opts`.
-pub fn url_for(path: &Path, opts: &SqliteOptions) -> String {
-    let mode = match (opts.read_only, opts.create_if_missing) {
-        (true, _) => "ro",
-        (false, false) => "rw",
-        (false, true) => "rwc",
-    };
-    let synchronous = match opts.synchronous {
-        Synchronous::Full => "full",
-        _ => "normal",
-    };
+/// The `sqlite+sqlx:` URL for `opts`.
+pub fn url_for(opts: &SqliteOptions) -> String {
+    let url = opts.to_url().expect("UTF-8 test path");
     format!(
-        "sqlite://{}?mode={mode}&synchronous={synchronous}&busy_budget={}ms",
-        path.display(),
-        opts.busy_budget.as_millis()
+        "sqlite+sqlx:{}",
+        url.strip_prefix("sqlite:").unwrap_or(&url)
     )
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! let mut out = String::from("name-");
-//! lock_core::hex::push_lower(&mut out, &[0x00, 0xab, 0x7f]);
+//! lock_core::backend_kit::hex::push_lower(&mut out, &[0x00, 0xab, 0x7f]);
 //! assert_eq!(out, "name-00ab7f");
 //! ```
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use lock_core::Backoff;
+/// use lock_core::backend_kit::Backoff;
 ///
 /// let mut backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(100));
 /// let first = backoff.next_delay();

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::backoff::jitter;
+use super::backoff::jitter;
+use super::time::{deadline_in, monotonic_now};
 use crate::name::LockName;
-use crate::time::{deadline_in, monotonic_now};
 
 /// How long a release is remembered: far longer than any gap between a waiter's failed
 /// attempt and its wait.
@@ -23,14 +23,15 @@ const PRUNE_ABOVE: usize = 4096;
 /// A waiter that failed to acquire at `since` and then waits must not miss a release that
 /// happened between its attempt and its wait: [`wait`](Self::wait) returns at once if the
 /// name was released after `since`. Backends record releases with [`record`](Self::record)
-/// and implement [`LockBackend::wait_for_change_since`](crate::LockBackend::wait_for_change_since)
+/// and implement [`LockBackend::wait_for_change`](crate::LockBackend::wait_for_change)
 /// with `wait`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use std::time::Duration;
-/// use lock_core::{LockName, ReleaseLog, time::monotonic_now};
+/// use lock_core::LockName;
+/// use lock_core::backend_kit::{ReleaseLog, time::monotonic_now};
 ///
 /// let log = ReleaseLog::new();
 /// let name = LockName::new("job").unwrap();

@@ -1,0 +1,28 @@
+//! What backend authors need and users do not: the building blocks every store in this
+//! workspace shares (model: `lock_api`'s split between the raw trait and the safe guard).
+//!
+//! - [`config`]: one URL and option vocabulary for every store;
+//! - [`Driver`]: a backend's schemes and connector, for the facade's registry;
+//! - [`time`]: TTL bounds, the holder's local deadline, millisecond conversions;
+//! - [`ReleaseLog`]: releases seen by this process, to wake waiters without polling;
+//! - [`Backoff`] and [`jitter`]: retry pacing;
+//! - [`hex`], [`redact_url`], [`host_name`]: small helpers for keys, messages and holders.
+//!
+//! Users of the library never need this module: `Locker`, `LockGuard` and the types at the
+//! crate root are the whole user API.
+
+mod backoff;
+pub mod config;
+mod driver;
+pub mod hex;
+mod redact;
+mod release_log;
+pub mod time;
+
+pub use async_trait::async_trait;
+pub use backoff::{Backoff, jitter};
+pub use driver::{Connecting, Driver, scheme_of};
+pub use redact::redact_url;
+pub use release_log::{LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK};
+
+pub use crate::holder::host_name;
