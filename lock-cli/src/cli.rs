@@ -76,7 +76,7 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct StoreArgs {
     /// Lock store URL: sqlite:///abs/path.db, sqlite://rel/path.db, file:///abs/dir,
-    /// redis://[user:password@]host[:port][/db], rediss://...
+    /// redis://user:password@host:port/db (all but the host optional), rediss://...
     #[arg(long, env = "LOCK_URL", value_name = "URL")]
     pub(crate) url: Option<String>,
 }
