@@ -67,7 +67,7 @@ pub(crate) enum Command {
     /// One contending process of `lockctl bench` (internal).
     #[command(hide = true)]
     BenchWorker(crate::bench::WorkerArgs),
-    /// The leader of a `lockctl run` job's process group (internal; see keeper.rs).
+    /// The leader of a `lockctl run` job's process group (internal; see run/keeper.rs).
     #[command(hide = true)]
     Keeper(KeeperArgs),
 }

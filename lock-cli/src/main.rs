@@ -4,16 +4,9 @@ mod bench;
 mod cli;
 mod conformance;
 mod exit;
-mod grace;
-mod keeper;
-mod process_group;
 mod run;
-mod signal_events;
-mod signals;
-mod spawn;
 mod status;
 mod store;
-mod supervise;
 
 use std::process::ExitCode;
 
@@ -32,8 +25,8 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Keeper(args) = &cli.command {
-        // A process of its own, with one thread and no runtime: see keeper.rs.
-        return ExitCode::from(keeper::keep(args));
+        // A process of its own, with one thread and no runtime: see run/keeper.rs.
+        return ExitCode::from(run::keeper::keep(args));
     }
     init_logging(cli.verbose);
     // One thread: the command is spawned from the main thread, whose death signal it follows.

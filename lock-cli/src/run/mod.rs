@@ -3,6 +3,27 @@
 //! Everything that can be checked without the store (name, TTL, grace, signal handlers) is
 //! checked before the store is opened, so a bad option fails the same way whether the store
 //! is reachable or not, and creates no default database.
+//!
+//! The parts of a run, each in its own module:
+//! - [`grace`]: `--grace`, how long before its lease runs out the command is asked to stop;
+//! - [`signal_handlers`]: the signals lockctl handles, as events, and the child exits it waits
+//!   for;
+//! - [`spawn`]: starting the keeper, or the command itself, and what the forked child does
+//!   before exec;
+//! - [`keeper`]: the process that leads the job's process group (`lockctl keeper`, hidden);
+//! - [`supervise`](mod@supervise): the running job: signals passed on, stopping it for its lease, Ctrl-Z, and
+//!   killing what it left behind;
+//! - [`process_group`]: which processes of the job's group still run, from `/proc`;
+//! - [`syscalls`]: the thin unsafe layer over kill(2), signal masks, sigwaitinfo(2) and
+//!   waitid(2).
+
+mod grace;
+pub(crate) mod keeper;
+mod process_group;
+mod signal_handlers;
+mod spawn;
+mod supervise;
+mod syscalls;
 
 use std::io;
 use std::time::Duration;
@@ -11,10 +32,9 @@ use leaselock::{LeaseInfo, LockError, LockGuard, LockName, LockOptions, Locker};
 
 use crate::cli::RunArgs;
 use crate::exit;
-use crate::grace::grace_for;
-use crate::signal_events::{ChildExits, Event, Signals};
-use crate::signals;
-use crate::supervise::{Ended, Job, Mode, supervise};
+use grace::grace_for;
+use signal_handlers::{ChildExits, Event, Signals};
+use supervise::{Ended, Job, Mode, supervise};
 
 /// Runs the command under the lock and returns lockctl's exit code.
 pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
@@ -50,7 +70,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
                     );
                     return Ok(u8::try_from(128 + number).unwrap_or(255));
                 }
-                Event::Suspend => signals::stop_self(),
+                Event::Suspend => syscalls::stop_self(),
                 Event::Resumed => {}
             },
         }

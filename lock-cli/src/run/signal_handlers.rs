@@ -8,8 +8,8 @@ use std::time::Duration;
 use leaselock::LockError;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::signals;
-use crate::spawn::FORWARDED;
+use super::spawn::FORWARDED;
+use super::syscalls;
 
 /// A signal lockctl received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl ChildExits {
     pub(crate) async fn exited(&mut self, pid: libc::pid_t) -> io::Result<()> {
         loop {
             // Checked after every SIGCHLD since the stream was made, so none is missed.
-            if signals::exited_unreaped(pid)? {
+            if syscalls::exited_unreaped(pid)? {
                 return Ok(());
             }
             if self.sigchld.recv().await.is_none() {

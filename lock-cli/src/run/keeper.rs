@@ -17,10 +17,10 @@
 
 use std::io;
 
+use super::spawn;
+use super::syscalls;
 use crate::cli::KeeperArgs;
 use crate::exit;
-use crate::signals;
-use crate::spawn;
 
 /// Runs the keeper; returns its exit code.
 pub(crate) fn keep(args: &KeeperArgs) -> u8 {
@@ -30,16 +30,16 @@ pub(crate) fn keep(args: &KeeperArgs) -> u8 {
     };
     // Already blocked when lockctl started the keeper; blocked again in case someone runs
     // `lockctl keeper` by hand.
-    if let Err(error) = signals::block(&spawn::KEEPER_BLOCKED) {
+    if let Err(error) = syscalls::block(&spawn::KEEPER_BLOCKED) {
         eprintln!("lockctl keeper: cannot block signals: {error}");
         return exit::CANNOT_EXECUTE;
     }
     // Started as /proc/self/exe, it would show as "exe".
-    signals::set_process_name(c"lockctl-keeper");
+    syscalls::set_process_name(c"lockctl-keeper");
     // An inherited SIG_IGN for SIGCHLD would make the kernel reap the command behind our
     // back, and lose its status.
-    signals::restore_default_action(libc::SIGCHLD);
-    if signals::parent_pid() != lockctl {
+    syscalls::restore_default_action(libc::SIGCHLD);
+    if syscalls::parent_pid() != lockctl {
         // lockctl died before we got here; its death signal is pending or went to nobody.
         return 128 + u8::try_from(spawn::KEEPER_PARENT_DEATH).unwrap_or(0);
     }
@@ -54,7 +54,7 @@ pub(crate) fn keep(args: &KeeperArgs) -> u8 {
         }
     };
     loop {
-        match signals::wait_for_one_of(&spawn::KEEPER_WAKE) {
+        match syscalls::wait_for_one_of(&spawn::KEEPER_WAKE) {
             Ok(libc::SIGCHLD) => match command.try_wait() {
                 Ok(Some(status)) => return exit::for_status(status),
                 Ok(None) => {} // stopped or continued, not exited
@@ -65,8 +65,8 @@ pub(crate) fn keep(args: &KeeperArgs) -> u8 {
             },
             // SIGUSR1: lockctl died (our parent changed), unless someone sent it by hand.
             Ok(_) => {
-                if signals::parent_pid() != lockctl {
-                    signals::kill_own_group();
+                if syscalls::parent_pid() != lockctl {
+                    syscalls::kill_own_group();
                 }
             }
             Err(error) => {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use leaselock::{LockGuard, LossReason};
 use tokio::time::sleep_until;
 
+use super::process_group;
+use super::signal_handlers::{ChildExits, Event, Signals, name_of};
+use super::spawn::{self, Env};
+use super::syscalls::{self, Target};
 use crate::exit;
-use crate::process_group;
-use crate::signal_events::{ChildExits, Event, Signals, name_of};
-use crate::signals::{self, Target};
-use crate::spawn::{self, Env};
 
 /// How often lockctl looks whether the processes it SIGKILLed are gone.
 const MOP_UP_POLL: Duration = Duration::from_millis(5);
@@ -237,7 +237,7 @@ impl Supervisor<'_> {
             Event::Suspend => {
                 tracing::info!(target = ?job.target, "Ctrl-Z: stopping the command, then lockctl");
                 job.stop();
-                signals::stop_self();
+                syscalls::stop_self();
                 // Here again once someone sent lockctl SIGCONT.
                 self.on_resumed(job, phase)
             }
