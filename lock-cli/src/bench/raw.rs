@@ -5,16 +5,14 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use leaselock::LockError;
+use crate::error::CliError;
 
-const BENCH: &str = "lockctl bench";
-
-fn config(detail: String) -> LockError {
-    LockError::config(BENCH, detail)
+fn config(detail: String) -> CliError {
+    CliError::Config(format!("bench: {detail}"))
 }
 
-fn failed(what: &str, error: impl std::fmt::Display) -> LockError {
-    LockError::backend(BENCH, format!("raw baseline: {what}: {error}"))
+fn failed(what: &str, error: impl std::fmt::Display) -> CliError {
+    CliError::Bench(format!("raw baseline: {what}: {error}"))
 }
 
 fn now_ms() -> i64 {
@@ -58,7 +56,7 @@ fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 
 impl RawPair {
     /// The raw baseline for the store at `url`.
-    pub(crate) async fn connect(url: &str) -> Result<Self, LockError> {
+    pub(crate) async fn connect(url: &str) -> Result<Self, CliError> {
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
         match scheme {
             "redis" | "rediss" => {
@@ -104,7 +102,7 @@ impl RawPair {
     }
 
     /// One acquire + release; panics never, errors are typed.
-    pub(crate) async fn pair(&mut self, ttl: Duration) -> Result<(), LockError> {
+    pub(crate) async fn pair(&mut self, ttl: Duration) -> Result<(), CliError> {
         let token = format!("{:032x}", rand::random::<u128>());
         match self {
             Self::Redis { conn, release, key } => {
@@ -193,7 +191,7 @@ const RAW_RECORD_LEN: usize = 64;
 
 /// open, exclusive flock, read (a lease must be looked at before it is taken or freed),
 /// write in place, optional fsync, close (which unlocks): one lease-file update.
-fn write_locked(path: &PathBuf, content: &[u8], sync: bool) -> Result<(), LockError> {
+fn write_locked(path: &PathBuf, content: &[u8], sync: bool) -> Result<(), CliError> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let mut file: File = std::fs::OpenOptions::new()

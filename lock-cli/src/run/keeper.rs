@@ -15,25 +15,26 @@
 //! `sigwaitinfo` for its command to change state or for lockctl to die, so nothing it does
 //! can race with a signal handler.
 
-use std::io;
-
 use super::spawn;
 use super::syscalls;
 use crate::cli::KeeperArgs;
+use crate::error::CliError;
 use crate::exit;
 
-/// Runs the keeper; returns its exit code.
-pub(crate) fn keep(args: &KeeperArgs) -> u8 {
+/// Runs the keeper; returns its exit code: the command's status.
+pub(crate) fn keep(args: &KeeperArgs) -> Result<u8, CliError> {
     let Some(lockctl) = libc::pid_t::try_from(args.parent).ok().filter(|&p| p > 1) else {
-        eprintln!("lockctl keeper: --parent {} is not a pid", args.parent);
-        return exit::USAGE;
+        return Err(CliError::Usage(format!(
+            "keeper --parent {} is not a pid (lockctl run starts its keeper itself)",
+            args.parent
+        )));
     };
     // Already blocked when lockctl started the keeper; blocked again in case someone runs
     // `lockctl keeper` by hand.
-    if let Err(error) = syscalls::block(&spawn::KEEPER_BLOCKED) {
-        eprintln!("lockctl keeper: cannot block signals: {error}");
-        return exit::CANNOT_EXECUTE;
-    }
+    syscalls::block(&spawn::KEEPER_BLOCKED).map_err(|source| CliError::Keeper {
+        what: "the keeper cannot block signals",
+        source,
+    })?;
     // Started as /proc/self/exe, it would show as "exe".
     syscalls::set_process_name(c"lockctl-keeper");
     // An inherited SIG_IGN for SIGCHLD would make the kernel reap the command behind our
@@ -41,27 +42,20 @@ pub(crate) fn keep(args: &KeeperArgs) -> u8 {
     syscalls::restore_default_action(libc::SIGCHLD);
     if syscalls::parent_pid() != lockctl {
         // lockctl died before we got here; its death signal is pending or went to nobody.
-        return 128 + u8::try_from(spawn::KEEPER_PARENT_DEATH).unwrap_or(0);
+        return Ok(exit::for_signal(spawn::KEEPER_PARENT_DEATH));
     }
-    let mut command = match spawn::command_of_keeper(&args.command) {
-        Ok(command) => command,
-        Err(error) => {
-            eprintln!("lockctl: cannot run {:?}: {error}", args.command[0]);
-            return match error.kind() {
-                io::ErrorKind::NotFound => exit::NOT_FOUND,
-                _ => exit::CANNOT_EXECUTE,
-            };
-        }
-    };
+    let mut command =
+        spawn::command_of_keeper(&args.command).map_err(|source| CliError::CannotRun {
+            command: args.command[0].clone(),
+            source,
+        })?;
+    let lost_track = |e| CliError::io("the keeper lost track of the command", e);
     loop {
         match syscalls::wait_for_one_of(&spawn::KEEPER_WAKE) {
             Ok(libc::SIGCHLD) => match command.try_wait() {
-                Ok(Some(status)) => return exit::for_status(status),
+                Ok(Some(status)) => return Ok(exit::for_status(status)),
                 Ok(None) => {} // stopped or continued, not exited
-                Err(error) => {
-                    eprintln!("lockctl keeper: lost track of the command: {error}");
-                    return exit::BACKEND_ERROR;
-                }
+                Err(error) => return Err(lost_track(error)),
             },
             // SIGUSR1: lockctl died (our parent changed), unless someone sent it by hand.
             Ok(_) => {
@@ -72,7 +66,7 @@ pub(crate) fn keep(args: &KeeperArgs) -> u8 {
             Err(error) => {
                 // Cannot happen for a valid set; waiting plainly still reports the status.
                 eprintln!("lockctl keeper: cannot wait for signals: {error}");
-                return command.wait().map_or(exit::BACKEND_ERROR, exit::for_status);
+                return command.wait().map(exit::for_status).map_err(lost_track);
             }
         }
     }
