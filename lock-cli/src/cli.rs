@@ -67,7 +67,7 @@ pub(crate) enum Command {
     /// One contending process of `lockctl bench` (internal).
     #[command(hide = true)]
     BenchWorker(crate::bench::WorkerArgs),
-    /// The leader of a `lockctl run` job's process group (internal; see keeper.rs).
+    /// The leader of a `lockctl run` job's process group (internal; see run/keeper.rs).
     #[command(hide = true)]
     Keeper(KeeperArgs),
 }
@@ -76,7 +76,7 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct StoreArgs {
     /// Lock store URL: sqlite:///abs/path.db, sqlite://rel/path.db, file:///abs/dir,
-    /// redis://[user:password@]host[:port][/db], rediss://...
+    /// redis://user:password@host:port/db (all but the host optional), rediss://...
     #[arg(long, env = "LOCK_URL", value_name = "URL")]
     pub(crate) url: Option<String>,
 }
@@ -180,6 +180,66 @@ pub(crate) struct ConformanceArgs {
     pub(crate) jobs: usize,
 }
 
+/// A duration flag, written the way every store URL writes one (`500ms`, `30s`, `5m`).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 30s, 5m, 1h)"))
+    lock_core::backend_kit::config::parse_duration(text)
+}
+
+/// Where every store URL and its options are documented: `leaselock::connect`.
+pub(crate) const URL_DOCS: &str = "https://docs.rs/leaselock/latest/leaselock/fn.connect.html";
+
+/// The `--url` help's last paragraph, generated from the schemes compiled into this build
+/// (the facade's driver registry), so it cannot drift from what `lockctl` serves.
+pub(crate) fn url_help() -> String {
+    let schemes: Vec<String> = leaselock::supported_schemes()
+        .iter()
+        .map(|s| format!("{s}://"))
+        .collect();
+    format!(
+        "This build serves {}. Every URL form and its options: {URL_DOCS}",
+        schemes.join(", ")
+    )
+}
+
+/// The command line, with each `--url` flag's long help ending in [`url_help`].
+pub(crate) fn command() -> clap::Command {
+    let extra = url_help();
+    let with_url_help = |arg: clap::Arg| {
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        arg.long_help(format!("{help}\n\n{extra}"))
+    };
+    let mut root = <Cli as clap::CommandFactory>::command();
+    for (sub, id) in [
+        ("run", "url"),
+        ("status", "url"),
+        ("release", "url"),
+        ("conformance", "url"),
+        ("bench", "urls"),
+    ] {
+        root = root.mut_subcommand(sub, |cmd| cmd.mut_arg(id, with_url_help));
+    }
+    root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_url_flag_lists_the_schemes_this_build_serves() {
+        let mut root = command();
+        root.build();
+        for sub in ["run", "status", "release", "conformance", "bench"] {
+            let cmd = root.find_subcommand(sub).expect(sub);
+            let url = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some("url"))
+                .unwrap_or_else(|| panic!("{sub} has --url"));
+            let help = url.get_long_help().expect("long help").to_string();
+            for scheme in leaselock::supported_schemes() {
+                assert!(help.contains(&format!("{scheme}://")), "{sub}: {help}");
+            }
+            assert!(help.contains(URL_DOCS), "{sub}: {help}");
+        }
+    }
 }

@@ -3,25 +3,24 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use leaselock::LockError;
 use lock_conformance::{CASES, CaseOutcome, Target, run_case};
 use tokio::task::JoinSet;
 
 use crate::cli::ConformanceArgs;
+use crate::error::CliError;
 use crate::exit;
 use lock_core::backend_kit::redact_url;
 
 /// Runs the suite; returns the exit code.
-pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, LockError> {
+pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, CliError> {
     let cases: Vec<_> = CASES
         .iter()
         .filter(|c| args.filter.as_deref().is_none_or(|f| c.name.contains(f)))
         .collect();
     if let (true, Some(filter)) = (cases.is_empty(), &args.filter) {
-        eprintln!(
-            "lockctl: --filter {filter:?} matches no conformance case name; run without --filter to see every case"
-        );
-        return Ok(exit::USAGE);
+        return Err(CliError::Usage(format!(
+            "--filter {filter:?} matches no conformance case name; run without --filter to see every case"
+        )));
     }
     // Two independent clients, as two processes would have.
     let first = leaselock::connect(&args.url).await?;

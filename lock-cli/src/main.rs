@@ -3,27 +3,24 @@
 mod bench;
 mod cli;
 mod conformance;
+mod error;
 mod exit;
-mod grace;
-mod keeper;
-mod process_group;
 mod run;
-mod signal_events;
-mod signals;
-mod spawn;
 mod status;
 mod store;
-mod supervise;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use leaselock::LockError;
+use clap::FromArgMatches;
 
 use cli::{Cli, Command};
+use error::CliError;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
             // --help and --version print to stdout and succeed; bad arguments are usage errors.
@@ -32,8 +29,8 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Keeper(args) = &cli.command {
-        // A process of its own, with one thread and no runtime: see keeper.rs.
-        return ExitCode::from(keeper::keep(args));
+        // A process of its own, with one thread and no runtime: see run/keeper.rs.
+        return finish(run::keeper::keep(args));
     }
     init_logging(cli.verbose);
     // One thread: the command is spawned from the main thread, whose death signal it follows.
@@ -42,12 +39,9 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("lockctl: cannot start the async runtime: {error}");
-            return ExitCode::from(exit::BACKEND_ERROR);
-        }
+        Err(error) => return finish(Err(CliError::io("cannot start the async runtime", error))),
     };
-    let result = runtime.block_on(async {
+    finish(runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Status(args) => status::status(args).await,
@@ -57,19 +51,17 @@ fn main() -> ExitCode {
             Command::BenchWorker(args) => bench::worker(args).await,
             Command::Keeper(_) => unreachable!("the keeper runs without a runtime"),
         }
-    });
+    }))
+}
+
+/// lockctl's exit: a subcommand's code, or its error on one line of stderr and the error's
+/// code.
+fn finish(result: Result<u8, CliError>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            match &error {
-                // lockctl's own usage errors: the detail says it all.
-                LockError::Config {
-                    backend: "lockctl",
-                    detail,
-                } => eprintln!("lockctl: {detail}"),
-                _ => eprintln!("lockctl: {error}"),
-            }
-            ExitCode::from(exit::for_error(&error))
+            eprintln!("lockctl: {error}");
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -2,12 +2,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use leaselock::{LeaseInfo, LockError, LockName};
+use leaselock::{LeaseInfo, LockName};
 
 use crate::cli::{ReleaseArgs, StatusArgs};
+use crate::error::CliError;
 
 /// Prints held locks; returns the exit code.
-pub(crate) async fn status(args: StatusArgs) -> Result<u8, LockError> {
+pub(crate) async fn status(args: StatusArgs) -> Result<u8, CliError> {
     let (_, backend) = crate::store::open(args.store.url.as_deref()).await?;
     let leases = match &args.name {
         Some(name) => backend
@@ -31,11 +32,10 @@ pub(crate) async fn status(args: StatusArgs) -> Result<u8, LockError> {
 }
 
 /// Breaks a lock; returns the exit code.
-pub(crate) async fn release(args: ReleaseArgs) -> Result<u8, LockError> {
+pub(crate) async fn release(args: ReleaseArgs) -> Result<u8, CliError> {
     if !args.force {
-        return Err(LockError::config(
-            "lockctl",
-            "releasing someone else's lock breaks it; add --force to confirm (the holder's command keeps running but loses the lease)",
+        return Err(CliError::Config(
+            "releasing someone else's lock breaks it; add --force to confirm (the holder's command keeps running but loses the lease)".into(),
         ));
     }
     let name = LockName::new(&args.name)?;

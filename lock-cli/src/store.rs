@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use leaselock::{LockBackend, LockError, Result};
+use leaselock::LockBackend;
+
+use crate::error::CliError;
 
 /// Connects to `url`, or to the default store when none was given.
-pub(crate) async fn open(url: Option<&str>) -> Result<(String, Arc<dyn LockBackend>)> {
+pub(crate) async fn open(url: Option<&str>) -> Result<(String, Arc<dyn LockBackend>), CliError> {
     let url = match url {
         Some(url) => url.to_owned(),
         None => default_url()?,
@@ -18,32 +20,23 @@ pub(crate) async fn open(url: Option<&str>) -> Result<(String, Arc<dyn LockBacke
 }
 
 /// `sqlite:///<state dir>/lockctl/locks.db`, creating the directory.
-fn default_url() -> Result<String> {
+fn default_url() -> Result<String, CliError> {
     let dir = state_dir()?.join("lockctl");
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        LockError::config(
-            "lockctl",
-            format!(
-                "cannot create the default lock store directory {}: {e}; pass --url or set LOCK_URL",
-                dir.display()
-            ),
-        )
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::NoDefaultStore {
+        reason: format!(
+            "cannot create the default lock store directory {}: {e}",
+            dir.display()
+        ),
     })?;
     let path = dir.join("locks.db");
-    let path = path.to_str().ok_or_else(|| {
-        LockError::config(
-            "lockctl",
-            format!(
-                "the state directory {} is not UTF-8; pass --url or set LOCK_URL",
-                dir.display()
-            ),
-        )
+    let path = path.to_str().ok_or_else(|| CliError::NoDefaultStore {
+        reason: format!("the state directory {} is not UTF-8", dir.display()),
     })?;
     Ok(format!("sqlite://{path}"))
 }
 
 /// `$XDG_STATE_HOME`, else `$HOME/.local/state` (XDG Base Directory).
-fn state_dir() -> Result<PathBuf> {
+fn state_dir() -> Result<PathBuf, CliError> {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
         return Ok(dir);
@@ -51,8 +44,7 @@ fn state_dir() -> Result<PathBuf> {
     if let Some(home) = std::env::var_os("HOME").and_then(absolute) {
         return Ok(home.join(".local").join("state"));
     }
-    Err(LockError::config(
-        "lockctl",
-        "neither XDG_STATE_HOME nor HOME is set, so there is no default lock store; pass --url or set LOCK_URL",
-    ))
+    Err(CliError::NoDefaultStore {
+        reason: "neither XDG_STATE_HOME nor HOME is set, so there is no default lock store".into(),
+    })
 }

@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use leaselock::{
-    Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, LockOptions, Locker,
-    Result, async_trait,
+    Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockName, LockOptions, Locker, Result,
+    async_trait,
 };
+
+use crate::error::CliError;
 
 /// Forwards to a backend, counting store calls that keep leases alive.
 #[derive(Debug)]
@@ -110,7 +112,7 @@ pub(crate) async fn measure(
     ttl: Duration,
     hold: Duration,
     progress: &mut super::Progress,
-) -> std::result::Result<HeartbeatCost, LockError> {
+) -> std::result::Result<HeartbeatCost, CliError> {
     let counting = Arc::new(Counting::new(backend));
     let locker = Locker::new(counting.clone());
     let opts = LockOptions::default()
@@ -122,10 +124,9 @@ pub(crate) async fn measure(
         match locker.try_lock(name.as_str(), &opts).await? {
             Some(guard) => guards.push(guard),
             None => {
-                return Err(LockError::config(
-                    "lockctl bench",
-                    format!("{name:?} is held by someone else; use a store with no bench locks"),
-                ));
+                return Err(CliError::Bench(format!(
+                    "lock {name:?} is held by someone else; use a store with no bench locks"
+                )));
             }
         }
         if i % 500 == 0 {

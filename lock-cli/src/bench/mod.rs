@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use leaselock::{Holder, LockBackend, LockError, LockName};
+use leaselock::{Holder, LockBackend, LockName};
 use serde_json::json;
 
 pub(crate) use worker::{WorkerArgs, worker};
+
+use crate::error::CliError;
 
 use raw::RawPair;
 use stats::Samples;
@@ -132,7 +134,7 @@ impl Plan {
 }
 
 /// Runs the benchmark; returns the exit code.
-pub(crate) async fn bench(args: BenchArgs) -> Result<u8, LockError> {
+pub(crate) async fn bench(args: BenchArgs) -> Result<u8, CliError> {
     let plan = Plan::new(&args);
     let urls = if args.urls.is_empty() {
         vec![crate::store::open(None).await?.0]
@@ -156,7 +158,7 @@ async fn bench_store(
     url: &str,
     plan: &Plan,
     progress: &mut Progress,
-) -> Result<serde_json::Value, LockError> {
+) -> Result<serde_json::Value, CliError> {
     let backend = leaselock::connect(url).await?;
     let prefix = format!("lockctl-bench-{:08x}/", rand::random::<u32>());
     progress.done(&format!("benchmarking {url}"));
@@ -273,7 +275,7 @@ async fn pairs(
     prefix: &str,
     plan: &Plan,
     progress: &mut Progress,
-) -> Result<(Samples, Samples), LockError> {
+) -> Result<(Samples, Samples), CliError> {
     const TTL: Duration = Duration::from_secs(10);
     let mut raw = RawPair::connect(url).await?;
     let name = LockName::new(format!("{prefix}pair"))?;
@@ -311,12 +313,14 @@ async fn library_pair(
     name: &LockName,
     holder: &Holder,
     ttl: Duration,
-) -> Result<(), LockError> {
+) -> Result<(), CliError> {
     let lease = backend
         .try_acquire(name, holder, ttl)
         .await?
         .ok_or_else(|| {
-            LockError::config("lockctl bench", format!("{name} is held by someone else"))
+            CliError::Bench(format!(
+                "lock \"{name}\" is held by someone else; use a store with no bench locks"
+            ))
         })?;
     backend.release(&lease).await?;
     Ok(())
@@ -331,10 +335,9 @@ async fn run_workers(
     name: impl Fn(usize) -> String,
     cycles: u32,
     (hold_us, pause_us): (u64, u64),
-) -> Result<(Vec<Events>, Duration), LockError> {
-    let exe = std::env::current_exe().map_err(|e| {
-        LockError::config("lockctl bench", format!("cannot find lockctl itself: {e}"))
-    })?;
+) -> Result<(Vec<Events>, Duration), CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::io("bench: cannot find lockctl's own executable", e))?;
     let mut children = Vec::new();
     for i in 0..count {
         let child = tokio::process::Command::new(&exe)
@@ -349,9 +352,7 @@ async fn run_workers(
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                LockError::config("lockctl bench", format!("cannot start a worker: {e}"))
-            })?;
+            .map_err(|e| CliError::io("bench: cannot start a worker", e))?;
         children.push(child);
     }
     let mut events = Vec::new();
@@ -359,15 +360,10 @@ async fn run_workers(
         let output = child
             .wait_with_output()
             .await
-            .map_err(|e| LockError::backend("lockctl bench", format!("worker: {e}")))?;
+            .map_err(|e| CliError::io("bench: cannot wait for a worker", e))?;
         let parsed = Events::parse(&String::from_utf8_lossy(&output.stdout))
             .filter(|_| output.status.success())
-            .ok_or_else(|| {
-                LockError::backend(
-                    "lockctl bench",
-                    format!("a worker failed: {}", output.status),
-                )
-            })?;
+            .ok_or_else(|| CliError::Bench(format!("a worker failed: {}", output.status)))?;
         events.push(parsed);
     }
     let first = events

@@ -5,16 +5,14 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use leaselock::LockError;
+use crate::error::CliError;
 
-const BENCH: &str = "lockctl bench";
-
-fn config(detail: String) -> LockError {
-    LockError::config(BENCH, detail)
+fn config(detail: String) -> CliError {
+    CliError::Config(format!("bench: {detail}"))
 }
 
-fn failed(what: &str, error: impl std::fmt::Display) -> LockError {
-    LockError::backend(BENCH, format!("raw baseline: {what}: {error}"))
+fn failed(what: &str, error: impl std::fmt::Display) -> CliError {
+    CliError::Bench(format!("raw baseline: {what}: {error}"))
 }
 
 fn now_ms() -> i64 {
@@ -44,7 +42,7 @@ pub(crate) enum RawPair {
 
 impl RawPair {
     /// The raw baseline for the store at `url`.
-    pub(crate) async fn connect(url: &str) -> Result<Self, LockError> {
+    pub(crate) async fn connect(url: &str) -> Result<Self, CliError> {
         // The store's own options type reads the URL, so the baseline uses exactly the
         // server, file and settings the library does.
         if leaselock::redis::DRIVER.serves(url) {
@@ -102,7 +100,7 @@ impl RawPair {
     }
 
     /// One acquire + release; panics never, errors are typed.
-    pub(crate) async fn pair(&mut self, ttl: Duration) -> Result<(), LockError> {
+    pub(crate) async fn pair(&mut self, ttl: Duration) -> Result<(), CliError> {
         let token = format!("{:032x}", rand::random::<u128>());
         match self {
             Self::Redis { conn, release, key } => {
@@ -191,7 +189,7 @@ const RAW_RECORD_LEN: usize = 64;
 
 /// open, exclusive flock, read (a lease must be looked at before it is taken or freed),
 /// write in place, optional fsync, close (which unlocks): one lease-file update.
-fn write_locked(path: &PathBuf, content: &[u8], sync: bool) -> Result<(), LockError> {
+fn write_locked(path: &PathBuf, content: &[u8], sync: bool) -> Result<(), CliError> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let mut file: File = std::fs::OpenOptions::new()

@@ -7,8 +7,10 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use clap::Args;
-use leaselock::{LockError, LockOptions, Locker};
+use leaselock::{LockOptions, Locker};
 use lock_conformance::history::monotonic_nanos;
+
+use crate::error::CliError;
 
 /// Arguments of the hidden worker subcommand.
 #[derive(Debug, Args)]
@@ -27,7 +29,7 @@ pub(crate) struct WorkerArgs {
     pause_us: u64,
 }
 
-pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, LockError> {
+pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
     let locker = Locker::new(leaselock::connect(&args.url).await?);
     let opts = LockOptions::default()
         .with_ttl(Duration::from_secs(10))

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use leaselock::LockError;
+use crate::error::CliError;
 
 /// The grace when `--grace` is not given and the TTL is long: ttl/4 for shorter TTLs.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -16,24 +16,21 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 ///
 /// # Errors
 ///
-/// A config error when `given` is more than half of `ttl`.
-pub(crate) fn grace_for(ttl: Duration, given: Option<Duration>) -> Result<Duration, LockError> {
+/// [`CliError::Config`] when `given` is more than half of `ttl`.
+pub(crate) fn grace_for(ttl: Duration, given: Option<Duration>) -> Result<Duration, CliError> {
     let Some(grace) = given else {
         return Ok(DEFAULT_GRACE.min(ttl / 4));
     };
     let max = ttl / 2;
     if grace > max {
-        return Err(LockError::config(
-            "lockctl",
-            format!(
-                "--grace {} is more than half of --ttl {}, so the command would be stopped \
+        return Err(CliError::Config(format!(
+            "--grace {} is more than half of --ttl {}, so the command would be stopped \
                  between two normal renewals; pass --grace {} or less, or --ttl {} or more",
-                humantime::format_duration(grace),
-                humantime::format_duration(ttl),
-                humantime::format_duration(max),
-                humantime::format_duration(grace * 2),
-            ),
-        ));
+            humantime::format_duration(grace),
+            humantime::format_duration(ttl),
+            humantime::format_duration(max),
+            humantime::format_duration(grace * 2),
+        )));
     }
     Ok(grace)
 }
@@ -68,7 +65,8 @@ mod tests {
     fn more_than_half_the_ttl_says_what_to_pass() {
         let error = grace_for(Duration::from_secs(2), Some(MS * 1001)).unwrap_err();
         let text = error.to_string();
-        assert!(matches!(error, LockError::Config { .. }), "{error:?}");
+        assert!(matches!(error, CliError::Config(_)), "{error:?}");
+        assert_eq!(error.exit_code(), 78);
         assert!(
             text.contains("--grace 1s or less") && text.contains("--ttl 2s 2ms or more"),
             "{text}"

@@ -15,64 +15,58 @@
 //! `sigwaitinfo` for its command to change state or for lockctl to die, so nothing it does
 //! can race with a signal handler.
 
-use std::io;
-
+use super::spawn;
+use super::syscalls;
 use crate::cli::KeeperArgs;
+use crate::error::CliError;
 use crate::exit;
-use crate::signals;
-use crate::spawn;
 
-/// Runs the keeper; returns its exit code.
-pub(crate) fn keep(args: &KeeperArgs) -> u8 {
+/// Runs the keeper; returns its exit code: the command's status.
+pub(crate) fn keep(args: &KeeperArgs) -> Result<u8, CliError> {
     let Some(lockctl) = libc::pid_t::try_from(args.parent).ok().filter(|&p| p > 1) else {
-        eprintln!("lockctl keeper: --parent {} is not a pid", args.parent);
-        return exit::USAGE;
+        return Err(CliError::Usage(format!(
+            "keeper --parent {} is not a pid (lockctl run starts its keeper itself)",
+            args.parent
+        )));
     };
     // Already blocked when lockctl started the keeper; blocked again in case someone runs
     // `lockctl keeper` by hand.
-    if let Err(error) = signals::block(&spawn::KEEPER_BLOCKED) {
-        eprintln!("lockctl keeper: cannot block signals: {error}");
-        return exit::CANNOT_EXECUTE;
-    }
+    syscalls::block(&spawn::KEEPER_BLOCKED).map_err(|source| CliError::Keeper {
+        what: "the keeper cannot block signals",
+        source,
+    })?;
     // Started as /proc/self/exe, it would show as "exe".
-    signals::set_process_name(c"lockctl-keeper");
+    syscalls::set_process_name(c"lockctl-keeper");
     // An inherited SIG_IGN for SIGCHLD would make the kernel reap the command behind our
     // back, and lose its status.
-    signals::restore_default_action(libc::SIGCHLD);
-    if signals::parent_pid() != lockctl {
+    syscalls::restore_default_action(libc::SIGCHLD);
+    if syscalls::parent_pid() != lockctl {
         // lockctl died before we got here; its death signal is pending or went to nobody.
-        return 128 + u8::try_from(spawn::KEEPER_PARENT_DEATH).unwrap_or(0);
+        return Ok(exit::for_signal(spawn::KEEPER_PARENT_DEATH));
     }
-    let mut command = match spawn::command_of_keeper(&args.command) {
-        Ok(command) => command,
-        Err(error) => {
-            eprintln!("lockctl: cannot run {:?}: {error}", args.command[0]);
-            return match error.kind() {
-                io::ErrorKind::NotFound => exit::NOT_FOUND,
-                _ => exit::CANNOT_EXECUTE,
-            };
-        }
-    };
+    let mut command =
+        spawn::command_of_keeper(&args.command).map_err(|source| CliError::CannotRun {
+            command: args.command[0].clone(),
+            source,
+        })?;
+    let lost_track = |e| CliError::io("the keeper lost track of the command", e);
     loop {
-        match signals::wait_for_one_of(&spawn::KEEPER_WAKE) {
+        match syscalls::wait_for_one_of(&spawn::KEEPER_WAKE) {
             Ok(libc::SIGCHLD) => match command.try_wait() {
-                Ok(Some(status)) => return exit::for_status(status),
+                Ok(Some(status)) => return Ok(exit::for_status(status)),
                 Ok(None) => {} // stopped or continued, not exited
-                Err(error) => {
-                    eprintln!("lockctl keeper: lost track of the command: {error}");
-                    return exit::BACKEND_ERROR;
-                }
+                Err(error) => return Err(lost_track(error)),
             },
             // SIGUSR1: lockctl died (our parent changed), unless someone sent it by hand.
             Ok(_) => {
-                if signals::parent_pid() != lockctl {
-                    signals::kill_own_group();
+                if syscalls::parent_pid() != lockctl {
+                    syscalls::kill_own_group();
                 }
             }
             Err(error) => {
                 // Cannot happen for a valid set; waiting plainly still reports the status.
                 eprintln!("lockctl keeper: cannot wait for signals: {error}");
-                return command.wait().map_or(exit::BACKEND_ERROR, exit::for_status);
+                return command.wait().map(exit::for_status).map_err(lost_track);
             }
         }
     }

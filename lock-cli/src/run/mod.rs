@@ -3,21 +3,39 @@
 //! Everything that can be checked without the store (name, TTL, grace, signal handlers) is
 //! checked before the store is opened, so a bad option fails the same way whether the store
 //! is reachable or not, and creates no default database.
+//!
+//! The parts of a run, each in its own module:
+//! - [`grace`]: `--grace`, how long before its lease runs out the command is asked to stop;
+//! - [`signal_handlers`]: the signals lockctl handles, as events, and the child exits it waits
+//!   for;
+//! - [`spawn`]: starting the keeper, or the command itself, and what the forked child does
+//!   before exec;
+//! - [`keeper`]: the process that leads the job's process group (`lockctl keeper`, hidden);
+//! - [`supervise`](mod@supervise): the running job: signals passed on, stopping it for its lease, Ctrl-Z, and
+//!   killing what it left behind;
+//! - [`process_group`]: which processes of the job's group still run, from `/proc`;
+//! - [`syscalls`]: the thin unsafe layer over kill(2), signal masks, sigwaitinfo(2) and
+//!   waitid(2).
 
-use std::io;
-use std::time::Duration;
+mod grace;
+pub(crate) mod keeper;
+mod process_group;
+mod signal_handlers;
+mod spawn;
+mod supervise;
+mod syscalls;
 
-use leaselock::{LeaseInfo, LockError, LockGuard, LockName, LockOptions, Locker};
+use leaselock::{LockError, LockGuard, LockName, LockOptions, Locker};
 
 use crate::cli::RunArgs;
+use crate::error::CliError;
 use crate::exit;
-use crate::grace::grace_for;
-use crate::signal_events::{ChildExits, Event, Signals};
-use crate::signals;
-use crate::supervise::{Ended, Job, Mode, supervise};
+use grace::grace_for;
+use signal_handlers::{ChildExits, Event, Signals};
+use supervise::{Ended, Job, Mode, supervise};
 
 /// Runs the command under the lock and returns lockctl's exit code.
-pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
+pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
     let name = LockName::new(&args.name)?;
     let label = args
         .label
@@ -45,12 +63,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
             acquired = &mut acquired => break acquired,
             event = signals.next() => match event {
                 Event::Forward { number, name: signal } => {
-                    eprintln!(
-                        "lockctl: {signal} while waiting for lock \"{name}\"; not running the command"
-                    );
-                    return Ok(u8::try_from(128 + number).unwrap_or(255));
+                    let name = name.clone();
+                    return Err(CliError::Interrupted { name, signal, number });
                 }
-                Event::Suspend => signals::stop_self(),
+                Event::Suspend => syscalls::stop_self(),
                 Event::Resumed => {}
             },
         }
@@ -59,13 +75,14 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
         Ok(Some(guard)) => guard,
         Ok(None) | Err(LockError::Timeout { .. }) => {
             let holder = backend.inspect(&name).await.ok().flatten();
-            eprintln!(
-                "lockctl: {}",
-                not_acquired_message(&name, args.no_wait, opts.wait, holder.as_ref())
-            );
-            return Ok(exit::NOT_ACQUIRED);
+            return Err(CliError::NotAcquired {
+                name: name.clone(),
+                no_wait: args.no_wait,
+                wait: opts.wait,
+                holder: holder.map(Box::new),
+            });
         }
-        Err(error) => return Err(error),
+        Err(error) => return Err(error.into()),
     };
     tracing::info!(lock = %name, fence = guard.fence(), "acquired");
 
@@ -77,31 +94,30 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, LockError> {
     ];
     let job = match Job::start(mode, &args.command, &env) {
         Ok(job) => job,
-        Err(error) => {
-            let code = match (mode, error.kind()) {
-                (Mode::Foreground, io::ErrorKind::NotFound) => exit::NOT_FOUND,
-                _ => exit::CANNOT_EXECUTE,
-            };
-            match mode {
-                Mode::Foreground => {
-                    eprintln!("lockctl: cannot run {:?}: {error}", args.command[0]);
-                }
-                // The keeper reports the command's own failures; this is the keeper's.
-                Mode::Group => {
-                    eprintln!("lockctl: cannot start its keeper process (/proc/self/exe): {error}")
-                }
-            }
+        Err(source) => {
             release(guard, &name).await;
-            return Ok(code);
+            return Err(match mode {
+                Mode::Foreground => CliError::CannotRun {
+                    command: args.command[0].clone(),
+                    source,
+                },
+                // The keeper reports the command's own failures; this is the keeper's.
+                Mode::Group => CliError::Keeper {
+                    what: "cannot start its keeper process (/proc/self/exe)",
+                    source,
+                },
+            });
         }
     };
     match supervise(job, &guard, &mut signals, &mut exits, grace).await {
-        Ended::Exited(code) => {
+        Ended::Exited(status) => {
             release(guard, &name).await;
-            Ok(code)
+            let status = status.map_err(|e| CliError::io("lost track of the command", e))?;
+            Ok(exit::for_status(status))
         }
         Ended::StoppedForLease => {
-            // Already reported; release anyway in case the store was only unreachable.
+            // Release anyway, in case the store was only unreachable. Not an error: why the
+            // command was stopped was said when it happened, while the command still ran.
             let _ = guard.release().await;
             Ok(exit::LEASE_LOST)
         }
@@ -136,33 +152,6 @@ async fn release(guard: LockGuard, name: &LockName) {
         Err(error) => {
             eprintln!("lockctl: could not release lock \"{name}\" ({error}); its TTL will free it")
         }
-    }
-}
-
-fn not_acquired_message(
-    name: &LockName,
-    no_wait: bool,
-    wait: Option<Duration>,
-    holder: Option<&LeaseInfo>,
-) -> String {
-    let how = match (no_wait, wait) {
-        (true, _) => "is held and --no-wait was given".to_owned(),
-        (false, Some(wait)) => format!(
-            "was not acquired within --wait {}",
-            humantime::format_duration(wait)
-        ),
-        (false, None) => "was not acquired".to_owned(),
-    };
-    match holder {
-        Some(info) => format!(
-            "lock \"{name}\" {how}; held by \"{}\" (pid {} on {}, fence {}, {} left)",
-            info.label,
-            info.pid,
-            info.host,
-            info.fence,
-            crate::status::format_left(info.time_left())
-        ),
-        None => format!("lock \"{name}\" {how}"),
     }
 }
 

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
 
-use crate::signals;
+use super::syscalls;
 
 /// The signals lockctl passes on to the job. The keeper keeps them blocked: they reach the
 /// command and its children through the group, while the keeper lives on to report the
@@ -58,7 +58,7 @@ pub(crate) fn keeper(command: &[OsString], env: &Env<'_>) -> io::Result<tokio::p
         std,
         KEEPER_PARENT_DEATH,
         libc::SIG_BLOCK,
-        signals::set_of(&KEEPER_BLOCKED),
+        syscalls::set_of(&KEEPER_BLOCKED),
     );
     keeper.spawn()
 }
@@ -75,7 +75,7 @@ pub(crate) fn foreground(command: &[OsString], env: &Env<'_>) -> io::Result<toki
         child.as_std_mut(),
         libc::SIGKILL,
         libc::SIG_SETMASK,
-        signals::set_of(&[]),
+        syscalls::set_of(&[]),
     );
     child.spawn()
 }
@@ -89,7 +89,7 @@ pub(crate) fn command_of_keeper(command: &[OsString]) -> io::Result<std::process
         &mut child,
         libc::SIGKILL,
         libc::SIG_SETMASK,
-        signals::set_of(&[]),
+        syscalls::set_of(&[]),
     );
     child.spawn()
 }

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use leaselock::{LockGuard, LossReason};
 use tokio::time::sleep_until;
 
-use crate::exit;
-use crate::process_group;
-use crate::signal_events::{ChildExits, Event, Signals, name_of};
-use crate::signals::{self, Target};
-use crate::spawn::{self, Env};
+use super::process_group;
+use super::signal_handlers::{ChildExits, Event, Signals, name_of};
+use super::spawn::{self, Env};
+use super::syscalls::{self, Target};
 
 /// How often lockctl looks whether the processes it SIGKILLed are gone.
 const MOP_UP_POLL: Duration = Duration::from_millis(5);
@@ -145,8 +144,9 @@ impl Job {
 
 /// How the job ended.
 pub(crate) enum Ended {
-    /// It exited by itself or by a forwarded signal: lockctl's exit code for that.
-    Exited(u8),
+    /// It exited by itself or by a forwarded signal, with this status (an error if lockctl
+    /// lost track of it).
+    Exited(io::Result<ExitStatus>),
     /// lockctl stopped it because of the lease.
     StoppedForLease,
 }
@@ -208,7 +208,7 @@ pub(crate) async fn supervise(
     job.mop_up().await;
     let status = job.child.wait().await;
     match phase {
-        Phase::Running => Ended::Exited(exit_code(status)),
+        Phase::Running => Ended::Exited(status),
         Phase::Stopping { .. } | Phase::Killed => Ended::StoppedForLease,
     }
 }
@@ -237,7 +237,7 @@ impl Supervisor<'_> {
             Event::Suspend => {
                 tracing::info!(target = ?job.target, "Ctrl-Z: stopping the command, then lockctl");
                 job.stop();
-                signals::stop_self();
+                syscalls::stop_self();
                 // Here again once someone sent lockctl SIGCONT.
                 self.on_resumed(job, phase)
             }
@@ -310,14 +310,4 @@ impl Supervisor<'_> {
 
 fn round_to_ms(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn exit_code(status: io::Result<ExitStatus>) -> u8 {
-    match status {
-        Ok(status) => exit::for_status(status),
-        Err(error) => {
-            eprintln!("lockctl: lost track of the command: {error}");
-            exit::BACKEND_ERROR
-        }
-    }
 }

@@ -5,11 +5,11 @@ use std::io;
 use std::task::Poll;
 use std::time::Duration;
 
-use leaselock::LockError;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::signals;
-use crate::spawn::FORWARDED;
+use super::spawn::FORWARDED;
+use super::syscalls;
+use crate::error::CliError;
 
 /// A signal lockctl received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub(crate) struct Signals {
 
 impl Signals {
     /// Handles the forwarded signals, and with `job_control` SIGTSTP and SIGCONT too.
-    pub(crate) fn install(job_control: bool) -> Result<Self, LockError> {
+    pub(crate) fn install(job_control: bool) -> Result<Self, CliError> {
         let mut wanted: Vec<(libc::c_int, Event)> = FORWARDED
             .iter()
             .map(|&number| {
@@ -52,9 +52,8 @@ impl Signals {
         }
         let mut streams = Vec::with_capacity(wanted.len());
         for (number, event) in wanted {
-            let stream = signal(SignalKind::from_raw(number)).map_err(|e| {
-                LockError::config("lockctl", format!("cannot handle {}: {e}", name_of(number)))
-            })?;
+            let stream = signal(SignalKind::from_raw(number))
+                .map_err(|e| CliError::io(format!("cannot handle {}", name_of(number)), e))?;
             streams.push((stream, event));
         }
         Ok(Self { streams })
@@ -81,9 +80,9 @@ pub(crate) struct ChildExits {
 
 impl ChildExits {
     /// Starts listening for SIGCHLD: do this before starting the child.
-    pub(crate) fn install() -> Result<Self, LockError> {
-        let sigchld = signal(SignalKind::child())
-            .map_err(|e| LockError::config("lockctl", format!("cannot handle SIGCHLD: {e}")))?;
+    pub(crate) fn install() -> Result<Self, CliError> {
+        let sigchld =
+            signal(SignalKind::child()).map_err(|e| CliError::io("cannot handle SIGCHLD", e))?;
         Ok(Self { sigchld })
     }
 
@@ -92,7 +91,7 @@ impl ChildExits {
     pub(crate) async fn exited(&mut self, pid: libc::pid_t) -> io::Result<()> {
         loop {
             // Checked after every SIGCHLD since the stream was made, so none is missed.
-            if signals::exited_unreaped(pid)? {
+            if syscalls::exited_unreaped(pid)? {
                 return Ok(());
             }
             if self.sigchld.recv().await.is_none() {
