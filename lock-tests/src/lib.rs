@@ -15,9 +15,10 @@
 //! reliability test=sigkill backend=redis processes=2 faults=1 fault=sigkill sections=2 lost=1 holders=2 names=1 overlaps=0
 //! ```
 //!
-//! ```no_run
-//! // The worker prints one line per event on stdout, such as:
-//! // acquired <fence>
-//! // cancelled <work steps begun> <monotonic ns when the last one began>
-//! // error Config <message>
+//! The worker prints one line per event on stdout, such as:
+//!
+//! ```text
+//! acquired <fence>
+//! cancelled <work steps begun> <monotonic ns when the last one began>
+//! error Config <message>
 //! ```
