@@ -45,6 +45,10 @@ pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, CliError> {
     std::panic::set_hook(default_hook);
 
     let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let not_applicable: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| o.not_applicable.map(|why| (o.name, why)))
+        .collect();
     println!();
     for outcome in &failed {
         if let Err(message) = &outcome.result {
@@ -55,10 +59,14 @@ pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, CliError> {
             );
         }
     }
+    for (name, why) in &not_applicable {
+        println!("not applicable here: {name}: {why}");
+    }
     println!(
-        "{} passed, {} failed, in {:.1}s",
-        outcomes.len() - failed.len(),
+        "{} passed, {} failed, {} not applicable, in {:.1}s",
+        outcomes.len() - failed.len() - not_applicable.len(),
         failed.len(),
+        not_applicable.len(),
         start.elapsed().as_secs_f64()
     );
     Ok(if failed.is_empty() {
@@ -91,10 +99,15 @@ async fn run_all(
             name: "?",
             result: Err(format!("runner task failed: {e}")),
             elapsed: Duration::ZERO,
+            not_applicable: None,
         });
         outcomes.push(outcome);
         let last = outcomes.last().expect("just pushed");
-        let verdict = if last.result.is_ok() { "ok" } else { "FAILED" };
+        let verdict = match (&last.result, last.not_applicable) {
+            (Err(_), _) => "FAILED",
+            (Ok(()), Some(_)) => "n/a",
+            (Ok(()), None) => "ok",
+        };
         println!(
             "[{:>2}/{total}] {verdict:<6} {:<55} {:>6.2}s",
             outcomes.len(),

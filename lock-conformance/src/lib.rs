@@ -6,8 +6,8 @@ mod runner;
 pub mod support;
 mod target;
 
-pub use runner::{Case, CaseOutcome, run_case};
-pub use target::Target;
+pub use runner::{Case, CaseOutcome, NEEDS_WRITE_LOSS, run_case};
+pub use target::{Target, WriteLoss};
 
 #[doc(hidden)]
 pub mod __private {
@@ -82,6 +82,14 @@ macro_rules! __with_cases {
             with_lock_runs_and_releases
             dropped_guard_releases_its_lease
             wait_for_change_wakes_on_release
+            fences_rise_after_the_store_loses_writes
+            semaphore_never_exceeds_its_limit_among_50_tasks
+            one_winner_for_the_last_free_permit
+            an_expired_permit_frees_its_slot
+            fences_rise_across_permits
+            a_different_limit_is_refused_naming_both
+            limit_one_behaves_as_a_lock
+            inspect_all_and_list_show_every_permit
         }
     };
 }

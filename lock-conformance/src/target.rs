@@ -4,7 +4,22 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use lock_core::{LockBackend, LockName, Locker};
+use lock_core::{LockBackend, LockName, Locker, async_trait};
+
+/// A way for a test to make the store lose its latest writes, as a power loss under
+/// `synchronous=NORMAL`, a restored backup, a restart from an older snapshot or a failover
+/// to a replica that lagged do. The write-loss case uses it to check that fences are never
+/// reissued; a store that cannot simulate it (a live deployment) simply has none, and
+/// `lockctl conformance` reports that case as not applicable.
+#[async_trait]
+pub trait WriteLoss: Send + Sync + 'static {
+    /// Remembers the store's state now (everything the store keeps for the suite's names).
+    async fn checkpoint(&self);
+
+    /// Puts the store back as it was at the last checkpoint, losing every write since,
+    /// while the target's clients stay open (as after a failover or an in-place restore).
+    async fn roll_back(&self);
+}
 
 /// A store under test: one client of it (and optionally a second, independent client of the
 /// same store), plus a name prefix that keeps the suite's locks apart from everything else.
@@ -18,6 +33,7 @@ pub struct Target {
     second: Arc<dyn LockBackend>,
     prefix: String,
     keep_alive: Vec<Arc<dyn Any + Send + Sync>>,
+    write_loss: Option<Arc<dyn WriteLoss>>,
 }
 
 impl fmt::Debug for Target {
@@ -39,6 +55,7 @@ impl Target {
             backend,
             prefix: String::new(),
             keep_alive: Vec::new(),
+            write_loss: None,
         }
     }
 
@@ -60,6 +77,17 @@ impl Target {
     pub fn keep_alive(mut self, value: impl Any + Send + Sync) -> Self {
         self.keep_alive.push(Arc::new(value));
         self
+    }
+
+    /// Gives the suite a way to make the store lose its latest writes (see [`WriteLoss`]).
+    pub fn with_write_loss(mut self, hook: Arc<dyn WriteLoss>) -> Self {
+        self.write_loss = Some(hook);
+        self
+    }
+
+    /// The write-loss hook, if the target has one.
+    pub fn write_loss(&self) -> Option<&Arc<dyn WriteLoss>> {
+        self.write_loss.as_ref()
     }
 
     /// The label used in failure messages.

@@ -28,17 +28,37 @@ use crate::name::LockName;
 /// - **TTL.** A lease not heartbeated for `ttl` is expired and may be taken over; it is never
 ///   free before. TTLs outside [`MIN_TTL`](crate::MIN_TTL)..=[`MAX_TTL`](crate::MAX_TTL) are
 ///   rejected with [`LockError::InvalidTtl`] before the store is touched.
-/// - **Clocks.** The store's clock decides expiry (Redis: server time; SQLite and file: this
-///   host's wall clock). The returned [`Lease::deadline`] is on the caller's monotonic clock:
-///   the moment the request was sent, plus `ttl`, minus a margin
-///   ([`local_deadline`](crate::backend_kit::time::local_deadline)). Past it, the holder must assume the
-///   lease is gone.
+/// - **Clocks.** The store's clock decides expiry, never the caller's: Redis and PostgreSQL
+///   judge by the server's wall clock (a step of the server's clock moves every lease with
+///   it; fences protect resources from what that lets through); SQLite and the lock
+///   directory, whose users all run on one host, judge by a clock every process of the host
+///   shares and that wall-clock steps do not move (`CLOCK_BOOTTIME`, stored with the host's
+///   boot id: see [`HostClock`](crate::backend_kit::clock::HostClock)). Times shown to
+///   people ([`LeaseInfo::expires_at`], [`Lease::expires_at`]) are wall-clock times derived
+///   from it. The returned [`Lease::deadline`] is on the caller's monotonic clock: the moment
+///   the request was sent, plus `ttl`, minus a margin
+///   ([`local_deadline`](crate::backend_kit::time::local_deadline)). Past it, the holder must
+///   assume the lease is gone.
 /// - **Ownership.** The holder's [`OwnerToken`](crate::OwnerToken) is the only authority.
 ///   [`heartbeat`](Self::heartbeat) and [`release`](Self::release) act only if the stored
 ///   lease carries the same token; they never touch another holder's lease.
 /// - **Fencing.** [`Lease::fence`] strictly increases across every successful acquisition of a
 ///   name in the store — through release, expiry, takeover and
-///   [`force_release`](Self::force_release) — and is never reused for the life of the store.
+///   [`force_release`](Self::force_release) — and is never reused for the life of the store,
+///   also when the store loses its latest writes (a restart from an older snapshot, a
+///   failover to a replica that lagged, a power loss, a restored backup). Each grant gives
+///   `max(counter + 1, store clock in microseconds)` in the same atomic step
+///   ([`next_fence`](crate::backend_kit::fence::next_fence)), so a counter that went back is
+///   overtaken by the clock. The guarantee holds as long as the store's wall clock does not
+///   go back past the lost fences and fewer than a million grants a second are made per
+///   name; when the clock steps back, fences still rise by the counter, and protection
+///   against lost writes waits for the clock to catch up. Fences stay below 2^53 and need
+///   not be contiguous.
+/// - **Semaphores.** [`try_acquire_permit`](Self::try_acquire_permit) with a `limit` of `n`
+///   allows up to `n` live leases of a name, each with its own token and fence, under the
+///   same expiry, takeover and fencing rules; `try_acquire` is `limit` 1. A name is used
+///   with one limit at a time: asking with another limit than the live holders' is
+///   [`LockError::Config`] naming both.
 /// - **Errors.** Bad input and unreadable store data are typed errors, never a panic and never
 ///   a false `Some(lease)`. An unreachable store gives [`LockError::Unavailable`] within a
 ///   bounded time, and the same backend value recovers when the store returns.
@@ -56,6 +76,36 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
         holder: &Holder,
         ttl: Duration,
     ) -> Result<Option<Lease>>;
+
+    /// Takes one of `limit` permits of `name` for `holder`: succeeds if fewer than `limit`
+    /// live leases of `name` exist (counting expired ones as free), in one atomic step.
+    /// `Ok(None)` when all `limit` permits are held. With `limit` 1 this is exactly
+    /// [`try_acquire`](Self::try_acquire).
+    ///
+    /// The default supports only `limit` 1; backends that store permits override it (and
+    /// say so in [`Capabilities::semaphores`]).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] when `limit` is 0 or above
+    /// [`MAX_PERMITS`](crate::MAX_PERMITS), or differs from the limit of the live holders
+    /// of `name`; [`LockError::Unsupported`] for a `limit` above 1 on a backend without
+    /// semaphores; otherwise as [`try_acquire`](Self::try_acquire).
+    async fn try_acquire_permit(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Option<Lease>> {
+        match crate::backend_kit::permits::validate_limit(limit)? {
+            1 => self.try_acquire(name, holder, ttl).await,
+            _ => Err(LockError::Unsupported {
+                backend: self.backend_name(),
+                operation: "semaphores (a limit above 1)",
+            }),
+        }
+    }
 
     /// Extends `lease` to expire `ttl` from now, if the store still holds it for this token and
     /// it has not expired. Returns the renewed lease (same fence, new expiry and deadline).
@@ -79,15 +129,27 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
     /// [`LockError::Unavailable`] when the store cannot be reached.
     async fn release(&self, lease: &Lease) -> Result<bool>;
 
-    /// The live lease on `name`, if any. Expired leases are reported as `None`.
+    /// The live lease on `name`, if any. Expired leases are reported as `None`. For a
+    /// semaphore with several live permits, the one acquired last (highest fence); see
+    /// [`inspect_all`](Self::inspect_all).
     ///
     /// # Errors
     ///
     /// [`LockError::Unavailable`], or [`LockError::Corrupt`] when the record cannot be read.
     async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>>;
 
-    /// Operator action for a stuck lock: frees `name` whoever holds it, and also clears a
-    /// corrupt record. Returns `true` if a live lease was removed. The next acquisition still
+    /// Every live lease of `name` (one for a lock, up to the limit for a semaphore), by
+    /// fence. The default returns [`inspect`](Self::inspect)'s.
+    ///
+    /// # Errors
+    ///
+    /// As [`inspect`](Self::inspect).
+    async fn inspect_all(&self, name: &LockName) -> Result<Vec<LeaseInfo>> {
+        Ok(self.inspect(name).await?.into_iter().collect())
+    }
+
+    /// Operator action for a stuck lock: frees `name` whoever holds it (every permit of a
+    /// semaphore), and also clears a corrupt record. Returns `true` if a live lease was removed. The next acquisition still
     /// gets a higher fence.
     ///
     /// # Errors
@@ -109,7 +171,8 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
         tokio::time::sleep(max).await;
     }
 
-    /// Live leases whose names start with `prefix` (all of them for `""`), sorted by name.
+    /// Live leases whose names start with `prefix` (all of them for `""`), sorted by name
+    /// and then fence; every permit of a semaphore is listed.
     ///
     /// # Errors
     ///
@@ -138,6 +201,11 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
     }
+
+    /// The backend's name, as in its errors and metrics (`"sqlite"`, `"redis"`, ...).
+    fn backend_name(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// Optional abilities of a backend. The conformance suite reads these to skip only what a
@@ -155,6 +223,8 @@ pub struct Capabilities {
     pub list: bool,
     /// [`LockBackend::heartbeat_many`] does one store round trip for the whole batch.
     pub batched_heartbeat: bool,
+    /// [`LockBackend::try_acquire_permit`] takes limits above 1.
+    pub semaphores: bool,
 }
 
 impl Capabilities {
@@ -165,6 +235,7 @@ impl Capabilities {
             shared_across_hosts: false,
             list: false,
             batched_heartbeat: false,
+            semaphores: false,
         }
     }
 
@@ -191,6 +262,12 @@ impl Capabilities {
         self.batched_heartbeat = yes;
         self
     }
+
+    /// With [`semaphores`](Self::semaphores) set as given.
+    pub const fn with_semaphores(mut self, yes: bool) -> Self {
+        self.semaphores = yes;
+        self
+    }
 }
 
 macro_rules! forward_backend {
@@ -206,6 +283,16 @@ macro_rules! forward_backend {
                 (**self).try_acquire(name, holder, ttl).await
             }
 
+            async fn try_acquire_permit(
+                &self,
+                name: &LockName,
+                holder: &Holder,
+                ttl: Duration,
+                limit: u32,
+            ) -> Result<Option<Lease>> {
+                (**self).try_acquire_permit(name, holder, ttl, limit).await
+            }
+
             async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
                 (**self).heartbeat(lease, ttl).await
             }
@@ -216,6 +303,10 @@ macro_rules! forward_backend {
 
             async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
                 (**self).inspect(name).await
+            }
+
+            async fn inspect_all(&self, name: &LockName) -> Result<Vec<LeaseInfo>> {
+                (**self).inspect_all(name).await
             }
 
             async fn force_release(&self, name: &LockName) -> Result<bool> {
@@ -236,6 +327,10 @@ macro_rules! forward_backend {
 
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()
+            }
+
+            fn backend_name(&self) -> &'static str {
+                (**self).backend_name()
             }
         }
     };

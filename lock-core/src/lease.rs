@@ -85,6 +85,9 @@ pub struct LeaseInfo {
     pub acquired_at: SystemTime,
     /// When the store will consider it expired unless it is heartbeated.
     pub expires_at: SystemTime,
+    /// The limit the holder asked for: 1 for a lock, `n` for one permit of a semaphore of
+    /// `n` ([`LockOptions::with_limit`](crate::LockOptions::with_limit)).
+    pub limit: u32,
 }
 
 impl LeaseInfo {
@@ -106,7 +109,14 @@ impl LeaseInfo {
             fence,
             acquired_at,
             expires_at,
+            limit: 1,
         }
+    }
+
+    /// The same lease, held as one permit of a semaphore of `limit`.
+    pub fn with_limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Time until the store considers the lease expired (zero if it already is).

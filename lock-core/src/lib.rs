@@ -13,6 +13,7 @@ mod name;
 mod options;
 
 pub use backend::{Capabilities, LockBackend};
+pub use backend_kit::permits::MAX_PERMITS;
 pub use backend_kit::time::{MAX_TTL, MIN_TTL};
 pub use error::{BoxError, LockError, Result};
 pub use guard::{LeaseWatch, LockGuard, LossReason};

@@ -81,7 +81,7 @@ impl Locker {
         let span = tracing::debug_span!("try_lock", lock = %name);
         async {
             let holder = Holder::current(opts.label.clone());
-            let lease = self.attempt(&name, &holder, opts.ttl).await?;
+            let lease = self.attempt(&name, &holder, opts).await?;
             Ok(lease.map(|lease| self.guard(lease, opts)))
         }
         .instrument(span)
@@ -130,15 +130,12 @@ impl Locker {
             // ATTEMPT_FLOOR when less is left, and is abandoned then. Abandoning it is safe:
             // a lease granted after that is released as soon as it arrives.
             let answer = match opts.wait {
-                None => Some(self.attempt(name, &holder, opts.ttl).await),
+                None => Some(self.attempt(name, &holder, opts).await),
                 Some(wait) => {
                     let left = wait.saturating_sub(attempted.saturating_duration_since(start));
-                    tokio::time::timeout(
-                        left.max(ATTEMPT_FLOOR),
-                        self.attempt(name, &holder, opts.ttl),
-                    )
-                    .await
-                    .ok()
+                    tokio::time::timeout(left.max(ATTEMPT_FLOOR), self.attempt(name, &holder, opts))
+                        .await
+                        .ok()
                 }
             };
             let Some(answer) = answer else {
@@ -260,7 +257,7 @@ impl Locker {
         )
     }
 
-    /// One `try_acquire`, run as its own task so that a caller dropping this future cannot
+    /// One `try_acquire_permit` (`try_acquire` for a limit of 1), run as its own task so that a caller dropping this future cannot
     /// orphan a lease: if nobody is left to receive it, the task releases it.
     ///
     /// A transient error may hide a lease the store granted anyway (the answer was lost to a
@@ -270,8 +267,9 @@ impl Locker {
         &self,
         name: &LockName,
         holder: &Holder,
-        ttl: Duration,
+        opts: &LockOptions,
     ) -> Result<Option<Lease>> {
+        let (ttl, limit) = (opts.ttl, opts.limit);
         let (tx, rx) = oneshot::channel();
         let backend = Arc::clone(&self.backend);
         let (name, holder) = (name.clone(), holder.clone());
@@ -280,7 +278,7 @@ impl Locker {
             backend: Arc::clone(&self.backend),
         };
         tokio::spawn(async move {
-            let result = backend.try_acquire(&name, &holder, ttl).await;
+            let result = backend.try_acquire_permit(&name, &holder, ttl, limit).await;
             let unanswered = matches!(&result, Err(error) if error.is_transient());
             match tx.send(result) {
                 Err(Ok(Some(orphan))) => release_orphan(backend, orphan).await,

@@ -35,6 +35,13 @@ pub struct LockOptions {
     pub min_backoff: Duration,
     /// Longest delay between attempts while waiting. Default 100 ms.
     pub max_backoff: Duration,
+    /// How many holders a name may have at once: 1 (the default) for a lock, `n` for a
+    /// counting semaphore. Every caller of one name must use the same limit.
+    pub limit: u32,
+    /// The least time a lease is held: [`release`](crate::LockGuard::release) (or dropping
+    /// the guard) before this much time has passed since acquisition leaves the lease in
+    /// the store until then. Default `None`.
+    pub hold_at_least: Option<Duration>,
 }
 
 impl Default for LockOptions {
@@ -46,6 +53,8 @@ impl Default for LockOptions {
             heartbeat_interval: None,
             min_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(100),
+            limit: 1,
+            hold_at_least: None,
         }
     }
 }
@@ -88,6 +97,29 @@ impl LockOptions {
         self
     }
 
+    /// Allows up to `n` holders at once: a counting semaphore of `n` permits, each a lease
+    /// of its own (token, heartbeat, loss signal, fence). `lock`, `try_lock` and
+    /// `with_lock` work unchanged. 1 (the default) is a lock.
+    ///
+    /// ```
+    /// use lock_core::LockOptions;
+    ///
+    /// let three_builds_at_once = LockOptions::default().with_limit(3);
+    /// assert_eq!(three_builds_at_once.limit, 3);
+    /// ```
+    pub fn with_limit(mut self, n: u32) -> Self {
+        self.limit = n;
+        self
+    }
+
+    /// Holds every lease at least `d` after it was acquired: a release before then leaves
+    /// the lease in place until `d` has passed (ShedLock's `lockAtLeastFor`: a fast scheduled
+    /// job does not run again on another instance whose clock is a little behind).
+    pub fn with_hold_at_least(mut self, d: Duration) -> Self {
+        self.hold_at_least = Some(d);
+        self
+    }
+
     /// The heartbeat period these options give.
     pub fn effective_heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval.unwrap_or(self.ttl / 3)
@@ -103,9 +135,11 @@ impl LockOptions {
     /// # Errors
     ///
     /// [`LockError::InvalidTtl`] when the TTL is out of bounds or the heartbeat period does
-    /// not fit it; [`LockError::Config`] when `min_backoff` is zero or above `max_backoff`.
+    /// not fit it; [`LockError::Config`] when `min_backoff` is zero or above `max_backoff`,
+    /// or the limit is 0 or above [`MAX_PERMITS`](crate::MAX_PERMITS).
     pub fn validate(&self) -> Result<()> {
         validate_heartbeat(self.ttl, self.effective_heartbeat_interval())?;
+        crate::backend_kit::permits::validate_limit(self.limit)?;
         if self.min_backoff.is_zero() || self.min_backoff > self.max_backoff {
             return Err(LockError::config(
                 "leaselock",

@@ -327,6 +327,10 @@ impl LockBackend for FileBackend {
             .with_notifies_release(true)
             .with_shared_across_hosts(false)
     }
+
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
 }
 
 /// The live lease in `state`, if any, as others may see it.

@@ -425,6 +425,10 @@ impl LockBackend for RedisBackend {
             .with_list(true)
             .with_batched_heartbeat(!self.is_cluster())
     }
+
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
 }
 
 /// The same failure for every lease of a batch (errors are not `Clone`).

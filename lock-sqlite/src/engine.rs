@@ -380,6 +380,10 @@ macro_rules! forward_lock_backend {
             fn capabilities(&self) -> lock_core::Capabilities {
                 $crate::engine::CAPABILITIES
             }
+
+            fn backend_name(&self) -> &'static str {
+                $crate::BACKEND
+            }
         }
     };
 }

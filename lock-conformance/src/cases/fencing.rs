@@ -63,3 +63,40 @@ pub async fn fences_are_per_name_monotonic(t: Target) {
         assert!(t.second().release(&ly).await.unwrap());
     }
 }
+
+/// A store that loses its latest writes (a rollback to a checkpoint taken after fence f1,
+/// once f2 and f3 were granted) still never reissues a fence: the next one is above f3,
+/// because each grant gives `max(counter + 1, store clock in microseconds)`.
+///
+/// Needs the target's [`WriteLoss`](crate::WriteLoss) hook; every backend's own test target
+/// has one (`lockctl conformance` against a live store reports this case as not
+/// applicable).
+pub async fn fences_rise_after_the_store_loses_writes(t: Target) {
+    let Some(loss) = t.write_loss() else {
+        panic!(
+            "target {} has no write-loss hook: give it one with Target::with_write_loss \
+             (only runners against live stores may leave this case out)",
+            t.label()
+        );
+    };
+    let b = t.backend();
+    let name = t.name("lost-writes");
+    let f1 = acquire(b, &name, &holder("f1"), LONG_TTL).await;
+    assert!(b.release(&f1).await.unwrap());
+    loss.checkpoint().await;
+    let f2 = acquire(t.second(), &name, &holder("f2"), LONG_TTL).await;
+    assert!(t.second().release(&f2).await.unwrap());
+    let f3 = acquire(b, &name, &holder("f3"), LONG_TTL).await;
+    // f3 is still held when the store loses it: the lease is gone with the lost writes.
+    loss.roll_back().await;
+    let f4 = acquire(t.second(), &name, &holder("f4"), LONG_TTL).await;
+    assert!(
+        f4.fence > f3.fence && f3.fence > f2.fence && f2.fence > f1.fence,
+        "a fence was reissued after the store lost writes: f1 {}, f2 {}, f3 {}, then {}",
+        f1.fence,
+        f2.fence,
+        f3.fence,
+        f4.fence
+    );
+    assert!(t.second().release(&f4).await.unwrap());
+}

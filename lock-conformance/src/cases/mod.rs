@@ -8,6 +8,7 @@ mod fencing;
 mod locker;
 mod operator;
 mod races;
+mod semaphores;
 
 pub use bad_input::*;
 pub use basics::*;
@@ -16,3 +17,4 @@ pub use fencing::*;
 pub use locker::*;
 pub use operator::*;
 pub use races::*;
+pub use semaphores::*;

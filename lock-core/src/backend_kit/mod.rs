@@ -4,6 +4,9 @@
 //! - [`config`]: one URL and option vocabulary for every store;
 //! - [`Driver`]: a backend's schemes and connector, for the facade's registry;
 //! - [`time`]: TTL bounds, the holder's local deadline, millisecond conversions;
+//! - [`clock`]: the host clocks single-host stores judge expiry by (boot clock + boot id);
+//! - [`fence`]: hybrid fences, `max(counter + 1, clock in microseconds)`;
+//! - [`permits`]: semaphore limits and the error for a caller with another limit;
 //! - [`ReleaseLog`]: releases seen by this process, to wake waiters without polling;
 //! - [`Backoff`] and [`jitter`]: retry pacing;
 //! - [`hex`], [`redact_url`], [`host_name`]: small helpers for keys, messages and holders.
@@ -12,9 +15,12 @@
 //! crate root are the whole user API.
 
 mod backoff;
+pub mod clock;
 pub mod config;
 mod driver;
+pub mod fence;
 pub mod hex;
+pub mod permits;
 mod redact;
 mod release_log;
 pub mod time;
