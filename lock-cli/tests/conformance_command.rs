@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use leaselock::{Holder, Lease, LockBackend, LockName};
-use lock_redis::test_support::RedisServer;
+use lock_testkit::redis::RedisServer;
 use support::{Sandbox, Store, assert_code, stderr, stdout};
 
 /// Longer than any conformance run, so a bystander's lease cannot expire during one.
@@ -259,10 +259,7 @@ fn a_store_that_dies_mid_run_fails_the_run_with_a_summary_and_exit_1() {
 #[test]
 fn a_dead_redis_fails_at_once_with_one_clear_line() {
     let sandbox = Sandbox::new();
-    let dead = format!(
-        "redis://127.0.0.1:{}",
-        lock_redis::test_support::free_port()
-    );
+    let dead = format!("redis://127.0.0.1:{}", lock_testkit::process::free_port());
     let start = Instant::now();
     let output = sandbox.run(&["conformance", "--url", &dead]);
     assert!(

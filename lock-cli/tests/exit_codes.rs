@@ -95,10 +95,7 @@ fn not_acquired_within_wait_is_75_after_about_the_wait() {
 #[test]
 fn a_dead_store_is_69_within_seconds() {
     let sandbox = Sandbox::new();
-    let dead = format!(
-        "redis://127.0.0.1:{}",
-        lock_redis::test_support::free_port()
-    );
+    let dead = format!("redis://127.0.0.1:{}", lock_testkit::process::free_port());
     let start = Instant::now();
     let output = sandbox.run(&["run", "--url", &dead, "job", "--", "true"]);
     assert_code(&output, 69);
@@ -192,10 +189,7 @@ fn a_grace_over_half_the_ttl_is_78_and_says_what_to_pass() {
 #[test]
 fn bad_options_are_78_before_the_store_is_touched() {
     let sandbox = Sandbox::new();
-    let dead = format!(
-        "redis://127.0.0.1:{}",
-        lock_redis::test_support::free_port()
-    );
+    let dead = format!("redis://127.0.0.1:{}", lock_testkit::process::free_port());
     for (args, expect) in [
         (
             vec!["run", "--url", &dead, "--ttl", "1ms", "job", "--", "true"],

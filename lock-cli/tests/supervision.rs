@@ -7,7 +7,7 @@ mod support;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use lock_redis::test_support::RedisServer;
+use lock_testkit::redis::RedisServer;
 use support::{Sandbox, Store, assert_code, stderr, unique_name, wait_for};
 
 /// A command that records its pid, then works until stopped; on SIGTERM it writes `TERM`

@@ -146,7 +146,7 @@ async fn take_turns_with_a_second_process(store: Store) {
     if store.kind == Kind::Redis {
         // The child builds a store before it reads its orders: make its Redis store this
         // one's server instead of a private server of its own.
-        child.env(lock_redis::test_support::URL_ENV, &store.url);
+        child.env(lock_testkit::redis::URL_ENV, &store.url);
     }
     let child = child
         .stdout(Stdio::piped())

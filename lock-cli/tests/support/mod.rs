@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lock_redis::test_support::TestRedis;
+use lock_testkit::redis::TestRedis;
 use tempfile::TempDir;
 
 /// A lock store kind lockctl can be pointed at.
@@ -124,7 +124,7 @@ pub(crate) fn stderr(output: &Output) -> String {
 
 /// True while `pid` exists and is not a zombie.
 pub(crate) fn alive(pid: u32) -> bool {
-    lock_redis::test_support::is_process_alive(pid)
+    lock_testkit::process::alive(pid)
 }
 
 /// The held leases `lockctl status --json` reports.

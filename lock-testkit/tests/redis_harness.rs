@@ -4,7 +4,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lock_redis::test_support::{RedisServer, TestRedis, URL_ENV, is_process_alive, unique_prefix};
+use lock_testkit::process::alive;
+use lock_testkit::redis::{RedisServer, TestRedis, URL_ENV, unique_prefix};
 
 /// Set in the child process of `a_crashed_test_process_leaves_no_server`.
 const CHILD_ENV: &str = "LOCK_REDIS_HARNESS_CRASH_CHILD";
@@ -24,7 +25,7 @@ fn run_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
 
 fn until_gone(pid: u32, why: &str) {
     let start = Instant::now();
-    while is_process_alive(pid) {
+    while alive(pid) {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "redis-server {pid} outlived {why}"
