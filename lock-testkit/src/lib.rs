@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
 
+pub mod history;
 pub mod process;
 pub mod redis;

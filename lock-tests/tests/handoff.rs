@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use leaselock::{LockOptions, Locker};
-use lock_conformance::history::{self, Event, Record, Recorder, assert_history, monotonic_nanos};
+use lock_testkit::history::{self, Event, Record, Recorder, assert_history, monotonic_nanos};
 use support::{Kind, Store};
 
 /// Set in the child process: the store URL, the lock name, and the shared history file.

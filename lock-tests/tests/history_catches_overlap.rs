@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use lock_conformance::history::{self, Violation};
+use lock_testkit::history::{self, Violation};
 use support::{Kind, Report, Store, Worker, worker_program};
 
 const TTL: Duration = Duration::from_secs(10);

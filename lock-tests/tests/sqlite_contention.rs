@@ -13,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use lock_conformance::history::assert_history;
+use lock_testkit::history::assert_history;
 use support::{Kind, Report, Store};
 
 fn from_env(var: &str, default: u32) -> u32 {
