@@ -1,9 +1,11 @@
 //! The test harness itself: private servers never outlive their test, whether it passes,
-//! panics, or its whole process crashes; and `LOCK_TEST_REDIS_URL` picks the server.
+//! panics, or its whole process crashes; `LOCK_TEST_REDIS_URL` picks the server; and the
+//! Redis backends' URLs name the shared server and cluster.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use lock_testkit::Backend;
 use lock_testkit::process::alive;
 use lock_testkit::redis::{RedisServer, TestRedis, URL_ENV, unique_prefix};
 
@@ -126,5 +128,27 @@ fn the_url_variable_names_the_server_to_use() {
             .unwrap();
         let written: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
         assert_eq!(written.as_deref(), Some("written by the child"));
+    }
+}
+
+#[test]
+fn the_redis_backends_urls_name_the_shared_servers_and_every_node_answers() {
+    let dir = std::path::Path::new("/unused");
+    let single = Backend::Redis.url(dir).unwrap();
+    assert_eq!(single, lock_testkit::redis::shared().url());
+    let cluster = Backend::RedisCluster.url(dir).unwrap();
+    let hosts = cluster
+        .strip_prefix("redis+cluster://")
+        .unwrap_or_else(|| panic!("{cluster}"));
+    let mut urls: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+    assert_eq!(urls.len(), 3, "{cluster}");
+    urls.push(single);
+    for url in urls {
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
+        assert_eq!(pong, "PONG", "{url}");
     }
 }
