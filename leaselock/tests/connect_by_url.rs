@@ -84,7 +84,7 @@ async fn file_url() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_url() {
-    let redis = lock_redis::test_support::TestRedis::from_env_or_start();
+    let redis = lock_testkit::redis::TestRedis::from_env_or_start();
     lock_cycle(&redis.url()).await;
 }
 

@@ -3,15 +3,16 @@
 
 mod support;
 
-use support::{Sandbox, Store, assert_code};
+use lock_testkit::Backend;
+use support::{Sandbox, assert_code};
 
 #[test]
 fn a_quick_bench_reports_every_section_for_every_store() {
     let sandbox = Sandbox::new();
     let urls = [
-        sandbox.url(Store::Sqlite),
-        sandbox.url(Store::File),
-        sandbox.url(Store::Redis),
+        sandbox.url(Backend::Sqlite),
+        sandbox.url(Backend::File),
+        sandbox.url(Backend::Redis),
     ];
     std::fs::create_dir_all(sandbox.path().join("locks")).unwrap();
     let mut args = vec![

@@ -11,8 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use leaselock::{Holder, Lease, LockBackend, LockName};
-use lock_redis::test_support::RedisServer;
-use support::{Sandbox, Store, assert_code, stderr, stdout};
+use lock_testkit::Backend;
+use lock_testkit::redis::RedisServer;
+use support::{Sandbox, assert_code, stderr, stdout};
 
 /// Longer than any conformance run, so a bystander's lease cannot expire during one.
 const BYSTANDER_TTL: Duration = Duration::from_secs(600);
@@ -94,7 +95,7 @@ impl Bystanders {
 
 /// Runs the whole suite against a fresh store of `kind` in which someone else holds
 /// locks; every case passes and those locks are untouched.
-fn passes_against(kind: Store) {
+fn passes_against(kind: Backend) {
     let sandbox = Sandbox::new();
     let url = sandbox.url(kind);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -124,22 +125,22 @@ fn passes_against(kind: Store) {
 
 #[test]
 fn file() {
-    passes_against(Store::File);
+    passes_against(Backend::File);
 }
 
 #[test]
 fn sqlite() {
-    passes_against(Store::Sqlite);
+    passes_against(Backend::Sqlite);
 }
 
 #[test]
 fn sqlite_sqlx() {
-    passes_against(Store::SqliteSqlx);
+    passes_against(Backend::SqliteSqlx);
 }
 
 #[test]
 fn redis() {
-    passes_against(Store::Redis);
+    passes_against(Backend::Redis);
 }
 
 /// The cases the failing run below selects: every case about leases and releases (about
@@ -276,10 +277,7 @@ fn a_store_that_dies_mid_run_fails_the_run_with_a_summary_and_exit_1() {
 #[test]
 fn a_dead_redis_fails_at_once_with_one_clear_line() {
     let sandbox = Sandbox::new();
-    let dead = format!(
-        "redis://127.0.0.1:{}",
-        lock_redis::test_support::free_port()
-    );
+    let dead = format!("redis://127.0.0.1:{}", lock_testkit::process::free_port());
     let start = Instant::now();
     let output = sandbox.run(&["conformance", "--url", &dead]);
     assert!(
@@ -299,7 +297,7 @@ fn a_dead_redis_fails_at_once_with_one_clear_line() {
 #[test]
 fn a_filter_that_matches_nothing_is_a_usage_error() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let output = sandbox.run(&["conformance", "--url", &url, "--filter", "no-such-case"]);
     assert_code(&output, 64);
     let message = stderr(&output);

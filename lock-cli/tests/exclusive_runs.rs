@@ -5,7 +5,8 @@ mod support;
 
 use std::process::Child;
 
-use support::{Sandbox, Store, assert_code, unique_name};
+use lock_testkit::Backend;
+use support::{Sandbox, assert_code, unique_name};
 
 const RUNS: usize = 8;
 
@@ -53,7 +54,7 @@ fn sections(log: &str) -> Vec<Section> {
     done
 }
 
-fn eight_runs_never_overlap(store: Store) {
+fn eight_runs_never_overlap(store: Backend) {
     let sandbox = Sandbox::new();
     let url = sandbox.url(store);
     let name = unique_name("exclusive");
@@ -112,20 +113,20 @@ fn eight_runs_never_overlap(store: Store) {
 
 #[test]
 fn file() {
-    eight_runs_never_overlap(Store::File);
+    eight_runs_never_overlap(Backend::File);
 }
 
 #[test]
 fn sqlite() {
-    eight_runs_never_overlap(Store::Sqlite);
+    eight_runs_never_overlap(Backend::Sqlite);
 }
 
 #[test]
 fn sqlite_sqlx() {
-    eight_runs_never_overlap(Store::SqliteSqlx);
+    eight_runs_never_overlap(Backend::SqliteSqlx);
 }
 
 #[test]
 fn redis() {
-    eight_runs_never_overlap(Store::Redis);
+    eight_runs_never_overlap(Backend::Redis);
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use std::process::Stdio;
 
-use support::{Sandbox, StderrLines, Store, assert_code, stderr, unique_name};
+use lock_testkit::Backend;
+use support::{Sandbox, StderrLines, assert_code, stderr, unique_name};
 
 /// Holds `name` in the background with `lockctl run ... sleep`, until the returned child
 /// is killed; returns once the lock is held.
@@ -35,7 +36,7 @@ fn stop(mut holder: std::process::Child) {
 #[test]
 fn the_commands_own_status_is_passed_through() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let output = sandbox.run(&["run", "--url", &url, "job", "--", "sh", "-c", "exit 3"]);
     assert_code(&output, 3);
     let output = sandbox.run(&["run", "--url", &url, "job", "--", "true"]);
@@ -45,7 +46,7 @@ fn the_commands_own_status_is_passed_through() {
 #[test]
 fn a_command_killed_by_a_signal_gives_128_plus_the_signal() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let output = sandbox.run(&["run", "--url", &url, "job", "--", "sh", "-c", "kill -9 $$"]);
     assert_code(&output, 128 + 9);
     assert!(
@@ -57,7 +58,7 @@ fn a_command_killed_by_a_signal_gives_128_plus_the_signal() {
 #[test]
 fn not_acquired_with_no_wait_is_75_and_names_the_holder() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::File);
+    let url = sandbox.url(Backend::File);
     let name = unique_name("held");
     let holder = hold(&sandbox, &url, &name);
     let output = sandbox.run(&["run", "--url", &url, "--no-wait", &name, "--", "true"]);
@@ -73,7 +74,7 @@ fn not_acquired_with_no_wait_is_75_and_names_the_holder() {
 #[test]
 fn not_acquired_within_wait_is_75_after_about_the_wait() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("held");
     let holder = hold(&sandbox, &url, &name);
     let start = Instant::now();
@@ -95,10 +96,7 @@ fn not_acquired_within_wait_is_75_after_about_the_wait() {
 #[test]
 fn a_dead_store_is_69_within_seconds() {
     let sandbox = Sandbox::new();
-    let dead = format!(
-        "redis://127.0.0.1:{}",
-        lock_redis::test_support::free_port()
-    );
+    let dead = format!("redis://127.0.0.1:{}", lock_testkit::process::free_port());
     let start = Instant::now();
     let output = sandbox.run(&["run", "--url", &dead, "job", "--", "true"]);
     assert_code(&output, 69);
@@ -155,7 +153,7 @@ fn bad_arguments_are_64() {
 #[test]
 fn a_command_not_found_is_127_and_not_executable_is_126() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let output = sandbox.run(&["run", "--url", &url, "job", "--", "/no/such/command"]);
     assert_code(&output, 127);
     let plain = sandbox.file("not-executable");
@@ -171,7 +169,7 @@ fn a_command_not_found_is_127_and_not_executable_is_126() {
 #[test]
 fn a_grace_over_half_the_ttl_is_78_and_says_what_to_pass() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let output = sandbox.run(&[
         "run", "--url", &url, "--ttl", "2s", "--grace", "1500ms", "job", "--", "true",
     ]);
@@ -192,10 +190,7 @@ fn a_grace_over_half_the_ttl_is_78_and_says_what_to_pass() {
 #[test]
 fn bad_options_are_78_before_the_store_is_touched() {
     let sandbox = Sandbox::new();
-    let dead = format!(
-        "redis://127.0.0.1:{}",
-        lock_redis::test_support::free_port()
-    );
+    let dead = format!("redis://127.0.0.1:{}", lock_testkit::process::free_port());
     for (args, expect) in [
         (
             vec!["run", "--url", &dead, "--ttl", "1ms", "job", "--", "true"],
@@ -232,7 +227,7 @@ fn bad_options_are_78_before_the_store_is_touched() {
 #[test]
 fn a_signal_while_waiting_for_the_lock_is_128_plus_the_signal() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("held");
     let holder = hold(&sandbox, &url, &name);
     let mut waiter = sandbox

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use support::{Sandbox, StderrLines, Store, assert_code, stderr, unique_name, wait_for};
+use lock_testkit::{Backend, process};
+use support::{Sandbox, StderrLines, assert_code, stderr, unique_name, wait_for};
 
 /// Writes its pid to `$1`, appends a line to `$3` every 20 ms, and on SIGTERM writes `TERM`
 /// to `$2` and exits 0.
@@ -69,13 +70,14 @@ fn read(path: &Path) -> String {
 
 /// The state, parent and process group of a live `pid`.
 fn stat(pid: u32) -> (char, u32, u32) {
-    support::proc_stat(pid).unwrap_or_else(|| panic!("process {pid} is gone"))
+    let stat = lock_testkit::process::stat(pid).unwrap_or_else(|| panic!("process {pid} is gone"));
+    (stat.state, stat.ppid, stat.pgrp)
 }
 
 #[test]
 fn the_command_runs_in_a_new_group_led_by_the_keeper() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let ticker = Ticker::start(&sandbox, &url, &unique_name("group"), &[], &[]);
     let (_, keeper, group) = stat(ticker.command);
     let (_, keepers_parent, keepers_group) = stat(keeper);
@@ -98,7 +100,7 @@ fn the_command_runs_in_a_new_group_led_by_the_keeper() {
 #[test]
 fn with_foreground_the_command_is_a_child_in_lockctls_group() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::File);
+    let url = sandbox.url(Backend::File);
     let mut ticker = Ticker::start(
         &sandbox,
         &url,
@@ -114,28 +116,28 @@ fn with_foreground_the_command_is_a_child_in_lockctls_group() {
     let mut lines = StderrLines::of(&mut ticker.lockctl);
     support::signal(ticker.lockctl.id(), libc::SIGINT);
     lines.wait_for("not passing it on", WITHIN);
-    assert!(support::alive(ticker.command), "SIGINT did not reach it");
+    assert!(process::alive(ticker.command), "SIGINT did not reach it");
     ticker.terminate();
 }
 
 #[test]
 fn ctrl_z_stops_the_command_before_lockctl_and_resuming_lockctl_resumes_both() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("ctrl-z");
     let ticker = Ticker::start(&sandbox, &url, &name, &[], &[]);
     let lockctl = ticker.lockctl.id();
     support::signal(lockctl, libc::SIGTSTP);
-    wait_for("lockctl to stop", WITHIN, || support::is_stopped(lockctl));
+    wait_for("lockctl to stop", WITHIN, || process::is_stopped(lockctl));
     assert!(
-        support::is_stopped(ticker.command),
+        process::is_stopped(ticker.command),
         "the command stopped before lockctl did"
     );
     let ticks = read(&ticker.tick_file);
 
     support::signal(lockctl, libc::SIGCONT);
     wait_for("the command to run again", WITHIN, || {
-        !support::is_stopped(ticker.command) && !support::is_stopped(lockctl)
+        !process::is_stopped(ticker.command) && !process::is_stopped(lockctl)
     });
     wait_for("a new tick", WITHIN, || {
         read(&ticker.tick_file).len() > ticks.len()
@@ -150,12 +152,12 @@ fn ctrl_z_stops_the_command_before_lockctl_and_resuming_lockctl_resumes_both() {
 #[test]
 fn a_lease_that_ran_out_while_stopped_kills_the_command_without_resuming_it() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("expired-while-stopped");
     let ticker = Ticker::start(&sandbox, &url, &name, &[], &["--ttl", "600ms"]);
     let lockctl = ticker.lockctl.id();
     support::signal(lockctl, libc::SIGTSTP);
-    wait_for("lockctl to stop", WITHIN, || support::is_stopped(lockctl));
+    wait_for("lockctl to stop", WITHIN, || process::is_stopped(lockctl));
     let ticks = read(&ticker.tick_file);
     // The store frees the lease at its TTL, after lockctl's own deadline.
     wait_for("the lease to expire", WITHIN, || {
@@ -170,7 +172,7 @@ fn a_lease_that_ran_out_while_stopped_kills_the_command_without_resuming_it() {
         "{}",
         stderr(&output)
     );
-    assert!(!support::alive(ticker.command));
+    assert!(!process::alive(ticker.command));
     assert_eq!(
         read(&ticker.tick_file),
         ticks,

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use support::{Sandbox, StderrLines, Store, assert_code, stdout, unique_name};
+use lock_testkit::{Backend, process};
+use support::{Sandbox, StderrLines, assert_code, stdout, unique_name};
 
 /// Starts a grandchild that ignores SIGTERM, SIGINT and SIGHUP (only SIGKILL stops it),
 /// writes its pid to `$1`, then waits for it.
@@ -51,7 +52,7 @@ impl Job {
             .spawn()
             .expect("lockctl starts");
         let grandchild = support::read_pid_file(&pid_file);
-        assert!(support::alive(grandchild), "the grandchild runs");
+        assert!(process::alive(grandchild), "the grandchild runs");
         Self {
             lockctl,
             grandchild,
@@ -96,7 +97,7 @@ impl NextHolder {
 #[test]
 fn sigterm_to_lockctl_reaches_the_grandchild_before_the_next_holder_starts() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("term");
     let mut job = Job::start(&sandbox, &url, &name, &[], LISTENING_GRANDCHILD);
     let next = NextHolder::queue(&sandbox, &url, &name, job.grandchild);
@@ -112,14 +113,14 @@ fn sigterm_to_lockctl_reaches_the_grandchild_before_the_next_holder_starts() {
         "TERM\n",
         "the grandchild got SIGTERM itself"
     );
-    assert!(!support::alive(job.grandchild));
+    assert!(!process::alive(job.grandchild));
     assert_eq!(next.saw(), "gone");
 }
 
 #[test]
 fn sigkill_of_lockctl_kills_the_grandchild_before_the_next_holder_starts() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("kill");
     let mut job = Job::start(&sandbox, &url, &name, &["--ttl", "1s"], STUBBORN_GRANDCHILD);
     let next = NextHolder::queue(&sandbox, &url, &name, job.grandchild);
@@ -128,7 +129,7 @@ fn sigkill_of_lockctl_kills_the_grandchild_before_the_next_holder_starts() {
     support::wait_for(
         "the grandchild to die with lockctl",
         Duration::from_secs(2),
-        || !support::alive(job.grandchild),
+        || !process::alive(job.grandchild),
     );
     assert_eq!(next.saw(), "gone");
 }
@@ -136,7 +137,7 @@ fn sigkill_of_lockctl_kills_the_grandchild_before_the_next_holder_starts() {
 #[test]
 fn what_the_command_leaves_behind_is_killed_before_the_lease_is_released() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::File);
+    let url = sandbox.url(Backend::File);
     let name = unique_name("mop-up");
     let mut job = Job::start(&sandbox, &url, &name, &[], ABANDONED_GRANDCHILD);
     let next = NextHolder::queue(&sandbox, &url, &name, job.grandchild);
@@ -144,7 +145,7 @@ fn what_the_command_leaves_behind_is_killed_before_the_lease_is_released() {
     let status = job.lockctl.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the command's own status");
     assert!(
-        !support::alive(job.grandchild),
+        !process::alive(job.grandchild),
         "lockctl exits only once the group is gone"
     );
     assert_eq!(next.saw(), "gone");
@@ -153,7 +154,7 @@ fn what_the_command_leaves_behind_is_killed_before_the_lease_is_released() {
 #[test]
 fn a_revoked_lease_kills_the_grandchild_before_lockctl_exits() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::File);
+    let url = sandbox.url(Backend::File);
     let name = unique_name("revoked");
     let job = Job::start(
         &sandbox,
@@ -168,5 +169,5 @@ fn a_revoked_lease_kills_the_grandchild_before_lockctl_exits() {
     // stopped (fencing tokens are for that window). lockctl exits once the group is gone.
     let output = job.lockctl.wait_with_output().unwrap();
     assert_code(&output, 76);
-    assert!(!support::alive(job.grandchild));
+    assert!(!process::alive(job.grandchild));
 }

@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Sandbox, Store, assert_code, stderr, stdout, unique_name, wait_for};
+use lock_testkit::Backend;
+use support::{Sandbox, assert_code, stderr, stdout, unique_name, wait_for};
 
 /// Holds `name` with `lockctl run --label LABEL ... sleep 30` until the child is stopped.
 fn hold(sandbox: &Sandbox, url: &str, name: &str, label: &str) -> std::process::Child {
@@ -26,7 +27,7 @@ fn stop(mut holder: std::process::Child) {
     holder.wait().unwrap();
 }
 
-fn status_shows_holders(store: Store) {
+fn status_shows_holders(store: Backend) {
     let sandbox = Sandbox::new();
     let url = sandbox.url(store);
     let (a, b) = (unique_name("alpha"), unique_name("beta"));
@@ -80,23 +81,23 @@ fn status_shows_holders(store: Store) {
 
 #[test]
 fn status_sqlite() {
-    status_shows_holders(Store::Sqlite);
+    status_shows_holders(Backend::Sqlite);
 }
 
 #[test]
 fn status_file() {
-    status_shows_holders(Store::File);
+    status_shows_holders(Backend::File);
 }
 
 #[test]
 fn status_redis() {
-    status_shows_holders(Store::Redis);
+    status_shows_holders(Backend::Redis);
 }
 
 #[test]
 fn status_of_a_free_lock_says_so() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let output = sandbox.run(&["status", "--url", &url, "nothing-here"]);
     assert_code(&output, 0);
     assert_eq!(stdout(&output).trim(), "lock \"nothing-here\" is free");
@@ -106,7 +107,7 @@ fn status_of_a_free_lock_says_so() {
 #[test]
 fn force_release_frees_the_lock_and_the_next_fence_is_higher() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::File);
+    let url = sandbox.url(Backend::File);
     let name = unique_name("stuck");
     let holder = hold(&sandbox, &url, &name, "stuck job");
     let before = support::status_json(&sandbox, &url, Some(&name))[0]["fence"]
@@ -153,7 +154,7 @@ fn with_no_url_lockctl_uses_sqlite_in_the_state_directory() {
     assert!(db.is_file(), "created {}", db.display());
     assert_eq!(stdout(&output).trim(), format!("sqlite://{}", db.display()));
     // LOCK_URL is honoured too.
-    let other = sandbox.url(Store::File);
+    let other = sandbox.url(Backend::File);
     let output = sandbox
         .lockctl()
         .env("LOCK_URL", &other)
@@ -167,7 +168,7 @@ fn with_no_url_lockctl_uses_sqlite_in_the_state_directory() {
 #[test]
 fn verbose_turns_on_tracing_output() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let quiet = sandbox.run(&["run", "--url", &url, "job", "--", "true"]);
     assert_code(&quiet, 0);
     assert_eq!(stderr(&quiet), "", "quiet by default");

@@ -7,8 +7,9 @@ mod support;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use lock_redis::test_support::RedisServer;
-use support::{Sandbox, Store, assert_code, stderr, unique_name, wait_for};
+use lock_testkit::redis::RedisServer;
+use lock_testkit::{Backend, process};
+use support::{Sandbox, assert_code, stderr, unique_name, wait_for};
 
 /// A command that records its pid, then works until stopped; on SIGTERM it writes `TERM`
 /// to `$2` and exits 0 unless `$3` is `ignore`, in which case it ignores SIGTERM.
@@ -71,7 +72,7 @@ fn force_release(sandbox: &Sandbox, url: &str, name: &str) -> Instant {
 #[test]
 fn a_lost_lease_stops_the_command_with_sigterm_and_exits_76() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("lost");
     let run = Run::start(&sandbox, &url, &name, &["--ttl", "900ms"], "exit");
     force_release(&sandbox, &url, &name);
@@ -88,7 +89,7 @@ fn a_lost_lease_stops_the_command_with_sigterm_and_exits_76() {
 #[test]
 fn a_command_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::File);
+    let url = sandbox.url(Backend::File);
     let name = unique_name("stubborn");
     let run = Run::start(
         &sandbox,
@@ -107,30 +108,33 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_grace_period() {
         "SIGKILL came before the grace period ended: {:?}",
         released.elapsed()
     );
-    assert!(!support::alive(pid), "the command was killed");
+    assert!(!process::alive(pid), "the command was killed");
     assert!(!run.term_file.exists(), "the command ignored SIGTERM");
 }
 
 #[test]
 fn sigkill_of_lockctl_kills_the_command() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("orphan");
     let mut run = Run::start(&sandbox, &url, &name, &[], "exit");
     let pid = run.command_pid();
-    assert!(support::alive(pid));
+    assert!(process::alive(pid));
     run.lockctl.kill().unwrap(); // SIGKILL
     run.lockctl.wait().unwrap();
     wait_for(
         "the command to die with lockctl",
         Duration::from_secs(5),
-        || !support::alive(pid),
+        || !process::alive(pid),
     );
 }
 
 #[test]
 fn sigint_and_sigterm_are_forwarded_and_the_lease_is_released_after() {
-    for (signal, url_kind) in [(libc::SIGINT, Store::Sqlite), (libc::SIGTERM, Store::Redis)] {
+    for (signal, url_kind) in [
+        (libc::SIGINT, Backend::Sqlite),
+        (libc::SIGTERM, Backend::Redis),
+    ] {
         let sandbox = Sandbox::new();
         let url = sandbox.url(url_kind);
         let name = unique_name("forward");
@@ -171,7 +175,7 @@ fn a_lease_that_cannot_be_renewed_stops_the_command_before_it_runs_out() {
     server.pause();
     let paused = Instant::now();
     wait_for("the command to stop", Duration::from_secs(3), || {
-        !support::alive(pid)
+        !process::alive(pid)
     });
     let stopped = paused.elapsed();
     server.resume();
@@ -198,7 +202,7 @@ fn a_lease_that_cannot_be_renewed_stops_the_command_before_it_runs_out() {
 #[test]
 fn a_lease_that_renews_normally_never_stops_the_command() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     // Five renewals (every 300 ms); the default grace (225 ms) must not fire between them.
     let output = sandbox.run(&[
         "run", "--url", &url, "--ttl", "900ms", "job", "--", "sleep", "1.6",

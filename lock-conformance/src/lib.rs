@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cases;
-pub mod history;
 mod runner;
 pub mod support;
 mod target;

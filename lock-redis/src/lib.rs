@@ -9,8 +9,6 @@ mod notify;
 mod options;
 mod scan;
 mod scripts;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 
 pub use address::URL_SCHEMES;
 pub use backend::DRIVER;

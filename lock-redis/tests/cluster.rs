@@ -4,18 +4,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lock_conformance::Target;
 use lock_core::{Holder, LockBackend, LockName};
-use lock_redis::test_support::{RedisCluster, unique_prefix};
 use lock_redis::{RedisBackend, RedisOptions};
-
-fn cluster() -> &'static RedisCluster {
-    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| RedisCluster::start(3))
-}
+use lock_testkit::redis::{shared_cluster as cluster, unique_prefix};
 
 async fn cluster_backend(prefix: &str) -> RedisBackend {
     let opts: RedisOptions = cluster().url().parse().expect("the test cluster's URL");

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use common::raw;
 use lock_core::{Holder, LockBackend, LockError, LockName};
-use lock_redis::test_support::{RedisServer, free_port};
 use lock_redis::{RedisBackend, URL_SCHEMES};
+use lock_testkit::process::free_port;
+use lock_testkit::redis::RedisServer;
 
 const LONG: Duration = Duration::from_secs(60);
 

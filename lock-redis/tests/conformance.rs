@@ -2,16 +2,11 @@
 //! `LOCK_TEST_REDIS_URL`), shared by every test of this binary. Each test gets its own
 //! backends (each `#[tokio::test]` has its own runtime) and its own key prefix.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use lock_conformance::Target;
-use lock_redis::test_support::{TestRedis, unique_prefix};
 use lock_redis::{RedisBackend, RedisOptions};
-
-fn server() -> &'static TestRedis {
-    static SERVER: OnceLock<TestRedis> = OnceLock::new();
-    SERVER.get_or_init(TestRedis::from_env_or_start)
-}
+use lock_testkit::redis::{shared as server, unique_prefix};
 
 async fn target() -> Target {
     let url = server().url();

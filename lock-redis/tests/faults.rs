@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::{FAIL_FAST, Seen, Spy, assert_unavailable_within, backend, backend_with};
 use lock_core::{Holder, LockBackend, LockError, LockName, LockOptions, Locker, LossReason};
 use lock_redis::RedisBackend;
-use lock_redis::test_support::RedisServer;
+use lock_testkit::redis::RedisServer;
 
 fn name(s: &str) -> LockName {
     LockName::new(s).unwrap()

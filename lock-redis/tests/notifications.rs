@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{Seen, Spy, backend, backend_with, raw};
 use lock_core::{Holder, LockBackend, LockName, LockOptions, Locker};
 use lock_redis::RedisBackend;
-use lock_redis::test_support::{RedisServer, unique_prefix};
+use lock_testkit::redis::{RedisServer, unique_prefix};
 use tokio::sync::mpsc;
 
 const LONG: Duration = Duration::from_secs(60);

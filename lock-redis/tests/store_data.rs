@@ -2,20 +2,14 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{FAIL_FAST, assert_unavailable_within, backend, raw};
 use lock_core::{Holder, Lease, LockBackend, LockError, LockName};
 use lock_redis::RedisBackend;
-use lock_redis::test_support::{RedisServer, TestRedis};
+use lock_testkit::redis::{RedisServer, shared as server};
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn server() -> &'static TestRedis {
-    static SERVER: OnceLock<TestRedis> = OnceLock::new();
-    SERVER.get_or_init(TestRedis::from_env_or_start)
-}
 
 fn name(s: &str) -> LockName {
     LockName::new(s).unwrap()

@@ -4,7 +4,7 @@
 //! lock through `Locker::with_lock_fn` (heartbeated, its work cancelled on loss) until told
 //! to release it, SIGKILLed or SIGSTOPped, or it runs acquire/heartbeat/release cycles
 //! (optionally stalling past its TTL while it holds the lock, to force expiry and takeover),
-//! recording every critical section in a shared [`history`](lock_conformance::history) file
+//! recording every critical section in a shared [`history`](lock_testkit::history) file
 //! that the tests check for overlaps and fence order. Run `cargo test -p lock-tests`; the
 //! 32-process SQLite contention test is `cargo test -p lock-tests --test sqlite_contention`.
 //!

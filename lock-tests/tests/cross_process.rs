@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use leaselock::{LockBackend, LockName, LockOptions, Locker};
-use lock_conformance::history::{self, Event, Recorder, assert_history, monotonic_nanos};
+use lock_testkit::history::{self, Event, Recorder, assert_history, monotonic_nanos};
 use support::{Report, Store, Worker};
 
 const TTL: Duration = Duration::from_secs(1);

@@ -17,8 +17,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use leaselock::{LockOptions, Locker};
-use lock_conformance::history::{self, Event, Record, Recorder, assert_history, monotonic_nanos};
-use support::{Kind, Store};
+use lock_testkit::Backend;
+use lock_testkit::history::{self, Event, Record, Recorder, assert_history, monotonic_nanos};
+use support::Store;
 
 /// Set in the child process: the store URL, the lock name, and the shared history file.
 const CHILD_URL: &str = "LOCK_TESTS_HANDOFF_URL";
@@ -131,22 +132,18 @@ async fn waiters_in_another_process_get_the_lock_within_milliseconds(store: Stor
 async fn take_turns_with_a_second_process(store: Store) {
     let name = store.name("handoff");
     let history = store.history();
-    let test = match store.kind {
-        Kind::File => "waiters::file",
-        Kind::Sqlite => "waiters::sqlite",
-        Kind::SqliteSqlx => "waiters::sqlite_sqlx",
-        Kind::Redis => "waiters::redis",
-    };
+    // The test per_backend! made for this backend.
+    let test = format!("waiters::{}", store.kind.ident());
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
     child
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_URL, &store.url)
         .env(CHILD_NAME, &name)
         .env(CHILD_HISTORY, &history);
-    if store.kind == Kind::Redis {
+    if store.kind == Backend::Redis {
         // The child builds a store before it reads its orders: make its Redis store this
         // one's server instead of a private server of its own.
-        child.env(lock_redis::test_support::URL_ENV, &store.url);
+        child.env(lock_testkit::redis::URL_ENV, &store.url);
     }
     let child = child
         .stdout(Stdio::piped())

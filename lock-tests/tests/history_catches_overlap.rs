@@ -7,15 +7,16 @@ mod support;
 
 use std::time::Duration;
 
-use lock_conformance::history::{self, Violation};
-use support::{Kind, Report, Store, Worker, worker_program};
+use lock_testkit::Backend;
+use lock_testkit::history::{self, Violation};
+use support::{Report, Store, Worker, worker_program};
 
 const TTL: Duration = Duration::from_secs(10);
 const PATIENCE: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_holding_one_name_at_once_are_reported_as_an_overlap() {
-    let store = Store::new(Kind::Sqlite);
+    let store = Store::new(Backend::Sqlite);
     let name = store.name("unguarded");
     let elsewhere = format!("sqlite://{}", store.path("elsewhere.db").display());
     let mut first = store.worker("hold", &name, TTL, "first", &[]);
@@ -54,7 +55,7 @@ async fn two_processes_holding_one_name_at_once_are_reported_as_an_overlap() {
         text.contains("holder first") && text.contains("holder second"),
         "{text}"
     );
-    Report::new("negative_control", Kind::Sqlite)
+    Report::new("negative_control", Backend::Sqlite)
         .field("processes", 2)
         .field("faults", 1)
         .field("fault", "two-stores")

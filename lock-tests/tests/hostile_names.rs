@@ -6,8 +6,9 @@ mod support;
 use std::time::Duration;
 
 use leaselock::{Holder, LockBackend, LockError, LockName};
+use lock_testkit::Backend;
 use proptest::prelude::*;
-use support::{Kind, Store};
+use support::Store;
 
 const TTL: Duration = Duration::from_secs(30);
 
@@ -133,7 +134,7 @@ fn name() -> impl Strategy<Value = String> {
         .prop_filter("1 to 256 bytes", |s| !s.is_empty() && s.len() <= 256)
 }
 
-fn property(kind: Kind) {
+fn property(kind: Backend) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,7 +151,7 @@ fn property(kind: Kind) {
     proptest!(config, |(a in name(), b in name(), upper in any::<bool>())| {
         let b = if upper { a.to_uppercase() } else { b };
         prop_assume!(a != b);
-        let (a, b) = if kind == Kind::Redis {
+        let (a, b) = if kind.is_shared() {
             (format!("{prefix}{a}"), format!("{prefix}{b}"))
         } else {
             (a, b)
@@ -162,20 +163,20 @@ fn property(kind: Kind) {
 
 #[test]
 fn property_file_names_never_collide() {
-    property(Kind::File);
+    property(Backend::File);
 }
 
 #[test]
 fn property_sqlite_names_never_collide() {
-    property(Kind::Sqlite);
+    property(Backend::Sqlite);
 }
 
 #[test]
 fn property_sqlite_sqlx_names_never_collide() {
-    property(Kind::SqliteSqlx);
+    property(Backend::SqliteSqlx);
 }
 
 #[test]
 fn property_redis_keys_never_collide() {
-    property(Kind::Redis);
+    property(Backend::Redis);
 }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leaselock::{Holder, LockBackend, LockName};
-use support::{Kind, Report, Store, Worker, worker_program};
+use lock_testkit::Backend;
+use support::{Report, Store, Worker, worker_program};
 
 const TTL: Duration = Duration::from_secs(60);
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -53,13 +54,13 @@ fn set_mode(path: &Path, mode: u32) {
 /// The files and directories that make up the store, with the mode each keeps as root's.
 fn store_paths(store: &Store) -> Vec<(PathBuf, u32)> {
     match store.kind {
-        Kind::File => vec![(store.path("locks"), 0o700)],
-        Kind::Sqlite | Kind::SqliteSqlx => ["locks.db", "locks.db-wal", "locks.db-shm"]
+        Backend::File => vec![(store.path("locks"), 0o700)],
+        Backend::Sqlite | Backend::SqliteSqlx => ["locks.db", "locks.db-wal", "locks.db-shm"]
             .into_iter()
             .map(|file| (store.path(file), 0o600))
             .filter(|(path, _)| path.exists())
             .collect(),
-        Kind::Redis => unreachable!("Redis has no file permissions"),
+        other => unreachable!("{other} has no file permissions"),
     }
 }
 
@@ -148,15 +149,15 @@ impl Drop for Denied<'_> {
 }
 
 /// What the error message must say for each backend: what failed, where, and what to do.
-fn expected_words(kind: Kind) -> &'static [&'static str] {
+fn expected_words(kind: Backend) -> &'static [&'static str] {
     match kind {
-        Kind::File => &["not writable", "give this user write access"],
-        Kind::Sqlite | Kind::SqliteSqlx => &["cannot open database", "locks.db", "writable"],
-        Kind::Redis => unreachable!("Redis has no file permissions"),
+        Backend::File => &["not writable", "give this user write access"],
+        Backend::Sqlite | Backend::SqliteSqlx => &["cannot open database", "locks.db", "writable"],
+        other => unreachable!("{other} has no file permissions"),
     }
 }
 
-async fn a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease(kind: Kind) {
+async fn a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease(kind: Backend) {
     let store = Store::new(kind);
     let owner = store.backend().await;
     let bystander = LockName::new(store.name("bystander")).unwrap();
@@ -227,15 +228,16 @@ async fn a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file() {
-    a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease(Kind::File).await;
+    a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease(Backend::File).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite() {
-    a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease(Kind::Sqlite).await;
+    a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_sqlx() {
-    a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease(Kind::SqliteSqlx).await;
+    a_user_without_access_gets_a_config_error_and_the_owner_keeps_its_lease(Backend::SqliteSqlx)
+        .await;
 }

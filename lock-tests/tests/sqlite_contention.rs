@@ -13,8 +13,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use lock_conformance::history::assert_history;
-use support::{Kind, Report, Store};
+use lock_testkit::Backend;
+use lock_testkit::history::assert_history;
+use support::{Report, Store};
 
 fn from_env(var: &str, default: u32) -> u32 {
     std::env::var(var)
@@ -35,7 +36,7 @@ async fn contention(synchronous: &str) {
     let cycles = from_env("LOCK_CONTENTION_CYCLES", 300);
     // Four names: 8 processes queue for each lock while all 32 write the one file.
     let names = 4;
-    let mut store = Store::new(Kind::Sqlite);
+    let mut store = Store::new(Backend::Sqlite);
     store.url = format!("{}?synchronous={synchronous}", store.url);
     let name = store.name("seed");
     let started = Instant::now();
@@ -95,7 +96,7 @@ async fn contention(synchronous: &str) {
     );
     assert_eq!(history.lost, 0);
     assert_eq!(history.holders, processes as usize, "every process");
-    Report::new("sqlite_contention", Kind::Sqlite)
+    Report::new("sqlite_contention", Backend::Sqlite)
         .field("synchronous", synchronous)
         .field("processes", processes)
         .field("faults", 0)

@@ -5,31 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lock_redis::test_support::TestRedis;
+use lock_testkit::Backend;
 use tempfile::TempDir;
-
-/// A lock store kind lockctl can be pointed at.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Store {
-    /// A lock directory.
-    File,
-    /// SQLite through rusqlite.
-    Sqlite,
-    /// SQLite through sqlx.
-    SqliteSqlx,
-    /// The private Redis server of this test binary.
-    Redis,
-}
-
-/// One private `redis-server` per test binary, stopped when the binary exits.
-pub(crate) fn redis() -> &'static TestRedis {
-    static REDIS: OnceLock<TestRedis> = OnceLock::new();
-    REDIS.get_or_init(TestRedis::from_env_or_start)
-}
 
 /// A temporary home for one test: state directory, lock stores, files children write.
 pub(crate) struct Sandbox {
@@ -51,15 +31,11 @@ impl Sandbox {
         self.dir.path().join(name)
     }
 
-    /// The URL of a fresh store of `kind` (Redis: the shared private server).
-    pub(crate) fn url(&self, kind: Store) -> String {
-        let dir = self.dir.path().display();
-        match kind {
-            Store::File => format!("file://{dir}/locks"),
-            Store::Sqlite => format!("sqlite://{dir}/locks.db"),
-            Store::SqliteSqlx => format!("sqlite+sqlx://{dir}/locks.db"),
-            Store::Redis => redis().url(),
-        }
+    /// The URL of a fresh store of `kind` in this sandbox (Redis: the test binary's
+    /// shared server).
+    pub(crate) fn url(&self, kind: Backend) -> String {
+        kind.url(self.dir.path())
+            .unwrap_or_else(|| panic!("{kind} lives in one process: lockctl cannot reach it"))
     }
 
     /// `lockctl` with this sandbox as its home and state directory, no `LOCK_URL`, and
@@ -122,11 +98,6 @@ pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// True while `pid` exists and is not a zombie.
-pub(crate) fn alive(pid: u32) -> bool {
-    lock_redis::test_support::is_process_alive(pid)
-}
-
 /// The held leases `lockctl status --json` reports.
 pub(crate) fn status_json(
     sandbox: &Sandbox,
@@ -148,29 +119,8 @@ pub(crate) fn is_held(sandbox: &Sandbox, url: &str, name: &str) -> bool {
 
 /// Sends `signal` to process `pid`.
 pub(crate) fn signal(pid: u32, signal: i32) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal} {pid} failed");
-}
-
-/// The state letter (`R`, `S`, `T`, `Z`...), parent pid and process group of `pid`, from
-/// `/proc/PID/stat`; `None` once it is gone.
-pub(crate) fn proc_stat(pid: u32) -> Option<(char, u32, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the parenthesised command name: state, ppid, pgrp.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, ppid, pgrp))
-}
-
-/// Whether `pid` is stopped (state `T`).
-pub(crate) fn is_stopped(pid: u32) -> bool {
-    proc_stat(pid).is_some_and(|(state, _, _)| state == 'T')
+    lock_testkit::process::signal(pid, signal)
+        .unwrap_or_else(|e| panic!("kill -{signal} {pid} failed: {e}"));
 }
 
 /// Waits until `path` holds a whole line (a pid a child wrote), and returns it as a pid.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use lock_core::{
     Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, Result, async_trait,
 };
-use lock_redis::test_support::unique_prefix;
 use lock_redis::{RedisBackend, RedisOptions};
+use lock_testkit::redis::unique_prefix;
 use tokio::sync::mpsc;
 
 /// A backend on `url` with a key prefix no other test uses.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use leaselock::{LockBackend, LockError, LockGuard, LockOptions, Locker};
-use lock_conformance::history::{Event, Recorder, monotonic_nanos};
+use lock_testkit::history::{Event, Recorder, monotonic_nanos};
 use tokio::sync::mpsc;
 
 /// Exit code when a lock or I/O error ended the worker.

@@ -7,68 +7,42 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use lock_conformance::history::Summary;
-use lock_redis::test_support::TestRedis;
+use lock_testkit::Backend;
+use lock_testkit::history::Summary;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-/// One private `redis-server` per test binary.
-pub(crate) fn redis() -> &'static TestRedis {
-    static REDIS: OnceLock<TestRedis> = OnceLock::new();
-    REDIS.get_or_init(TestRedis::from_env_or_start)
-}
-
-/// Expands `$body` (a generic `async fn(Store)`) into one `#[tokio::test]` per backend,
-/// inside `mod $module`.
+/// Expands `$body` (a generic `async fn(Store)`) into one `#[tokio::test]` per backend a
+/// worker process can reach, inside `mod $module`, each named after its backend's
+/// [`Backend::ident`].
 #[macro_export]
 macro_rules! per_backend {
     ($module:ident, $body:ident) => {
         mod $module {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn file() {
-                super::$body($crate::support::Store::new($crate::support::Kind::File)).await;
+                super::$body($crate::support::Store::new(::lock_testkit::Backend::File)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$body($crate::support::Store::new($crate::support::Kind::Sqlite)).await;
+                super::$body($crate::support::Store::new(::lock_testkit::Backend::Sqlite)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite_sqlx() {
                 super::$body($crate::support::Store::new(
-                    $crate::support::Kind::SqliteSqlx,
+                    ::lock_testkit::Backend::SqliteSqlx,
                 ))
                 .await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() {
-                super::$body($crate::support::Store::new($crate::support::Kind::Redis)).await;
+                super::$body($crate::support::Store::new(::lock_testkit::Backend::Redis)).await;
             }
         }
     };
-}
-
-/// A kind of backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    File,
-    Sqlite,
-    SqliteSqlx,
-    Redis,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::File => "file",
-            Self::Sqlite => "sqlite",
-            Self::SqliteSqlx => "sqlite-sqlx",
-            Self::Redis => "redis",
-        })
-    }
 }
 
 /// The environment variable naming a file each test appends its summary line to.
@@ -84,7 +58,7 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    pub(crate) fn new(test: &str, backend: Kind) -> Self {
+    pub(crate) fn new(test: &str, backend: Backend) -> Self {
         Self {
             line: format!("reliability test={test} backend={backend}"),
         }
@@ -126,7 +100,7 @@ impl Report {
 
 /// A fresh lock store and a directory for the test's files.
 pub(crate) struct Store {
-    pub(crate) kind: Kind,
+    pub(crate) kind: Backend,
     pub(crate) url: String,
     dir: TempDir,
     /// Names are unique per store, so tests sharing the Redis server never meet.
@@ -134,15 +108,11 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    pub(crate) fn new(kind: Kind) -> Self {
+    pub(crate) fn new(kind: Backend) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().display();
-        let url = match kind {
-            Kind::File => format!("file://{path}/locks"),
-            Kind::Sqlite => format!("sqlite://{path}/locks.db"),
-            Kind::SqliteSqlx => format!("sqlite+sqlx://{path}/locks.db"),
-            Kind::Redis => redis().url(),
-        };
+        let url = kind
+            .url(dir.path())
+            .unwrap_or_else(|| panic!("{kind} lives in one process: no worker can reach it"));
         let prefix = dir
             .path()
             .file_name()
@@ -285,11 +255,9 @@ impl Worker {
     }
 
     pub(crate) fn signal(&self, signal: i32) {
-        let pid = libc::pid_t::try_from(self.pid()).unwrap();
-        // SAFETY: kill(2) takes two integers; the pid is our own child, not yet reaped.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal})");
+        let pid = self.pid();
+        lock_testkit::process::signal(pid, signal)
+            .unwrap_or_else(|e| panic!("kill({pid}, {signal}): {e}"));
     }
 
     /// Takes its stdin, so that [`exit_code`](Self::exit_code) does not close it: a test

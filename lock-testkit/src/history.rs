@@ -17,7 +17,7 @@
 //! their fences strictly increase, and names the offending pair when they do not.
 //!
 //! ```
-//! use lock_conformance::history::{check, Event, Record};
+//! use lock_testkit::history::{check, Event, Record};
 //!
 //! let records = vec![
 //!     Record { name: "job".into(), holder: "a".into(), fence: 1, event: Event::Start, at: 10 },

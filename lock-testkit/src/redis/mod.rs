@@ -1,4 +1,4 @@
-//! Private Redis servers for tests (feature `test-support`).
+//! Private Redis servers for tests.
 //!
 //! - [`RedisServer`]: one `redis-server` process on a free loopback port, without
 //!   persistence, that a test can kill, pause, resume and restart. It is stopped by pid when
@@ -7,39 +7,28 @@
 //!   binary.
 //! - [`RedisCluster`]: several such servers joined into a Redis Cluster, one master each.
 //! - [`TestRedis`]: the server a test suite should use: `LOCK_TEST_REDIS_URL` if set, else a
-//!   private `redis-server`, else (feature `docker`, on for this crate's own tests) a
-//!   container when the `docker` command is installed and its daemon answers; otherwise it
-//!   panics with how to install Redis. A container is removed when the test binary exits,
-//!   even if its `TestRedis` (kept in a `static`) is never dropped.
+//!   private `redis-server`, else a container (testcontainers) when the `docker` command is
+//!   installed and its daemon answers; otherwise it panics with how to install Redis. A
+//!   container is removed when the test binary exits, even if its `TestRedis` (kept in a
+//!   `static`) is never dropped.
+//! - [`shared`] and [`shared_cluster`]: one of each per test binary, started on first use.
 //!
-//! Everything here is synchronous, so it can start from a `OnceLock` shared by every test of
-//! a binary; do not share a [`RedisBackend`](crate::RedisBackend) across tests, since each
-//! `#[tokio::test]` has its own runtime.
+//! Everything here hands out URLs and is synchronous, so it can start from a `OnceLock`
+//! shared by every test of a binary; connect a backend in each test, since each
+//! `#[tokio::test]` has its own runtime and a connection belongs to the runtime it was
+//! opened on.
 
 mod cluster;
-#[cfg(feature = "docker")]
 mod docker;
 mod process;
 mod server;
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 pub use cluster::RedisCluster;
-#[cfg(feature = "docker")]
 pub use docker::DockerRedis;
 pub use server::RedisServer;
-
-/// True while process `pid` exists and is not a zombie (to check that no server outlives
-/// its test).
-pub fn is_process_alive(pid: u32) -> bool {
-    process::alive(pid)
-}
-
-/// A loopback port nothing listens on right now (for extra listeners such as
-/// `--tls-port`).
-pub fn free_port() -> u16 {
-    process::free_port()
-}
-
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The environment variable naming an existing server for [`TestRedis`].
 pub const URL_ENV: &str = "LOCK_TEST_REDIS_URL";
@@ -48,8 +37,7 @@ pub const URL_ENV: &str = "LOCK_TEST_REDIS_URL";
 pub const INSTALL_HINT: &str = "the Redis tests need a redis-server binary: install it \
     (Debian/Ubuntu: `apt-get install redis-server`; macOS: `brew install redis`), or set \
     LOCK_TEST_REDIS_URL=redis://host:port to use an existing server, or install the docker \
-    command and run a Docker daemon (with lock-redis's `docker` feature, which its own tests \
-    have, a redis container is started)";
+    command and run a Docker daemon (then a redis container is started)";
 
 /// The panic message of [`TestRedis::from_env_or_start`] when it found nothing to use:
 /// what it tried, why Docker could not be used (`docker`), and [`INSTALL_HINT`].
@@ -80,14 +68,12 @@ pub enum TestRedis {
     /// A private `redis-server` process.
     Local(RedisServer),
     /// A container started with testcontainers.
-    #[cfg(feature = "docker")]
     Docker(Box<DockerRedis>),
 }
 
 impl TestRedis {
-    /// `LOCK_TEST_REDIS_URL` if set; else a private `redis-server`; else (feature `docker`)
-    /// a container when the `docker` command is installed and its daemon answers a ping
-    /// within a few seconds.
+    /// `LOCK_TEST_REDIS_URL` if set; else a private `redis-server`; else a container when
+    /// the `docker` command is installed and its daemon answers a ping within a few seconds.
     ///
     /// # Panics
     ///
@@ -102,13 +88,10 @@ impl TestRedis {
         if process::redis_server_binary().is_some() {
             return Self::Local(RedisServer::start());
         }
-        #[cfg(feature = "docker")]
         let docker = match docker::usable() {
             Ok(()) => return Self::Docker(Box::new(DockerRedis::start())),
             Err(why) => why,
         };
-        #[cfg(not(feature = "docker"))]
-        let docker = String::from("this build of lock-redis lacks its `docker` feature");
         panic!("{}", no_server_message(&docker));
     }
 
@@ -117,7 +100,6 @@ impl TestRedis {
         match self {
             Self::External(url) => url.clone(),
             Self::Local(server) => server.url(),
-            #[cfg(feature = "docker")]
             Self::Docker(container) => container.url(),
         }
     }
@@ -129,6 +111,28 @@ impl TestRedis {
             _ => None,
         }
     }
+}
+
+/// The [`TestRedis`] of this test binary, started on first use and shared by all its
+/// tests (never dropped: its guardian stops a private server when the binary exits).
+///
+/// # Panics
+///
+/// As [`TestRedis::from_env_or_start`].
+pub fn shared() -> &'static TestRedis {
+    static REDIS: OnceLock<TestRedis> = OnceLock::new();
+    REDIS.get_or_init(TestRedis::from_env_or_start)
+}
+
+/// The 3-master [`RedisCluster`] of this test binary, started on first use and shared by
+/// all its tests.
+///
+/// # Panics
+///
+/// As [`RedisCluster::start`].
+pub fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(3))
 }
 
 #[cfg(test)]

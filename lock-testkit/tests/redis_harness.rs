@@ -1,10 +1,13 @@
 //! The test harness itself: private servers never outlive their test, whether it passes,
-//! panics, or its whole process crashes; and `LOCK_TEST_REDIS_URL` picks the server.
+//! panics, or its whole process crashes; `LOCK_TEST_REDIS_URL` picks the server; and the
+//! Redis backends' URLs name the shared server and cluster.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lock_redis::test_support::{RedisServer, TestRedis, URL_ENV, is_process_alive, unique_prefix};
+use lock_testkit::Backend;
+use lock_testkit::process::alive;
+use lock_testkit::redis::{RedisServer, TestRedis, URL_ENV, unique_prefix};
 
 /// Set in the child process of `a_crashed_test_process_leaves_no_server`.
 const CHILD_ENV: &str = "LOCK_REDIS_HARNESS_CRASH_CHILD";
@@ -24,7 +27,7 @@ fn run_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
 
 fn until_gone(pid: u32, why: &str) {
     let start = Instant::now();
-    while is_process_alive(pid) {
+    while alive(pid) {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "redis-server {pid} outlived {why}"
@@ -125,5 +128,27 @@ fn the_url_variable_names_the_server_to_use() {
             .unwrap();
         let written: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
         assert_eq!(written.as_deref(), Some("written by the child"));
+    }
+}
+
+#[test]
+fn the_redis_backends_urls_name_the_shared_servers_and_every_node_answers() {
+    let dir = std::path::Path::new("/unused");
+    let single = Backend::Redis.url(dir).unwrap();
+    assert_eq!(single, lock_testkit::redis::shared().url());
+    let cluster = Backend::RedisCluster.url(dir).unwrap();
+    let hosts = cluster
+        .strip_prefix("redis+cluster://")
+        .unwrap_or_else(|| panic!("{cluster}"));
+    let mut urls: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+    assert_eq!(urls.len(), 3, "{cluster}");
+    urls.push(single);
+    for url in urls {
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
+        assert_eq!(pong, "PONG", "{url}");
     }
 }

@@ -11,7 +11,7 @@ const SLOTS: u16 = 16384;
 /// and no replicas, with the slots split evenly. Dropping it stops every node.
 ///
 /// ```no_run
-/// use lock_redis::test_support::RedisCluster;
+/// use lock_testkit::redis::RedisCluster;
 ///
 /// let cluster = RedisCluster::start(3);
 /// let url = cluster.url(); // redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,127.0.0.1:<p3>

@@ -1,10 +1,12 @@
-//! Processes: finding `redis-server`, free ports, signals, and the guardian shell.
+//! Processes: finding `redis-server`, the guardian shells, and waiting for a server.
 
 use std::io::{self, BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::process::{alive, signal};
 
 /// The `redis-server` to run: `LOCK_TEST_REDIS_SERVER` if set, else the first on `PATH`.
 pub(crate) fn redis_server_binary() -> Option<PathBuf> {
@@ -15,58 +17,6 @@ pub(crate) fn redis_server_binary() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join("redis-server"))
         .find(|candidate| candidate.is_file())
-}
-
-/// A loopback port nothing listens on right now.
-pub(crate) fn free_port() -> u16 {
-    let [port] = free_ports();
-    port
-}
-
-/// `N` different loopback ports nothing listens on right now (each is held while the next
-/// is found, so they differ).
-pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
-        })
-        .collect();
-    std::array::from_fn(|i| {
-        listeners[i]
-            .local_addr()
-            .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
-            .port()
-    })
-}
-
-/// Sends `signal` to `pid`.
-#[allow(unsafe_code)]
-pub(crate) fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
-    // SAFETY: kill(2) takes two integers and touches no memory of ours; `pid` is a process
-    // this module started.
-    let rc = unsafe { libc::kill(pid, signal) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// True while `pid` exists and is not a zombie.
-pub(crate) fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // The state follows the parenthesised command name.
-            let after = stat.rsplit_once(')')?.1;
-            after
-                .split_whitespace()
-                .next()
-                .map(|s| s != "Z" && s != "X")
-        })
-        .unwrap_or(false)
 }
 
 /// A `redis-server` run under a guardian shell: the shell is our child and redis its. When
@@ -143,13 +93,11 @@ wait
 /// it waits on its stdin, which closes when this process exits however it exits (a `static`
 /// never dropped, a crash, SIGKILL). It runs in its own process group, so a Ctrl-C meant
 /// for the test run does not kill it before it has cleaned up. (Used for containers.)
-#[cfg(feature = "docker")]
 #[derive(Debug)]
 pub(crate) struct Guardian {
     shell: Child,
 }
 
-#[cfg(feature = "docker")]
 impl Guardian {
     /// Starts the shell; `on_death` is a shell command run with `args` as `"$1"`, `"$2"`...
     /// unless [`stop`](Self::stop) is called first.
@@ -221,7 +169,7 @@ pub(crate) fn wait_until_ready(port: u16, pid: u32, within: Duration) -> io::Res
     }
 }
 
-#[cfg(all(test, feature = "docker"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

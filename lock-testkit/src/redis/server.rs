@@ -6,7 +6,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::INSTALL_HINT;
-use super::process::{Guarded, alive, free_ports, redis_server_binary, signal, wait_until_ready};
+use super::process::{Guarded, redis_server_binary, wait_until_ready};
+use crate::process::{alive, free_ports, signal};
 
 /// How long a starting server may take to answer.
 const STARTUP: Duration = Duration::from_secs(20);
@@ -17,7 +18,7 @@ const STARTUP: Duration = Duration::from_secs(20);
 /// Dropping it SIGKILLs the process by pid and reaps it.
 ///
 /// ```no_run
-/// use lock_redis::test_support::RedisServer;
+/// use lock_testkit::redis::RedisServer;
 ///
 /// let mut server = RedisServer::start();
 /// let url = server.url(); // redis://127.0.0.1:<port>

@@ -1,0 +1,130 @@
+//! Processes and ports: signals, `/proc/PID/stat`, free loopback ports.
+//!
+//! Linux only, as the tests are: process state is read from `/proc`.
+
+use std::io;
+use std::net::TcpListener;
+
+/// Sends `signal` (`libc::SIGTERM`...) to process `pid`.
+///
+/// # Errors
+///
+/// When `pid` is out of range or `kill(2)` fails (no such process, not permitted).
+#[allow(unsafe_code)]
+pub fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stat {
+    /// The state letter: `R` running, `S` sleeping, `T` stopped, `Z` zombie...
+    pub state: char,
+    /// The parent's pid.
+    pub ppid: u32,
+    /// The process group id.
+    pub pgrp: u32,
+}
+
+/// The state, parent and process group of `pid`; `None` once it is gone (reaped).
+pub fn stat(pid: u32) -> Option<Stat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// Parses a `/proc/PID/stat` line. The command name, in parentheses, may itself hold
+/// spaces and parentheses, so fields are counted after the last `)`: state, ppid, pgrp.
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(Stat { state, ppid, pgrp })
+}
+
+/// True while `pid` exists and is not a zombie (to check that no process outlives its
+/// test).
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// True while `pid` is stopped (state `T`: SIGSTOP, SIGTSTP).
+pub fn is_stopped(pid: u32) -> bool {
+    stat(pid).is_some_and(|s| s.state == 'T')
+}
+
+/// A loopback port nothing listens on right now (for a server to bind, or a port where
+/// nothing answers).
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub fn free_port() -> u16 {
+    let [port] = free_ports();
+    port
+}
+
+/// `N` different loopback ports nothing listens on right now (each is held while the next
+/// is found, so they differ).
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+        })
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+            .port()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_after_the_command_name() {
+        let line = "42 (a (b) c) T 7 9 9 0 -1";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                state: 'T',
+                ppid: 7,
+                pgrp: 9
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_not_stopped() {
+        let me = std::process::id();
+        assert!(alive(me));
+        assert!(!is_stopped(me));
+        assert_eq!(
+            stat(me).map(|s| s.ppid),
+            Some(std::os::unix::process::parent_id())
+        );
+    }
+
+    #[test]
+    fn free_ports_differ() {
+        let [a, b, c] = free_ports();
+        assert!(a != b && b != c && a != c, "{a} {b} {c}");
+    }
+}
