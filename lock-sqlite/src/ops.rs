@@ -209,7 +209,7 @@ async fn extend<S: Statements>(
         now.boot_id_value(),
         Value::Integer(now.boot_ms),
     ];
-    if tx.query(sql::EXTEND_OWNED_LEASE, &params).await?.is_empty() {
+    if tx.execute(sql::EXTEND_OWNED_LEASE, &params).await? == 0 {
         // Not ours or not live: an unreadable row says so as Corrupt.
         read_rows(tx, cx, now, &lease.name).await?;
         return Err(LockError::LeaseLost {
@@ -288,7 +288,7 @@ impl Op for Release<'_> {
             now.boot_id_value(),
             Value::Integer(now.boot_ms),
         ];
-        Ok(!tx.query(sql::FREE_OWNED_LEASE, &params).await?.is_empty())
+        Ok(tx.execute(sql::FREE_OWNED_LEASE, &params).await? > 0)
     }
 }
 
