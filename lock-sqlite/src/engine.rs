@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+use lock_core::backend_kit::clock::HostClock;
+use lock_core::backend_kit::permits::validate_limit;
 use lock_core::backend_kit::time::validate_ttl;
 use lock_core::backend_kit::{LeaseProbe, Seen};
 use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, OwnerToken, Result};
@@ -14,6 +16,7 @@ use tracing::Instrument;
 use crate::batch;
 use crate::driver::{Driver, TxKind};
 use crate::file_identity::{Expect, OpenedFile};
+use crate::now::{Cx, Layout};
 use crate::ops::{Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, Peek, Release};
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
@@ -24,7 +27,8 @@ pub(crate) const CAPABILITIES: Capabilities = Capabilities::none()
     .with_list(true)
     .with_shared_across_hosts(false)
     .with_notifies_release(true)
-    .with_batched_heartbeat(true);
+    .with_batched_heartbeat(true)
+    .with_semaphores(true);
 
 /// What to do about the journal mode once the schema is in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +57,12 @@ pub(crate) struct Engine<D> {
     driver: D,
     db: String,
     busy_timeout: Duration,
+    /// The host's clocks: the boot clock judges expiry, the wall clock gives fences and the
+    /// times people read.
+    clock: Arc<dyn HostClock>,
+    /// The schema layout found at open (set once by [`prepare`](Self::prepare); the
+    /// operations that look at the schema run before, on the current layout's terms).
+    layout: OnceLock<Layout>,
     /// The database file it opened, to notice when the path names another one.
     file: OpenedFile,
     /// Releases through any backend of this process on this database, to wake waiters.
@@ -95,8 +105,14 @@ impl<D> fmt::Debug for Engine<D> {
 
 impl<D: Driver> Engine<D> {
     /// An engine for `driver` on the database at path `db` (also its name in messages),
-    /// where `expect` says whether there must be a file.
-    pub(crate) fn new(driver: D, db: String, busy_timeout: Duration, expect: Expect) -> Self {
+    /// where `expect` says whether there must be a file, judging time by `clock`.
+    pub(crate) fn new(
+        driver: D,
+        db: String,
+        busy_timeout: Duration,
+        expect: Expect,
+        clock: Arc<dyn HostClock>,
+    ) -> Self {
         let store =
             std::fs::canonicalize(&db).map_or_else(|_| db.clone(), |p| p.display().to_string());
         Self {
@@ -104,6 +120,8 @@ impl<D: Driver> Engine<D> {
             file: OpenedFile::new(std::path::Path::new(&db), expect),
             db,
             busy_timeout,
+            clock,
+            layout: OnceLock::new(),
             released: lock_core::backend_kit::ReleaseLog::shared(&format!("sqlite:{store}")),
             contenders: contenders_of(&store),
         }
@@ -145,7 +163,12 @@ impl<D: Driver> Engine<D> {
             None
         };
         let budget = budget.saturating_sub(queued.elapsed());
-        let outcome = retry::run(&self.driver, &self.db, budget, op).await;
+        let cx = Cx {
+            db: &self.db,
+            clock: &*self.clock,
+            layout: self.layout.get().copied().unwrap_or(Layout::Current),
+        };
+        let outcome = retry::run(&self.driver, &cx, budget, op).await;
         // The `stat` runs after the transaction, never only before it. Checked before, the
         // file could still be ours at the check, then be deleted or replaced, another client
         // open the new file at the path and take a name, and our transaction grant the same
@@ -178,15 +201,18 @@ impl<D: Driver> Engine<D> {
     pub(crate) async fn prepare(&self, read_only: bool, journal: Journal) -> Result<()> {
         let span = tracing::debug_span!("open", db = %self.db);
         async {
-            match self.run(&LookAtSchema).await?.verdict(&self.db)? {
-                Verdict::Ready => {}
+            let layout = match self.run(&LookAtSchema).await?.verdict(&self.db)? {
+                Verdict::Ready => Layout::Current,
                 Verdict::Create if read_only => return Err(read_only_without_tables(&self.db)),
-                // Older rows read the same: a reader does not need to (and cannot) migrate.
+                // A reader cannot migrate: it reads the older rows as they are.
                 Verdict::Migrate { from } if read_only => {
                     tracing::debug!(db = %self.db, from, "reading an older lock schema as it is");
+                    Layout::Legacy { version: from }
                 }
                 Verdict::Create | Verdict::Migrate { .. } => self.run(&PrepareSchema).await?,
-            }
+            };
+            // `prepare` runs once, when the backend opens.
+            let _ = self.layout.set(layout);
             if read_only {
                 return Ok(());
             }
@@ -206,16 +232,23 @@ impl<D: Driver> Engine<D> {
         .await
     }
 
-    pub(crate) async fn try_acquire(
+    pub(crate) async fn try_acquire_permit(
         &self,
         name: &LockName,
         holder: &Holder,
         ttl: Duration,
+        limit: u32,
     ) -> Result<Option<Lease>> {
         validate_ttl(ttl)?;
-        let op = Acquire { name, holder, ttl };
+        let limit = validate_limit(limit)?;
+        let op = Acquire {
+            name,
+            holder,
+            ttl,
+            limit,
+        };
         self.run(&op)
-            .instrument(tracing::debug_span!("try_acquire", lock = %name))
+            .instrument(tracing::debug_span!("try_acquire", lock = %name, limit))
             .await
     }
 
@@ -262,10 +295,16 @@ impl<D: Driver> Engine<D> {
         Ok(freed)
     }
 
-    pub(crate) async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
+    /// The live permits of `name`, by fence.
+    pub(crate) async fn inspect_all(&self, name: &LockName) -> Result<Vec<LeaseInfo>> {
         self.run(&Inspect { name })
             .instrument(tracing::debug_span!("inspect", lock = %name))
             .await
+    }
+
+    /// The live permit of `name` acquired last (highest fence).
+    pub(crate) async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
+        Ok(self.inspect_all(name).await?.pop())
     }
 
     pub(crate) async fn force_release(&self, name: &LockName) -> Result<bool> {
@@ -307,13 +346,14 @@ struct PeekRow<'a, D> {
 }
 
 impl<D: Driver> LeaseProbe for PeekRow<'_, D> {
-    type Holder = (OwnerToken, u64);
+    /// Every live permit's owner and fence, by fence.
+    type Holder = Vec<(OwnerToken, u64)>;
 
     async fn look(&mut self) -> Seen<Self::Holder> {
         let peek = Peek { name: self.name };
         match self.engine.run_within(&peek, PEEK_BUDGET).await {
-            Ok(Some(holder)) => Seen::Held(holder),
-            Ok(None) => Seen::Free,
+            Ok(holders) if holders.is_empty() => Seen::Free,
+            Ok(holders) => Seen::Held(holders),
             Err(_) => Seen::Unknown,
         }
     }
@@ -330,7 +370,19 @@ macro_rules! forward_lock_backend {
                 holder: &lock_core::Holder,
                 ttl: std::time::Duration,
             ) -> lock_core::Result<Option<lock_core::Lease>> {
-                self.engine.try_acquire(name, holder, ttl).await
+                self.engine.try_acquire_permit(name, holder, ttl, 1).await
+            }
+
+            async fn try_acquire_permit(
+                &self,
+                name: &lock_core::LockName,
+                holder: &lock_core::Holder,
+                ttl: std::time::Duration,
+                limit: u32,
+            ) -> lock_core::Result<Option<lock_core::Lease>> {
+                self.engine
+                    .try_acquire_permit(name, holder, ttl, limit)
+                    .await
             }
 
             async fn heartbeat(
@@ -358,6 +410,13 @@ macro_rules! forward_lock_backend {
                 name: &lock_core::LockName,
             ) -> lock_core::Result<Option<lock_core::LeaseInfo>> {
                 self.engine.inspect(name).await
+            }
+
+            async fn inspect_all(
+                &self,
+                name: &lock_core::LockName,
+            ) -> lock_core::Result<Vec<lock_core::LeaseInfo>> {
+                self.engine.inspect_all(name).await
             }
 
             async fn force_release(&self, name: &lock_core::LockName) -> lock_core::Result<bool> {

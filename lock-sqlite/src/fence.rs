@@ -1,26 +1,23 @@
-//! Fences (schema version 2): each name's row advances its own fence, and the first row of
-//! a name is seeded above every fence the database has issued.
+//! Hybrid fences (schema version 3): each grant gives `max(counter + 1, wall clock in
+//! microseconds)` ([`next_fence`]), computed in the grant's own transaction.
 //!
-//! The seed is `max(fence_seed + 1, wall clock in microseconds)`, stored back as the new
-//! `fence_seed`. The stored seed keeps fences increasing when the clock goes back; the clock
-//! keeps them above fences of rows that no longer exist (a row deleted by `force_release`
-//! also raises the seed to its fence when that is readable), as long as fewer than a million
-//! fences per second were issued on average (see [`lock_core::backend_kit::time::fence_seed_now`]).
+//! A name's counter is the highest fence in its rows (one row per permit slot, never
+//! deleted on release or expiry), so fences rise across permits. A name's first row is
+//! seeded from `fence_seed`, which holds the highest first fence the database issued (and
+//! the fences of rows `force_release` had to delete). The clock half keeps fences above
+//! every fence the database issued even when it lost its latest writes (a power loss under
+//! `synchronous=NORMAL`, a restored backup): its counters went back, the clock did not.
+//! The counter half keeps them rising when the wall clock steps back.
 
-use lock_core::LockError;
-use lock_core::backend_kit::time::fence_seed_now;
+use lock_core::backend_kit::fence::next_fence;
+use lock_core::{LockError, LockName};
 
 use crate::BACKEND;
 use crate::driver::Statements;
-use crate::record::StoredLease;
+use crate::record::{MAX_FENCE_I64, col};
 use crate::retry::OpError;
-use crate::sql::{self, MAX_STORED_INTEGER};
+use crate::sql;
 use crate::value::{Row, Value};
-
-/// The wall clock in microseconds, as a stored integer.
-pub(crate) fn seed_now() -> i64 {
-    i64::try_from(fence_seed_now()).unwrap_or(MAX_STORED_INTEGER)
-}
 
 /// A fence as returned by a statement: a positive integer.
 pub(crate) fn from_value(value: Option<&Value>) -> Option<u64> {
@@ -30,19 +27,29 @@ pub(crate) fn from_value(value: Option<&Value>) -> Option<u64> {
         .and_then(|f| u64::try_from(f).ok())
 }
 
-/// The fence for a name's first row, advancing the seed.
+/// The next fence of a name whose highest fence is `counter`, at `clock` (microseconds).
+///
+/// # Errors
+///
+/// [`LockError::Corrupt`] when `counter` is the largest fence: no higher one can be issued.
+pub(crate) fn after(counter: u64, clock: i64, name: &LockName, db: &str) -> Result<u64, LockError> {
+    next_fence(counter, u64::try_from(clock).unwrap_or(0))
+        .ok_or_else(|| exhausted(name, counter, db))
+}
+
+/// The fence for a name's first row, advancing the seed: `max(seed + 1, clock)`.
 ///
 /// # Errors
 ///
 /// [`LockError::Corrupt`] when the seed is missing or unusable.
-pub(crate) async fn first<S: Statements>(tx: &mut S, db: &str) -> Result<u64, OpError> {
+pub(crate) async fn first<S: Statements>(tx: &mut S, clock: i64, db: &str) -> Result<u64, OpError> {
     let rows = tx
-        .query(sql::NEXT_SEED_FENCE, &[Value::Integer(seed_now())])
+        .query(sql::NEXT_SEED_FENCE, &[Value::Integer(clock)])
         .await?;
     from_value(rows.first().and_then(|r| r.first())).ok_or_else(|| seed_corrupt(db).into())
 }
 
-/// Raises the seed to at least `floor`, before a row is deleted.
+/// Raises the seed to at least `floor`, before rows are deleted.
 ///
 /// # Errors
 ///
@@ -62,29 +69,29 @@ pub(crate) async fn raise_seed<S: Statements>(
 }
 
 /// The fence of a row about to be deleted, if it is one this library could have issued and
-/// could advance: a positive integer below the maximum. A fence at the maximum is not kept
-/// as the floor: the seed would then be exhausted for every new name, not only this one.
+/// could advance: a positive integer below the largest fence. The largest fence itself is
+/// not kept as the floor: the seed would then be exhausted for every new name, not only
+/// this one.
 pub(crate) fn recoverable(row: &Row) -> Option<i64> {
-    row.get(5)
+    row.get(col::FENCE)
         .and_then(Value::as_integer)
-        .filter(|f| (1..MAX_STORED_INTEGER).contains(f))
+        .filter(|f| (1..MAX_FENCE_I64).contains(f))
 }
 
-/// True if the row's fence can still advance.
-pub(crate) fn can_advance(lease: &StoredLease) -> bool {
-    i64::try_from(lease.fence).is_ok_and(|f| f < MAX_STORED_INTEGER)
+/// True if a grant can follow `fence` (it is below the largest fence).
+pub(crate) fn can_advance(fence: u64) -> bool {
+    i64::try_from(fence).is_ok_and(|f| f < MAX_FENCE_I64)
 }
 
-/// The error for a row whose fence is at the maximum, so it cannot be taken over.
-pub(crate) fn exhausted(lease: &StoredLease, db: &str) -> LockError {
+/// The error for a name whose fence is the largest, so no grant can follow it.
+pub(crate) fn exhausted(name: &LockName, fence: u64, db: &str) -> LockError {
     LockError::corrupt(
         BACKEND,
         format!(
-            "the lease row for lock {:?} in table lock_leases of {db} has fence {}, the \
-             largest SQLite can store, so no higher fence can be issued for it; it was not \
-             written by this library",
-            lease.name.as_str(),
-            lease.fence
+            "the lease rows for lock {:?} in table lock_leases of {db} have fence {fence}, the \
+             largest fence (2^53 - 1), so no higher fence can be issued for it; it was not \
+             written by this library. force_release the lock to clear it",
+            name.as_str()
         ),
     )
 }
@@ -95,7 +102,7 @@ fn seed_corrupt(db: &str) -> LockError {
         format!(
             "the fence counter (row 'fence_seed' of table lock_meta in {db}), which numbers \
              the first lease of each lock name, is missing or is not a non-negative integer \
-             below 2^63-1; no fence can be issued safely for a new name. Set it to at least \
+             below 2^53 - 1; no fence can be issued safely for a new name. Set it to at least \
              the largest fence in table lock_leases"
         ),
     )
@@ -112,17 +119,27 @@ mod tests {
         assert_eq!(from_value(Some(&Value::from("7"))), None);
         assert_eq!(from_value(None), None);
         let row = |fence: Value| -> Row {
-            let mut row = vec![Value::Null; 8];
-            row[5] = fence;
+            let mut row = vec![Value::Null; 11];
+            row[col::FENCE] = fence;
             row
         };
         assert_eq!(recoverable(&row(Value::Integer(9))), Some(9));
-        assert_eq!(recoverable(&row(Value::Integer(MAX_STORED_INTEGER))), None);
+        assert_eq!(recoverable(&row(Value::Integer(MAX_FENCE_I64))), None);
         assert_eq!(recoverable(&row(Value::Integer(-1))), None);
         assert_eq!(recoverable(&row(Value::Real(2.5))), None);
-        assert!(
-            seed_now() > 1_600_000_000_000_000,
-            "microseconds since 1970"
-        );
+    }
+
+    #[test]
+    fn the_next_fence_is_hybrid_and_bounded() {
+        let name = LockName::new("n").unwrap();
+        assert_eq!(after(10, 5, &name, "db").unwrap(), 11);
+        assert_eq!(after(10, 1_000, &name, "db").unwrap(), 1_000);
+        let max = u64::try_from(MAX_FENCE_I64).unwrap();
+        match after(max, 5, &name, "db") {
+            Err(LockError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("largest fence"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -6,6 +6,7 @@ mod engine;
 mod fence;
 mod file_identity;
 mod location;
+mod now;
 mod ops;
 mod options;
 mod record;

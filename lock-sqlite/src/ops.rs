@@ -1,91 +1,157 @@
 //! The lease operations, written once for both drivers: which statements run in which
 //! order, and what their results mean.
 //!
-//! Schema version 2 keeps one row per name for the life of the database: release and
-//! expiry leave it free (an expiry at or before now) with the name's last fence. So an
-//! acquisition of a known name, a heartbeat and a release each change one row in place,
-//! which dirties one database page (the `name` index is never touched); only a name's
-//! first acquisition inserts a row and advances the fence seed (see [`crate::fence`]).
+//! Schema version 3 keeps one row per permit slot of a name for the life of the database:
+//! release and expiry leave it free with its fence. A lock uses slot 0 only, so acquiring a
+//! known lock, a heartbeat and a release each change one row in place, which dirties one
+//! database page; a semaphore's grant reads the name's rows and writes one. A name's
+//! counter is the highest fence in its rows ([`crate::fence`]).
 
 use std::time::{Duration, Instant};
 
-use lock_core::backend_kit::time::{from_unix_millis, monotonic_now};
+use lock_core::backend_kit::permits::limit_mismatch;
+use lock_core::backend_kit::time::monotonic_now;
 use lock_core::{Holder, Lease, LeaseInfo, LockError, LockName, OwnerToken};
 
 use crate::BACKEND;
 use crate::driver::{Statements, TxKind};
 use crate::fence;
-use crate::record::{StoredLease, owner_value, wall_now_ms, was_live};
+use crate::now::{Cx, Layout, Now};
+use crate::record::{StoredLease, owner_value, was_live};
 use crate::retry::{Op, OpError};
 use crate::sql;
-use crate::value::Value;
-
-/// `ttl` in whole milliseconds, rounded up so the store never frees a lease early.
-fn ttl_millis(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX)
-}
+use crate::value::{Row, Value};
 
 fn name_value(name: &LockName) -> Value {
     Value::from(name.as_str())
 }
 
-async fn select_lease<S: Statements>(
+/// Runs a `SELECT` of lease rows: `current` on the current schema, `legacy` on an older
+/// one read as it is.
+async fn select<S: Statements>(
     tx: &mut S,
-    name: &LockName,
-    db: &str,
-) -> Result<Option<StoredLease>, OpError> {
-    let rows = tx.query(sql::SELECT_LEASE, &[name_value(name)]).await?;
-    match rows.first() {
-        Some(row) => Ok(Some(StoredLease::decode(row, db)?)),
-        None => Ok(None),
+    cx: &Cx<'_>,
+    current: (&'static str, &[Value]),
+    legacy: (&'static str, &[Value]),
+) -> Result<Vec<Row>, OpError> {
+    match cx.layout {
+        Layout::Current => Ok(tx.query(current.0, current.1).await?),
+        Layout::Legacy { version } => match tx.query(legacy.0, legacy.1).await {
+            Err(e) if !e.is_busy() => Err(LockError::config(
+                BACKEND,
+                format!(
+                    "reading the lock tables of {} (schema version {version}, read as it is by \
+                     this read-only client) failed ({}); if a read-write client migrated them \
+                     meanwhile, reopen the lock store",
+                    cx.db,
+                    e.into_source()
+                ),
+            )
+            .into()),
+            other => Ok(other?),
+        },
     }
 }
 
-/// Takes the lease if the name is free or its lease expired.
+/// Decodes a row of the layout `cx` reads.
+fn decode(row: &Row, cx: &Cx<'_>, now: &Now) -> Result<StoredLease, LockError> {
+    match cx.layout {
+        Layout::Current => StoredLease::decode(row, cx.db),
+        Layout::Legacy { .. } => StoredLease::decode_legacy(row, cx.db, now),
+    }
+}
+
+/// Every row of `name`, decoded: [`LockError::Corrupt`] if any cannot be read.
+async fn read_rows<S: Statements>(
+    tx: &mut S,
+    cx: &Cx<'_>,
+    now: &Now,
+    name: &LockName,
+) -> Result<Vec<StoredLease>, OpError> {
+    let by_name = [name_value(name)];
+    let rows = select(
+        tx,
+        cx,
+        (sql::SELECT_LEASES, &by_name),
+        (sql::SELECT_LEGACY_LEASE, &by_name),
+    )
+    .await?;
+    rows.iter()
+        .map(|row| decode(row, cx, now).map_err(OpError::from))
+        .collect()
+}
+
+/// The live ones of `rows`, by fence.
+fn live<'a>(rows: &'a [StoredLease], now: &Now) -> Vec<&'a StoredLease> {
+    let mut live: Vec<&StoredLease> = rows.iter().filter(|r| r.is_live(now)).collect();
+    live.sort_by_key(|r| r.fence);
+    live
+}
+
+/// Takes one of `limit` permits of a name (a lock for `limit` 1) if one is free.
 pub(crate) struct Acquire<'a> {
     pub(crate) name: &'a LockName,
     pub(crate) holder: &'a Holder,
     pub(crate) ttl: Duration,
+    pub(crate) limit: u32,
 }
 
 impl Acquire<'_> {
-    /// The lease row's values in column order: name, owner, label, pid, host, then the
-    /// fence (only for a new row: a takeover advances the row's own), acquired, expires.
-    fn row_values(&self, fence: Option<u64>, now: i64, expires: i64) -> Vec<Value> {
+    /// The values of the row of permit `slot` with `fence`, in `sql::LEASE_COLUMNS` order
+    /// (which [`sql::TAKE_FREE_LOCK`] numbers alike, with the fence clock for the fence).
+    fn row_values(&self, slot: u32, fence: i64, now: &Now, expires: i64) -> Vec<Value> {
         let h = self.holder;
-        let mut values = vec![
+        vec![
             name_value(self.name),
+            Value::Integer(i64::from(slot)),
             owner_value(h.token),
             Value::from(h.label.as_str()),
             Value::Integer(i64::from(h.pid)),
             Value::from(h.host.as_str()),
-        ];
-        values.extend(fence.map(|f| Value::Integer(i64::try_from(f).unwrap_or(i64::MAX))));
-        values.extend([Value::Integer(now), Value::Integer(expires)]);
-        values
+            Value::Integer(fence),
+            Value::Integer(i64::from(self.limit)),
+            Value::Integer(now.wall_ms()),
+            now.boot_id_value(),
+            Value::Integer(expires),
+        ]
     }
 
-    /// The slow path, when the one-statement takeover matched nothing: the row is live,
-    /// unreadable, at its last fence, or missing (then it is inserted with a seeded fence).
-    async fn not_taken<S: Statements>(
+    /// The general path, when the one-statement takeover of slot 0 matched nothing: reads
+    /// the name's rows and decides. `None` when every permit is live (or this holder has
+    /// one already: permits are not re-entrant).
+    async fn by_rows<S: Statements>(
         &self,
         tx: &mut S,
-        db: &str,
-        now: i64,
+        cx: &Cx<'_>,
+        now: &Now,
+        clock: i64,
         expires: i64,
     ) -> Result<Option<u64>, OpError> {
-        match select_lease(tx, self.name, db).await? {
-            Some(current) if current.is_live(now) => Ok(None),
-            // The takeover checks only what decoding also checks, except the fence's upper
-            // bound: a readable expired row that was not taken has no fence left.
-            Some(current) => Err(fence::exhausted(&current, db).into()),
-            None => {
-                let fence = fence::first(tx, db).await?;
-                let params = self.row_values(Some(fence), now, expires);
-                tx.execute(sql::INSERT_LEASE, &params).await?;
-                Ok(Some(fence))
-            }
+        let rows = read_rows(tx, cx, now, self.name).await?;
+        let live = live(&rows, now);
+        if let Some(held) = live.first()
+            && held.limit != self.limit
+        {
+            return Err(limit_mismatch(BACKEND, self.name, held.limit, self.limit).into());
         }
+        let full = live.len() >= usize::try_from(self.limit).unwrap_or(usize::MAX);
+        if full || live.iter().any(|r| r.owner == self.holder.token) {
+            return Ok(None);
+        }
+        let (slot, fence) = match rows.iter().map(|r| r.fence).max() {
+            Some(counter) => {
+                // Fewer than `limit` permits are live, so one of the first `limit` slots is free.
+                let slot = (0..self.limit)
+                    .find(|slot| live.iter().all(|r| r.slot != *slot))
+                    .ok_or_else(|| LockError::backend(BACKEND, "no free permit slot was found"))?;
+                (slot, fence::after(counter, clock, self.name, cx.db)?)
+            }
+            None => (0, fence::first(tx, clock, cx.db).await?),
+        };
+        let stored = i64::try_from(fence).unwrap_or(i64::MAX);
+        let params = self.row_values(slot, stored, now, expires);
+        tx.execute(sql::PUT_LEASE, &params).await?;
+        Ok(Some(fence))
     }
 }
 
@@ -94,19 +160,22 @@ impl Op for Acquire<'_> {
     const KIND: TxKind = TxKind::Write;
     const GRANTS: bool = true;
 
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Option<Lease>, OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Option<Lease>, OpError> {
+        cx.writable()?;
         // Taken before the lease is written: the holder's deadline cannot start later than
         // the store's clock.
         let sent = monotonic_now();
-        let now = wall_now_ms();
-        let expires = now.saturating_add(ttl_millis(self.ttl));
-        let params = self.row_values(None, now, expires);
-        let taken = tx.query(sql::TAKE_EXPIRED_LEASE, &params).await?;
+        let now = cx.now();
+        let clock = now.fence_clock()?;
+        let expires = now.expiry(self.ttl);
+        let mut params = self.row_values(0, clock, &now, expires);
+        params.push(Value::Integer(now.boot_ms));
+        let taken = tx.query(sql::TAKE_FREE_LOCK, &params).await?;
         let fence = match taken.first() {
             Some(row) => fence::from_value(row.first()).ok_or_else(|| {
-                LockError::backend(BACKEND, "taking over an expired lease returned no fence")
+                LockError::backend(BACKEND, "taking over a free lease returned no fence")
             })?,
-            None => match self.not_taken(tx, db, now, expires).await? {
+            None => match self.by_rows(tx, cx, &now, clock, expires).await? {
                 Some(fence) => fence,
                 None => return Ok(None),
             },
@@ -115,7 +184,7 @@ impl Op for Acquire<'_> {
             self.name.clone(),
             self.holder.clone(),
             fence,
-            from_unix_millis(expires),
+            cx.shown(expires),
             sent,
             self.ttl,
         )))
@@ -123,31 +192,32 @@ impl Op for Acquire<'_> {
 }
 
 /// Compare-and-extend of one lease inside an open transaction: one statement when the lease
-/// is ours and live; otherwise the row is read to tell `LeaseLost` from `Corrupt`.
+/// is ours and live; otherwise the name's rows are read to tell `LeaseLost` from `Corrupt`.
 async fn extend<S: Statements>(
     tx: &mut S,
-    db: &str,
+    cx: &Cx<'_>,
+    now: &Now,
     lease: &Lease,
     ttl: Duration,
-    now: i64,
     sent: Instant,
 ) -> Result<Lease, OpError> {
-    let expires = now.saturating_add(ttl_millis(ttl));
+    let expires = now.expiry(ttl);
     let params = [
         name_value(&lease.name),
         owner_value(lease.holder.token),
         Value::Integer(expires),
-        Value::Integer(now),
+        now.boot_id_value(),
+        Value::Integer(now.boot_ms),
     ];
-    if tx.query(sql::EXTEND_OWNED_LEASE, &params).await?.is_empty() {
+    if tx.execute(sql::EXTEND_OWNED_LEASE, &params).await? == 0 {
         // Not ours or not live: an unreadable row says so as Corrupt.
-        select_lease(tx, &lease.name, db).await?;
+        read_rows(tx, cx, now, &lease.name).await?;
         return Err(LockError::LeaseLost {
             name: lease.name.clone(),
         }
         .into());
     }
-    Ok(lease.renewed(from_unix_millis(expires), sent, ttl))
+    Ok(lease.renewed(cx.shown(expires), sent, ttl))
 }
 
 /// Extends a lease still held by its token.
@@ -162,9 +232,10 @@ impl Op for Heartbeat<'_> {
     const FOR_A_HOLDER: bool = true;
     const GRANTS: bool = true;
 
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Lease, OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Lease, OpError> {
+        cx.writable()?;
         let sent = monotonic_now();
-        extend(tx, db, self.lease, self.ttl, wall_now_ms(), sent).await
+        extend(tx, cx, &cx.now(), self.lease, self.ttl, sent).await
     }
 }
 
@@ -181,12 +252,13 @@ impl Op for HeartbeatMany<'_> {
     const FOR_A_HOLDER: bool = true;
     const GRANTS: bool = true;
 
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
+        cx.writable()?;
         let sent = monotonic_now();
-        let now = wall_now_ms();
+        let now = cx.now();
         let mut out = Vec::with_capacity(self.leases.len());
         for lease in self.leases {
-            out.push(match extend(tx, db, lease, self.ttl, now, sent).await {
+            out.push(match extend(tx, cx, &now, lease, self.ttl, sent).await {
                 Ok(renewed) => Ok(renewed),
                 Err(OpError::Lock(e)) => Err(e),
                 Err(e @ OpError::Db(_)) => return Err(e),
@@ -207,19 +279,23 @@ impl Op for Release<'_> {
     const KIND: TxKind = TxKind::Autocommit;
     const FOR_A_HOLDER: bool = true;
 
-    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<bool, OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<bool, OpError> {
+        cx.writable()?;
+        let now = cx.now();
         let params = [
             name_value(&self.lease.name),
             owner_value(self.lease.holder.token),
-            Value::Integer(wall_now_ms()),
+            now.boot_id_value(),
+            Value::Integer(now.boot_ms),
         ];
-        Ok(!tx.query(sql::FREE_OWNED_LEASE, &params).await?.is_empty())
+        Ok(tx.execute(sql::FREE_OWNED_LEASE, &params).await? > 0)
     }
 }
 
-/// Frees a name whoever holds it. A row that cannot be read or whose fence cannot advance
-/// is deleted instead, after raising the fence seed above its fence, so that the name's
-/// next lease still gets a higher fence.
+/// Frees every permit of a name whoever holds them. If one of its rows cannot be read or
+/// its fence cannot advance, the name's rows are deleted instead, after raising the fence
+/// seed above their fences (and the clock), so that the name's next lease still gets a
+/// higher fence.
 pub(crate) struct ForceRelease<'a> {
     pub(crate) name: &'a LockName,
 }
@@ -228,85 +304,88 @@ impl Op for ForceRelease<'_> {
     type Output = bool;
     const KIND: TxKind = TxKind::Write;
 
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<bool, OpError> {
-        let now = wall_now_ms();
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<bool, OpError> {
+        cx.writable()?;
+        let now = cx.now();
         let name = name_value(self.name);
         let rows = tx
-            .query(sql::SELECT_LEASE, std::slice::from_ref(&name))
+            .query(sql::SELECT_LEASES, std::slice::from_ref(&name))
             .await?;
-        let Some(row) = rows.first() else {
-            return Ok(false);
-        };
-        let problem = match StoredLease::decode(row, db) {
-            Ok(lease) if fence::can_advance(&lease) => {
-                let live = lease.is_live(now);
-                if live {
-                    tx.execute(sql::FREE_LEASE, &[name]).await?;
+        let mut problem = None;
+        let mut live = false;
+        for row in &rows {
+            match StoredLease::decode(row, cx.db) {
+                Ok(lease) if fence::can_advance(lease.fence) => {
+                    live |= lease.is_live(&now);
                 }
-                return Ok(live);
+                Ok(lease) => problem = Some(fence::exhausted(self.name, lease.fence, cx.db)),
+                Err(e) => problem = Some(e),
             }
-            Ok(lease) => fence::exhausted(&lease, db),
-            Err(e) => e,
+        }
+        let Some(problem) = problem else {
+            if live {
+                tx.execute(sql::FREE_NAME, &[name]).await?;
+            }
+            return Ok(live);
         };
         let detail = match problem {
             LockError::Corrupt { detail, .. } => detail,
             other => other.to_string(),
         };
-        let recovered = fence::recoverable(row);
-        let floor = recovered.unwrap_or(0).max(fence::seed_now());
-        fence::raise_seed(tx, floor, db).await?;
-        tx.execute(sql::DELETE_LEASE, &[name]).await?;
+        let recovered = rows.iter().filter_map(fence::recoverable).max();
+        let floor = recovered.unwrap_or(0).max(now.fence_clock()?);
+        fence::raise_seed(tx, floor, cx.db).await?;
+        tx.execute(sql::DELETE_NAME, &[name]).await?;
         tracing::warn!(
             lock = %self.name,
-            db,
+            db = cx.db,
             recovered_fence = ?recovered,
-            "force_release deleted a lease row it could not use ({detail}); the lock's next \
-             fence starts above {floor}"
+            "force_release deleted the lease rows of a lock because one could not be used \
+             ({detail}); the lock's next fence starts above {floor}"
         );
-        Ok(was_live(row.get(7), now))
+        Ok(rows.iter().any(|row| was_live(row, &now)))
     }
 }
 
-/// The live lease of a name.
+/// The live leases of a name (its permits), by fence.
 pub(crate) struct Inspect<'a> {
     pub(crate) name: &'a LockName,
 }
 
 impl Op for Inspect<'_> {
-    type Output = Option<LeaseInfo>;
+    type Output = Vec<LeaseInfo>;
     const KIND: TxKind = TxKind::Read;
 
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
-        let now = wall_now_ms();
-        Ok(select_lease(tx, self.name, db)
-            .await?
-            .filter(|s| s.is_live(now))
-            .map(|s| s.info()))
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
+        let now = cx.now();
+        let rows = read_rows(tx, cx, &now, self.name).await?;
+        Ok(live(&rows, &now).into_iter().map(|r| r.info(cx)).collect())
     }
 }
 
-/// Who holds a name's live lease, if anyone: what a waiter polls to notice a release by
-/// another process.
+/// Who holds a name's live permits, if anyone (owner token and fence, by fence): what a
+/// waiter polls to notice a release by another process.
 pub(crate) struct Peek<'a> {
     pub(crate) name: &'a LockName,
 }
 
 impl Op for Peek<'_> {
-    type Output = Option<(OwnerToken, u64)>;
+    type Output = Vec<(OwnerToken, u64)>;
     const KIND: TxKind = TxKind::Read;
 
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
-        let now = wall_now_ms();
-        Ok(select_lease(tx, self.name, db)
-            .await?
-            .filter(|s| s.is_live(now))
-            .map(|s| (s.owner, s.fence)))
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
+        let now = cx.now();
+        let rows = read_rows(tx, cx, &now, self.name).await?;
+        Ok(live(&rows, &now)
+            .into_iter()
+            .map(|r| (r.owner, r.fence))
+            .collect())
     }
 }
 
-/// Live leases under a prefix, sorted by name. Rows that cannot be read are skipped with a
-/// warning, so that one damaged row does not hide every other lease; database failures
-/// still fail the listing.
+/// Live leases under a prefix, sorted by name and fence (every permit of a semaphore).
+/// Rows that cannot be read are skipped with a warning, so that one damaged row does not
+/// hide every other lease; database failures still fail the listing.
 pub(crate) struct List<'a> {
     pub(crate) prefix: &'a str,
 }
@@ -315,39 +394,41 @@ impl Op for List<'_> {
     type Output = Vec<LeaseInfo>;
     const KIND: TxKind = TxKind::Read;
 
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<Self::Output, OpError> {
-        let now = wall_now_ms();
-        let params = [Value::from(self.prefix), Value::Integer(now)];
-        let rows = tx.query(sql::SELECT_LEASES_WITH_PREFIX, &params).await?;
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
+        let now = cx.now();
+        let prefix = Value::from(self.prefix);
+        let current = [
+            prefix.clone(),
+            Value::Integer(now.boot_ms),
+            now.boot_id_value(),
+        ];
+        let legacy = [prefix, Value::Integer(now.wall_ms())];
+        let rows = select(
+            tx,
+            cx,
+            (sql::SELECT_LEASES_WITH_PREFIX, &current),
+            (sql::SELECT_LEGACY_LEASES_WITH_PREFIX, &legacy),
+        )
+        .await?;
         let mut out = Vec::new();
         for row in &rows {
-            match StoredLease::decode(row, db) {
+            match decode(row, cx, &now) {
                 // SQLite compares characters; make sure of the byte prefix too.
-                Ok(lease) if lease.is_live(now) && lease.name.as_str().starts_with(self.prefix) => {
-                    out.push(lease.info());
+                Ok(lease)
+                    if lease.is_live(&now) && lease.name.as_str().starts_with(self.prefix) =>
+                {
+                    out.push(lease.info(cx));
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(
-                    db,
+                    db = cx.db,
                     row = ?row.first(),
                     %error,
                     "list skipped a lease row it cannot read"
                 ),
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.fence.cmp(&b.fence)));
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl_is_rounded_up_to_whole_milliseconds() {
-        assert_eq!(ttl_millis(Duration::from_millis(10)), 10);
-        assert_eq!(ttl_millis(Duration::from_micros(10_001)), 11);
-        assert_eq!(ttl_millis(Duration::MAX), i64::MAX);
     }
 }

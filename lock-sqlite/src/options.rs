@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lock_core::LockError;
+use lock_core::backend_kit::clock::{self, HostClock};
 use lock_core::backend_kit::config::{StoreUrl, percent_decode};
 
 use crate::BACKEND;
@@ -42,7 +44,7 @@ const USAGE: &str = "use sqlite:///absolute/path.db or sqlite://relative/path.db
 /// assert_eq!(opts, parsed);
 /// # Ok::<(), lock_core::LockError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SqliteOptions {
     /// The database file (relative paths are relative to the working directory).
@@ -61,7 +63,23 @@ pub struct SqliteOptions {
     /// Create the database file if it does not exist (never its directory; never when
     /// [`read_only`](Self::read_only)). Default `true`.
     pub create_if_missing: bool,
+    /// The host's clocks (see [`with_clock`](Self::with_clock)).
+    clock: Arc<dyn HostClock>,
 }
+
+impl PartialEq for SqliteOptions {
+    /// Equal when every setting is, and the clocks are the same clock.
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+            && self.synchronous == other.synchronous
+            && self.busy_timeout == other.busy_timeout
+            && self.read_only == other.read_only
+            && self.create_if_missing == other.create_if_missing
+            && Arc::ptr_eq(&self.clock, &other.clock)
+    }
+}
+
+impl Eq for SqliteOptions {}
 
 /// SQLite's `PRAGMA synchronous` for the connection.
 ///
@@ -104,6 +122,7 @@ impl SqliteOptions {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             read_only: false,
             create_if_missing: true,
+            clock: clock::system(),
         }
     }
 
@@ -136,8 +155,26 @@ impl SqliteOptions {
         self
     }
 
+    /// A test hook: judges time by `clock` instead of the system's clocks
+    /// ([`clock::system`]), for example a
+    /// [`SteppedClock`](lock_core::backend_kit::clock::SteppedClock) that steps the wall
+    /// clock or pretends the host rebooted. Expiry is judged on its boot clock (with its
+    /// boot id); fences and the times shown to people come from its wall clock. Every
+    /// process sharing a database must use the same boot clock, so production code keeps
+    /// the default. Not part of the URL.
+    pub fn with_clock(mut self, clock: Arc<dyn HostClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The host's clocks these options judge time by.
+    pub fn clock(&self) -> &Arc<dyn HostClock> {
+        &self.clock
+    }
+
     /// The `sqlite:` URL that parses back to these options (for tools that pass a store on
-    /// to another process). `None` if the path is not UTF-8.
+    /// to another process), except the [clock](Self::with_clock), which a URL cannot carry.
+    /// `None` if the path is not UTF-8.
     pub fn to_url(&self) -> Option<String> {
         let path = self.path.to_str()?;
         let mode = match (self.read_only, self.create_if_missing) {
@@ -263,6 +300,21 @@ mod tests {
         let o: SqliteOptions = "sqlite://x.db?mode=rw&synchronous=normal".parse().unwrap();
         assert!(!o.read_only && !o.create_if_missing);
         assert_eq!(o.synchronous, Synchronous::Normal);
+    }
+
+    #[test]
+    fn the_clock_hook_is_kept_and_compared_by_identity() {
+        use lock_core::backend_kit::clock::SteppedClock;
+        let plain = SqliteOptions::new("/x.db");
+        assert!(Arc::ptr_eq(plain.clock(), &clock::system()));
+        let stepped: Arc<dyn HostClock> = Arc::new(SteppedClock::new());
+        let hooked = plain.clone().with_clock(Arc::clone(&stepped));
+        assert!(Arc::ptr_eq(hooked.clock(), &stepped));
+        assert_ne!(hooked, plain, "another clock");
+        assert_eq!(hooked, hooked.clone());
+        // A URL cannot carry the hook: it parses back with the system's clocks.
+        let url = hooked.to_url().unwrap();
+        assert_eq!(url.parse::<SqliteOptions>().unwrap(), plain);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::BACKEND;
 use crate::driver::{DbError, Driver, Statements, TxKind};
+use crate::now::Cx;
 
 /// The first delay after a busy answer; it doubles up to [`MAX_DELAY`].
 const MIN_DELAY: Duration = Duration::from_millis(1);
@@ -58,11 +59,12 @@ pub(crate) trait Op: Sync {
     /// database file is known to be still the one the backend opened (see `file_identity`).
     const GRANTS: bool = false;
 
-    /// Runs the operation inside `tx`; `db` names the database in messages.
+    /// Runs the operation inside `tx`; `cx` names the database in messages and gives the
+    /// clocks.
     fn run<S: Statements>(
         &self,
         tx: &mut S,
-        db: &str,
+        cx: &Cx<'_>,
     ) -> impl Future<Output = Result<Self::Output, OpError>> + Send;
 }
 
@@ -70,10 +72,11 @@ pub(crate) trait Op: Sync {
 /// most `budget`.
 pub(crate) async fn run<D: Driver, O: Op>(
     driver: &D,
-    db: &str,
+    cx: &Cx<'_>,
     budget: Duration,
     op: &O,
 ) -> Result<O::Output, LockError> {
+    let db = cx.db;
     let start = Instant::now();
     let deadline = Instant::from_std(lock_core::backend_kit::time::instant_after(
         start.into_std(),
@@ -88,7 +91,7 @@ pub(crate) async fn run<D: Driver, O: Op>(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let last = match attempt(driver, db, op, deadline).await {
+        let last = match attempt(driver, cx, op, deadline).await {
             Ok(out) => return Ok(out),
             Err(Failure::Busy(e)) => Some(e.into_source()),
             Err(Failure::OutOfTime) => None,
@@ -125,10 +128,11 @@ enum Failure {
 /// outcome must be known.
 async fn attempt<D: Driver, O: Op>(
     driver: &D,
-    db: &str,
+    cx: &Cx<'_>,
     op: &O,
     deadline: Instant,
 ) -> Result<O::Output, Failure> {
+    let db = cx.db;
     let classify = |e: OpError| match e {
         OpError::Db(e) if e.is_busy() => Failure::Busy(e),
         OpError::Db(e) => Failure::Final(e.into_lock_error(db)),
@@ -136,7 +140,7 @@ async fn attempt<D: Driver, O: Op>(
     };
     let work = async {
         let mut tx = driver.begin(O::KIND).await?;
-        let out = op.run(&mut tx, db).await?;
+        let out = op.run(&mut tx, cx).await?;
         Ok::<_, OpError>((tx, out))
     };
     let (tx, out) = match timeout_at(deadline, work).await {

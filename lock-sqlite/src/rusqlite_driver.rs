@@ -103,7 +103,8 @@ impl SqliteBackend {
         let driver = RusqliteDriver {
             conn: Mutex::new(conn),
         };
-        let engine = Engine::new(driver, db, options.busy_timeout, Expect::File);
+        let clock = Arc::clone(options.clock());
+        let engine = Engine::new(driver, db, options.busy_timeout, Expect::File, clock);
         engine.prepare(options.read_only, Journal::SetWal).await?;
         engine.run(&SetSynchronous(options.synchronous)).await?;
         Ok(Self {

@@ -20,11 +20,19 @@
 //!    2 database (newer than it understands), which is what keeps the two from mixing
 //!    their fence schemes: version 1 would issue global-counter fences below the per-name
 //!    ones.
+//! 3. One row per permit (`name`, `slot`) with the holder's limit, so a name can be a
+//!    semaphore; expiry on the host's boot clock (`boot_id`, `expires_boot_ms`) instead of
+//!    the wall clock (`expires_at_ms`, gone); hybrid fences (`max(counter + 1, wall clock in
+//!    microseconds)`, below 2^53). Migrating rebuilds `lock_leases` in the same transaction:
+//!    each old row becomes slot 0 of a lock under this boot, a live lease's wall-clock
+//!    expiry put on the boot clock as far ahead as it was. A version 1 or 2 process that
+//!    still has the database open fails every statement it runs on `lock_leases` (they all
+//!    name `expires_at_ms`), so it can neither grant a lease nor misjudge one.
 
 use lock_core::LockError;
 
 use crate::BACKEND;
-use crate::sql::{LEASE_COLUMNS, META_COLUMNS, SCHEMA_VERSION};
+use crate::sql::{LEASE_COLUMNS, LEGACY_LEASE_COLUMNS, META_COLUMNS, SCHEMA_VERSION};
 use crate::value::Value;
 
 /// One of our table names as found in `sqlite_master`.
@@ -132,6 +140,11 @@ impl Found {
                 &format!("a table `lock_meta` with schema_version {version}"),
             ));
         }
+        let expected = if version >= 3 {
+            LEASE_COLUMNS
+        } else {
+            LEGACY_LEASE_COLUMNS
+        };
         match leases {
             None => Err(foreign(
                 db,
@@ -140,12 +153,13 @@ impl Found {
             Some(t) if t.kind != "table" => {
                 Err(foreign(db, &format!("a {} named `lock_leases`", t.kind)))
             }
-            Some(t) if !columns_are(&t.columns, LEASE_COLUMNS) => Err(foreign(
+            Some(t) if !columns_are(&t.columns, expected) => Err(foreign(
                 db,
                 &format!(
-                    "a table `lock_leases` with columns ({}) instead of ({})",
+                    "a table `lock_leases` with columns ({}) instead of ({}) (schema version \
+                     {version})",
                     t.columns.join(", "),
-                    LEASE_COLUMNS.join(", ")
+                    expected.join(", ")
                 ),
             )),
             Some(_) if version < SCHEMA_VERSION => Ok(Verdict::Migrate { from: version }),
@@ -219,19 +233,37 @@ mod tests {
     }
 
     #[test]
-    fn version_1_is_migrated() {
-        let found = Found {
-            version: Some(Value::Integer(1)),
-            ..ours()
-        };
-        assert_eq!(found.verdict("db").unwrap(), Verdict::Migrate { from: 1 });
-        // Still refused when its tables are not ours.
+    fn versions_1_and_2_are_migrated() {
+        for from in [1, 2] {
+            let found = Found {
+                leases: table(LEGACY_LEASE_COLUMNS),
+                version: Some(Value::Integer(from)),
+                ..ours()
+            };
+            assert_eq!(found.verdict("db").unwrap(), Verdict::Migrate { from });
+            // Still refused when its tables are not ours...
+            refused(
+                &Found {
+                    leases: table(&["id", "name"]),
+                    ..found.clone()
+                },
+                "columns (id, name)",
+            );
+            // ...or have another version's columns.
+            refused(
+                &Found {
+                    leases: table(LEASE_COLUMNS),
+                    ..found
+                },
+                "expires_at_ms) (schema version",
+            );
+        }
         refused(
             &Found {
-                leases: table(&["id", "name"]),
-                ..found
+                leases: table(LEGACY_LEASE_COLUMNS),
+                ..ours()
             },
-            "columns (id, name)",
+            "expires_boot_ms) (schema version 3)",
         );
     }
 

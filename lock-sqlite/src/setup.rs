@@ -2,6 +2,7 @@
 //! tables, and the connection settings (journal mode, `synchronous`).
 
 use crate::driver::{DbError, Statements, TxKind};
+use crate::now::{Cx, Layout};
 use crate::options::Synchronous;
 use crate::retry::{Op, OpError};
 use crate::schema::{Found, FoundTable, Verdict};
@@ -15,7 +16,7 @@ impl Op for LookAtSchema {
     type Output = Found;
     const KIND: TxKind = TxKind::Read;
 
-    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<Found, OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, _cx: &Cx<'_>) -> Result<Found, OpError> {
         Ok(look(tx).await?)
     }
 }
@@ -55,13 +56,16 @@ async fn look<S: Statements>(tx: &mut S) -> Result<Found, DbError> {
 
 /// Creates the tables unless they exist, or migrates them from an older version: looks
 /// again inside the write transaction, so that concurrent openers do it exactly once.
+/// Returns the layout to use: the current one, or (for an application's read-only pool,
+/// which cannot migrate) the older version's, read as it is.
 pub(crate) struct PrepareSchema;
 
 impl Op for PrepareSchema {
-    type Output = ();
+    type Output = Layout;
     const KIND: TxKind = TxKind::Write;
 
-    async fn run<S: Statements>(&self, tx: &mut S, db: &str) -> Result<(), OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Layout, OpError> {
+        let db = cx.db;
         match look(tx).await?.verdict(db)? {
             Verdict::Ready => {}
             Verdict::Create => {
@@ -75,33 +79,53 @@ impl Op for PrepareSchema {
                 );
             }
             Verdict::Migrate { from } => {
-                // Only version 1 is older than 2; its rows are valid version 2 rows, and
-                // version 2 seeds new names above the counter it takes over.
-                match tx.execute(sql::MIGRATE_V1_FENCE_COUNTER, &[]).await {
-                    // An application's read-only pool: read the older rows as they are,
-                    // as a client opened read-only does.
-                    Err(e) if e.is_read_only() => {
+                match migrate(tx, cx, from).await {
+                    // An application's read-only pool: read the older rows as they are, as
+                    // a client opened read-only does.
+                    Err(OpError::Db(e)) if e.is_read_only() => {
                         tracing::debug!(db, from, "reading an older lock schema as it is");
-                        return Ok(());
+                        return Ok(Layout::Legacy { version: from });
                     }
                     other => other?,
-                };
-                tx.execute(
-                    sql::SET_SCHEMA_VERSION,
-                    &[Value::Integer(sql::SCHEMA_VERSION)],
-                )
-                .await?;
+                }
                 tracing::info!(
                     db,
                     from,
                     to = sql::SCHEMA_VERSION,
-                    "migrated lock tables: fences are now kept per lock name; programs \
-                     still using an older lock-sqlite on this database must be upgraded"
+                    "migrated lock tables: one row per permit, expiry on the boot clock, \
+                     hybrid fences; programs still using an older lock-sqlite on this \
+                     database now fail every lock operation and must be upgraded"
                 );
             }
         }
-        Ok(())
+        Ok(Layout::Current)
     }
+}
+
+/// Migrates schema version `from` (1 or 2) to the current one, inside the caller's write
+/// transaction: version 1's counter becomes the fence seed, then `lock_leases` is rebuilt
+/// with one row per permit and boot-clock expiries (see `sql::COPY_LEGACY_LEASES`).
+async fn migrate<S: Statements>(tx: &mut S, cx: &Cx<'_>, from: i64) -> Result<(), OpError> {
+    if from == 1 {
+        tx.execute(sql::MIGRATE_V1_FENCE_COUNTER, &[]).await?;
+    }
+    tx.execute(sql::CREATE_MIGRATED_LEASES, &[]).await?;
+    let now = cx.now();
+    let copy = [
+        now.boot_id_value(),
+        Value::Integer(now.wall_ms()),
+        Value::Integer(now.boot_ms),
+        Value::Integer(i64::MAX - now.boot_ms),
+    ];
+    tx.execute(sql::COPY_LEGACY_LEASES, &copy).await?;
+    tx.execute(sql::DROP_LEGACY_LEASES, &[]).await?;
+    tx.execute(sql::RENAME_MIGRATED_LEASES, &[]).await?;
+    tx.execute(
+        sql::SET_SCHEMA_VERSION,
+        &[Value::Integer(sql::SCHEMA_VERSION)],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Reads the journal mode, or switches it to WAL; returns the mode now in effect.
@@ -113,7 +137,7 @@ impl Op for JournalMode {
     type Output = String;
     const KIND: TxKind = TxKind::Autocommit;
 
-    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<String, OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, _cx: &Cx<'_>) -> Result<String, OpError> {
         let statement = if self.set_wal {
             sql::JOURNAL_MODE_WAL
         } else {
@@ -137,7 +161,7 @@ impl Op for SetSynchronous {
     type Output = ();
     const KIND: TxKind = TxKind::Autocommit;
 
-    async fn run<S: Statements>(&self, tx: &mut S, _db: &str) -> Result<(), OpError> {
+    async fn run<S: Statements>(&self, tx: &mut S, _cx: &Cx<'_>) -> Result<(), OpError> {
         let statement = match self.0 {
             Synchronous::Full => sql::SYNCHRONOUS_FULL,
             _ => sql::SYNCHRONOUS_NORMAL,

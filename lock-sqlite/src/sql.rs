@@ -4,22 +4,77 @@
 
 /// The schema version this library writes and understands.
 ///
-/// Version 2 keeps each name's fence in its lease row (rows are freed, not deleted) and
-/// moved the global counter from key `fence` to key `fence_seed`. A version 1 library
-/// refuses to open a version 2 database (it refuses every newer version), so it can never
-/// issue its global-counter fences over version 2's per-name ones; a version 1 process
-/// that was already running when the database was migrated finds no `fence` row and
-/// reports `Corrupt` instead of issuing a fence (see [`MIGRATE_V1_FENCE_COUNTER`]).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// Version 3 keeps one row per permit (`name`, `slot`), judges expiry on the host's boot
+/// clock (`boot_id`, `expires_boot_ms`) and issues hybrid fences. Its `lock_leases` has no
+/// `expires_at_ms` column any more: every statement of a version 1 or 2 process that still
+/// has the database open names that column, so it fails (`no such column`) instead of
+/// judging a version 3 lease by the wall clock or granting over it. Version 1 and 2
+/// libraries refuse to open a version 3 database (it is newer than they understand).
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
-/// The largest value SQLite can store in an integer column: no fence can go past it.
-pub(crate) const MAX_STORED_INTEGER: i64 = i64::MAX;
+/// The largest fence, as a SQL literal: `lock_core::backend_kit::fence::MAX_FENCE`
+/// (2^53 - 1). A test checks that they agree.
+macro_rules! max_fence {
+    () => {
+        "9007199254740991"
+    };
+}
 
-/// The columns of `lock_meta`, in order, as schema versions 1 and 2 create them.
+/// The columns of a version 3 lease row, in [`LEASE_COLUMNS`] order, for `SELECT`s.
+macro_rules! lease_columns {
+    () => {
+        "name, slot, owner, label, pid, host, fence, lease_limit, acquired_at_ms, boot_id, \
+         expires_boot_ms"
+    };
+}
+
+/// `CREATE TABLE $table` with the version 3 lease columns. `name` uses the default BINARY
+/// collation, so names that differ in case or Unicode normalization are different rows.
+/// Clustered by (`name`, `slot`) (`WITHOUT ROWID`): a name's permits sit next to each
+/// other, and changing a row in place writes one page.
+macro_rules! create_lease_table {
+    ($table:literal) => {
+        concat!(
+            "CREATE TABLE IF NOT EXISTS ",
+            $table,
+            " (\
+             name TEXT NOT NULL, \
+             slot INTEGER NOT NULL, \
+             owner BLOB NOT NULL, \
+             label TEXT NOT NULL, \
+             pid INTEGER NOT NULL, \
+             host TEXT NOT NULL, \
+             fence INTEGER NOT NULL, \
+             lease_limit INTEGER NOT NULL, \
+             acquired_at_ms INTEGER NOT NULL, \
+             boot_id TEXT NOT NULL, \
+             expires_boot_ms INTEGER NOT NULL, \
+             PRIMARY KEY (name, slot)) WITHOUT ROWID"
+        )
+    };
+}
+
+/// The columns of `lock_meta`, in order (every schema version).
 pub(crate) const META_COLUMNS: &[&str] = &["key", "value"];
 
-/// The columns of `lock_leases`, in order, as schema versions 1 and 2 create them.
+/// The columns of `lock_leases`, in order, as schema version 3 creates them.
 pub(crate) const LEASE_COLUMNS: &[&str] = &[
+    "name",
+    "slot",
+    "owner",
+    "label",
+    "pid",
+    "host",
+    "fence",
+    "lease_limit",
+    "acquired_at_ms",
+    "boot_id",
+    "expires_boot_ms",
+];
+
+/// The columns of `lock_leases`, in order, as schema versions 1 and 2 created them (one row
+/// per name, expiry on the wall clock).
+pub(crate) const LEGACY_LEASE_COLUMNS: &[&str] = &[
     "name",
     "owner",
     "label",
@@ -41,28 +96,19 @@ pub(crate) const TABLE_COLUMNS: &str = "SELECT name FROM pragma_table_info(?1) O
 pub(crate) const SCHEMA_VERSION_ROW: &str =
     "SELECT value FROM lock_meta WHERE key = 'schema_version'";
 
-/// The key/value table: the schema version and the fence seed (schema versions 1 and 2).
+/// The key/value table: the schema version and the fence seed.
 pub(crate) const CREATE_META: &str = "CREATE TABLE IF NOT EXISTS lock_meta (\
      key TEXT PRIMARY KEY NOT NULL, \
      value INTEGER NOT NULL)";
 
-/// One row per lock name (schema versions 1 and 2). `name` uses the default BINARY
-/// collation, so names that differ in case or Unicode normalization are different rows.
-/// From version 2 on, a row stays when its lease is released (it is then free, with an
-/// expiry in the past), so that it keeps the name's last fence.
-pub(crate) const CREATE_LEASES: &str = "CREATE TABLE IF NOT EXISTS lock_leases (\
-     name TEXT PRIMARY KEY NOT NULL, \
-     owner BLOB NOT NULL, \
-     label TEXT NOT NULL, \
-     pid INTEGER NOT NULL, \
-     host TEXT NOT NULL, \
-     fence INTEGER NOT NULL, \
-     acquired_at_ms INTEGER NOT NULL, \
-     expires_at_ms INTEGER NOT NULL)";
+/// One row per permit of a lock name: a lock uses slot 0, a semaphore of `n` slots 0 to
+/// `n - 1`. A row stays when its lease is released or expires (it is then free), so that
+/// the name's rows keep its last fence.
+pub(crate) const CREATE_LEASES: &str = create_lease_table!("lock_leases");
 
-/// Schema version 2: the version row and the fence seed, starting at 0.
+/// The current version's rows and the fence seed, starting at 0.
 pub(crate) const SEED_META: &str = "INSERT OR IGNORE INTO lock_meta (key, value) \
-     VALUES ('schema_version', 2), ('fence_seed', 0)";
+     VALUES ('schema_version', 3), ('fence_seed', 0)";
 
 /// Migration from version 1: the global counter becomes the fence seed. Renaming the row
 /// (rather than keeping `fence`) makes a version 1 process that still has the database
@@ -70,6 +116,31 @@ pub(crate) const SEED_META: &str = "INSERT OR IGNORE INTO lock_meta (key, value)
 /// ones. Whatever the row holds is kept: a damaged counter stays visible as damaged.
 pub(crate) const MIGRATE_V1_FENCE_COUNTER: &str =
     "UPDATE OR REPLACE lock_meta SET key = 'fence_seed' WHERE key = 'fence'";
+
+/// Migration from versions 1 and 2, step 1: the version 3 table, under a temporary name.
+pub(crate) const CREATE_MIGRATED_LEASES: &str = create_lease_table!("lock_leases_v3");
+
+/// Migration step 2: every old row becomes slot 0 of a lock (limit 1) recorded under this
+/// boot (`?1`). A live lease's wall-clock expiry becomes the boot-clock moment as far
+/// ahead as it was (`?3`, the boot clock now, plus its expiry minus `?2`, the wall clock
+/// now, at most `?4` so the sum cannot overflow): it stays held for the rest of its TTL.
+/// An expired or released one becomes 0 (free). An expiry that is not an integer is copied
+/// as it is, so the row stays visibly corrupt.
+pub(crate) const COPY_LEGACY_LEASES: &str = concat!(
+    "INSERT INTO lock_leases_v3 (",
+    lease_columns!(),
+    ") SELECT name, 0, owner, label, pid, host, fence, 1, acquired_at_ms, ?1, \
+     CASE WHEN typeof(expires_at_ms) <> 'integer' THEN expires_at_ms \
+     WHEN expires_at_ms > ?2 THEN ?3 + min(expires_at_ms - ?2, ?4) \
+     ELSE 0 END \
+     FROM lock_leases"
+);
+
+/// Migration step 3: the old table goes.
+pub(crate) const DROP_LEGACY_LEASES: &str = "DROP TABLE lock_leases";
+
+/// Migration step 4: the new table takes its name.
+pub(crate) const RENAME_MIGRATED_LEASES: &str = "ALTER TABLE lock_leases_v3 RENAME TO lock_leases";
 
 /// Sets the schema version to `?1`.
 pub(crate) const SET_SCHEMA_VERSION: &str =
@@ -83,81 +154,143 @@ pub(crate) const JOURNAL_MODE_WAL: &str = "PRAGMA journal_mode = WAL";
 pub(crate) const SYNCHRONOUS_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 pub(crate) const SYNCHRONOUS_FULL: &str = "PRAGMA synchronous = FULL";
 
-/// The lease row of name `?1`, columns in `LEASE_COLUMNS` order.
-pub(crate) const SELECT_LEASE: &str = "SELECT name, owner, label, pid, host, fence, \
+/// Every row of name `?1` (one per permit slot ever used), columns in `LEASE_COLUMNS`
+/// order, by slot.
+pub(crate) const SELECT_LEASES: &str = concat!(
+    "SELECT ",
+    lease_columns!(),
+    " FROM lock_leases WHERE name = ?1 ORDER BY slot"
+);
+
+/// Rows whose name starts with `?1` (compared character by character and exactly, unlike
+/// `LIKE`, which ignores ASCII case and treats `%` and `_` as wildcards) that may be live:
+/// recorded under this boot (`?3`) with an expiry after `?2` (the boot clock now), by name
+/// and fence. Values of the wrong type (a boot id that is not text, an expiry that is not a
+/// number: those compare greater than any number) are selected too, for the decoder to
+/// report.
+pub(crate) const SELECT_LEASES_WITH_PREFIX: &str = concat!(
+    "SELECT ",
+    lease_columns!(),
+    " FROM lock_leases WHERE substr(name, 1, length(?1)) = ?1 AND expires_boot_ms > ?2 \
+     AND (boot_id = ?3 OR typeof(boot_id) <> 'text') ORDER BY name, fence"
+);
+
+/// The row of name `?1` as schema versions 1 and 2 keep it, for a read-only client of an
+/// older database (columns in `LEGACY_LEASE_COLUMNS` order).
+pub(crate) const SELECT_LEGACY_LEASE: &str = "SELECT name, owner, label, pid, host, fence, \
      acquired_at_ms, expires_at_ms FROM lock_leases WHERE name = ?1";
 
-/// Lease rows whose name starts with `?1` (compared character by character and exactly,
-/// unlike `LIKE`, which ignores ASCII case and treats `%` and `_` as wildcards) and whose
-/// expiry is after `?2` (now), by name. Expiries that are not numbers compare greater than
-/// any number in SQLite, so garbled rows are selected too and reported by the decoder.
-pub(crate) const SELECT_LEASES_WITH_PREFIX: &str = "SELECT name, owner, label, pid, host, \
-     fence, acquired_at_ms, expires_at_ms FROM lock_leases \
+/// Rows of schema versions 1 and 2 whose name starts with `?1` and whose wall-clock expiry
+/// is after `?2`, by name.
+pub(crate) const SELECT_LEGACY_LEASES_WITH_PREFIX: &str = "SELECT name, owner, label, pid, \
+     host, fence, acquired_at_ms, expires_at_ms FROM lock_leases \
      WHERE substr(name, 1, length(?1)) = ?1 AND expires_at_ms > ?2 ORDER BY name";
 
-/// The hot path of acquire: takes over the row of name `?1` for owner `?2` (label `?3`,
-/// pid `?4`, host `?5`) if its lease expired at `?6` (now) or before, advancing the row's
-/// own fence; the new lease expires at `?7`. Returns the new fence. One statement that
-/// decides and writes, touching only the row's page (the `name` index is not changed).
+/// The hot path of acquire, for a name whose only row is slot `?2` = 0 (every lock, and a
+/// semaphore whose other slots were never used). Parameters are numbered as
+/// [`PUT_LEASE`]'s, with `?7` the wall clock in microseconds instead of a fence and `?12`
+/// the boot clock now: takes the row over for owner `?3` (label `?4`, pid `?5`, host `?6`,
+/// limit `?8`, acquired at `?9` on the wall clock) if its lease is free (recorded under
+/// another boot than `?10`, or expired at `?12`), with the hybrid fence
+/// `max(fence + 1, ?7)`; the new lease expires at `?11` on this boot's clock. Returns the
+/// new fence. One statement that decides and writes, touching only the row's page.
 ///
-/// Matches nothing when the row is missing, live, or its fence or expiry is not an integer
-/// this library could have written (or the fence cannot advance): the caller then reads the
-/// row to tell these apart. Other columns are all overwritten, so they are not checked.
-pub(crate) const TAKE_EXPIRED_LEASE: &str = "UPDATE lock_leases SET \
-     owner = ?2, label = ?3, pid = ?4, host = ?5, fence = fence + 1, \
-     acquired_at_ms = ?6, expires_at_ms = ?7 \
-     WHERE name = ?1 AND typeof(expires_at_ms) = 'integer' AND expires_at_ms <= ?6 \
-     AND typeof(fence) = 'integer' AND fence > 0 AND fence < 9223372036854775807 \
-     RETURNING fence";
+/// Matches nothing when the name has no row or other slots, when the lease is live, or when
+/// a value it decides by is not of a type this library writes (or the fence cannot
+/// advance): the caller then reads the rows to tell these apart. Other columns are all
+/// overwritten, so they are not checked.
+pub(crate) const TAKE_FREE_LOCK: &str = concat!(
+    "UPDATE lock_leases SET \
+     owner = ?3, label = ?4, pid = ?5, host = ?6, fence = max(fence + 1, ?7), \
+     lease_limit = ?8, acquired_at_ms = ?9, boot_id = ?10, expires_boot_ms = ?11 \
+     WHERE name = ?1 AND slot = ?2 \
+     AND typeof(boot_id) = 'text' AND typeof(expires_boot_ms) = 'integer' \
+     AND (boot_id <> ?10 OR expires_boot_ms <= ?12) \
+     AND typeof(fence) = 'integer' AND fence > 0 AND fence < ",
+    max_fence!(),
+    " AND NOT EXISTS (SELECT 1 FROM lock_leases AS other \
+     WHERE other.name = ?1 AND other.slot <> ?2) \
+     RETURNING fence"
+);
+
+/// Writes the row of permit slot `?2` of name `?1` (the caller has read the name's rows in
+/// the same transaction and found the slot free), replacing a free row there.
+pub(crate) const PUT_LEASE: &str = concat!(
+    "INSERT OR REPLACE INTO lock_leases (",
+    lease_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+);
 
 /// The first fence of a name that has no row: `max(seed + 1, ?1)` with `?1` the wall clock
-/// in microseconds, stored back as the new seed and returned. Matches no row (and so
-/// returns nothing) when the seed is missing or is not a non-negative integer below the
-/// maximum: the caller reports that as corrupt instead of guessing.
-pub(crate) const NEXT_SEED_FENCE: &str = "UPDATE lock_meta SET value = max(value + 1, ?1) \
+/// in microseconds (at most the largest fence), stored back as the new seed and returned.
+/// Matches no row (and so returns nothing) when the seed is missing or is not a
+/// non-negative integer below the largest fence: the caller reports that as corrupt
+/// instead of guessing.
+pub(crate) const NEXT_SEED_FENCE: &str = concat!(
+    "UPDATE lock_meta SET value = max(value + 1, ?1) \
      WHERE key = 'fence_seed' AND typeof(value) = 'integer' \
-     AND value >= 0 AND value < 9223372036854775807 RETURNING value";
+     AND value >= 0 AND value < ",
+    max_fence!(),
+    " RETURNING value"
+);
 
-/// Raises the fence seed to at least `?1` (when a row is deleted, so that the name's next
-/// row starts above every fence it had). Same conditions as [`NEXT_SEED_FENCE`].
-pub(crate) const RAISE_FENCE_SEED: &str = "UPDATE lock_meta SET value = max(value, ?1) \
+/// Raises the fence seed to at least `?1` (below the largest fence), when rows are deleted,
+/// so that the name's next row starts above every fence it had. Same conditions as
+/// [`NEXT_SEED_FENCE`].
+pub(crate) const RAISE_FENCE_SEED: &str = concat!(
+    "UPDATE lock_meta SET value = max(value, ?1) \
      WHERE key = 'fence_seed' AND typeof(value) = 'integer' \
-     AND value >= 0 AND value < 9223372036854775807 RETURNING value";
+     AND value >= 0 AND value < ",
+    max_fence!(),
+    " RETURNING value"
+);
 
-/// The first row of a name (the caller has seen, in the same transaction, that it has none).
-pub(crate) const INSERT_LEASE: &str = "INSERT INTO lock_leases \
-     (name, owner, label, pid, host, fence, acquired_at_ms, expires_at_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// Compare-and-extend: sets the expiry of owner `?2`'s permit of name `?1` to `?3` only if
+/// it is live: recorded under this boot (`?4`) and not expired at `?5` (the boot clock
+/// now). Changes one row if it did.
+///
+/// It finds the row among the name's slots (the owner, not the slot, identifies it), so it
+/// has no `RETURNING`: SQLite runs `RETURNING` as a trigger, which rules out the one-pass
+/// plan for an `UPDATE` that is not by the whole primary key, and the two-pass plan (an
+/// ephemeral table of rows to change) costs about 2 us. The caller counts changed rows.
+pub(crate) const EXTEND_OWNED_LEASE: &str = "UPDATE lock_leases SET expires_boot_ms = ?3 \
+     WHERE name = ?1 AND owner = ?2 AND boot_id = ?4 \
+     AND typeof(expires_boot_ms) = 'integer' AND expires_boot_ms > ?5";
 
-/// Compare-and-extend: sets the expiry of name `?1` to `?3` only if owner `?2` holds a lease
-/// on it that is live at `?4` (now); returns a row if it did.
-pub(crate) const EXTEND_OWNED_LEASE: &str = "UPDATE lock_leases SET expires_at_ms = ?3 \
-     WHERE name = ?1 AND owner = ?2 AND typeof(expires_at_ms) = 'integer' \
-     AND expires_at_ms > ?4 RETURNING 1";
+/// Compare-and-free: frees owner `?2`'s permit of name `?1` only if it is live (under boot
+/// `?3`, not expired at `?4`); changes one row if it did (no `RETURNING`, as
+/// [`EXTEND_OWNED_LEASE`]). The row and its fence stay.
+pub(crate) const FREE_OWNED_LEASE: &str = "UPDATE lock_leases SET expires_boot_ms = 0 \
+     WHERE name = ?1 AND owner = ?2 AND boot_id = ?3 \
+     AND typeof(expires_boot_ms) = 'integer' AND expires_boot_ms > ?4";
 
-/// Compare-and-free: frees name `?1` only if owner `?2` holds a lease on it that is live at
-/// `?3` (now); returns a row if it did. The row and its fence stay.
-pub(crate) const FREE_OWNED_LEASE: &str = "UPDATE lock_leases SET expires_at_ms = 0 \
-     WHERE name = ?1 AND owner = ?2 AND typeof(expires_at_ms) = 'integer' \
-     AND expires_at_ms > ?3 RETURNING 1";
+/// Frees every permit of name `?1`, whoever holds them (the caller has read the rows and
+/// found them sound).
+pub(crate) const FREE_NAME: &str = "UPDATE lock_leases SET expires_boot_ms = 0 WHERE name = ?1";
 
-/// Frees name `?1` whoever holds it (the caller has read the row and found it sound).
-pub(crate) const FREE_LEASE: &str = "UPDATE lock_leases SET expires_at_ms = 0 WHERE name = ?1";
-
-/// Removes the row of name `?1` (a row that cannot be read or advanced; the caller raises
-/// the fence seed in the same transaction).
-pub(crate) const DELETE_LEASE: &str = "DELETE FROM lock_leases WHERE name = ?1";
+/// Removes every row of name `?1` (one of them cannot be read or advanced; the caller
+/// raises the fence seed in the same transaction).
+pub(crate) const DELETE_NAME: &str = "DELETE FROM lock_leases WHERE name = ?1";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lock_core::backend_kit::fence::MAX_FENCE;
 
     #[test]
-    fn literal_versions_match_the_constant() {
+    fn literals_match_the_constants() {
         assert!(SEED_META.contains(&format!("('schema_version', {SCHEMA_VERSION})")));
-        let max = MAX_STORED_INTEGER.to_string();
-        for sql in [TAKE_EXPIRED_LEASE, NEXT_SEED_FENCE, RAISE_FENCE_SEED] {
-            assert!(sql.contains(&max), "{sql}");
+        assert_eq!(max_fence!(), MAX_FENCE.to_string());
+        for sql in [TAKE_FREE_LOCK, NEXT_SEED_FENCE, RAISE_FENCE_SEED] {
+            assert!(sql.contains(max_fence!()), "{sql}");
         }
+        assert_eq!(lease_columns!(), LEASE_COLUMNS.join(", "));
+        for column in LEASE_COLUMNS {
+            assert!(CREATE_LEASES.contains(&format!("{column} ")), "{column}");
+        }
+        assert_eq!(
+            CREATE_LEASES.replace("lock_leases", "lock_leases_v3"),
+            CREATE_MIGRATED_LEASES
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use lock_core::Result;
 use lock_core::backend_kit::Driver;
+use lock_core::backend_kit::clock::{self, HostClock};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions,
@@ -83,9 +84,23 @@ impl SqlxSqliteBackend {
     ///
     /// As [`new`](Self::new).
     pub async fn new_with_busy_timeout(pool: SqlitePool, busy_timeout: Duration) -> Result<Self> {
+        Self::new_with_clock(pool, busy_timeout, clock::system()).await
+    }
+
+    /// As [`new_with_busy_timeout`](Self::new_with_busy_timeout), judging time by `clock`
+    /// instead of the system's clocks: a test hook (see [`SqliteOptions::with_clock`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub async fn new_with_clock(
+        pool: SqlitePool,
+        busy_timeout: Duration,
+        clock: Arc<dyn HostClock>,
+    ) -> Result<Self> {
         // The application's pool may be an in-memory database, with no file to watch.
         let expect = Expect::FileOrMemory;
-        Self::start(pool, busy_timeout, false, Journal::Report, expect).await
+        Self::start(pool, busy_timeout, false, Journal::Report, expect, clock).await
     }
 
     /// Builds a pool for the database a `sqlite+sqlx:` (or `sqlite:`) URL names; see
@@ -129,6 +144,7 @@ impl SqlxSqliteBackend {
             options.read_only,
             Journal::SetWal,
             Expect::File,
+            Arc::clone(options.clock()),
         )
         .await
     }
@@ -139,9 +155,10 @@ impl SqlxSqliteBackend {
         read_only: bool,
         journal: Journal,
         expect: Expect,
+        clock: Arc<dyn HostClock>,
     ) -> Result<Self> {
         let db = pool.connect_options().get_filename().display().to_string();
-        let engine = Engine::new(SqlxDriver { pool }, db, busy_timeout, expect);
+        let engine = Engine::new(SqlxDriver { pool }, db, busy_timeout, expect, clock);
         engine.prepare(read_only, journal).await?;
         Ok(Self {
             engine: Arc::new(engine),

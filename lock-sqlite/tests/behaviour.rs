@@ -185,6 +185,7 @@ async fn capabilities_are_honest() {
             "{driver:?}: this process at once, others by polling the row every 1-2 ms"
         );
         assert!(caps.batched_heartbeat, "{driver:?}: one transaction");
+        assert!(caps.semaphores, "{driver:?}: one row per permit");
     }
 }
 
@@ -231,7 +232,7 @@ async fn a_known_name_writes_one_page_per_acquire_heartbeat_and_release() {
             "{driver:?}: bytes appended to the WAL by acquire, heartbeat, release \
              (one {frame}-byte frame each expected)"
         );
-        assert_eq!(lease.fence, first.fence + 1, "{driver:?}");
+        assert!(lease.fence > first.fence, "{driver:?}");
     }
 }
 

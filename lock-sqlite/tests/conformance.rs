@@ -1,8 +1,13 @@
 //! The shared conformance suite against both drivers, each test on a fresh database file.
 //! The second client is an independent open of the same file (another connection, or
 //! another pool), so the database, not one client's mutex, must keep contenders apart.
+//! The write-loss hook restores an online backup in place (see `common::BackupRollback`).
+
+mod common;
 
 use std::sync::Arc;
+
+use common::BackupRollback;
 
 use lock_conformance::Target;
 use lock_sqlite::{SqliteBackend, SqliteOptions};
@@ -19,6 +24,7 @@ async fn sqlite() -> Target {
     Target::new("sqlite", Arc::new(first))
         .with_second_client(Arc::new(second))
         .with_prefix("conformance/")
+        .with_write_loss(Arc::new(BackupRollback::new(&path)))
         .keep_alive(dir)
 }
 
@@ -42,6 +48,7 @@ async fn sqlite_sqlx() -> Target {
     Target::new("sqlite-sqlx", Arc::new(first))
         .with_second_client(Arc::new(second))
         .with_prefix("conformance/")
+        .with_write_loss(Arc::new(BackupRollback::new(&path)))
         .keep_alive(dir)
 }
 

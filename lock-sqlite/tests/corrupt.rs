@@ -8,15 +8,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use common::{DRIVERS, LONG, acquire_all, holder, raw, raw_i64};
+use common::{DRIVERS, LONG, acquire_all, boot_id, holder, live_expiry, raw, raw_i64};
+use lock_core::backend_kit::fence::MAX_FENCE;
 use lock_core::backend_kit::time::fence_seed_now;
 use lock_core::{Holder, Lease, LockBackend, LockError, LockName, OwnerToken};
 
-const FAR_FUTURE_MS: i64 = 4_102_444_800_000; // 2100-01-01
-
-/// A fence far above what the wall-clock seed gives (about 1.7e15 today), so that only the
-/// recovered fence, not the clock, can put the next fence above it.
-const HUGE_FENCE: i64 = 7_000_000_000_000_000_000;
+/// A fence far above what the wall clock gives (about 1.8e15 microseconds today) and below
+/// the largest fence (2^53 - 1, about 9e15), so that only the recovered fence, not the
+/// clock, can put the next fence above it.
+const HUGE_FENCE: i64 = 8_000_000_000_000_000;
 
 /// A garbled row: what the error names, the SQL that inserts it (with `{n}` for the name),
 /// and its fence if that is readable.
@@ -26,40 +26,97 @@ struct Garble {
     fence: Option<i64>,
 }
 
+/// A lease row (slot 0, limit 1, this boot) with the given SQL values, `{n}` for its name.
+fn row(owner: &str, label: &str, pid: &str, fence: &str, boot: &str, expires: &str) -> String {
+    format!(
+        "INSERT INTO lock_leases VALUES ('{{n}}', 0, {owner}, {label}, {pid}, 'h', {fence}, 1, \
+         0, {boot}, {expires})"
+    )
+}
+
+/// This boot's id as a SQL literal.
+fn this_boot() -> String {
+    format!("'{}'", boot_id())
+}
+
 /// Rows garbled the ways a hand edit or a foreign writer could garble them. Every one
 /// has a live-looking expiry, so that only the decoder stands between it and a false lease.
 fn garbled_rows() -> Vec<Garble> {
-    let live = FAR_FUTURE_MS.to_string();
-    let row = |owner: &str, label: &str, pid: &str, fence: &str, expires: &str| {
-        format!(
-            "INSERT INTO lock_leases VALUES ('{{n}}', {owner}, {label}, {pid}, 'h', {fence}, 0, \
-             {expires})"
-        )
-    };
+    let live = live_expiry().to_string();
+    let boot = this_boot();
     let token = "randomblob(16)";
     let huge = HUGE_FENCE.to_string();
     let garble = |what, sql, fence| Garble { what, sql, fence };
-    vec![
+    let mut garbles = vec![
         garble(
             "owner",
-            row("X'0102'", "'l'", "1", &huge, &live),
+            row("X'0102'", "'l'", "1", &huge, &boot, &live),
             Some(HUGE_FENCE),
         ),
         garble(
             "owner",
-            row("'not-a-token'", "'l'", "1", "5", &live),
+            row("'not-a-token'", "'l'", "1", "5", &boot, &live),
             Some(5),
         ),
-        garble("fence", row(token, "'l'", "1", "-7", &live), None),
-        garble("fence", row(token, "'l'", "1", "'many'", &live), None),
+        garble("fence", row(token, "'l'", "1", "-7", &boot, &live), None),
+        garble(
+            "fence",
+            row(token, "'l'", "1", "'many'", &boot, &live),
+            None,
+        ),
+        garble(
+            "fence",
+            row(
+                token,
+                "'l'",
+                "1",
+                &(MAX_FENCE + 1).to_string(),
+                &boot,
+                &live,
+            ),
+            None,
+        ),
         garble(
             "pid",
-            row(token, "'l'", "-1", &(HUGE_FENCE + 10).to_string(), &live),
+            row(
+                token,
+                "'l'",
+                "-1",
+                &(HUGE_FENCE + 10).to_string(),
+                &boot,
+                &live,
+            ),
             Some(HUGE_FENCE + 10),
         ),
-        garble("expiry", row(token, "'l'", "1", "5", "'tomorrow'"), Some(5)),
-        garble("label", row(token, "X'FF00'", "1", "6", &live), Some(6)),
-    ]
+        garble(
+            "expiry",
+            row(token, "'l'", "1", "5", &boot, "'tomorrow'"),
+            Some(5),
+        ),
+        garble(
+            "label",
+            row(token, "X'FF00'", "1", "6", &boot, &live),
+            Some(6),
+        ),
+        garble(
+            "boot id",
+            row(token, "'l'", "1", "7", "X'07'", &live),
+            Some(7),
+        ),
+    ];
+    // Semaphore columns: a slot or a limit this library never writes.
+    let sound = row(token, "'l'", "1", "8", &boot, &live);
+    garbles.push(garble(
+        "slot",
+        sound.replace("VALUES ('{n}', 0,", "VALUES ('{n}', -1,"),
+        Some(8),
+    ));
+    garbles.push(garble(
+        "limit",
+        sound.replace("8, 1, 0,", "8, 0, 0,"),
+        Some(8),
+    ));
+    garbles
 }
 
 fn insert(path: &Path, sql: &str, name: &str) {
@@ -184,11 +241,13 @@ async fn expired_rows_are_taken_over_only_when_their_fence_can_advance() {
         let context = format!("{driver:?}");
 
         // An expired row with a sound fence and expiry but a garbled label: taking it over
-        // rewrites every other column, and the fence advances past the stored one.
+        // rewrites every other column, and the fence advances past the stored one (which
+        // is ahead of the clock).
         let healed = LockName::new("healed").unwrap();
+        let huge = HUGE_FENCE.to_string();
         insert(
             &path,
-            "INSERT INTO lock_leases VALUES ('{n}', randomblob(16), X'FF00', 1, 'h', 9, 0, 0)",
+            &row("randomblob(16)", "X'FF00'", "1", &huge, &this_boot(), "0"),
             healed.as_str(),
         );
         assert_corrupt(b.inspect(&healed).await, "label", &context);
@@ -197,7 +256,11 @@ async fn expired_rows_are_taken_over_only_when_their_fence_can_advance() {
             .await
             .unwrap()
             .expect("an expired row is free");
-        assert_eq!(lease.fence, 10, "{context}");
+        assert_eq!(
+            lease.fence,
+            u64::try_from(HUGE_FENCE).unwrap() + 1,
+            "{context}"
+        );
         assert_eq!(
             b.inspect(&healed).await.unwrap().unwrap().label,
             "healer",
@@ -205,17 +268,12 @@ async fn expired_rows_are_taken_over_only_when_their_fence_can_advance() {
         );
 
         // Expired, but a fence this library never writes (0) or one that cannot advance.
-        for (name, fence, what) in [
-            ("zero", "0", "fence"),
-            ("at-max", "9223372036854775807", "largest"),
-        ] {
+        let max = MAX_FENCE.to_string();
+        for (name, fence, what) in [("zero", "0", "fence"), ("at-max", max.as_str(), "largest")] {
             let name = LockName::new(name).unwrap();
             insert(
                 &path,
-                &format!(
-                    "INSERT INTO lock_leases VALUES ('{{n}}', randomblob(16), 'l', 1, 'h', \
-                     {fence}, 0, 0)"
-                ),
+                &row("randomblob(16)", "'l'", "1", fence, &this_boot(), "0"),
                 name.as_str(),
             );
             let context = format!("{driver:?}: fence {fence}");
@@ -289,7 +347,7 @@ async fn a_garbled_fence_counter_is_corrupt_for_new_names_only() {
         let garbles = [
             "UPDATE lock_meta SET value = 'many' WHERE key = 'fence_seed'",
             "UPDATE lock_meta SET value = -3 WHERE key = 'fence_seed'",
-            "UPDATE lock_meta SET value = 9223372036854775807 WHERE key = 'fence_seed'",
+            "UPDATE lock_meta SET value = 9007199254740991 WHERE key = 'fence_seed'",
             "DELETE FROM lock_meta WHERE key = 'fence_seed'",
         ];
         for (i, garble) in garbles.into_iter().enumerate() {
@@ -308,7 +366,7 @@ async fn a_garbled_fence_counter_is_corrupt_for_new_names_only() {
                 .await
                 .unwrap_or_else(|e| panic!("{context}: {e}"))
                 .unwrap();
-            assert_eq!(again.fence, last.fence + 1, "{context}");
+            assert!(again.fence > last.fence, "{context}");
             assert!(b.release(&again).await.unwrap());
             last = again;
             // Clearing a corrupt row needs the counter too: refused, and the row stays.

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{DRIVERS, LONG, assert_config, holder, raw, raw_i64};
+use common::{
+    DRIVERS, LONG, assert_config, boot_id, close, holder, live_expiry, raw, raw_expiry, raw_i64,
+};
 use lock_core::{Holder, Lease, LockError, LockName, OwnerToken};
 use lock_sqlite::SqliteOptions;
 
@@ -56,16 +58,14 @@ async fn a_mixed_batch_renews_only_our_live_leases() {
             .await
             .unwrap()
             .expect("expired, so free");
-        let theirs_before = rival.inspect(&theirs.name).await.unwrap().unwrap();
-        let expired_before = raw_i64(
-            &path,
-            "SELECT expires_at_ms FROM lock_leases WHERE name = 'expired'",
-        );
+        let theirs_before = raw_expiry(&path, "taken-over");
+        let expired_before = raw_expiry(&path, "expired");
         let unknown = never_granted(&name("unknown"));
         raw(&path)
-            .execute_batch(
-                "INSERT INTO lock_leases VALUES ('garbled', X'0102', 'l', 1, 'h', 5, 0, \
-                 4102444800000)",
+            .execute(
+                "INSERT INTO lock_leases VALUES ('garbled', 0, X'0102', 'l', 1, 'h', 5, 1, 0, \
+                 ?1, ?2)",
+                rusqlite::params![boot_id(), live_expiry()],
             )
             .unwrap();
         let garbled = never_granted(&name("garbled"));
@@ -90,22 +90,29 @@ async fn a_mixed_batch_renews_only_our_live_leases() {
             assert_eq!(renewed.fence, original.fence, "{context}");
             assert!(renewed.expires_at > original.expires_at, "{context}");
             let stored = b.inspect(&original.name).await.unwrap().unwrap();
-            assert_eq!(stored.expires_at, renewed.expires_at, "{context}: stored");
+            assert!(
+                close(
+                    stored.expires_at,
+                    renewed.expires_at,
+                    Duration::from_millis(5)
+                ),
+                "{context}: stored {:?}, renewed {:?}",
+                stored.expires_at,
+                renewed.expires_at
+            );
         }
         assert_lost(&results[1], &taken_over.name, &format!("{driver:?}"));
         let theirs_after = rival.inspect(&theirs.name).await.unwrap().unwrap();
+        assert_eq!(theirs_after.fence, theirs.fence, "{driver:?}");
         assert_eq!(
-            (theirs_after.fence, theirs_after.expires_at),
-            (theirs_before.fence, theirs_before.expires_at),
+            raw_expiry(&path, "taken-over"),
+            theirs_before,
             "{driver:?}: the rival's lease was not extended"
         );
         assert_lost(&results[2], &expired.name, &format!("{driver:?}"));
         assert!(b.inspect(&expired.name).await.unwrap().is_none());
         assert_eq!(
-            raw_i64(
-                &path,
-                "SELECT expires_at_ms FROM lock_leases WHERE name = 'expired'"
-            ),
+            raw_expiry(&path, "expired"),
             expired_before,
             "{driver:?}: the expired lease was not extended"
         );
@@ -163,6 +170,10 @@ async fn empty_batches_bad_ttls_and_database_failures() {
             .open_with(SqliteOptions::new(&path).with_read_only(true))
             .await
             .unwrap();
+        let before: Vec<i64> = leases
+            .iter()
+            .map(|l| raw_expiry(&path, l.name.as_str()))
+            .collect();
         let failed = reader.heartbeat_many(&leases, LONG).await;
         assert_eq!(failed.len(), 2, "{driver:?}");
         let messages: Vec<String> = failed
@@ -175,10 +186,10 @@ async fn empty_batches_bad_ttls_and_database_failures() {
             })
             .collect();
         assert_eq!(messages[0], messages[1], "{driver:?}");
-        for lease in &leases {
+        for (lease, before) in leases.iter().zip(before) {
             assert_eq!(
-                b.inspect(&lease.name).await.unwrap().unwrap().expires_at,
-                lease.expires_at,
+                raw_expiry(&path, lease.name.as_str()),
+                before,
                 "{driver:?}: nothing was renewed"
             );
             assert!(b.release(lease).await.unwrap());

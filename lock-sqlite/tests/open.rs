@@ -26,11 +26,21 @@ async fn a_fresh_file_gets_the_versioned_schema() {
         );
         assert_eq!(tables, "lock_leases,lock_meta", "{driver:?}");
         assert_eq!(
+            raw_string(
+                &path,
+                "SELECT group_concat(name, ',') FROM (SELECT name FROM \
+                 pragma_table_info('lock_leases') ORDER BY cid)"
+            ),
+            "name,slot,owner,label,pid,host,fence,lease_limit,acquired_at_ms,boot_id,\
+             expires_boot_ms",
+            "{driver:?}: one row per permit, expiry on the boot clock"
+        );
+        assert_eq!(
             raw_i64(
                 &path,
                 "SELECT value FROM lock_meta WHERE key = 'schema_version'"
             ),
-            2,
+            3,
             "{driver:?}"
         );
         assert_eq!(
@@ -62,11 +72,12 @@ async fn a_fresh_file_gets_the_versioned_schema() {
         };
         assert_eq!(u64::try_from(seed()).unwrap(), lease.fence, "{driver:?}");
         assert!(b.release(&lease).await.unwrap());
-        // Released, the row stays (free) and keeps the fence; the next one is the row's own.
+        // Released, the row stays (free) and keeps the fence; the next one is above it
+        // (the row's fence + 1, or the clock if that is ahead).
         assert_eq!(
             raw_i64(
                 &path,
-                "SELECT count(*) FROM lock_leases WHERE expires_at_ms <= 0"
+                "SELECT count(*) FROM lock_leases WHERE expires_boot_ms <= 0"
             ),
             1,
             "{driver:?}"
@@ -76,7 +87,7 @@ async fn a_fresh_file_gets_the_versioned_schema() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(again.fence, lease.fence + 1, "{driver:?}");
+        assert!(again.fence > lease.fence, "{driver:?}");
         assert_eq!(
             u64::try_from(seed()).unwrap(),
             lease.fence,
@@ -247,11 +258,11 @@ async fn a_newer_schema_is_refused_untouched() {
     raw(&path)
         .execute_batch(
             "PRAGMA journal_mode = DELETE;\
-             UPDATE lock_meta SET value = 3 WHERE key = 'schema_version';\
+             UPDATE lock_meta SET value = 4 WHERE key = 'schema_version';\
              ALTER TABLE lock_leases ADD COLUMN priority INTEGER;",
         )
         .unwrap();
-    refused_untouched(&path, &["schema version 3", "newer", "Upgrade lock-sqlite"]).await;
+    refused_untouched(&path, &["schema version 4", "newer", "Upgrade lock-sqlite"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
