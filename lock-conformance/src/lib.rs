@@ -90,6 +90,9 @@ macro_rules! __with_cases {
             a_different_limit_is_refused_naming_both
             limit_one_behaves_as_a_lock
             inspect_all_and_list_show_every_permit
+            an_early_release_holds_until_the_minimum_hold_ends
+            a_dropped_guard_holds_until_the_minimum_hold_ends
+            a_release_after_the_minimum_hold_frees_at_once
         }
     };
 }

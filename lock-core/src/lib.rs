@@ -11,6 +11,8 @@ mod locker;
 pub mod memory;
 mod name;
 mod options;
+mod release;
+pub mod telemetry;
 
 pub use backend::{Capabilities, LockBackend};
 pub use backend_kit::permits::MAX_PERMITS;
