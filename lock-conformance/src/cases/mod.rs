@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod basics;
+mod election;
 mod expiry;
 mod fencing;
 mod locker;
@@ -13,6 +14,7 @@ mod semaphores;
 
 pub use bad_input::*;
 pub use basics::*;
+pub use election::*;
 pub use expiry::*;
 pub use fencing::*;
 pub use locker::*;
