@@ -194,7 +194,7 @@ impl Shared {
 /// Release it with [`release`](Self::release). Dropping it without releasing releases in the
 /// background when a Tokio runtime is running; otherwise the TTL frees it. Under a minimum
 /// hold ([`LockOptions::with_hold_at_least`]), both leave the lease in the store until the
-/// hold ends.
+/// hold ends (a guard dropped outside a runtime cannot extend its lease: its TTL frees it).
 #[must_use = "the lock is released as soon as the guard is dropped; bind it to a variable"]
 #[derive(Debug)]
 pub struct LockGuard {

@@ -11,7 +11,7 @@
 //! | `leaselock_losses_total` | counter | `backend`, `reason` | leases lost while held: `revoked` or `deadline_passed` |
 //! | `leaselock_heartbeat_failures_total` | counter | `backend` | renewals that failed or went unanswered (they are retried until the deadline) |
 //! | `leaselock_wait_seconds` | histogram | `backend`, `operation` | from the call to the acquisition |
-//! | `leaselock_hold_seconds` | histogram | `backend` | from the acquisition to release, drop or loss |
+//! | `leaselock_hold_seconds` | histogram | `backend` | from the acquisition to release, drop or loss (not counting a minimum hold's rest) |
 //! | `leaselock_store_call_seconds` | histogram | `backend`, `operation` | each store call: `try_acquire`, `heartbeat`, `heartbeat_many`, `release`, `inspect` |
 //!
 //! `backend` is [`LockBackend::backend_name`](crate::LockBackend::backend_name). Lock names

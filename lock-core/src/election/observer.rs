@@ -4,6 +4,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::backend::LockBackend;
 use crate::backend_kit::time::monotonic_now;
 use crate::error::Result;
@@ -88,6 +90,11 @@ impl Observer {
     /// The store's error when reading the lease failed; the observer stays usable, and the
     /// next call reads again.
     pub async fn next(&mut self) -> Result<LeaderEvent> {
+        let span = tracing::debug_span!("observe", lock = %self.name);
+        self.next_change().instrument(span).await
+    }
+
+    async fn next_change(&mut self) -> Result<LeaderEvent> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(event);
