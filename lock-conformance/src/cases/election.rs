@@ -13,8 +13,15 @@ use tokio::sync::mpsc;
 use crate::Target;
 use crate::support::{LONG_TTL, SHORT_TTL, SLACK, acquire, holder};
 
+/// How long a case's campaign may wait. Without a wait, campaigning rides out a dead store
+/// forever; a case must fail instead (`lockctl conformance` against a store that dies).
+const CAMPAIGN_WAIT: Duration = Duration::from_secs(20);
+
 fn election(t: &Target, client: usize, name: &LockName, ttl: Duration, label: &str) -> Election {
-    let opts = LockOptions::default().with_ttl(ttl).with_label(label);
+    let opts = LockOptions::default()
+        .with_ttl(ttl)
+        .with_label(label)
+        .with_wait(CAMPAIGN_WAIT);
     Election::new(Locker::new(Arc::clone(t.client(client))), name, opts)
         .unwrap_or_else(|e| panic!("an election on {name:?}: {e}"))
 }
