@@ -7,12 +7,13 @@ pub use connect::{connect, supported_schemes};
 
 // The user API, listed one by one: what a backend author needs lives in
 // `lock_core::backend_kit` and is not re-exported here.
-pub use lock_core::memory;
 pub use lock_core::{
-    ATTEMPT_FLOOR, BoxError, Capabilities, Holder, IntoLockName, Lease, LeaseInfo, LeaseWatch,
-    LockBackend, LockError, LockGuard, LockName, LockOptions, Locker, LossReason, MAX_NAME_LEN,
-    MAX_TTL, MIN_HEARTBEAT_INTERVAL, MIN_TTL, OwnerToken, Result,
+    ATTEMPT_FLOOR, BoxError, Capabilities, Election, Holder, IntoLockName, LeaderEvent, Leadership,
+    Lease, LeaseInfo, LeaseWatch, LockBackend, LockError, LockGuard, LockName, LockOptions, Locker,
+    LossReason, MAX_NAME_LEN, MAX_PERMITS, MAX_TTL, MIN_HEARTBEAT_INTERVAL, MIN_TTL, Observer,
+    OwnerToken, Result,
 };
+pub use lock_core::{memory, telemetry};
 
 /// Re-exported so a type of yours (a test double, a wrapper that counts calls) can implement
 /// [`LockBackend`] with the same macro version.
@@ -32,3 +33,8 @@ pub use lock_file as file;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use lock_redis as redis;
+
+/// The workspace README's examples, run as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct WorkspaceReadme;

@@ -54,7 +54,9 @@ pub(crate) enum Command {
     /// can itself exit with 69, 75 or 76 (as with timeout's 124): lockctl's own cases always
     /// print a line on stderr.
     Run(RunArgs),
-    /// Show held locks: label, pid, host, fencing token, time left.
+    /// Show held locks: one row per holder (every permit of a semaphore), with label, pid,
+    /// host, fencing token, limit, role and time left. The leader of an election on a name is
+    /// that name's holder, shown with the role "leader".
     Status(StatusArgs),
     /// Break a stuck lock (operator action). The next holder still gets a higher fence.
     Release(ReleaseArgs),
@@ -102,6 +104,20 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) label: Option<String>,
 
+    /// Let up to N commands hold NAME at once (a counting semaphore): each run takes one of N
+    /// permits, with its own fence. Every run of one name must pass the same N.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(lock_core::MAX_PERMITS)))]
+    pub(crate) limit: u32,
+
+    /// Keep the lock at least this long after it was acquired, even if the command finishes
+    /// sooner (ShedLock's lockAtLeastFor: a job started by cron on several hosts runs once per
+    /// period even when their clocks differ a little). lockctl still exits when the command
+    /// does; the store frees the lock when the hold ends (at most a tenth of --ttl, and 1s,
+    /// later).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub(crate) hold_at_least: Option<Duration>,
+
     /// When the lease cannot be renewed: how long before it runs out the command gets
     /// SIGTERM (SIGKILL comes when it runs out). When the lease is revoked: the time between
     /// SIGTERM and SIGKILL. Default: the smaller of 10s and a quarter of --ttl; at most half
@@ -146,7 +162,7 @@ pub(crate) struct StatusArgs {
     /// Show only this lock (default: every held lock).
     pub(crate) name: Option<String>,
 
-    /// Print JSON (an array of held leases) instead of a table.
+    /// Print JSON (an array of held leases, one per holder) instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -1,4 +1,8 @@
 //! `lockctl status` and `lockctl release --force`.
+//!
+//! Status shows one row per holder: every permit of a semaphore has a row of its own, with
+//! the semaphore's limit. A lock's one holder has the role "leader": an `Election` on a name
+//! is a lock on it, and its leader is simply that lock's holder.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,11 +15,7 @@ use crate::error::CliError;
 pub(crate) async fn status(args: StatusArgs) -> Result<u8, CliError> {
     let (_, backend) = crate::store::open(args.store.url.as_deref()).await?;
     let leases = match &args.name {
-        Some(name) => backend
-            .inspect(&LockName::new(name)?)
-            .await?
-            .into_iter()
-            .collect(),
+        Some(name) => backend.inspect_all(&LockName::new(name)?).await?,
         None => backend.list("").await?,
     };
     if args.json {
@@ -40,14 +40,22 @@ pub(crate) async fn release(args: ReleaseArgs) -> Result<u8, CliError> {
     }
     let name = LockName::new(&args.name)?;
     let (_, backend) = crate::store::open(args.store.url.as_deref()).await?;
-    let holder = backend.inspect(&name).await.ok().flatten();
+    let holders = backend.inspect_all(&name).await.unwrap_or_default();
     if backend.force_release(&name).await? {
-        match holder {
-            Some(info) => println!(
-                "released lock \"{name}\" (was held by \"{}\", pid {} on {}, fence {})",
-                info.label, info.pid, info.host, info.fence
-            ),
-            None => println!("released lock \"{name}\""),
+        match holders.as_slice() {
+            [] => println!("released lock \"{name}\""),
+            holders => {
+                let by: Vec<String> = holders
+                    .iter()
+                    .map(|info| {
+                        format!(
+                            "\"{}\", pid {} on {}, fence {}",
+                            info.label, info.pid, info.host, info.fence
+                        )
+                    })
+                    .collect();
+                println!("released lock \"{name}\" (was held by {})", by.join("; "));
+            }
         }
     } else {
         println!("lock \"{name}\" was not held");
@@ -65,9 +73,24 @@ pub(crate) fn format_left(left: Duration) -> String {
     humantime::format_duration(rounded).to_string()
 }
 
+/// What a holder is to its name: "leader" for a lock's one holder (the leader of an
+/// election on that name), "permit" for one of a semaphore's holders.
+fn role(lease: &LeaseInfo) -> &'static str {
+    if lease.limit == 1 { "leader" } else { "permit" }
+}
+
 fn to_table(leases: &[LeaseInfo]) -> String {
-    let header = ["NAME", "HOLDER", "PID", "HOST", "FENCE", "TIME LEFT"];
-    let rows: Vec<[String; 6]> = leases
+    let header = [
+        "NAME",
+        "HOLDER",
+        "PID",
+        "HOST",
+        "FENCE",
+        "LIMIT",
+        "ROLE",
+        "TIME LEFT",
+    ];
+    let rows: Vec<[String; 8]> = leases
         .iter()
         .map(|l| {
             [
@@ -76,6 +99,8 @@ fn to_table(leases: &[LeaseInfo]) -> String {
                 l.pid.to_string(),
                 l.host.clone(),
                 l.fence.to_string(),
+                l.limit.to_string(),
+                role(l).to_owned(),
                 format_left(l.time_left()),
             ]
         })
@@ -113,6 +138,8 @@ fn to_json(leases: &[LeaseInfo]) -> String {
                 "pid": l.pid,
                 "host": l.host,
                 "fence": l.fence,
+                "limit": l.limit,
+                "role": role(l),
                 "acquired_at_ms": unix_ms(l.acquired_at),
                 "expires_at_ms": unix_ms(l.expires_at),
                 "time_left_ms": u64::try_from(l.time_left().as_millis()).unwrap_or(u64::MAX),

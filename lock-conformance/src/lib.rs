@@ -89,6 +89,13 @@ macro_rules! __with_cases {
             a_different_limit_is_refused_naming_both
             limit_one_behaves_as_a_lock
             inspect_all_and_list_show_every_permit
+            an_early_release_holds_until_the_minimum_hold_ends
+            a_dropped_guard_holds_until_the_minimum_hold_ends
+            a_release_after_the_minimum_hold_frees_at_once
+            one_leader_among_5_campaigners
+            resign_hands_over_to_another_campaigner
+            force_release_ends_a_term_and_run_restarts_under_a_higher_fence
+            observe_sees_every_change_in_order
         }
     };
 }

@@ -14,6 +14,9 @@ use crate::heartbeat::Heartbeater;
 use crate::holder::Holder;
 use crate::lease::Lease;
 use crate::name::LockName;
+use crate::options::LockOptions;
+use crate::release::{self, MinHold};
+use crate::telemetry::Labels;
 
 /// Why a lease ended, as [`LockGuard::lost`] and [`LeaseWatch::lost`] report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,11 @@ pub(crate) struct Shared {
     lease: Mutex<Lease>,
     state: watch::Sender<State>,
     ttl: Duration,
+    /// When the guard got the lease (after the store granted it).
+    acquired: Instant,
+    /// The least time the lease stays in the store, if the options asked for one.
+    hold: Option<MinHold>,
+    labels: Labels,
 }
 
 impl Shared {
@@ -61,6 +69,11 @@ impl Shared {
     /// The TTL each renewal asks for.
     pub(crate) fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// The labels of this lease's metrics.
+    pub(crate) fn labels(&self) -> &Labels {
+        &self.labels
     }
 
     fn deadline(&self) -> Instant {
@@ -99,7 +112,7 @@ impl Shared {
 
     /// Ends the lease with `reason` unless it already ended.
     fn end(&self, reason: LossReason) {
-        self.state.send_if_modified(|state| {
+        let ended = self.state.send_if_modified(|state| {
             if *state == State::Held {
                 *state = State::Ended(reason);
                 true
@@ -107,6 +120,25 @@ impl Shared {
                 false
             }
         });
+        if ended {
+            self.labels.held(self.acquired);
+            match reason {
+                LossReason::Revoked => self.labels.lost("revoked"),
+                LossReason::DeadlinePassed => self.labels.lost("deadline_passed"),
+                LossReason::Released => {}
+            }
+        }
+    }
+
+    /// Frees the lease in the store from a task of its own: at once, or when its minimum
+    /// hold ends.
+    fn release(&self) -> release::Answer {
+        release::release(
+            Arc::clone(&self.backend),
+            self.lease(),
+            self.hold,
+            self.labels.clone(),
+        )
     }
 
     /// Ends a lease whose local deadline has passed.
@@ -160,7 +192,9 @@ impl Shared {
 /// store ends it at once.
 ///
 /// Release it with [`release`](Self::release). Dropping it without releasing releases in the
-/// background when a Tokio runtime is running; otherwise the TTL frees it.
+/// background when a Tokio runtime is running; otherwise the TTL frees it. Under a minimum
+/// hold ([`LockOptions::with_hold_at_least`]), both leave the lease in the store until the
+/// hold ends (a guard dropped outside a runtime cannot extend its lease: its TTL frees it).
 #[must_use = "the lock is released as soon as the guard is dropped; bind it to a variable"]
 #[derive(Debug)]
 pub struct LockGuard {
@@ -194,31 +228,39 @@ impl LockGuard {
     ) -> Result<Self> {
         crate::options::validate_heartbeat(ttl, heartbeat_interval)?;
         let heartbeater = Heartbeater::new(Arc::clone(&backend));
-        Ok(Self::with_heartbeater(
-            &heartbeater,
-            backend,
-            lease,
-            ttl,
-            heartbeat_interval,
-        ))
+        let opts = LockOptions::default()
+            .with_ttl(ttl)
+            .with_heartbeat_interval(heartbeat_interval);
+        Ok(Self::with_heartbeater(&heartbeater, backend, lease, &opts))
     }
 
-    /// Starts guarding `lease` with `heartbeater` renewing it.
+    /// Starts guarding `lease`, acquired just now with `opts`, with `heartbeater` renewing
+    /// it.
     pub(crate) fn with_heartbeater(
         heartbeater: &Heartbeater,
         backend: Arc<dyn LockBackend>,
         lease: Lease,
-        ttl: Duration,
-        heartbeat_interval: Duration,
+        opts: &LockOptions,
     ) -> Self {
         let (state, _) = watch::channel(State::Held);
+        let acquired = monotonic_now();
+        let labels = Labels::new(
+            backend.backend_name(),
+            &lease.name,
+            opts.lock_name_in_metrics,
+        );
         let shared = Arc::new(Shared {
             backend,
             lease: Mutex::new(lease),
             state,
-            ttl,
+            ttl: opts.ttl,
+            acquired,
+            hold: opts
+                .hold_at_least
+                .map(|d| MinHold::new(acquired, d, opts.ttl)),
+            labels,
         });
-        heartbeater.track(&shared, heartbeat_interval);
+        heartbeater.track(&shared, opts.effective_heartbeat_interval());
         Self {
             shared,
             _heartbeater: heartbeater.clone(),
@@ -307,6 +349,12 @@ impl LockGuard {
     /// Stops renewing the lease and frees it in the store. Returns `true` if it was still
     /// held, `false` if it had already been lost.
     ///
+    /// Under a minimum hold ([`LockOptions::with_hold_at_least`]) that has not ended yet, it
+    /// returns at once all the same: the lease is renewed one last time, to outlive the
+    /// hold, and released in the background when the hold ends (waiters wake then). `true`
+    /// then means the store keeps it until then. If this process ends first, the store's
+    /// TTL frees it a little after the hold ends (a tenth of the TTL, at most a second).
+    ///
     /// # Errors
     ///
     /// [`LockError::Unavailable`] when the store cannot be reached; the TTL then frees the
@@ -319,17 +367,7 @@ impl LockGuard {
         // Ended first, so the scheduler starts no renewal that would race the release (one
         // already in flight is harmless: the store renews only a lease it still holds).
         self.shared.end(LossReason::Released);
-        let lease = self.shared.lease();
-        let backend = Arc::clone(&self.shared.backend);
-        tokio::spawn(async move { backend.release(&lease).await })
-            .await
-            .unwrap_or_else(|_| {
-                Err(LockError::backend(
-                    "leaselock",
-                    "the backend panicked while releasing; this is a bug in the backend \
-                     (the TTL will free the lease)",
-                ))
-            })
+        release::answer(self.shared.release()).await
     }
 }
 
@@ -344,13 +382,9 @@ impl Drop for LockGuard {
             return; // nothing of ours left in the store
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let backend = Arc::clone(&self.shared.backend);
-            let lease = self.shared.lease();
-            runtime.spawn(async move {
-                if let Err(error) = backend.release(&lease).await {
-                    tracing::warn!(lock = %lease.name, %error, "releasing a dropped lock guard failed; the TTL will free it");
-                }
-            });
+            let _ = runtime;
+            // Nobody waits for the answer: a failure is logged by the release task.
+            drop(self.shared.release());
         }
     }
 }
@@ -376,6 +410,12 @@ impl LeaseWatch {
     /// The lock name.
     pub fn name(&self) -> LockName {
         self.shared.name()
+    }
+
+    /// Why the lease ended, if it has: lost, or [`LossReason::Released`] once the guard was
+    /// released or dropped.
+    pub fn loss_reason(&self) -> Option<LossReason> {
+        self.shared.ended()
     }
 
     /// Resolves when the lease is lost, or with [`LossReason::Released`] when the guard is

@@ -28,6 +28,7 @@ use crate::backend_kit::time::{deadline_in, instant_after, local_deadline, monot
 use crate::error::{LockError, Result};
 use crate::guard::Shared;
 use crate::lease::Lease;
+use crate::telemetry::Labels;
 
 /// The most leases renewed by one `heartbeat_many` call, so that one call never holds a
 /// store (a Redis script, a SQLite write transaction) for long.
@@ -251,9 +252,9 @@ async fn renew(
     // until the last deadline, after which nobody could use their answers.
     let latest = leases.iter().map(|l| l.deadline).max().unwrap_or(sent);
     if batch.len() > 1 && backend.capabilities().batched_heartbeat {
-        let answers = timeout_at(latest.into(), backend.heartbeat_many(&leases, ttl))
-            .await
-            .ok();
+        let labels = Labels::backend_only(backend.backend_name());
+        let call = labels.store_call("heartbeat_many", backend.heartbeat_many(&leases, ttl));
+        let answers = timeout_at(latest.into(), call).await.ok();
         let mut answers = answers.map(Vec::into_iter);
         for (id, shared) in &batch {
             let answer = answers.as_mut().map(|a| {
@@ -275,7 +276,11 @@ async fn renew(
             .enumerate()
             .map(|(i, lease)| {
                 let backend = &backend;
-                async move { (i, backend.heartbeat(lease, ttl).await) }
+                let labels = batch[i].1.labels();
+                async move {
+                    let call = labels.store_call("heartbeat", backend.heartbeat(lease, ttl));
+                    (i, call.await)
+                }
             })
             .collect();
         let all = async {
@@ -311,6 +316,7 @@ fn settle(shared: &Shared, answer: Option<Result<Lease>>, sent: Instant, ttl: Du
             Next::Forget
         }
         Some(Err(error)) => {
+            shared.labels().heartbeat_failed();
             tracing::warn!(lock = %shared.name(), %error, "heartbeat failed; retrying until the lease deadline");
             if shared.renewable() {
                 Next::Retry
@@ -319,6 +325,7 @@ fn settle(shared: &Shared, answer: Option<Result<Lease>>, sent: Instant, ttl: Du
             }
         }
         None => {
+            shared.labels().heartbeat_failed();
             tracing::warn!(lock = %shared.name(), "heartbeat unanswered until the lease deadline");
             if shared.renewable() {
                 Next::Retry

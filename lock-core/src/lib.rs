@@ -2,6 +2,7 @@
 
 mod backend;
 pub mod backend_kit;
+mod election;
 mod error;
 mod guard;
 mod heartbeat;
@@ -11,10 +12,13 @@ mod locker;
 pub mod memory;
 mod name;
 mod options;
+mod release;
+pub mod telemetry;
 
 pub use backend::{Capabilities, LockBackend};
 pub use backend_kit::permits::MAX_PERMITS;
 pub use backend_kit::time::{MAX_TTL, MIN_TTL};
+pub use election::{Election, LeaderEvent, Leadership, Observer};
 pub use error::{BoxError, LockError, Result};
 pub use guard::{LeaseWatch, LockGuard, LossReason};
 pub use holder::{Holder, OwnerToken};

@@ -18,6 +18,7 @@ use crate::holder::{Holder, OwnerToken};
 use crate::lease::Lease;
 use crate::name::{IntoLockName, LockName};
 use crate::options::LockOptions;
+use crate::telemetry::Labels;
 
 /// The high-level entry point: acquires leases from a backend and hands out
 /// [`LockGuard`]s that keep them alive.
@@ -80,9 +81,20 @@ impl Locker {
         opts.validate()?;
         let span = tracing::debug_span!("try_lock", lock = %name);
         async {
+            let called = monotonic_now();
+            let labels = self.labels(&name, opts);
             let holder = Holder::current(opts.label.clone());
-            let lease = self.attempt(&name, &holder, opts).await?;
-            Ok(lease.map(|lease| self.guard(lease, opts)))
+            let lease = self.attempt(&name, &holder, opts, &labels).await?;
+            match lease {
+                Some(lease) => {
+                    labels.acquired("try_lock", called);
+                    Ok(Some(self.guard(lease, opts)))
+                }
+                None => {
+                    labels.contended("try_lock");
+                    Ok(None)
+                }
+            }
         }
         .instrument(span)
         .await
@@ -120,6 +132,7 @@ impl Locker {
 
     async fn wait_for(&self, name: &LockName, opts: &LockOptions) -> Result<LockGuard> {
         let start = monotonic_now();
+        let labels = self.labels(name, opts);
         let mut holder = Holder::current(opts.label.clone());
         let mut backoff = Backoff::new(opts.min_backoff, opts.max_backoff);
         let mut unanswered = Unanswered::default();
@@ -130,10 +143,11 @@ impl Locker {
             // ATTEMPT_FLOOR when less is left, and is abandoned then. Abandoning it is safe:
             // a lease granted after that is released as soon as it arrives.
             let answer = match opts.wait {
-                None => Some(self.attempt(name, &holder, opts).await),
+                None => Some(self.attempt(name, &holder, opts, &labels).await),
                 Some(wait) => {
                     let left = wait.saturating_sub(attempted.saturating_duration_since(start));
-                    tokio::time::timeout(left.max(ATTEMPT_FLOOR), self.attempt(name, &holder, opts))
+                    let attempt = self.attempt(name, &holder, opts, &labels);
+                    tokio::time::timeout(left.max(ATTEMPT_FLOOR), attempt)
                         .await
                         .ok()
                 }
@@ -142,6 +156,7 @@ impl Locker {
                 // The store did not answer before the wait ran out. The abandoned attempt's
                 // own task releases whatever it is granted (see `attempt`).
                 unanswered.free_in_background(&self.backend, name, opts.ttl);
+                labels.timed_out("lock");
                 return Err(LockError::Timeout {
                     name: name.clone(),
                     waited: monotonic_now().saturating_duration_since(start),
@@ -150,11 +165,15 @@ impl Locker {
             let failure = match answer {
                 Ok(Some(lease)) => {
                     unanswered.free_in_background(&self.backend, name, opts.ttl);
+                    labels.acquired("lock", start);
                     return Ok(self.guard(lease, opts));
                 }
                 // Held: perhaps by one of our own unanswered attempts; if so, go again now.
                 Ok(None) if unanswered.free(&self.backend, name, opts.ttl).await => continue,
-                Ok(None) => None,
+                Ok(None) => {
+                    labels.contended("lock");
+                    None
+                }
                 Err(error) if error.is_transient() && opts.wait.is_some() => {
                     tracing::debug!(%error, "transient error while waiting; retrying");
                     // The next attempt gets a new token, so that freeing this one's possible
@@ -171,9 +190,12 @@ impl Locker {
             let remaining = opts.wait.map(|wait| wait.saturating_sub(waited));
             if remaining == Some(Duration::ZERO) {
                 unanswered.free_in_background(&self.backend, name, opts.ttl);
-                return Err(failure.unwrap_or_else(|| LockError::Timeout {
-                    name: name.clone(),
-                    waited,
+                return Err(failure.unwrap_or_else(|| {
+                    labels.timed_out("lock");
+                    LockError::Timeout {
+                        name: name.clone(),
+                        waited,
+                    }
                 }));
             }
             let delay = backoff.next_delay().min(remaining.unwrap_or(Duration::MAX));
@@ -248,13 +270,12 @@ impl Locker {
     }
 
     fn guard(&self, lease: Lease, opts: &LockOptions) -> LockGuard {
-        LockGuard::with_heartbeater(
-            &self.heartbeater,
-            Arc::clone(&self.backend),
-            lease,
-            opts.ttl,
-            opts.effective_heartbeat_interval(),
-        )
+        LockGuard::with_heartbeater(&self.heartbeater, Arc::clone(&self.backend), lease, opts)
+    }
+
+    /// The metrics labels of calls about `name` with `opts`.
+    pub(crate) fn labels(&self, name: &LockName, opts: &LockOptions) -> Labels {
+        Labels::new(self.backend.backend_name(), name, opts.lock_name_in_metrics)
     }
 
     /// One `try_acquire_permit` (`try_acquire` for a limit of 1), run as its own task so that a caller dropping this future cannot
@@ -268,8 +289,10 @@ impl Locker {
         name: &LockName,
         holder: &Holder,
         opts: &LockOptions,
+        labels: &Labels,
     ) -> Result<Option<Lease>> {
         let (ttl, limit) = (opts.ttl, opts.limit);
+        let labels = labels.clone();
         let (tx, rx) = oneshot::channel();
         let backend = Arc::clone(&self.backend);
         let (name, holder) = (name.clone(), holder.clone());
@@ -278,7 +301,8 @@ impl Locker {
             backend: Arc::clone(&self.backend),
         };
         tokio::spawn(async move {
-            let result = backend.try_acquire_permit(&name, &holder, ttl, limit).await;
+            let acquiring = backend.try_acquire_permit(&name, &holder, ttl, limit);
+            let result = labels.store_call("try_acquire", acquiring).await;
             let unanswered = matches!(&result, Err(error) if error.is_transient());
             match tx.send(result) {
                 Err(Ok(Some(orphan))) => release_orphan(backend, orphan).await,

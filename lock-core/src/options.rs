@@ -40,8 +40,12 @@ pub struct LockOptions {
     pub limit: u32,
     /// The least time a lease is held: [`release`](crate::LockGuard::release) (or dropping
     /// the guard) before this much time has passed since acquisition leaves the lease in
-    /// the store until then. Default `None`.
+    /// the store until then. Default `None`. At most [`MAX_TTL`](crate::MAX_TTL).
     pub hold_at_least: Option<Duration>,
+    /// Label this call's metrics with the lock name (feature `metrics`). Default `false`:
+    /// names can be unbounded (one per user, per request), and every distinct label value is
+    /// a time series an exporter keeps.
+    pub lock_name_in_metrics: bool,
 }
 
 impl Default for LockOptions {
@@ -55,6 +59,7 @@ impl Default for LockOptions {
             max_backoff: Duration::from_millis(100),
             limit: 1,
             hold_at_least: None,
+            lock_name_in_metrics: false,
         }
     }
 }
@@ -115,8 +120,33 @@ impl LockOptions {
     /// Holds every lease at least `d` after it was acquired: a release before then leaves
     /// the lease in place until `d` has passed (ShedLock's `lockAtLeastFor`: a fast scheduled
     /// job does not run again on another instance whose clock is a little behind).
+    ///
+    /// [`LockGuard::release`](crate::LockGuard::release), dropping the guard, and
+    /// [`with_lock`](crate::Locker::with_lock) finishing early all return at once; the lease
+    /// is renewed one last time to outlive the hold, and released in the background when
+    /// it ends, which wakes waiters. `d` may be longer than the TTL. If the process is gone
+    /// before then, the store's TTL frees the lease a tenth of the TTL (at most a second)
+    /// after the hold ends. A release after `d` frees the lease at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_core::LockOptions;
+    ///
+    /// // A job scheduled every minute on several instances runs once per minute, even when
+    /// // it takes a second and the instances' clocks differ by a few seconds.
+    /// let opts = LockOptions::default().with_hold_at_least(Duration::from_secs(30));
+    /// assert_eq!(opts.hold_at_least, Some(Duration::from_secs(30)));
+    /// ```
     pub fn with_hold_at_least(mut self, d: Duration) -> Self {
         self.hold_at_least = Some(d);
+        self
+    }
+
+    /// Labels this call's metrics with the lock name (feature `metrics`; see
+    /// [`telemetry`](crate::telemetry)). Only for names from a small fixed set: each name is
+    /// a time series of its own in the exporter.
+    pub fn with_lock_name_in_metrics(mut self, yes: bool) -> Self {
+        self.lock_name_in_metrics = yes;
         self
     }
 
@@ -136,10 +166,21 @@ impl LockOptions {
     ///
     /// [`LockError::InvalidTtl`] when the TTL is out of bounds or the heartbeat period does
     /// not fit it; [`LockError::Config`] when `min_backoff` is zero or above `max_backoff`,
-    /// or the limit is 0 or above [`MAX_PERMITS`](crate::MAX_PERMITS).
+    /// the limit is 0 or above [`MAX_PERMITS`](crate::MAX_PERMITS), or the minimum hold is
+    /// longer than [`MAX_TTL`](crate::MAX_TTL).
     pub fn validate(&self) -> Result<()> {
         validate_heartbeat(self.ttl, self.effective_heartbeat_interval())?;
         crate::backend_kit::permits::validate_limit(self.limit)?;
+        if let Some(d) = self.hold_at_least.filter(|d| *d > crate::MAX_TTL) {
+            return Err(LockError::config(
+                "leaselock",
+                format!(
+                    "a minimum hold of {d:?} is longer than the longest lease ({:?}): pass \
+                     LockOptions::with_hold_at_least a shorter duration",
+                    crate::MAX_TTL
+                ),
+            ));
+        }
         if self.min_backoff.is_zero() || self.min_backoff > self.max_backoff {
             return Err(LockError::config(
                 "leaselock",
@@ -226,6 +267,26 @@ mod tests {
             zero_ttl.validate(),
             Err(LockError::InvalidTtl { .. })
         ));
+    }
+
+    #[test]
+    fn a_minimum_hold_is_at_most_the_longest_lease() {
+        for (d, ok) in [
+            (Duration::ZERO, true),
+            (Duration::from_secs(3600), true),
+            (crate::MAX_TTL, true),
+            (crate::MAX_TTL + Duration::from_millis(1), false),
+            (Duration::MAX, false),
+        ] {
+            match LockOptions::default().with_hold_at_least(d).validate() {
+                Ok(()) => assert!(ok, "{d:?} accepted"),
+                Err(LockError::Config { detail, .. }) => {
+                    assert!(!ok, "{d:?} refused: {detail}");
+                    assert!(detail.contains("with_hold_at_least"), "{detail}");
+                }
+                Err(other) => panic!("{d:?}: {other}"),
+            }
+        }
     }
 
     #[test]

@@ -41,8 +41,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
         .label
         .clone()
         .unwrap_or_else(|| command_line(&args.command));
-    let mut opts = LockOptions::default().with_ttl(args.ttl).with_label(label);
+    let mut opts = LockOptions::default()
+        .with_ttl(args.ttl)
+        .with_label(label)
+        .with_limit(args.limit);
     opts.wait = args.wait;
+    opts.hold_at_least = args.hold_at_least;
     opts.validate()?;
     let grace = grace_for(args.ttl, args.grace)?;
     let mode = if args.foreground {
