@@ -7,7 +7,8 @@ mod support;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use support::{Sandbox, Store, assert_code, stderr, unique_name, wait_for};
+use lock_testkit::Backend;
+use support::{Sandbox, assert_code, stderr, unique_name, wait_for};
 
 /// A child that logs its start, waits until two children have started (so it only ends
 /// if two ran at once), then logs its end. Times in wall-clock ns.
@@ -46,7 +47,7 @@ fn most_at_once(log: &str) -> usize {
 
 /// Four `lockctl run --limit 2` of one name: two run at once (each waits for the other), never
 /// three, and each gets its own fence.
-fn two_at_once_never_three(store: Store) {
+fn two_at_once_never_three(store: Backend) {
     let sandbox = Sandbox::new();
     let url = sandbox.url(store);
     let name = unique_name("two-at-once");
@@ -104,7 +105,7 @@ impl Drop for Holders {
 
 /// `status` shows every permit of a full semaphore (limit, role, holder), a third run with
 /// `--no-wait` is refused (75), and a run with another limit is a configuration error (78).
-fn status_shows_every_permit(store: Store) {
+fn status_shows_every_permit(store: Backend) {
     let sandbox = Sandbox::new();
     let url = sandbox.url(store);
     let name = unique_name("permits");
@@ -161,32 +162,32 @@ fn status_shows_every_permit(store: Store) {
 
 #[test]
 fn limit_file() {
-    two_at_once_never_three(Store::File);
+    two_at_once_never_three(Backend::File);
 }
 
 #[test]
 fn limit_sqlite() {
-    two_at_once_never_three(Store::Sqlite);
+    two_at_once_never_three(Backend::Sqlite);
 }
 
 #[test]
 fn limit_redis() {
-    two_at_once_never_three(Store::Redis);
+    two_at_once_never_three(Backend::Redis);
 }
 
 #[test]
 fn status_of_a_semaphore_file() {
-    status_shows_every_permit(Store::File);
+    status_shows_every_permit(Backend::File);
 }
 
 #[test]
 fn status_of_a_semaphore_sqlite() {
-    status_shows_every_permit(Store::Sqlite);
+    status_shows_every_permit(Backend::Sqlite);
 }
 
 #[test]
 fn status_of_a_semaphore_redis() {
-    status_shows_every_permit(Store::Redis);
+    status_shows_every_permit(Backend::Redis);
 }
 
 #[test]
@@ -205,7 +206,7 @@ fn a_bad_limit_is_a_usage_error() {
 #[test]
 fn a_lock_holder_is_shown_as_the_leader() {
     let sandbox = Sandbox::new();
-    let url = sandbox.url(Store::Sqlite);
+    let url = sandbox.url(Backend::Sqlite);
     let name = unique_name("scheduler");
     let _holder = Holders(vec![hold_permit(
         &sandbox,
@@ -227,7 +228,7 @@ fn a_lock_holder_is_shown_as_the_leader() {
 /// `--hold-at-least 4s` with a command that ends at once: lockctl exits at once, the lock stays
 /// held (another run with `--no-wait` gets 75) until 4 s after it was acquired, and is free a
 /// little after (within the TTL's margin of 1 s, plus slack).
-fn hold_outlives_the_command(store: Store) {
+fn hold_outlives_the_command(store: Backend) {
     let sandbox = Sandbox::new();
     let url = sandbox.url(store);
     let name = unique_name("min-hold");
@@ -279,15 +280,15 @@ fn hold_outlives_the_command(store: Store) {
 
 #[test]
 fn hold_at_least_sqlite() {
-    hold_outlives_the_command(Store::Sqlite);
+    hold_outlives_the_command(Backend::Sqlite);
 }
 
 #[test]
 fn hold_at_least_file() {
-    hold_outlives_the_command(Store::File);
+    hold_outlives_the_command(Backend::File);
 }
 
 #[test]
 fn hold_at_least_redis() {
-    hold_outlives_the_command(Store::Redis);
+    hold_outlives_the_command(Backend::Redis);
 }

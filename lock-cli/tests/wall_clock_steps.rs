@@ -44,7 +44,11 @@ fn only_child(pid: u32) -> u32 {
         .split_whitespace()
         .map(|c| c.parse().expect("a pid"))
         .collect();
-    assert_eq!(children.len(), 1, "faketime {pid} has children {children:?}");
+    assert_eq!(
+        children.len(),
+        1,
+        "faketime {pid} has children {children:?}"
+    );
     children[0]
 }
 
@@ -71,9 +75,11 @@ fn hold(
         .stdout(Stdio::null())
         .spawn()
         .expect("lockctl starts");
-    wait_for("the holder to take the lock", Duration::from_secs(10), || {
-        is_held(sandbox, url, name)
-    });
+    wait_for(
+        "the holder to take the lock",
+        Duration::from_secs(10),
+        || is_held(sandbox, url, name),
+    );
     child
 }
 
