@@ -122,9 +122,9 @@ impl FileBackend {
         name: LockName,
         decide: impl FnOnce(&mut State, &Now, &LeaseFile) -> Result<(T, bool)> + Send + 'static,
     ) -> Result<T> {
-        let clock = Arc::clone(self.clock());
+        // The file is locked already: this is the section's moment.
+        let now = Now::read(&**self.clock());
         self.write_section(file, move |file| {
-            let now = Now::read(&*clock);
             let Loaded { mut state, migrate } = file.load(&name, &now)?;
             let (answer, changed) = decide(&mut state, &now, file)?;
             if changed || migrate {
@@ -308,10 +308,9 @@ impl LockBackend for FileBackend {
             let Some(file) = self.exclusive(name, false).await? else {
                 return Ok(false);
             };
-            let (lock, clock) = (name.clone(), Arc::clone(self.clock()));
+            let (lock, now) = (name.clone(), Now::read(&**self.clock()));
             let freed = self
                 .write_section(file, move |file| {
-                    let now = Now::read(&*clock);
                     match file.load(&lock, &now) {
                         Ok(Loaded { mut state, migrate }) => {
                             let live = state.live(&now).next().is_some();

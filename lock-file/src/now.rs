@@ -9,7 +9,7 @@ use lock_core::backend_kit::fence::micros_since_epoch;
 /// (a boot-clock value means something only within its boot) and the wall clock (for
 /// fences and `acquired_at`).
 ///
-/// A critical section reads it once, after it has the lease file's lock, so every decision
+/// A critical section reads it once, once it has the lease file's lock, so every decision
 /// it makes is on one moment, and the sections of all processes are ordered on the boot
 /// clock as they are on the file's lock. It is itself a [`HostClock`] whose time stands
 /// still, so the wall-clock times it shows ([`HostClock::wall_at`]) are of that moment too.
