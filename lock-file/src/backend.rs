@@ -2,10 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use lock_core::backend_kit::Driver;
-use lock_core::backend_kit::time::{fence_seed_now, monotonic_now, validate_ttl};
+use lock_core::backend_kit::clock::HostClock;
+use lock_core::backend_kit::fence::{MAX_FENCE, next_fence};
+use lock_core::backend_kit::permits::{limit_mismatch, validate_limit};
+use lock_core::backend_kit::time::{monotonic_now, validate_ttl};
 use lock_core::{
     Capabilities, Holder, Lease, LeaseInfo, LockBackend, LockError, LockName, Result, async_trait,
 };
@@ -13,8 +16,9 @@ use tracing::Instrument;
 
 use crate::flock::LockKind;
 use crate::io_error::BACKEND;
-use crate::lease_file::LeaseFile;
+use crate::lease_file::{LeaseFile, Loaded};
 use crate::lock_dir::LockDir;
+use crate::now::Now;
 use crate::options::{FileOptions, URL_SCHEMES};
 use crate::peek::PeekFile;
 use crate::record::{self, Held, State};
@@ -24,10 +28,13 @@ use crate::record::{self, Held, State};
 /// Every operation opens the name's lease file, takes an exclusive fs4 (`flock`) lock for
 /// its critical section (read, decide, rewrite in place), and closes it; `inspect` and
 /// `list` take a shared lock. So any number of tasks, backends and processes on this host
-/// can share a directory. Clones share everything; two [`connect`](Self::connect)s of the same
-/// directory are independent clients of one store.
+/// can share a directory. A semaphore's permits all live in the name's one file, so a
+/// grant is one critical section, as for a lock. Expiry is judged on the host's boot
+/// clock. Clones share everything; two [`connect`](Self::connect)s of the same directory
+/// are independent clients of one store.
 ///
-/// See the [crate documentation](crate) for the file format, fences and durability.
+/// See the [crate documentation](crate) for the file format, clocks, fences and
+/// durability.
 #[derive(Clone, Debug)]
 pub struct FileBackend {
     dir: Arc<LockDir>,
@@ -99,6 +106,45 @@ impl FileBackend {
             .map_err(|e| LockError::backend(BACKEND, format!("a lease file write failed: {e}")))?
     }
 
+    /// The host clocks leases are judged by.
+    fn clock(&self) -> &Arc<dyn HostClock> {
+        self.dir.options().clock()
+    }
+
+    /// Runs one exclusive critical section on `file`: reads its state as of now, lets
+    /// `decide` answer and maybe change it (`decide` returns the answer and whether it
+    /// changed the state), and writes the state back if it changed, or if the file is in an
+    /// older format (which that write migrates). Expired permits are dropped from what is
+    /// written. An error from `decide` writes nothing.
+    async fn update<T: Send + 'static>(
+        &self,
+        file: LeaseFile,
+        name: LockName,
+        decide: impl FnOnce(&mut State, &Now, &LeaseFile) -> Result<(T, bool)> + Send + 'static,
+    ) -> Result<T> {
+        // The file is locked already: this is the section's moment.
+        let now = Now::read(&**self.clock());
+        self.write_section(file, move |file| {
+            let Loaded { mut state, migrate } = file.load(&name, &now)?;
+            let (answer, changed) = decide(&mut state, &now, file)?;
+            if changed || migrate {
+                state.prune(&now);
+                file.store(&name, &state, &now)?;
+            }
+            Ok(answer)
+        })
+        .await
+    }
+
+    /// Every live permit of `name`, by fence, read under a shared lock.
+    async fn live_infos(&self, name: &LockName) -> Result<Vec<LeaseInfo>> {
+        let Some(mut file) = self.dir.lease_file(name, LockKind::Shared, false).await? else {
+            return Ok(Vec::new());
+        };
+        let now = Now::read(&**self.clock());
+        Ok(file.load(name, &now)?.state.infos(name, &now))
+    }
+
     fn released(&self, name: &LockName) {
         self.dir.changes().record(name);
     }
@@ -128,8 +174,22 @@ impl LockBackend for FileBackend {
         holder: &Holder,
         ttl: Duration,
     ) -> Result<Option<Lease>> {
+        self.try_acquire_permit(name, holder, ttl, 1).await
+    }
+
+    /// Takes one of `limit` permits: all of a name's permits are in its one lease file, so
+    /// the count, the grant and the fence are decided in one critical section. A holder
+    /// whose token already has a live permit of `name` gets `Ok(None)` (not re-entrant).
+    async fn try_acquire_permit(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Option<Lease>> {
         validate_ttl(ttl)?;
-        let span = tracing::debug_span!("try_acquire", lock = %name);
+        validate_limit(limit)?;
+        let span = tracing::debug_span!("try_acquire", lock = %name, limit);
         async {
             let sent = monotonic_now();
             let Some(file) = self.exclusive(name, true).await? else {
@@ -138,30 +198,36 @@ impl LockBackend for FileBackend {
                     "a created lease file was not opened",
                 ));
             };
-            let (name, holder) = (name.clone(), holder.clone());
-            self.write_section(file, move |file| {
-                let state = file.load(&name)?;
-                let now = SystemTime::now();
-                let fence = match &state {
-                    Some(s) if s.holder.as_ref().is_some_and(|h| h.is_live(now)) => {
-                        return Ok(None);
-                    }
-                    Some(s) => s
-                        .fence
-                        .checked_add(1)
-                        .ok_or_else(|| file.corrupt(&name, "has a fence that cannot grow"))?,
-                    None => fence_seed_now(),
-                };
-                let held = Held::new(&holder, now, ttl);
-                let expires_at = held.expires_at();
-                file.store(
-                    &name,
-                    &State {
-                        fence,
-                        holder: Some(held),
-                    },
-                )?;
-                Ok(Some(Lease::new(name, holder, fence, expires_at, sent, ttl)))
+            let (lock, holder) = (name.clone(), holder.clone());
+            self.update(file, name.clone(), move |state, now, file| {
+                if let Some(held) = state.live_limit(now)
+                    && held != limit
+                {
+                    return Err(limit_mismatch(BACKEND, &lock, held, limit));
+                }
+                let live = state.live(now).count();
+                if live >= usize::try_from(limit).unwrap_or(usize::MAX)
+                    || state.live(now).any(|h| h.token == holder.token)
+                {
+                    return Ok((None, false));
+                }
+                let fence = next_fence(state.fence, now.fence_clock()).ok_or_else(|| {
+                    file.corrupt(
+                        &lock,
+                        &format!(
+                            "has fence {}, and no higher fence below 2^53 can be issued \
+                             (is this host's wall clock past the year 2255?)",
+                            state.fence
+                        ),
+                    )
+                })?;
+                let held = Held::new(&holder, fence, now, ttl);
+                let expires_at = held.expires_at(now);
+                state.fence = fence;
+                state.limit = limit;
+                state.holders.push(held);
+                let lease = Lease::new(lock, holder, fence, expires_at, sent, ttl);
+                Ok((Some(lease), true))
             })
             .await
         }
@@ -181,22 +247,17 @@ impl LockBackend for FileBackend {
                 return Err(lost());
             };
             let lease = lease.clone();
-            self.write_section(file, move |file| {
-                let now = SystemTime::now();
-                let Some(mut state) = file.load(&lease.name)? else {
-                    return Err(LockError::LeaseLost { name: lease.name });
-                };
+            self.update(file, lease.name.clone(), move |state, now, _| {
                 let Some(held) = state
-                    .holder
-                    .as_mut()
-                    .filter(|h| h.is_live_for(lease.holder.token, now))
+                    .holders
+                    .iter_mut()
+                    .find(|h| h.token == lease.holder.token && h.is_live(now))
                 else {
                     return Err(LockError::LeaseLost { name: lease.name });
                 };
                 held.extend(now, ttl);
-                let expires_at = held.expires_at();
-                file.store(&lease.name, &state)?;
-                Ok(lease.renewed(expires_at, sent, ttl))
+                let renewed = lease.renewed(held.expires_at(now), sent, ttl);
+                Ok((renewed, true))
             })
             .await
         }
@@ -210,18 +271,14 @@ impl LockBackend for FileBackend {
             let Some(file) = self.exclusive(&lease.name, false).await? else {
                 return Ok(false);
             };
-            let (name, token) = (lease.name.clone(), lease.holder.token);
+            let token = lease.holder.token;
             let freed = self
-                .write_section(file, move |file| {
-                    let Some(mut state) = file.load(&name)? else {
-                        return Ok(false);
+                .update(file, lease.name.clone(), move |state, now, _| {
+                    let Some(i) = state.holders.iter().position(|h| h.token == token) else {
+                        return Ok((false, false));
                     };
-                    let Some(held) = state.holder.take_if(|h| h.token == token) else {
-                        return Ok(false);
-                    };
-                    // Ours: clear it, live or (cleaning up) expired; the fence stays.
-                    file.store(&name, &state)?;
-                    Ok(held.is_live(SystemTime::now()))
+                    // Ours: remove it, live or (cleaning up) expired; the fence stays.
+                    Ok((state.holders.remove(i).is_live(now), true))
                 })
                 .await?;
             if freed {
@@ -235,17 +292,14 @@ impl LockBackend for FileBackend {
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
         let span = tracing::debug_span!("inspect", lock = %name);
-        async {
-            let Some(mut file) = self.dir.lease_file(name, LockKind::Shared, false).await? else {
-                return Ok(None);
-            };
-            let now = SystemTime::now();
-            Ok(file
-                .load(name)?
-                .and_then(|state| live_info(name, &state, now)))
-        }
-        .instrument(span)
-        .await
+        async { Ok(self.live_infos(name).await?.pop()) }
+            .instrument(span)
+            .await
+    }
+
+    async fn inspect_all(&self, name: &LockName) -> Result<Vec<LeaseInfo>> {
+        let span = tracing::debug_span!("inspect_all", lock = %name);
+        self.live_infos(name).instrument(span).await
     }
 
     async fn force_release(&self, name: &LockName) -> Result<bool> {
@@ -254,22 +308,25 @@ impl LockBackend for FileBackend {
             let Some(file) = self.exclusive(name, false).await? else {
                 return Ok(false);
             };
-            let lock = name.clone();
+            let (lock, now) = (name.clone(), Now::read(&**self.clock()));
             let freed = self
-                .write_section(file, move |file| match file.load(&lock) {
-                    Ok(None) => Ok(false),
-                    Ok(Some(mut state)) => match state.holder.take() {
-                        None => Ok(false),
-                        Some(held) => {
-                            file.store(&lock, &state)?;
-                            Ok(held.is_live(SystemTime::now()))
+                .write_section(file, move |file| {
+                    match file.load(&lock, &now) {
+                        Ok(Loaded { mut state, migrate }) => {
+                            let live = state.live(&now).next().is_some();
+                            if !state.holders.is_empty() || migrate {
+                                state.holders.clear();
+                                file.store(&lock, &state, &now)?;
+                            }
+                            Ok(live)
                         }
-                    },
-                    Err(LockError::Corrupt { detail, .. }) => {
-                        reset_corrupt(file, &lock, &detail)?;
-                        Ok(false)
+                        Err(LockError::Corrupt { detail, .. }) => {
+                            reset_corrupt(file, &lock, &detail, &now)?;
+                            Ok(false)
+                        }
+                        // A newer format's file is refused, and left untouched.
+                        Err(other) => Err(other),
                     }
-                    Err(other) => Err(other),
                 })
                 .await?;
             self.released(name);
@@ -282,7 +339,7 @@ impl LockBackend for FileBackend {
     /// Wakes on a release by this process at once, and on one by another process within
     /// a few milliseconds: it looks at the lease file, without locking it, every 1-2 ms.
     async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
-        let probe = PeekFile::new(self.dir.lease_path(name));
+        let probe = PeekFile::new(self.dir.lease_path(name), Arc::clone(self.clock()));
         self.dir
             .changes()
             .wait_or_poll(name, since, max, probe)
@@ -292,18 +349,18 @@ impl LockBackend for FileBackend {
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
         let span = tracing::debug_span!("list", prefix);
         async {
-            let now = SystemTime::now();
+            let clock = &**self.clock();
             let mut out = Vec::new();
             for path in self.dir.lease_paths()? {
                 let opened = self.dir.lease_file_at(path, LockKind::Shared, false).await;
                 let result = match opened {
                     // Deleted by hand since the directory was read: nothing to list.
                     Ok(None) => continue,
-                    Ok(Some(mut file)) => listed(&mut file, prefix, now),
+                    Ok(Some(mut file)) => listed(&mut file, prefix, clock),
                     Err(error) => Err(error),
                 };
                 match result {
-                    Ok(info) => out.extend(info),
+                    Ok(infos) => out.extend(infos),
                     // A busy file may hold a live lease, and a missing directory holds
                     // nothing: both fail the listing rather than give a partial one.
                     Err(error @ LockError::Unavailable { .. }) => return Err(error),
@@ -314,7 +371,7 @@ impl LockBackend for FileBackend {
                     }
                 }
             }
-            out.sort_by(|a, b| a.name.cmp(&b.name));
+            out.sort_by(|a, b| a.name.cmp(&b.name).then(a.fence.cmp(&b.fence)));
             Ok(out)
         }
         .instrument(span)
@@ -326,6 +383,7 @@ impl LockBackend for FileBackend {
             .with_list(true)
             .with_notifies_release(true)
             .with_shared_across_hosts(false)
+            .with_semaphores(true)
     }
 
     fn backend_name(&self) -> &'static str {
@@ -333,16 +391,11 @@ impl LockBackend for FileBackend {
     }
 }
 
-/// The live lease in `state`, if any, as others may see it.
-fn live_info(name: &LockName, state: &State, now: SystemTime) -> Option<LeaseInfo> {
-    let held = state.holder.as_ref().filter(|h| h.is_live(now))?;
-    Some(held.info(name, state.fence))
-}
-
-/// The live lease in a listed file, if its name starts with `prefix`.
-fn listed(file: &mut LeaseFile, prefix: &str, now: SystemTime) -> Result<Option<LeaseInfo>> {
-    let Some(decoded) = file.load_any()? else {
-        return Ok(None);
+/// The live permits in a listed file, if its name starts with `prefix`.
+fn listed(file: &mut LeaseFile, prefix: &str, clock: &dyn HostClock) -> Result<Vec<LeaseInfo>> {
+    let now = Now::read(clock);
+    let Some((text, state)) = file.load_any(&now)? else {
+        return Ok(Vec::new());
     };
     let bad = |why: &str| {
         LockError::corrupt(
@@ -350,28 +403,30 @@ fn listed(file: &mut LeaseFile, prefix: &str, now: SystemTime) -> Result<Option<
             format!("lease file {} {why}", file.path().display()),
         )
     };
-    let name = LockName::new(&decoded.name).map_err(|_| bad("holds an invalid lock name"))?;
+    let name = LockName::new(&text).map_err(|_| bad("holds an invalid lock name"))?;
     if file.path().file_name() != Some(crate::file_name::lease_file_name(&name).as_ref()) {
         return Err(bad(&format!(
             "holds the lease of {name:?}, whose file has another name"
         )));
     }
     if !name.as_str().starts_with(prefix) {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    Ok(live_info(&name, &decoded.state, now))
+    Ok(state.infos(&name, &now))
 }
 
-/// Rewrites a corrupt lease file as free, with a fence no lower than anything it held.
-fn reset_corrupt(file: &mut LeaseFile, name: &LockName, detail: &str) -> Result<()> {
+/// Rewrites a corrupt lease file as free, with a fence no lower than anything it still
+/// shows, nor than the wall clock in microseconds.
+fn reset_corrupt(file: &mut LeaseFile, name: &LockName, detail: &str, now: &Now) -> Result<()> {
     let recovered = record::recover_fence(&file.read_bytes()?).unwrap_or(0);
-    let fence = fence_seed_now().max(recovered);
+    let fence = recovered.max(now.fence_clock()).clamp(1, MAX_FENCE);
     tracing::warn!(lock = %name, detail, fence, "force_release reset a corrupt lease file");
     file.store(
         name,
         &State {
             fence,
-            holder: None,
+            ..State::fresh()
         },
+        now,
     )
 }

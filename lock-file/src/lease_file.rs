@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use lock_core::{LockError, LockName, Result};
 
 use crate::io_error::{BACKEND, io_error};
-use crate::record::{self, Decoded, State};
+use crate::now::Now;
+use crate::record::{self, Decoded, FORMAT_VERSION, OLDEST_READ, State, Unreadable};
 
 /// Lease files are a few hundred bytes; anything much larger is not ours.
-const MAX_LEN: u64 = 1 << 20;
+pub(crate) const MAX_LEN: u64 = 1 << 20;
 
 /// A file up to this long keeps its length when a shorter record replaces a longer one
 /// (the rest is padding); a longer one (a huge label once written) is cut back.
@@ -64,33 +65,45 @@ impl LeaseFile {
         Ok(bytes)
     }
 
-    /// The state of `name`'s lock: `None` if the file was never written.
+    /// The state of `name`'s lock as of `now` ([`State::fresh`] if the file was never
+    /// written).
     ///
     /// # Errors
     ///
-    /// [`LockError::Corrupt`] if the content cannot be read or belongs to another name.
-    pub(crate) fn load(&mut self, name: &LockName) -> Result<Option<State>> {
+    /// [`LockError::Corrupt`] if the content cannot be read or belongs to another name;
+    /// [`LockError::Config`] if a newer version of lock-file wrote it.
+    pub(crate) fn load(&mut self, name: &LockName, now: &Now) -> Result<Loaded> {
         let bytes = self.read_bytes()?;
-        match decode(&bytes) {
-            Ok(None) => Ok(None),
-            Ok(Some(d)) if d.name == name.as_str() => Ok(Some(d.state)),
+        match decode(&bytes, now) {
+            Ok(None) => Ok(Loaded {
+                state: State::fresh(),
+                migrate: false,
+            }),
+            Ok(Some(d)) if d.name.as_ref() == name.as_str() => Ok(Loaded {
+                state: d.state,
+                migrate: d.version < FORMAT_VERSION,
+            }),
             Ok(Some(d)) => Err(self.corrupt(
                 name,
                 &format!("holds the lease of another lock ({:?})", d.name),
             )),
-            Err(detail) => Err(self.corrupt(name, &detail)),
+            Err(Unreadable::Corrupt(detail)) => Err(self.corrupt(name, &detail)),
+            Err(Unreadable::Newer(version)) => Err(self.newer(version)),
         }
     }
 
-    /// The decoded content whatever name it is for (for listing the directory).
-    pub(crate) fn load_any(&mut self) -> Result<Option<Decoded>> {
+    /// The decoded content as of `now`, whatever name it is for (for listing the
+    /// directory): the name it holds and its state.
+    pub(crate) fn load_any(&mut self, now: &Now) -> Result<Option<(String, State)>> {
         let bytes = self.read_bytes()?;
-        decode(&bytes).map_err(|detail| {
-            LockError::corrupt(
+        match decode(&bytes, now) {
+            Ok(decoded) => Ok(decoded.map(|d| (d.name.into_owned(), d.state))),
+            Err(Unreadable::Corrupt(detail)) => Err(LockError::corrupt(
                 BACKEND,
                 format!("lease file {} {detail}", self.path.display()),
-            )
-        })
+            )),
+            Err(Unreadable::Newer(version)) => Err(self.newer(version)),
+        }
     }
 
     /// Rewrites the file in place with `name`'s `state`.
@@ -102,9 +115,25 @@ impl LeaseFile {
     /// grew past [`KEEP_PADDED`], and then is cut only after the new record is in place.
     /// Nothing is renamed or deleted: other processes may have the file open and be
     /// waiting for its lock.
-    pub(crate) fn store(&mut self, name: &LockName, state: &State) -> Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] if the record would be too large to read back (labels and
+    /// host names of many permits adding up to over a megabyte): the file is not touched.
+    pub(crate) fn store(&mut self, name: &LockName, state: &State, now: &Now) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let record = record::encode(name, state);
+        let record = record::encode(name, state, &now.boot);
+        if u64::try_from(record.len()).unwrap_or(u64::MAX) > MAX_LEN {
+            return Err(LockError::config(
+                BACKEND,
+                format!(
+                    "the lease record of lock {name:?} would be {} bytes, more than the {MAX_LEN} \
+                     a lease file may hold; use shorter holder labels (LockOptions::with_label) \
+                     or a lower semaphore limit",
+                    record.len()
+                ),
+            ));
+        }
         let io = |e| io_error("write", &self.path, e);
         let old_len = match self.len {
             Some(len) => len,
@@ -131,6 +160,20 @@ impl LeaseFile {
         Ok(())
     }
 
+    /// The error for a file a newer version of lock-file wrote, naming it and the fix.
+    fn newer(&self, version: u64) -> LockError {
+        LockError::config(
+            BACKEND,
+            format!(
+                "lease file {} has format version {version}, written by a newer version of \
+                 lock-file than this one (which reads versions {OLDEST_READ} to \
+                 {FORMAT_VERSION}); it was left untouched. Upgrade lock-file in this program: \
+                 every program sharing the lock directory must read format version {version}",
+                self.path.display()
+            ),
+        )
+    }
+
     /// The error for a damaged file, naming it and the fix.
     pub(crate) fn corrupt(&self, name: &LockName, detail: &str) -> LockError {
         LockError::corrupt(
@@ -144,9 +187,20 @@ impl LeaseFile {
     }
 }
 
-fn decode(bytes: &[u8]) -> std::result::Result<Option<Decoded>, String> {
+/// The outcome of [`LeaseFile::load`].
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// The lock's state.
+    pub(crate) state: State,
+    /// The file is in an older format: the next write migrates it.
+    pub(crate) migrate: bool,
+}
+
+fn decode<'a>(bytes: &'a [u8], now: &Now) -> std::result::Result<Option<Decoded<'a>>, Unreadable> {
     if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_LEN {
-        return Err(format!("is larger than {MAX_LEN} bytes"));
+        return Err(Unreadable::Corrupt(format!(
+            "is larger than {MAX_LEN} bytes"
+        )));
     }
-    record::decode(bytes)
+    record::decode(bytes, now)
 }

@@ -6,6 +6,7 @@ mod flock;
 mod io_error;
 mod lease_file;
 mod lock_dir;
+mod now;
 mod options;
 mod peek;
 mod record;

@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lock_core::LockError;
+use lock_core::backend_kit::clock::{self, HostClock};
 use lock_core::backend_kit::config::{StoreUrl, percent_decode};
 
 use crate::io_error::BACKEND;
@@ -37,7 +39,7 @@ const USAGE: &str = "use file:///absolute/path/to/lock-dir, optionally with ?syn
 /// assert_eq!(opts, parsed);
 /// # Ok::<(), lock_core::LockError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct FileOptions {
     /// The lock directory.
@@ -60,7 +62,23 @@ pub struct FileOptions {
     /// (default 10 s). Critical sections take microseconds, so running into this limit means
     /// a process is stuck (stopped, or on a hung disk) while holding a lease file's lock.
     pub busy_timeout: Duration,
+    /// The host's clocks (see [`with_clock`](Self::with_clock)).
+    clock: Arc<dyn HostClock>,
 }
+
+/// Options are equal when they name the same directory with the same settings and the same
+/// clock (the same shared value: every default option uses the system's).
+impl PartialEq for FileOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir == other.dir
+            && self.create_if_missing == other.create_if_missing
+            && self.sync_writes == other.sync_writes
+            && self.busy_timeout == other.busy_timeout
+            && std::ptr::addr_eq(Arc::as_ptr(&self.clock), Arc::as_ptr(&other.clock))
+    }
+}
+
+impl Eq for FileOptions {}
 
 impl FileOptions {
     /// The lock directory `dir`, with default options.
@@ -70,6 +88,7 @@ impl FileOptions {
             create_if_missing: true,
             sync_writes: false,
             busy_timeout: Duration::from_secs(10),
+            clock: clock::system(),
         }
     }
 
@@ -94,6 +113,40 @@ impl FileOptions {
     pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
+    }
+
+    /// A test hook: judges leases by `clock` instead of the system's clocks
+    /// ([`clock::system`], the default).
+    ///
+    /// The boot clock ([`HostClock::since_boot`]) decides expiry, the boot id
+    /// ([`HostClock::boot_id`]) tells this boot's leases from those of a holder that died
+    /// with an earlier one, and the wall clock ([`HostClock::wall`]) gives fences and the
+    /// times people read. A [`SteppedClock`](clock::SteppedClock) steps the wall clock or
+    /// pretends the host rebooted, without touching the system clock:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use lock_core::backend_kit::clock::{HostClock, SteppedClock, SystemClock};
+    /// use lock_file::FileOptions;
+    ///
+    /// let clock = Arc::new(SteppedClock::new());
+    /// let opts = FileOptions::new("/tmp/locks").with_clock(clock.clone());
+    /// clock.step_wall(Duration::from_secs(120), true); // as `faketime -f +120s` would
+    /// assert!(opts.clock().wall() > SystemClock.wall() + Duration::from_secs(119));
+    /// assert_ne!(opts, FileOptions::new("/tmp/locks"), "another clock");
+    /// ```
+    ///
+    /// Every process sharing a lock directory uses the same host clocks, so production code
+    /// has no reason to call this.
+    pub fn with_clock(mut self, clock: Arc<dyn HostClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The host's clocks the backend judges leases by (see [`with_clock`](Self::with_clock)).
+    pub fn clock(&self) -> &Arc<dyn HostClock> {
+        &self.clock
     }
 }
 

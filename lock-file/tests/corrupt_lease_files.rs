@@ -26,8 +26,11 @@ fn assert_corrupt<T: std::fmt::Debug>(result: Result<T>, file: &Path, what: &str
     }
 }
 
-/// The ways a lease file can be damaged, given its last good content.
-fn corruptions(good: &str, other_names_file: &str) -> Vec<(&'static str, Vec<u8>)> {
+/// The ways a lease file can be damaged, given its last good content (a free record whose
+/// counter is `fence`).
+fn corruptions(good: &str, fence: u64, other_names_file: &str) -> Vec<(&'static str, Vec<u8>)> {
+    let counter = format!("\"fence\":{fence},");
+    assert!(good.contains(&counter), "{good}");
     vec![
         ("garbage bytes", b"\x00\xff\xfe garbage \x01".to_vec()),
         ("truncated JSON", good.as_bytes()[..good.len() / 2].to_vec()),
@@ -37,8 +40,13 @@ fn corruptions(good: &str, other_names_file: &str) -> Vec<(&'static str, Vec<u8>
         ),
         ("an oversized file", vec![b'x'; 2 << 20]),
         (
-            "a newer format version",
-            good.replace("\"version\":1", "\"version\":99").into_bytes(),
+            "a fence of 2^53, which is never issued",
+            good.replace(&counter, "\"fence\":9007199254740992,")
+                .into_bytes(),
+        ),
+        (
+            "a format version no lock-file writes",
+            good.replace("\"version\":2", "\"version\":0").into_bytes(),
         ),
     ]
 }
@@ -64,7 +72,7 @@ async fn corrupt_files_fail_their_own_name_and_force_release_recovers_them() {
         .to_owned();
     let mut last_fence = first.fence;
 
-    for (what, bytes) in corruptions(&good, &other_file) {
+    for (what, bytes) in corruptions(&good, first.fence, &other_file) {
         let stale = acquire(&backend, &victim, "before-corruption").await;
         assert!(stale.fence > last_fence, "{what}");
         std::fs::write(&path, &bytes).unwrap();
@@ -108,7 +116,7 @@ async fn corrupt_files_fail_their_own_name_and_force_release_recovers_them() {
         assert!(rewritten.len() < 4096, "{what}: cut back to one record");
         let record: serde_json::Value = serde_json::from_slice(&rewritten).unwrap();
         assert_eq!(record["name"], "victim", "{what}");
-        assert!(record["holder"].is_null(), "{what}");
+        assert_eq!(record["holders"], serde_json::json!([]), "{what}");
         let next = acquire(&backend, &victim, "after-recovery").await;
         assert!(
             next.fence > stale.fence,
@@ -170,4 +178,35 @@ async fn an_empty_or_deleted_file_starts_again_above_every_old_fence() {
         third.fence,
         second.fence
     );
+}
+
+/// A holder label so large that the record could not be read back (over the 1 MiB a lease
+/// file may hold) is refused with a `Config` error before anything is written: the file
+/// keeps its live lease instead of becoming unreadable.
+#[tokio::test]
+async fn a_record_too_large_to_read_back_is_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        FileBackend::connect_with(FileOptions::new(dir.path()).with_create_if_missing(false))
+            .await
+            .unwrap();
+    let n = name("huge-label");
+    let kept = backend
+        .try_acquire_permit(&n, &lock_core::Holder::current("normal"), LONG_TTL, 2)
+        .await
+        .unwrap()
+        .expect("free");
+    let path = backend.lease_file(&n);
+    let before = std::fs::read(&path).unwrap();
+    let huge = lock_core::Holder::current("x".repeat(1 << 20));
+    match backend.try_acquire_permit(&n, &huge, LONG_TTL, 2).await {
+        Err(LockError::Config { detail, .. }) => {
+            assert!(detail.contains("shorter holder labels"), "{detail}")
+        }
+        other => panic!("expected a Config error, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
+    let info = backend.inspect(&n).await.unwrap().expect("still held");
+    assert_eq!(info.fence, kept.fence);
+    assert!(backend.release(&kept).await.unwrap());
 }

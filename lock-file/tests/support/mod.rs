@@ -51,3 +51,39 @@ pub(crate) fn files_under(root: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The bytes of every lease file in `dir`, as a backup (or the disk after a power loss)
+/// would keep them.
+pub(crate) fn snapshot_lease_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    lease_files(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("read a lease file");
+            (path, bytes)
+        })
+        .collect()
+}
+
+/// Puts `snapshot` back in place (same files, same inodes, under each file's lock, as a
+/// restored backup or a power loss without `sync=true` leaves them): every write since is
+/// lost. A lease file created after the snapshot is left empty, as a power loss leaves a
+/// file whose content was never flushed.
+pub(crate) fn write_back(dir: &Path, snapshot: &[(PathBuf, Vec<u8>)]) {
+    use std::os::unix::fs::FileExt;
+    for path in lease_files(dir) {
+        let bytes = snapshot
+            .iter()
+            .find(|(kept, _)| *kept == path)
+            .map_or(&[][..], |(_, bytes)| bytes.as_slice());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open a lease file to roll it back");
+        fs4::FileExt::lock(&file).expect("lock a lease file to roll it back");
+        file.write_all_at(bytes, 0)
+            .expect("write the old bytes back");
+        file.set_len(u64::try_from(bytes.len()).expect("a small file"))
+            .expect("cut the file to its old length");
+    }
+}
