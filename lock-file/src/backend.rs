@@ -18,10 +18,10 @@ use crate::flock::LockKind;
 use crate::io_error::BACKEND;
 use crate::lease_file::{LeaseFile, Loaded};
 use crate::lock_dir::LockDir;
-use crate::now::Now;
 use crate::options::{FileOptions, URL_SCHEMES};
 use crate::peek::PeekFile;
 use crate::record::{self, Held, State};
+use lock_core::backend_kit::clock::ClockReading as Now;
 
 /// Lease locks in a local directory: one lease file per lock name.
 ///

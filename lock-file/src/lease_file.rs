@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use lock_core::{LockError, LockName, Result};
 
 use crate::io_error::{BACKEND, io_error};
-use crate::now::Now;
 use crate::record::{self, Decoded, FORMAT_VERSION, OLDEST_READ, State, Unreadable};
+use lock_core::backend_kit::clock::ClockReading as Now;
 
 /// Lease files are a few hundred bytes; anything much larger is not ours.
 pub(crate) const MAX_LEN: u64 = 1 << 20;
@@ -122,7 +122,7 @@ impl LeaseFile {
     /// host names of many permits adding up to over a megabyte): the file is not touched.
     pub(crate) fn store(&mut self, name: &LockName, state: &State, now: &Now) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let record = record::encode(name, state, &now.boot);
+        let record = record::encode(name, state, now.boot());
         if u64::try_from(record.len()).unwrap_or(u64::MAX) > MAX_LEN {
             return Err(LockError::config(
                 BACKEND,

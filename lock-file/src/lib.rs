@@ -6,7 +6,6 @@ mod flock;
 mod io_error;
 mod lease_file;
 mod lock_dir;
-mod now;
 mod options;
 mod peek;
 mod record;

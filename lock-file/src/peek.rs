@@ -13,8 +13,8 @@ use lock_core::backend_kit::clock::HostClock;
 use lock_core::backend_kit::{LeaseProbe, Seen};
 
 use crate::lease_file::MAX_LEN;
-use crate::now::Now;
 use crate::record::decode;
+use lock_core::backend_kit::clock::ClockReading as Now;
 
 /// A probe reads no more than a lease file may hold (and one byte to tell it is too long).
 const PEEK_LEN: u64 = MAX_LEN + 1;

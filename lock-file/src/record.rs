@@ -36,11 +36,11 @@ use lock_core::backend_kit::clock::{BootId, HostClock};
 use lock_core::backend_kit::fence::MAX_FENCE;
 use lock_core::backend_kit::hex;
 use lock_core::backend_kit::permits::MAX_PERMITS;
-use lock_core::backend_kit::time::{from_unix_millis, to_unix_millis};
+use lock_core::backend_kit::time::from_unix_millis;
 use lock_core::{Holder, LeaseInfo, LockName, OwnerToken};
 use serde::Deserialize;
 
-use crate::now::Now;
+use lock_core::backend_kit::clock::ClockReading as Now;
 
 /// The format version this build writes.
 pub(crate) const FORMAT_VERSION: u32 = 2;
@@ -115,7 +115,7 @@ impl Held {
             pid: holder.pid,
             host: holder.host.clone(),
             fence,
-            acquired_at_ms: to_unix_millis(now.wall),
+            acquired_at_ms: now.wall_ms(),
             expires_boot_ms: now.expiry_ms(ttl),
         }
     }
@@ -440,7 +440,7 @@ fn checked<'a>(record: RecordIn<'a>, now: &Now) -> Result<Decoded<'a>, Unreadabl
         below = held.fence;
     }
     let holders = match record.boot {
-        Some(boot) if boot == now.boot.as_str() => record.holders,
+        Some(boot) if boot == now.boot().as_str() => record.holders,
         // Recorded in another boot of this host: their holders died with it.
         Some(_) => Vec::new(),
         None if record.holders.is_empty() => record.holders,
@@ -467,20 +467,14 @@ fn from_v1(record: RecordV1, now: &Now) -> Result<Decoded<'static>, Unreadable> 
     let fence = checked_fence(record.fence)?;
     let holders = record
         .holder
-        .map(|h| {
-            let left_ms = h
-                .expires_at_ms
-                .saturating_sub(to_unix_millis(now.wall))
-                .max(0);
-            Held {
-                token: h.token,
-                label: h.label,
-                pid: h.pid,
-                host: h.host,
-                fence,
-                acquired_at_ms: h.acquired_at_ms,
-                expires_boot_ms: now.boot_ms().saturating_add(left_ms.unsigned_abs()),
-            }
+        .map(|h| Held {
+            token: h.token,
+            label: h.label,
+            pid: h.pid,
+            host: h.host,
+            fence,
+            acquired_at_ms: h.acquired_at_ms,
+            expires_boot_ms: now.boot_ms_of_wall_expiry(h.expires_at_ms),
         })
         .into_iter()
         .collect();
@@ -530,16 +524,18 @@ mod tests {
         LockName::new("jobs/nightly").unwrap()
     }
 
+    const SINCE_BOOT: Duration = Duration::from_secs(3600);
+
+    fn wall() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
     fn now() -> Now {
-        Now {
-            boot: BootId::new("this-boot"),
-            since_boot: Duration::from_secs(3600),
-            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-        }
+        Now::at(boot(), SINCE_BOOT, wall())
     }
 
     fn boot() -> BootId {
-        now().boot
+        BootId::new("this-boot")
     }
 
     fn held(fence: u64, ttl: Duration) -> Held {
@@ -654,8 +650,7 @@ mod tests {
         let odd = BootId::new("boot \"quoted\" \\ id");
         let state = held_state(5);
         let bytes = encode(&name(), &state, &odd);
-        let mut now = now();
-        now.boot = odd;
+        let now = Now::at(odd, SINCE_BOOT, wall());
         let d = decode(&bytes, &now).unwrap().unwrap();
         assert_eq!(d.state, state, "its holders are this boot's");
     }
@@ -663,20 +658,24 @@ mod tests {
     #[test]
     fn liveness_follows_the_boot_clock() {
         let h = held(3, Duration::from_millis(10));
-        let mut later = now();
-        assert!(h.is_live(&later));
-        later.since_boot += Duration::from_millis(9);
-        assert!(h.is_live(&later));
-        later.since_boot += Duration::from_millis(1);
-        assert!(!h.is_live(&later), "expired after exactly the TTL");
-        later.since_boot = now().since_boot;
-        later.wall += Duration::from_secs(3600);
-        assert!(h.is_live(&later), "a wall-clock step does not expire it");
+        let at = |after: Duration, wall_step: Duration| {
+            Now::at(boot(), SINCE_BOOT + after, wall() + wall_step)
+        };
+        assert!(h.is_live(&now()));
+        assert!(h.is_live(&at(Duration::from_millis(9), Duration::ZERO)));
+        assert!(
+            !h.is_live(&at(Duration::from_millis(10), Duration::ZERO)),
+            "expired after exactly the TTL"
+        );
+        assert!(
+            h.is_live(&at(Duration::ZERO, Duration::from_secs(3600))),
+            "a wall-clock step does not expire it"
+        );
     }
 
     #[test]
     fn a_version_1_record_keeps_its_time_left_on_the_boot_clock() {
-        let wall_ms = to_unix_millis(now().wall);
+        let wall_ms = lock_core::backend_kit::time::to_unix_millis(wall());
         let token = OwnerToken::random();
         let v1 = serde_json::json!({
             "version": 1, "name": "jobs/nightly", "fence": 77,

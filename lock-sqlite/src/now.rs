@@ -13,9 +13,8 @@
 use std::time::{Duration, SystemTime};
 
 use lock_core::LockError;
-use lock_core::backend_kit::clock::{BootId, HostClock};
-use lock_core::backend_kit::fence::{MAX_FENCE, micros_since_epoch};
-use lock_core::backend_kit::time::to_unix_millis;
+use lock_core::backend_kit::clock::{BootId, ClockReading, HostClock};
+use lock_core::backend_kit::fence::MAX_FENCE;
 
 use crate::BACKEND;
 use crate::value::Value;
@@ -45,12 +44,11 @@ impl Cx<'_> {
     /// The clocks now. Operations read them inside their transaction, once it holds the
     /// locks it needs, so a wait for a busy database never makes them stale.
     pub(crate) fn now(&self) -> Now {
-        let since_boot = self.clock.since_boot();
+        let reading = ClockReading::read(self.clock);
         Now {
-            since_boot,
-            boot_ms: i64::try_from(since_boot.as_millis()).unwrap_or(i64::MAX),
-            boot_id: self.clock.boot_id(),
-            wall: self.clock.wall(),
+            boot_ms: to_sql(reading.boot_ms()),
+            boot_id: reading.boot().clone(),
+            reading,
         }
     }
 
@@ -80,14 +78,19 @@ impl Cx<'_> {
     }
 }
 
-/// The host's clocks at one moment.
+/// The host's clocks at one moment (a [`ClockReading`], which does the arithmetic every
+/// single-host store shares), with its values as SQLite binds them.
 #[derive(Debug)]
 pub(crate) struct Now {
-    since_boot: Duration,
+    reading: ClockReading,
     /// The boot clock in whole milliseconds (rounded down).
     pub(crate) boot_ms: i64,
     pub(crate) boot_id: BootId,
-    pub(crate) wall: SystemTime,
+}
+
+/// A millisecond count as SQLite stores it (saturating at the largest integer).
+fn to_sql(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 impl Now {
@@ -95,13 +98,12 @@ impl Now {
     /// milliseconds rounded up: compared with [`boot_ms`](Self::boot_ms) (rounded down),
     /// it is never judged expired before `ttl` has passed.
     pub(crate) fn expiry(&self, ttl: Duration) -> i64 {
-        let at = self.since_boot.saturating_add(ttl);
-        i64::try_from(at.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX)
+        to_sql(self.reading.expiry_ms(ttl))
     }
 
     /// True for a lease recorded under `boot_id` that expires at `expires_boot_ms`.
     pub(crate) fn sees_live(&self, boot_id: &str, expires_boot_ms: i64) -> bool {
-        boot_id == self.boot_id.as_str() && expires_boot_ms > self.boot_ms
+        u64::try_from(expires_boot_ms).is_ok_and(|ms| self.reading.is_live(boot_id, ms))
     }
 
     /// This boot's id, to bind.
@@ -111,7 +113,7 @@ impl Now {
 
     /// The wall clock in milliseconds since the Unix epoch (for `acquired_at`).
     pub(crate) fn wall_ms(&self) -> i64 {
-        to_unix_millis(self.wall)
+        self.reading.wall_ms()
     }
 
     /// The wall clock in microseconds since the Unix epoch: the clock half of a hybrid
@@ -122,19 +124,18 @@ impl Now {
     /// [`LockError::Config`] when the wall clock is so far ahead (past the year 2255) that
     /// it would pass the largest fence.
     pub(crate) fn fence_clock(&self) -> Result<i64, LockError> {
-        let micros = micros_since_epoch(self.wall);
+        let micros = self.reading.fence_clock();
         if micros > MAX_FENCE {
             return Err(LockError::config(
                 BACKEND,
                 format!(
-                    "this host's wall clock reads {} microseconds since 1970, past the largest \
-                     fence (2^53 - 1, in the year 2255): fences follow the wall clock, so none \
-                     can be issued; set the clock right",
-                    micros
+                    "this host's wall clock reads {micros} microseconds since 1970, past the \
+                     largest fence (2^53 - 1, in the year 2255): fences follow the wall clock, \
+                     so none can be issued; set the clock right"
                 ),
             ));
         }
-        Ok(i64::try_from(micros).unwrap_or(i64::MAX))
+        Ok(to_sql(micros))
     }
 
     /// A wall-clock expiry of schema versions 1 and 2 (`expires_at_ms`) on this boot's
@@ -142,12 +143,7 @@ impl Now {
     /// when it has passed. The migration computes the same in SQL
     /// ([`COPY_LEGACY_LEASES`](crate::sql::COPY_LEGACY_LEASES)).
     pub(crate) fn legacy_expiry(&self, expires_at_ms: i64) -> i64 {
-        let left = expires_at_ms.saturating_sub(self.wall_ms());
-        if left > 0 {
-            self.boot_ms.saturating_add(left)
-        } else {
-            0
-        }
+        to_sql(self.reading.boot_ms_of_wall_expiry(expires_at_ms))
     }
 }
 

@@ -144,6 +144,112 @@ mod boot_clock {
     }
 }
 
+/// One reading of the host's clocks, taken once per operation (inside its critical section
+/// or transaction, once it holds what it needs), so that every decision of the operation is
+/// made at one moment; the arithmetic every single-host store does with it, in one place.
+///
+/// Expiries are stored as whole milliseconds of the boot clock with the boot id: a lease is
+/// live if it was recorded under this boot and its expiry is after
+/// [`boot_ms`](Self::boot_ms). It is itself a [`HostClock`] that stands still, so the
+/// wall-clock times it shows ([`HostClock::wall_at`]) are of that moment.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_core::backend_kit::clock::{ClockReading, SystemClock};
+///
+/// let now = ClockReading::read(&SystemClock);
+/// let expires = now.expiry_ms(Duration::from_secs(30));
+/// assert!(now.is_live(now.boot_id().as_str(), expires));
+/// assert!(!now.is_live("another-boot", expires));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClockReading {
+    boot: BootId,
+    since_boot: Duration,
+    wall: SystemTime,
+}
+
+impl ClockReading {
+    /// Reads `clock`.
+    pub fn read(clock: &dyn HostClock) -> Self {
+        Self {
+            boot: clock.boot_id(),
+            since_boot: clock.since_boot(),
+            wall: clock.wall(),
+        }
+    }
+
+    /// A reading with every value given (for tests of code that uses one).
+    pub fn at(boot: BootId, since_boot: Duration, wall: SystemTime) -> Self {
+        Self {
+            boot,
+            since_boot,
+            wall,
+        }
+    }
+
+    /// The id of the boot this reading was taken in.
+    pub fn boot(&self) -> &BootId {
+        &self.boot
+    }
+
+    /// Whole milliseconds since boot, rounded down: a lease is live while this is below its
+    /// stored expiry.
+    pub fn boot_ms(&self) -> u64 {
+        u64::try_from(self.since_boot.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The boot-clock millisecond at which a lease granted or renewed now for `ttl`
+    /// expires, rounded up, so that compared with [`boot_ms`](Self::boot_ms) (rounded down)
+    /// it never lasts less than `ttl`. Saturates instead of overflowing.
+    pub fn expiry_ms(&self, ttl: Duration) -> u64 {
+        let at = self.since_boot.saturating_add(ttl);
+        u64::try_from(at.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+
+    /// True for a lease recorded under `boot_id` whose boot-clock expiry is `expires_ms`.
+    pub fn is_live(&self, boot_id: &str, expires_ms: u64) -> bool {
+        boot_id == self.boot.as_str() && expires_ms > self.boot_ms()
+    }
+
+    /// The wall clock in microseconds since the Unix epoch: the clock half of a hybrid
+    /// fence ([`next_fence`](super::fence::next_fence)).
+    pub fn fence_clock(&self) -> u64 {
+        super::fence::micros_since_epoch(self.wall)
+    }
+
+    /// The wall clock in milliseconds since the Unix epoch (for `acquired_at`).
+    pub fn wall_ms(&self) -> i64 {
+        super::time::to_unix_millis(self.wall)
+    }
+
+    /// A wall-clock expiry written by an older format (milliseconds since the epoch) moved
+    /// onto this boot's clock: as far ahead of the boot clock now as it is of the wall clock
+    /// now; 0 (expired) when it has passed. A live lease of an older format thus keeps the
+    /// time it had left, judged once on this reading's wall clock.
+    pub fn boot_ms_of_wall_expiry(&self, expires_at_ms: i64) -> u64 {
+        let left = expires_at_ms.saturating_sub(self.wall_ms());
+        match u64::try_from(left) {
+            Ok(left) if left > 0 => self.boot_ms().saturating_add(left),
+            _ => 0,
+        }
+    }
+}
+
+impl HostClock for ClockReading {
+    fn wall(&self) -> SystemTime {
+        self.wall
+    }
+
+    fn since_boot(&self) -> Duration {
+        self.since_boot
+    }
+
+    fn boot_id(&self) -> BootId {
+        self.boot.clone()
+    }
+}
+
 /// A test hook: the system's boot clock with a wall clock the test steps, and optionally
 /// another boot id, so tests can play an NTP step, a clock far ahead, or a reboot without
 /// touching the system clock.
@@ -234,6 +340,54 @@ mod tests {
         assert!(boot.abs_diff(SystemClock.since_boot()) < Duration::from_secs(1));
         clock.set_boot_id(BootId::new("another-boot"));
         assert_eq!(clock.boot_id().as_str(), "another-boot");
+    }
+
+    fn reading(since_boot: Duration) -> ClockReading {
+        ClockReading::at(
+            BootId::new("test-boot"),
+            since_boot,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )
+    }
+
+    #[test]
+    fn expiry_rounds_up_and_is_judged_on_this_boot_only() {
+        let now = reading(Duration::new(100, 250_000));
+        assert_eq!(now.boot_ms(), 100_000);
+        assert_eq!(now.expiry_ms(Duration::from_millis(10)), 100_011);
+        let whole = reading(Duration::from_millis(100_000));
+        assert_eq!(whole.expiry_ms(Duration::from_millis(10)), 100_010);
+        assert_eq!(whole.expiry_ms(Duration::MAX), u64::MAX);
+        assert!(whole.is_live("test-boot", 100_001));
+        assert!(!whole.is_live("test-boot", 100_000));
+        assert!(!whole.is_live("another-boot", 200_000));
+        assert_eq!(whole.fence_clock(), 1_700_000_000_000_000);
+        assert_eq!(whole.wall_ms(), 1_700_000_000_000);
+    }
+
+    #[test]
+    fn an_older_wall_clock_expiry_keeps_its_time_left() {
+        let now = reading(Duration::from_secs(100));
+        assert_eq!(now.boot_ms_of_wall_expiry(now.wall_ms() + 2_500), 102_500);
+        assert_eq!(now.boot_ms_of_wall_expiry(now.wall_ms()), 0);
+        assert_eq!(now.boot_ms_of_wall_expiry(i64::MIN), 0);
+        assert_eq!(
+            now.boot_ms_of_wall_expiry(i64::MAX),
+            u64::try_from(i64::MAX).unwrap() - 1_700_000_000_000 + 100_000
+        );
+    }
+
+    #[test]
+    fn a_reading_shows_boot_clock_moments_on_its_own_wall_clock() {
+        let now = reading(Duration::from_secs(100));
+        assert_eq!(
+            now.wall_at(Duration::from_secs(160)),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_060)
+        );
+        assert_eq!(
+            now.wall_at(Duration::from_secs(40)),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_699_999_940)
+        );
     }
 
     #[test]
