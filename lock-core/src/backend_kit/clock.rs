@@ -159,7 +159,7 @@ mod boot_clock {
 ///
 /// let now = ClockReading::read(&SystemClock);
 /// let expires = now.expiry_ms(Duration::from_secs(30));
-/// assert!(now.is_live(now.boot_id().as_str(), expires));
+/// assert!(now.is_live(now.boot().as_str(), expires));
 /// assert!(!now.is_live("another-boot", expires));
 /// ```
 #[derive(Clone, Debug)]
