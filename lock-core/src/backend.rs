@@ -79,7 +79,8 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
 
     /// Takes one of `limit` permits of `name` for `holder`: succeeds if fewer than `limit`
     /// live leases of `name` exist (counting expired ones as free), in one atomic step.
-    /// `Ok(None)` when all `limit` permits are held. With `limit` 1 this is exactly
+    /// `Ok(None)` when all `limit` permits are held, and when `holder`'s token already holds
+    /// one (a token holds at most one permit of a name). With `limit` 1 this is exactly
     /// [`try_acquire`](Self::try_acquire).
     ///
     /// The default supports only `limit` 1; backends that store permits override it (and

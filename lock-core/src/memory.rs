@@ -141,7 +141,9 @@ impl LockBackend for MemoryBackend {
                 }
                 _ => {}
             }
-            if permits.held.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            // Not re-entrant: a token holds at most one permit of a name.
+            let again = permits.held.iter().any(|s| s.token == holder.token);
+            if again || permits.held.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
                 return Ok(None);
             }
             let fence = next_fence(permits.fence, micros_since_epoch(SystemTime::now()))
