@@ -129,7 +129,11 @@ impl PostgresBackend {
         let listen_pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(opts.connect_timeout)
-            .connect_lazy_with((*pool.connect_options()).clone());
+            .connect_lazy_with(
+                opts.listen_url
+                    .clone()
+                    .unwrap_or_else(|| (*pool.connect_options()).clone()),
+            );
         let notifier = Notifier::new(
             db.clone(),
             listen_pool,

@@ -26,7 +26,7 @@ pub const MAX_IDENT_LEN: usize = 56;
 
 const USAGE: &str = "use postgres://[user[:password]@]host[:port]/database, with optional \
      ?schema=public&table=leaselock_leases&timeout=2s&connect_timeout=2s&max_connections=10\
-     &statement_cache=0|100&listen=true|false&poll=100ms and sqlx's own options (sslmode, \
+     &statement_cache=0|100&listen=true|false&listen_url=postgres://...&poll=100ms and sqlx's own options (sslmode, \
      sslrootcert, sslcert, sslkey, application_name, options, host, port, dbname, user, \
      password, statement-cache-capacity)";
 
@@ -66,7 +66,8 @@ const SQLX_KEYS: &[&str] = &[
 /// | `connect_timeout` | the limit for opening (or waiting for) one connection | `2s` |
 /// | `max_connections` | the size of the backend's own pool | `10` |
 /// | `statement_cache` | `0` sends every statement without server-side prepared statements (simple query protocol): what PgBouncer in transaction mode needs; any other number is sqlx's statement cache size | `100` |
-/// | `listen` | `false` never opens the `LISTEN` connection: waiters poll | `true` |
+/// | `listen` | `false` never opens the `LISTEN` connection: waiters poll | `true`, but `false` with `statement_cache=0` |
+/// | `listen_url` | a `postgres://` URL (percent-encoded) for the `LISTEN` session alone: the server itself, or a pooler in session mode, when statements go through a pooler in transaction mode | the main URL |
 /// | `poll` | how often waiters look again while no `LISTEN` connection is up (jittered) | `100ms` |
 ///
 /// Every other option is sqlx's own ([`PgConnectOptions`]): `sslmode`, `sslrootcert`,
@@ -108,8 +109,15 @@ pub struct PostgresOptions {
     /// sends every statement as one simple query with its values inlined as literals, which
     /// works through PgBouncer in transaction mode.
     pub statement_cache: bool,
-    /// Open a `LISTEN` connection so waiters wake on a release (default `true`).
+    /// Open a `LISTEN` connection so waiters wake on a release (default `true`, except
+    /// with [`statement_cache`](Self::statement_cache) off, where a `LISTEN` through a
+    /// pooler in transaction mode would stay behind on a pooled server connection: give
+    /// [`listen_url`](Self::listen_url) then).
     pub listen: bool,
+    /// Where the `LISTEN` session connects, when not where statements go (default: the
+    /// same place). It must be a session of its own: the server itself, or a pooler in
+    /// session mode.
+    pub listen_url: Option<PgConnectOptions>,
     /// How often a waiter looks again while no `LISTEN` connection is up (default 100 ms,
     /// jittered).
     pub poll: Duration,
@@ -129,6 +137,13 @@ impl fmt::Debug for PostgresOptions {
             .field("max_connections", &self.max_connections)
             .field("statement_cache", &self.statement_cache)
             .field("listen", &self.listen)
+            .field(
+                "listen_url",
+                &self
+                    .listen_url
+                    .as_ref()
+                    .map(|o| format!("{}:{}", o.get_host(), o.get_port())),
+            )
             .field("poll", &self.poll)
             .finish()
     }
@@ -152,6 +167,7 @@ impl PostgresOptions {
             max_connections: 10,
             statement_cache: true,
             listen: true,
+            listen_url: None,
             poll: Duration::from_millis(100),
             shown,
         }
@@ -197,6 +213,13 @@ impl PostgresOptions {
     /// With the `LISTEN` connection on (the default) or off.
     pub fn with_listen(mut self, listen: bool) -> Self {
         self.listen = listen;
+        self
+    }
+
+    /// With [`listen_url`](Self::listen_url) set (and the `LISTEN` connection on).
+    pub fn with_listen_url(mut self, listen: PgConnectOptions) -> Self {
+        self.listen_url = Some(listen);
+        self.listen = true;
         self
     }
 
@@ -276,6 +299,7 @@ impl FromStr for PostgresOptions {
         let max_connections = query.number::<u32>("max_connections")?;
         let statement_cache = query.number::<usize>("statement_cache")?;
         let listen = query.boolean("listen")?;
+        let listen_url = query.string("listen_url")?;
         let poll = query.duration("poll")?;
         let mut passed = Vec::new();
         for key in SQLX_KEYS {
@@ -328,9 +352,30 @@ impl FromStr for PostgresOptions {
         if let Some(max) = max_connections {
             opts.max_connections = max;
         }
-        if let Some(listen) = listen {
-            opts.listen = listen;
+        if let Some(listen_url) = listen_url {
+            if !URL_SCHEMES
+                .iter()
+                .any(|s| listen_url.starts_with(&format!("{s}://")))
+            {
+                return Err(LockError::config(
+                    BACKEND,
+                    format!(
+                        "bad postgres lock URL \"{}\": listen_url must be a postgres:// URL",
+                        opts.shown
+                    ),
+                ));
+            }
+            let parsed: PgConnectOptions = listen_url.parse().map_err(|e| {
+                LockError::config(
+                    BACKEND,
+                    format!("bad postgres lock URL \"{}\": listen_url: {e}", opts.shown),
+                )
+            })?;
+            opts.listen_url = Some(parsed);
         }
+        // A LISTEN through a pooler in transaction mode stays on a pooled server
+        // connection: without a URL of its own, it is off when prepared statements are.
+        opts.listen = listen.unwrap_or(opts.statement_cache || opts.listen_url.is_some());
         if let Some(poll) = poll {
             opts.poll = poll;
         }
@@ -389,6 +434,20 @@ mod tests {
         assert_eq!(o.max_connections, 3);
         assert!(!o.statement_cache && !o.listen);
         assert_eq!(o.poll, Duration::from_millis(20));
+        let o: PostgresOptions = "postgres://bouncer:6432/db?statement_cache=0"
+            .parse()
+            .unwrap();
+        assert!(
+            !o.listen,
+            "no LISTEN through a transaction pooler by default"
+        );
+        let o: PostgresOptions =
+            "postgres://bouncer:6432/db?statement_cache=0&listen_url=postgres%3A%2F%2Fdb%3A5432%2Fdb"
+                .parse()
+                .unwrap();
+        assert!(o.listen);
+        assert_eq!(o.listen_url.as_ref().map(|l| l.get_port()), Some(5432));
+        assert!(config("postgres://h/db?listen_url=redis%3A%2F%2Fx").contains("listen_url"));
     }
 
     #[test]
