@@ -130,3 +130,8 @@ fn sqlite_sqlx() {
 fn redis() {
     eight_runs_never_overlap(Backend::Redis);
 }
+
+#[test]
+fn postgres() {
+    eight_runs_never_overlap(Backend::Postgres);
+}

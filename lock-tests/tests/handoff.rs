@@ -145,6 +145,13 @@ async fn take_turns_with_a_second_process(store: Store) {
         // one's server instead of a private server of its own.
         child.env(lock_testkit::redis::URL_ENV, &store.url);
     }
+    if store.kind == Backend::Postgres {
+        // Likewise: the parent's PostgreSQL server, not a private cluster of the child's.
+        child.env(
+            lock_testkit::postgres::URL_ENV,
+            lock_testkit::postgres::shared().url(),
+        );
+    }
     let child = child
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
