@@ -285,11 +285,11 @@ impl PostgresBackend {
             )
         })?;
         let permits: i32 = row.try_get(1)?;
+        let fence = fence_of(Some(row.try_get(5)?))?;
         let pid: i64 = row.try_get(3)?;
         let pid = u32::try_from(pid).map_err(|_| {
             LockError::corrupt(BACKEND, format!("the lease of {name} has pid {pid}"))
         })?;
-        let fence = fence_of(Some(row.try_get(5)?))?;
         Ok(LeaseInfo::new(
             name,
             row.try_get::<String, _>(2)?,

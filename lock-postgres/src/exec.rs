@@ -103,26 +103,30 @@ impl Db {
         let mut backoff = Backoff::new(MIN_DELAY, MAX_DELAY);
         let mut attempts = 0u32;
         let mut unknown = false;
+        // The last failure the server or driver reported, kept when a later attempt is cut
+        // short by the deadline: it says why the operation kept failing.
+        let mut last: Option<BoxError> = None;
         loop {
             attempts += 1;
-            let last = match timeout_at(deadline, attempt(unknown)).await {
+            let failed = match timeout_at(deadline, attempt(unknown)).await {
                 Ok(Ok(out)) => return Ok(out),
                 Ok(Err(Failure::Lock(e))) => return Err(e),
                 Ok(Err(Failure::Sql(e))) => match self.classify(e) {
                     (Verdict::Final(e), _) => return Err(e),
                     (Verdict::Retry { ambiguous }, source) => {
                         unknown |= ambiguous;
-                        Some(source)
+                        last = Some(source);
+                        true
                     }
                 },
                 // Cut short at the deadline: whatever was sent may have been done.
                 Err(_) => {
                     unknown = true;
-                    None
+                    false
                 }
             };
             let now = Instant::now();
-            if last.is_none() || now >= deadline {
+            if !failed || now >= deadline {
                 return Err(LockError::unavailable(
                     BACKEND,
                     OutOfTime {
@@ -130,7 +134,8 @@ impl Db {
                         server: Arc::clone(&self.shown),
                         waited: start.elapsed(),
                         attempts,
-                        last,
+                        last: last.take(),
+                        cut_short: !failed,
                     },
                 ));
             }
@@ -287,6 +292,8 @@ struct OutOfTime {
     waited: Duration,
     attempts: u32,
     last: Option<BoxError>,
+    /// The last attempt got no answer before the deadline.
+    cut_short: bool,
 }
 
 impl fmt::Display for OutOfTime {
@@ -299,9 +306,13 @@ impl fmt::Display for OutOfTime {
             humantime_ms(self.waited),
             self.attempts
         )?;
-        match &self.last {
-            Some(e) => write!(f, "; last: {e}")?,
-            None => f.write_str("; the server did not answer")?,
+        match (&self.last, self.cut_short) {
+            (Some(e), false) => write!(f, "; last: {e}")?,
+            (Some(e), true) => write!(
+                f,
+                "; the last got no answer in time, the one before failed with: {e}"
+            )?,
+            (None, _) => f.write_str("; the server did not answer")?,
         }
         f.write_str(
             "); if the server is up but slow or busy, raise the operation budget (URL option \
