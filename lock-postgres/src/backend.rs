@@ -205,9 +205,9 @@ impl PostgresBackend {
         ]
     }
 
-    /// One acquisition attempt: the one-statement path, or the serialized one (a short
-    /// transaction holding the name's advisory lock) for semaphores and for a lock whose
-    /// name still has rows of another limit.
+    /// One acquisition attempt. A lock (limit 1) takes the one-statement lock path; a
+    /// semaphore, or a lock whose name still has rows of another limit, takes the general
+    /// statement inside a short transaction that holds the name's advisory lock.
     async fn attempt_acquire(
         &self,
         name: &LockName,
@@ -219,7 +219,27 @@ impl PostgresBackend {
         let db = &self.inner.db;
         let sql = &self.inner.sql;
         let mut serialized = limit > 1;
-        // A fast-path lock may take slot 0 under a serialized grant's feet: look again.
+        if !serialized {
+            let params = [
+                Param::Text(name.as_str().to_owned()),
+                Param::Text(holder.token.to_hex()),
+                Param::Text(clean(&holder.label)),
+                Param::BigInt(i64::from(holder.pid)),
+                Param::Text(clean(&holder.host)),
+                Param::BigInt(ttl_micros(ttl)),
+                Param::Bool(reclaim),
+            ];
+            let row = db.fetch_one(&db.pool, &sql.acquire_lock, &params).await?;
+            match Self::outcome(name, limit, &row)? {
+                // The lease this token already holds: the general statement reads it.
+                Outcome::Mine => {}
+                Outcome::Serialize => serialized = true,
+                // The slot looked free but was taken live before this statement got to it.
+                Outcome::Raced => return Ok(Acquired::Held),
+                Outcome::Done(acquired) => return Ok(acquired),
+            }
+        }
+        // A lock on slot 0 may be taken under a serialized grant's feet: look again.
         for _ in 0..4 {
             let params = Self::acquire_params(name, holder, ttl, limit, serialized, reclaim);
             let row = if serialized {
@@ -242,38 +262,54 @@ impl PostgresBackend {
             } else {
                 db.fetch_one(&db.pool, &sql.acquire, &params).await?
             };
-            let status: String = row.try_get("status")?;
-            match status.as_str() {
-                "granted" | "mine" => {
-                    let fence = fence_of(row.try_get::<Option<i64>, _>("fence")?)?;
-                    let expires = row
-                        .try_get::<Option<i64>, _>("expires_us")?
-                        .map(from_micros)
-                        .ok_or_else(|| {
-                            LockError::corrupt(BACKEND, "a grant without an expiry time")
-                        })?;
-                    return Ok(Acquired::Granted { fence, expires });
-                }
-                "held" => return Ok(Acquired::Held),
-                "mismatch" => {
-                    let held: Option<i32> = row.try_get("other_permits")?;
-                    let held = held.and_then(|h| u32::try_from(h).ok()).unwrap_or(0);
-                    return Err(limit_mismatch(BACKEND, name, held, limit).into());
-                }
-                "serialize" => serialized = true,
-                // The slot looked free but was taken live before this statement got to it.
-                "raced" if !serialized => return Ok(Acquired::Held),
-                "raced" => {}
-                other => {
-                    return Err(LockError::backend(
-                        BACKEND,
-                        format!("the acquire statement answered {other:?}"),
-                    )
-                    .into());
-                }
+            match Self::outcome(name, limit, &row)? {
+                Outcome::Done(acquired) => return Ok(acquired),
+                Outcome::Serialize => serialized = true,
+                Outcome::Raced if !serialized => return Ok(Acquired::Held),
+                Outcome::Raced | Outcome::Mine => {}
             }
         }
         Ok(Acquired::Held)
+    }
+
+    /// What an acquire statement's row says.
+    fn outcome(name: &LockName, limit: u32, row: &PgRow) -> std::result::Result<Outcome, Failure> {
+        let status: String = row.try_get("status")?;
+        Ok(match status.as_str() {
+            "granted" => {
+                let fence = fence_of(row.try_get::<Option<i64>, _>("fence")?)?;
+                let expires = row
+                    .try_get::<Option<i64>, _>("expires_us")?
+                    .map(from_micros)
+                    .ok_or_else(|| LockError::corrupt(BACKEND, "a grant without an expiry time"))?;
+                Outcome::Done(Acquired::Granted { fence, expires })
+            }
+            // The general statement reports this token's own live lease with its fence.
+            "mine" if row.try_get::<Option<i64>, _>("fence")?.is_some() => {
+                let fence = fence_of(row.try_get::<Option<i64>, _>("fence")?)?;
+                let expires = row
+                    .try_get::<Option<i64>, _>("expires_us")?
+                    .map(from_micros)
+                    .ok_or_else(|| LockError::corrupt(BACKEND, "a lease without an expiry time"))?;
+                Outcome::Done(Acquired::Granted { fence, expires })
+            }
+            "mine" => Outcome::Mine,
+            "held" => Outcome::Done(Acquired::Held),
+            "mismatch" => {
+                let held: Option<i32> = row.try_get("other_permits")?;
+                let held = held.and_then(|h| u32::try_from(h).ok()).unwrap_or(0);
+                return Err(limit_mismatch(BACKEND, name, held, limit).into());
+            }
+            "serialize" => Outcome::Serialize,
+            "raced" => Outcome::Raced,
+            other => {
+                return Err(LockError::backend(
+                    BACKEND,
+                    format!("the acquire statement answered {other:?}"),
+                )
+                .into());
+            }
+        })
     }
 
     fn info_of(&self, row: &PgRow) -> std::result::Result<LeaseInfo, Failure> {
@@ -301,6 +337,18 @@ impl PostgresBackend {
         )
         .with_limit(u32::try_from(permits).unwrap_or(1)))
     }
+}
+
+/// What one acquire statement said.
+enum Outcome {
+    /// Granted, or held by others.
+    Done(Acquired),
+    /// This token's own live lease (a retry after a lost answer): read it.
+    Mine,
+    /// The name has rows of another limit: take the serialized path.
+    Serialize,
+    /// The slot was taken between the statement's look and its insert.
+    Raced,
 }
 
 /// What an acquisition attempt found.
@@ -434,10 +482,14 @@ impl LockBackend for PostgresBackend {
         ];
         let freed = db
             .run("release", |_| async {
-                let row = db
-                    .fetch_one(&db.pool, &self.inner.sql.release, &params)
+                let rows = db
+                    .fetch_all(&db.pool, &self.inner.sql.release, &params)
                     .await?;
-                Ok::<bool, Failure>(row.try_get("freed")?)
+                match rows.first() {
+                    // Not there (released, taken over and released, never ours): false.
+                    None => Ok::<bool, Failure>(false),
+                    Some(row) => Ok(row.try_get("freed")?),
+                }
             })
             .await?;
         if freed {

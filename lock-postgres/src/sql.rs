@@ -49,6 +49,7 @@ pub(crate) struct Statements {
     /// The `NOTIFY` channel of releases.
     pub(crate) channel: String,
     pub(crate) acquire: Arc<str>,
+    pub(crate) acquire_lock: Arc<str>,
     pub(crate) serialize: Arc<str>,
     pub(crate) sweep: Arc<str>,
     pub(crate) heartbeat: Arc<str>,
@@ -117,6 +118,46 @@ impl Statements {
             expires =
                 micros("coalesce((SELECT expires_at FROM ins), (SELECT expires_at FROM mine))"),
         );
+        // The lock path (limit 1), in one statement: advance the counter only when the
+        // name has no live row and no row of another limit or slot (else the caller takes
+        // the general path above), then take slot 0 if its row is still absent or expired
+        // when the insert gets to it. What happened is worked out only when nothing was
+        // granted (an InitPlan in a CASE branch runs only when that branch is taken).
+        // $1 name, $2 token, $3 label, $4 pid, $5 host, $6 ttl µs, $7 reclaim.
+        let lock_ttl = "clock_timestamp() + $6::bigint * interval '1 microsecond'";
+        let acquire_lock = format!(
+            "WITH f AS (INSERT INTO {f} AS c (name, fence) \
+                 SELECT $1::text, greatest(1, {clock}) WHERE NOT EXISTS (SELECT 1 FROM {l} \
+                     WHERE name = $1::text \
+                     AND (expires_at > clock_timestamp() OR permits <> 1 OR slot <> 0)) \
+                 ON CONFLICT (name) DO UPDATE SET fence = greatest(c.fence + 1, EXCLUDED.fence) \
+                 RETURNING fence), \
+             ins AS (INSERT INTO {l} AS l \
+                 (name, slot, permits, token, label, pid, host, fence, acquired_at, expires_at) \
+                 SELECT $1::text, 0, 1, $2::text, $3::text, $4::bigint, $5::text, f.fence, \
+                     clock_timestamp(), {lock_ttl} FROM f \
+                 ON CONFLICT (name, slot) DO UPDATE SET permits = EXCLUDED.permits, \
+                     token = EXCLUDED.token, label = EXCLUDED.label, pid = EXCLUDED.pid, \
+                     host = EXCLUDED.host, fence = EXCLUDED.fence, \
+                     acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at \
+                 WHERE l.expires_at <= clock_timestamp() \
+                 RETURNING fence, expires_at) \
+             SELECT CASE WHEN i.fence IS NOT NULL THEN 'granted' ELSE \
+                 (SELECT CASE WHEN bool_or(live AND $7::boolean AND token = $2::text) THEN 'mine' \
+                     WHEN bool_or(live AND permits <> 1) THEN 'mismatch' \
+                     WHEN bool_or(live) THEN 'held' \
+                     WHEN bool_or(permits <> 1 OR slot <> 0) THEN 'serialize' \
+                     ELSE 'raced' END \
+                  FROM (SELECT token, permits, slot, expires_at > clock_timestamp() AS live \
+                      FROM {l} WHERE name = $1::text) AS r) END AS status, \
+             i.fence, {expires} AS expires_us, \
+             CASE WHEN i.fence IS NULL THEN (SELECT max(permits) FROM {l} WHERE name = $1::text \
+                 AND permits <> 1 AND expires_at > clock_timestamp()) END AS other_permits \
+             FROM (SELECT (SELECT fence FROM ins) AS fence, \
+                 (SELECT expires_at FROM ins) AS expires_at) AS i",
+            clock = micros("clock_timestamp()"),
+            expires = micros("i.expires_at"),
+        );
         let serialize =
             format!("SELECT pg_advisory_xact_lock({ADVISORY_CLASS}, hashtext($1::text))");
         // Under the name's advisory lock: expired rows go, so that later lock grants of the
@@ -136,12 +177,12 @@ impl Statements {
              RETURNING l.name, l.token, {}",
             micros("l.expires_at")
         );
+        // Compare-and-delete, announcing the release (only of a live lease) to waiters.
         let release = format!(
-            "WITH d AS (DELETE FROM {l} WHERE name = $1::text AND token = $2::text \
-                 RETURNING expires_at > clock_timestamp() AS live), \
-             n AS (SELECT pg_notify($3::text, $1::text) FROM d WHERE live) \
-             SELECT coalesce((SELECT bool_or(live) FROM d), false) AS freed, \
-                 (SELECT count(*) FROM n) AS notified"
+            "DELETE FROM {l} WHERE name = $1::text AND token = $2::text \
+             RETURNING expires_at > clock_timestamp() AS freed, \
+                 (CASE WHEN expires_at > clock_timestamp() \
+                     THEN pg_notify($3::text, $1::text) END) IS NULL AS quiet"
         );
         let force_release = format!(
             "WITH d AS (DELETE FROM {l} WHERE name = $1::text \
@@ -170,6 +211,7 @@ impl Statements {
             fences_table,
             channel,
             acquire: acquire.into(),
+            acquire_lock: acquire_lock.into(),
             serialize: serialize.into(),
             sweep: sweep.into(),
             heartbeat: heartbeat.into(),
