@@ -170,14 +170,21 @@ impl Statements {
              RETURNING {}",
             micros("expires_at")
         );
+        // Rows are locked in (name, slot) order before they are updated: two batches that
+        // share leases (a renewal still in flight when the next falls due) then wait for
+        // each other instead of deadlocking, as an UPDATE .. FROM in plan order could.
         let heartbeat_many = format!(
-            "UPDATE {l} AS l SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond' \
-             FROM unnest($1::text[], $2::text[]) AS i(name, token) \
-             WHERE l.name = i.name AND l.token = i.token AND l.expires_at > clock_timestamp() \
+            "WITH locked AS (SELECT l.name, l.slot FROM {l} AS l \
+                 JOIN unnest($1::text[], $2::text[]) AS i(name, token) \
+                     ON l.name = i.name AND l.token = i.token \
+                 WHERE l.expires_at > clock_timestamp() \
+                 ORDER BY l.name, l.slot FOR UPDATE OF l) \
+             UPDATE {l} AS l SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond' \
+             FROM locked WHERE l.name = locked.name AND l.slot = locked.slot \
+                 AND l.expires_at > clock_timestamp() \
              RETURNING l.name, l.token, {}",
             micros("l.expires_at")
         );
-        // Compare-and-delete, announcing the release (only of a live lease) to waiters.
         let release = format!(
             "DELETE FROM {l} WHERE name = $1::text AND token = $2::text \
              RETURNING expires_at > clock_timestamp() AS freed, \
