@@ -119,10 +119,12 @@ impl Guarded {
         Self::spawn_as(&[], "kill -9 $pid 2>/dev/null", binary, args, log, dir)
     }
 
-    /// As [`spawn`](Self::spawn), with the guardian shell (and so the server) started
-    /// through `wrapper` (say `runuser -u postgres --`), and stopping the server with the
-    /// shell commands `stop`, which find its pid in `$pid` (say, a graceful signal first and
-    /// SIGKILL after a while).
+    /// As [`spawn`](Self::spawn), with the server started through `wrapper` (say
+    /// `runuser -u postgres --`, which forks the server and waits for it: the guardian
+    /// finds the server as the wrapper's child), and stopped with the shell commands
+    /// `stop`, which find its pid in `$pid` (say, a graceful signal first and SIGKILL after
+    /// a while). The guardian itself runs as this process's user, so it can remove `dir`
+    /// wherever this process could create it.
     pub(crate) fn spawn_as(
         wrapper: &[&str],
         stop: &str,
@@ -131,33 +133,39 @@ impl Guarded {
         log: &Path,
         dir: &Path,
     ) -> io::Result<Self> {
+        let find_server = if wrapper.is_empty() {
+            "pid=$!; outer=$pid"
+        } else {
+            // The wrapper's child, once it has forked it (or nothing if it died first).
+            r#"outer=$!
+pid=
+while [ -z "$pid" ] && kill -0 $outer 2>/dev/null; do
+  pid=$(pgrep -P $outer | head -1)
+  [ -n "$pid" ] || sleep 0.01
+done
+[ -n "$pid" ] || pid=$outer"#
+        };
         let script = format!(
-            r#"bin="$1"; log="$2"; dir="$3"; shift 3
-"$bin" "$@" >"$log" 2>&1 &
-pid=$!
+            r#"log="$1"; dir="$2"; shift 2
+"$@" >"$log" 2>&1 &
+{find_server}
 echo $pid
 read how
 {stop}
 kill -9 $pid 2>/dev/null
+# A wrapper that stopped itself when its child was stopped (runuser, su) must run to exit.
+kill -CONT $outer 2>/dev/null
 wait
 [ "$how" = stop ] || rm -rf -- "$dir""#
         );
-        let (program, pre) = match wrapper.split_first() {
-            Some((program, pre)) => (*program, pre),
-            None => ("sh", &[][..]),
-        };
-        let mut command = Command::new(program);
-        command.args(pre);
-        if !wrapper.is_empty() {
-            command.arg("sh");
-        }
-        let mut shell = command
+        let mut shell = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg("sh")
-            .arg(binary)
             .arg(log)
             .arg(dir)
+            .args(wrapper)
+            .arg(binary)
             .args(args)
             .current_dir(dir)
             .stdin(Stdio::piped())

@@ -335,6 +335,12 @@ done";
         for pid in self.processes() {
             let _ = signal(pid, libc::SIGCONT);
         }
+        // `runuser` stops itself when its child stops: let it run again too.
+        if let Some(wrapper) = self.pid().and_then(crate::process::stat).map(|s| s.ppid)
+            && crate::process::is_stopped(wrapper)
+        {
+            let _ = signal(wrapper, libc::SIGCONT);
+        }
     }
 
     /// Kills the server if it runs and starts it again on the same port and data (after
