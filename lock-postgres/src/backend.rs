@@ -642,3 +642,57 @@ impl LockBackend for PostgresBackend {
         BACKEND
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn backend(tag: &str) -> PostgresBackend {
+        let url = lock_testkit::postgres::shared().url();
+        let opts: PostgresOptions = url.parse().unwrap();
+        PostgresBackend::connect_with(opts.with_schema(lock_testkit::postgres::unique_schema(tag)))
+            .await
+            .unwrap()
+    }
+
+    /// An acquisition retried after its answer was lost (the connection dropped after the
+    /// statement was sent) finds the lease it was granted, instead of waiting out its own
+    /// TTL; a first attempt never does (acquire is not re-entrant).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_after_a_lost_answer_recognises_its_own_lease() {
+        for limit in [1, 3] {
+            let b = backend("reclaim").await;
+            let name = LockName::new(format!("reclaim-{limit}")).unwrap();
+            let me = Holder::current("me");
+            let ttl = Duration::from_secs(30);
+            let lease = b
+                .try_acquire_permit(&name, &me, ttl, limit)
+                .await
+                .unwrap()
+                .unwrap();
+            let first = b.attempt_acquire(&name, &me, ttl, limit, false).await;
+            if limit == 1 {
+                assert!(matches!(first, Ok(Acquired::Held)), "not re-entrant");
+            }
+            match b.attempt_acquire(&name, &me, ttl, limit, true).await {
+                Ok(Acquired::Granted { fence, .. }) => assert_eq!(fence, lease.fence),
+                Ok(Acquired::Held) => panic!("limit {limit}: the retry did not find its lease"),
+                Err(e) => panic!("limit {limit}: {e:?}"),
+            }
+            let others = Holder::current("other");
+            match b
+                .attempt_acquire(&name, &others, ttl, 1.max(limit), true)
+                .await
+            {
+                Ok(Acquired::Granted { fence, .. }) => {
+                    assert!(
+                        limit > 1 && fence > lease.fence,
+                        "another token got {fence}"
+                    );
+                }
+                Ok(Acquired::Held) => assert_eq!(limit, 1),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+}

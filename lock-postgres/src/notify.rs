@@ -244,6 +244,7 @@ async fn open(config: &ListenConfig) -> Result<(PgListener, String), sqlx::Error
     }
 }
 
+/// 64 random bits (the low half of a fresh owner token: the crate needs no RNG of its own).
 fn rand_u64() -> u64 {
     lock_core::OwnerToken::random().as_u128() as u64
 }
