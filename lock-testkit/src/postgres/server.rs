@@ -320,7 +320,20 @@ done";
     /// When the server is not running.
     pub fn pause(&self) {
         assert!(self.is_running(), "pause: the server is not running");
-        for pid in self.processes() {
+        let Some(postmaster) = self.pid() else {
+            return;
+        };
+        // The postmaster first, and once it is stopped (it forks no more backends), every
+        // child it has.
+        let _ = signal(postmaster, libc::SIGSTOP);
+        let start = Instant::now();
+        while alive(postmaster)
+            && !crate::process::is_stopped(postmaster)
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for pid in children(postmaster) {
             let _ = signal(pid, libc::SIGSTOP);
         }
     }
