@@ -135,3 +135,8 @@ fn redis() {
 fn postgres() {
     eight_runs_never_overlap(Backend::Postgres);
 }
+
+#[test]
+fn postgres_pgbouncer() {
+    eight_runs_never_overlap(Backend::PostgresPgbouncer);
+}

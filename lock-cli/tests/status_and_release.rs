@@ -100,6 +100,11 @@ fn status_postgres() {
 }
 
 #[test]
+fn status_postgres_pgbouncer() {
+    status_shows_holders(Backend::PostgresPgbouncer);
+}
+
+#[test]
 fn status_of_a_free_lock_says_so() {
     let sandbox = Sandbox::new();
     let url = sandbox.url(Backend::Sqlite);

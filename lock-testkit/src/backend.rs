@@ -26,11 +26,16 @@ pub enum Backend {
     /// The test binary's shared PostgreSQL server
     /// ([`postgres::shared`](crate::postgres::shared)), in a schema of the test's own.
     Postgres,
+    /// The same server through the binary's PgBouncer in transaction mode
+    /// ([`postgres::shared_bouncer`](crate::postgres::shared_bouncer)): statements without
+    /// prepared statements (`statement_cache=0`), the `LISTEN` session on the server itself
+    /// (`listen_url`), as the lock-postgres README recommends.
+    PostgresPgbouncer,
 }
 
 impl Backend {
     /// Every backend.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Memory,
         Self::File,
         Self::Sqlite,
@@ -38,10 +43,11 @@ impl Backend {
         Self::Redis,
         Self::RedisCluster,
         Self::Postgres,
+        Self::PostgresPgbouncer,
     ];
 
     /// The name conformance targets and test reports use: `memory`, `file`, `sqlite`,
-    /// `sqlite-sqlx`, `redis`, `redis-cluster`, `postgres`.
+    /// `sqlite-sqlx`, `redis`, `redis-cluster`, `postgres`, `postgres-pgbouncer`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Memory => "memory",
@@ -51,6 +57,7 @@ impl Backend {
             Self::Redis => "redis",
             Self::RedisCluster => "redis-cluster",
             Self::Postgres => "postgres",
+            Self::PostgresPgbouncer => "postgres-pgbouncer",
         }
     }
 
@@ -59,6 +66,7 @@ impl Backend {
         match self {
             Self::SqliteSqlx => "sqlite_sqlx",
             Self::RedisCluster => "redis_cluster",
+            Self::PostgresPgbouncer => "postgres_pgbouncer",
             other => other.name(),
         }
     }
@@ -91,6 +99,16 @@ impl Backend {
                 let url = crate::postgres::shared().url();
                 let sep = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{sep}schema={}", schema_for(&dir.to_string()))
+            }
+            Self::PostgresPgbouncer => {
+                let direct = crate::postgres::shared().url();
+                let pooled = crate::postgres::shared_bouncer().url();
+                let sep = if pooled.contains('?') { '&' } else { '?' };
+                format!(
+                    "{pooled}{sep}statement_cache=0&listen_url={}&schema={}",
+                    crate::postgres::url_encode(&direct),
+                    schema_for(&dir.to_string())
+                )
             }
         })
     }

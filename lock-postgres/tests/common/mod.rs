@@ -109,7 +109,7 @@ pub fn server_url() -> String {
 /// The shared server's database through the shared PgBouncer (transaction mode), with
 /// prepared statements off.
 pub fn bouncer_url() -> String {
-    format!("{}?statement_cache=0", shared_bouncer().1)
+    format!("{}?statement_cache=0", shared_bouncer().url())
 }
 
 /// Asserts that `op` fails with `Unavailable` within `within`.

@@ -158,21 +158,64 @@ pub fn shared() -> &'static TestPostgres {
     POSTGRES.get_or_init(TestPostgres::from_env_or_start)
 }
 
-/// A [`PgBouncer`] in transaction mode in front of [`shared`]'s server, started on first
-/// use, and the URL of the shared server's database through it.
+/// The environment variable naming an existing PgBouncer (in transaction mode, in front of
+/// [`shared`]'s server) for [`shared_bouncer`]: a process started by a test passes its
+/// pooler on to the processes it starts.
+pub const BOUNCER_URL_ENV: &str = "LOCK_TEST_PGBOUNCER_URL";
+
+/// The PgBouncer a test binary should use.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TestPgBouncer {
+    /// The pooler named by `LOCK_TEST_PGBOUNCER_URL`.
+    External(String),
+    /// A private `pgbouncer`, and the URL of the shared server's database through it.
+    Local(PgBouncer, String),
+}
+
+impl TestPgBouncer {
+    /// The URL of the shared server's database through the pooler.
+    pub fn url(&self) -> String {
+        match self {
+            Self::External(url) | Self::Local(_, url) => url.clone(),
+        }
+    }
+}
+
+/// The [`TestPgBouncer`] of this test binary: `LOCK_TEST_PGBOUNCER_URL` if set, else a
+/// private [`PgBouncer`] in transaction mode in front of [`shared`]'s server, started on
+/// first use.
 ///
 /// # Panics
 ///
 /// As [`shared`] and [`PgBouncer::start`].
-pub fn shared_bouncer() -> (&'static PgBouncer, String) {
-    static BOUNCER: OnceLock<(PgBouncer, String)> = OnceLock::new();
-    let (bouncer, url) = BOUNCER.get_or_init(|| {
+pub fn shared_bouncer() -> &'static TestPgBouncer {
+    static BOUNCER: OnceLock<TestPgBouncer> = OnceLock::new();
+    BOUNCER.get_or_init(|| {
+        if let Ok(url) = std::env::var(BOUNCER_URL_ENV)
+            && !url.trim().is_empty()
+        {
+            return TestPgBouncer::External(url.trim().to_owned());
+        }
         let (host, port, database) = shared().address();
         let bouncer = PgBouncer::start(&host, port, 20);
         let url = bouncer.url(&database);
-        (bouncer, url)
-    });
-    (bouncer, url.clone())
+        TestPgBouncer::Local(bouncer, url)
+    })
+}
+
+/// `text` percent-encoded for a URL's query (everything but ASCII letters, digits and
+/// `-._~`), to pass one URL inside another (`?listen_url=...`).
+pub fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -188,6 +231,14 @@ mod tests {
         assert_eq!(
             parse_address("postgresql://u:p@db/app?sslmode=disable"),
             ("db".to_owned(), 5432, "app".to_owned())
+        );
+    }
+
+    #[test]
+    fn urls_inside_urls_are_encoded() {
+        assert_eq!(
+            url_encode("postgres://u@h:1/d?x=1"),
+            "postgres%3A%2F%2Fu%40h%3A1%2Fd%3Fx%3D1"
         );
     }
 

@@ -48,6 +48,13 @@ macro_rules! per_backend {
                 ))
                 .await;
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_pgbouncer() {
+                super::$body($crate::support::Store::new(
+                    ::lock_testkit::Backend::PostgresPgbouncer,
+                ))
+                .await;
+            }
         }
     };
 }
