@@ -41,6 +41,11 @@ const BACKENDS: &[Backend] = &[
         ["redis", "rediss", "redis+cluster", "rediss+cluster"],
         lock_redis::DRIVER
     ),
+    backend!(
+        "postgres",
+        ["postgres", "postgresql"],
+        lock_postgres::DRIVER
+    ),
 ];
 
 /// The URL schemes this build of the crate can connect to.
@@ -63,6 +68,7 @@ fn drivers() -> impl Iterator<Item = &'static Driver> {
 /// | `file:///abs/dir` | lock directory ([`file::FileOptions`](https://docs.rs/lock-file/latest/lock_file/struct.FileOptions.html)) | `file` (default) |
 /// | `redis://[user:pass@]host[:port][/db]`, `rediss://...` | Redis ([`redis::RedisOptions`](https://docs.rs/lock-redis/latest/lock_redis/struct.RedisOptions.html)) | `redis` |
 /// | `redis+cluster://host:port,host:port`, `rediss+cluster://...` | Redis Cluster | `redis` |
+/// | `postgres://[user:pass@]host[:port]/database`, `postgresql://...` | PostgreSQL ([`postgres::PostgresOptions`](https://docs.rs/lock-postgres/latest/lock_postgres/struct.PostgresOptions.html)) | `postgres` |
 ///
 /// Every store reads its query options the same way: durations humantime style
 /// (`?busy_timeout=30s`), booleans `true`/`false`, and an unknown option is an error that
@@ -169,6 +175,8 @@ mod tests {
         assert_eq!(schemes.contains(&"file"), cfg!(feature = "file"));
         assert_eq!(schemes.contains(&"redis"), cfg!(feature = "redis"));
         assert_eq!(schemes.contains(&"rediss"), cfg!(feature = "redis"));
+        assert_eq!(schemes.contains(&"postgres"), cfg!(feature = "postgres"));
+        assert_eq!(schemes.contains(&"postgresql"), cfg!(feature = "postgres"));
         assert_eq!(
             schemes.contains(&"sqlite+sqlx"),
             cfg!(feature = "sqlite-sqlx")

@@ -88,6 +88,18 @@ async fn redis_url() {
     lock_cycle(&redis.url()).await;
 }
 
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_urls() {
+    let server = lock_testkit::postgres::shared();
+    let schema = lock_testkit::postgres::unique_schema("facade");
+    // Both schemes, the same store.
+    let url = server.url();
+    lock_cycle(&format!("{url}?schema={schema}")).await;
+    let url = url.replacen("postgres://", "postgresql://", 1);
+    lock_cycle(&format!("{url}?schema={schema}")).await;
+}
+
 /// `rediss://` reaches the Redis backend's TLS client: against a plain-text port that
 /// nothing listens on, the answer is the store being unavailable, not an unknown scheme.
 #[cfg(feature = "redis")]

@@ -13,6 +13,7 @@ fn a_quick_bench_reports_every_section_for_every_store() {
         sandbox.url(Backend::Sqlite),
         sandbox.url(Backend::File),
         sandbox.url(Backend::Redis),
+        sandbox.url(Backend::Postgres),
     ];
     std::fs::create_dir_all(sandbox.path().join("locks")).unwrap();
     let mut args = vec![

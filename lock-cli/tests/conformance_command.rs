@@ -143,6 +143,16 @@ fn redis() {
     passes_against(Backend::Redis);
 }
 
+#[test]
+fn postgres() {
+    passes_against(Backend::Postgres);
+}
+
+#[test]
+fn postgres_pgbouncer() {
+    passes_against(Backend::PostgresPgbouncer);
+}
+
 /// The cases the failing run below selects: every case about leases and releases (about
 /// half the suite, several of which wait out a TTL), run one at a time, so that seconds of
 /// cases remain when the store dies after the first one passed. It leaves out

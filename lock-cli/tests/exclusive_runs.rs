@@ -130,3 +130,13 @@ fn sqlite_sqlx() {
 fn redis() {
     eight_runs_never_overlap(Backend::Redis);
 }
+
+#[test]
+fn postgres() {
+    eight_runs_never_overlap(Backend::Postgres);
+}
+
+#[test]
+fn postgres_pgbouncer() {
+    eight_runs_never_overlap(Backend::PostgresPgbouncer);
+}

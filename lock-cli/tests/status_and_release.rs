@@ -95,6 +95,16 @@ fn status_redis() {
 }
 
 #[test]
+fn status_postgres() {
+    status_shows_holders(Backend::Postgres);
+}
+
+#[test]
+fn status_postgres_pgbouncer() {
+    status_shows_holders(Backend::PostgresPgbouncer);
+}
+
+#[test]
 fn status_of_a_free_lock_says_so() {
     let sandbox = Sandbox::new();
     let url = sandbox.url(Backend::Sqlite);

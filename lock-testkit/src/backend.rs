@@ -23,21 +23,31 @@ pub enum Backend {
     /// The test binary's shared 3-master Redis Cluster
     /// ([`redis::shared_cluster`](crate::redis::shared_cluster)).
     RedisCluster,
+    /// The test binary's shared PostgreSQL server
+    /// ([`postgres::shared`](crate::postgres::shared)), in a schema of the test's own.
+    Postgres,
+    /// The same server through the binary's PgBouncer in transaction mode
+    /// ([`postgres::shared_bouncer`](crate::postgres::shared_bouncer)): statements without
+    /// prepared statements (`statement_cache=0`), the `LISTEN` session on the server itself
+    /// (`listen_url`), as the lock-postgres README recommends.
+    PostgresPgbouncer,
 }
 
 impl Backend {
     /// Every backend.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Memory,
         Self::File,
         Self::Sqlite,
         Self::SqliteSqlx,
         Self::Redis,
         Self::RedisCluster,
+        Self::Postgres,
+        Self::PostgresPgbouncer,
     ];
 
     /// The name conformance targets and test reports use: `memory`, `file`, `sqlite`,
-    /// `sqlite-sqlx`, `redis`, `redis-cluster`.
+    /// `sqlite-sqlx`, `redis`, `redis-cluster`, `postgres`, `postgres-pgbouncer`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Memory => "memory",
@@ -46,6 +56,8 @@ impl Backend {
             Self::SqliteSqlx => "sqlite-sqlx",
             Self::Redis => "redis",
             Self::RedisCluster => "redis-cluster",
+            Self::Postgres => "postgres",
+            Self::PostgresPgbouncer => "postgres-pgbouncer",
         }
     }
 
@@ -54,6 +66,7 @@ impl Backend {
         match self {
             Self::SqliteSqlx => "sqlite_sqlx",
             Self::RedisCluster => "redis_cluster",
+            Self::PostgresPgbouncer => "postgres_pgbouncer",
             other => other.name(),
         }
     }
@@ -65,12 +78,14 @@ impl Backend {
     }
 
     /// The URL of a store of this kind for a test whose files live in `dir`: a fresh store
-    /// there (file, SQLite), or the binary's shared server (Redis, started on first use);
+    /// there (file, SQLite), or the binary's shared server (Redis, started on first use;
+    /// PostgreSQL, in a schema named after `dir`, so every URL for one test is the same);
     /// `None` for [`Memory`](Self::Memory), which no other process can reach.
     ///
     /// # Panics
     ///
-    /// For Redis, when no server can be had (see [`redis::shared`](crate::redis::shared)).
+    /// For Redis and PostgreSQL, when no server can be had (see
+    /// [`redis::shared`](crate::redis::shared), [`postgres::shared`](crate::postgres::shared)).
     pub fn url(self, dir: &Path) -> Option<String> {
         let dir = dir.display();
         Some(match self {
@@ -80,8 +95,33 @@ impl Backend {
             Self::SqliteSqlx => format!("sqlite+sqlx://{dir}/locks.db"),
             Self::Redis => crate::redis::shared().url(),
             Self::RedisCluster => crate::redis::shared_cluster().url(),
+            Self::Postgres => {
+                let url = crate::postgres::shared().url();
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}schema={}", schema_for(&dir.to_string()))
+            }
+            Self::PostgresPgbouncer => {
+                let direct = crate::postgres::shared().url();
+                let pooled = crate::postgres::shared_bouncer().url();
+                let sep = if pooled.contains('?') { '&' } else { '?' };
+                format!(
+                    "{pooled}{sep}statement_cache=0&listen_url={}&schema={}",
+                    crate::postgres::url_encode(&direct),
+                    schema_for(&dir.to_string())
+                )
+            }
         })
     }
+}
+
+/// A schema name for a test directory: the same for every call with one directory.
+fn schema_for(dir: &str) -> String {
+    // FNV-1a: stable across runs and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("test_{hash:016x}")
 }
 
 impl fmt::Display for Backend {
@@ -108,6 +148,13 @@ mod tests {
             );
             assert_eq!(ident.replace('_', "-"), backend.name());
         }
+    }
+
+    #[test]
+    fn a_test_directory_has_one_postgres_schema() {
+        assert_eq!(schema_for("/tmp/a"), schema_for("/tmp/a"));
+        assert_ne!(schema_for("/tmp/a"), schema_for("/tmp/b"));
+        assert!(schema_for("/tmp/a").len() <= 56);
     }
 
     #[test]

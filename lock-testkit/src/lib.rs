@@ -2,6 +2,7 @@
 
 mod backend;
 pub mod history;
+pub mod postgres;
 pub mod process;
 pub mod redis;
 

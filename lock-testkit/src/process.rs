@@ -2,8 +2,10 @@
 //!
 //! Linux only, as the tests are: process state is read from `/proc`.
 
-use std::io;
+use std::io::{self, BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 /// Sends `signal` (`libc::SIGTERM`...) to process `pid`.
 ///
@@ -91,6 +93,132 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
             .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
             .port()
     })
+}
+
+/// A server process run under a guardian shell: the shell is our child and the server its.
+/// When our end of the shell's stdin closes (we stop it, or this process dies however it
+/// dies), the shell stops the server, reaps it and exits, so no server outlives the test
+/// binary. When this process died without stopping it (a server kept in a `static` is never
+/// dropped), the shell also removes the server's directory, so nothing is left in `/tmp`.
+#[derive(Debug)]
+pub(crate) struct Guarded {
+    shell: Child,
+    pid: u32,
+}
+
+impl Guarded {
+    /// Starts `binary args...` with its output in `log`; `dir` is the server's own
+    /// directory, removed if this process dies without calling [`stop`](Self::stop). The
+    /// guardian SIGKILLs it.
+    pub(crate) fn spawn(
+        binary: &Path,
+        args: &[String],
+        log: &Path,
+        dir: &Path,
+    ) -> io::Result<Self> {
+        Self::spawn_as(&[], "kill -9 $pid 2>/dev/null", binary, args, log, dir)
+    }
+
+    /// As [`spawn`](Self::spawn), with the server started through `wrapper` (say
+    /// `runuser -u postgres --`, which forks the server and waits for it: the guardian
+    /// finds the server as the wrapper's child), and stopped with the shell commands
+    /// `stop`, which find its pid in `$pid` (say, a graceful signal first and SIGKILL after
+    /// a while). The guardian itself runs as this process's user, so it can remove `dir`
+    /// wherever this process could create it.
+    pub(crate) fn spawn_as(
+        wrapper: &[&str],
+        stop: &str,
+        binary: &Path,
+        args: &[String],
+        log: &Path,
+        dir: &Path,
+    ) -> io::Result<Self> {
+        let find_server = if wrapper.is_empty() {
+            "pid=$!; outer=$pid"
+        } else {
+            // The wrapper's child, once it has forked it (or nothing if it died first).
+            r#"outer=$!
+pid=
+while [ -z "$pid" ] && kill -0 $outer 2>/dev/null; do
+  pid=$(pgrep -P $outer | head -1)
+  [ -n "$pid" ] || sleep 0.01
+done
+[ -n "$pid" ] || pid=$outer"#
+        };
+        let script = format!(
+            r#"log="$1"; dir="$2"; shift 2
+"$@" >"$log" 2>&1 &
+{find_server}
+echo $pid
+read how
+{stop}
+kill -9 $pid 2>/dev/null
+# A wrapper that stopped itself when its child was stopped (runuser, su) must run to exit.
+kill -CONT $outer 2>/dev/null
+wait
+[ "$how" = stop ] || rm -rf -- "$dir""#
+        );
+        let mut shell = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(log)
+            .arg(dir)
+            .args(wrapper)
+            .arg(binary)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = shell
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout from the guardian shell"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let pid = line.trim().parse().map_err(|_| {
+            io::Error::other(format!(
+                "the guardian shell printed {line:?} instead of a pid"
+            ))
+        })?;
+        Ok(Self { shell, pid })
+    }
+
+    /// The server's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGKILLs the server, lets the shell reap it, and reaps the shell; the directory
+    /// stays (its owner removes it, or restarts a server in it).
+    pub(crate) fn stop(mut self) {
+        use std::io::Write;
+        let _ = signal(self.pid, libc::SIGKILL);
+        if let Some(mut stdin) = self.shell.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        let _ = self.shell.wait();
+    }
+}
+
+/// The processes whose parent is `pid` (from `/proc`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| stat(*child).is_some_and(|s| s.ppid == pid))
+        .collect()
+}
+
+/// True when this process runs as root (whom some servers refuse to run as).
+#[allow(unsafe_code)]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes nothing and always succeeds.
+    unsafe { libc::geteuid() == 0 }
 }
 
 #[cfg(test)]

@@ -145,6 +145,19 @@ async fn take_turns_with_a_second_process(store: Store) {
         // one's server instead of a private server of its own.
         child.env(lock_testkit::redis::URL_ENV, &store.url);
     }
+    if matches!(store.kind, Backend::Postgres | Backend::PostgresPgbouncer) {
+        // Likewise: the parent's PostgreSQL server (and pooler), not private ones.
+        child.env(
+            lock_testkit::postgres::URL_ENV,
+            lock_testkit::postgres::shared().url(),
+        );
+        if store.kind == Backend::PostgresPgbouncer {
+            child.env(
+                lock_testkit::postgres::BOUNCER_URL_ENV,
+                lock_testkit::postgres::shared_bouncer().url(),
+            );
+        }
+    }
     let child = child
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -180,3 +180,8 @@ fn property_sqlite_sqlx_names_never_collide() {
 fn property_redis_keys_never_collide() {
     property(Backend::Redis);
 }
+
+#[test]
+fn property_postgres_rows_never_collide() {
+    property(Backend::Postgres);
+}

@@ -38,6 +38,16 @@ pub(crate) enum RawPair {
     },
     /// open + flock + read + write in place (+ fsync) + close, and the same to free it.
     File { path: PathBuf, sync: bool },
+    /// An upsert-if-expired (`INSERT .. ON CONFLICT .. DO UPDATE .. WHERE expired`,
+    /// expiry by `clock_timestamp()`), then a compare-and-delete, each one statement through
+    /// sqlx on a pool like the library's: prepared statements, or simple queries with
+    /// inlined values when the URL turns the statement cache off (`statement_cache=0`).
+    Postgres {
+        pool: sqlx::PgPool,
+        table: String,
+        name: String,
+        prepared: bool,
+    },
 }
 
 impl RawPair {
@@ -82,6 +92,30 @@ impl RawPair {
                 conn,
                 path: opts.path,
             })
+        } else if leaselock::postgres::DRIVER.serves(url) {
+            let opts: leaselock::postgres::PostgresOptions = url.parse()?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.connect_timeout)
+                .test_before_acquire(false)
+                .connect_with(opts.connect.clone())
+                .await
+                .map_err(|e| failed("postgres connect", e))?;
+            let table = format!("\"{}\".bench_raw_leases", opts.schema.replace('"', "\"\""));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{}\"; CREATE TABLE IF NOT EXISTS {table} \
+                 (name text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL)",
+                opts.schema.replace('"', "\"\"")
+            )))
+            .execute(&pool)
+            .await
+            .map_err(|e| failed("prepare", e))?;
+            Ok(Self::Postgres {
+                pool,
+                table,
+                name: format!("raw-{:08x}", rand::random::<u32>()),
+                prepared: opts.prepared_statements(),
+            })
         } else if leaselock::file::DRIVER.serves(url) {
             let opts: leaselock::file::FileOptions = url.parse()?;
             let path = opts
@@ -93,7 +127,8 @@ impl RawPair {
             })
         } else {
             Err(config(format!(
-                "no raw baseline for {:?}; use a sqlite://, sqlite+sqlx://, file:// or redis:// URL",
+                "no raw baseline for {:?}; use a sqlite://, sqlite+sqlx://, file://, redis:// or \
+                 postgres:// URL",
                 lock_core::backend_kit::redact_url(url)
             )))
         }
@@ -158,6 +193,64 @@ impl RawPair {
                 }
                 Ok(())
             }
+            Self::Postgres {
+                pool,
+                table,
+                name,
+                prepared,
+            } => {
+                let micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+                let upsert = format!(
+                    "INSERT INTO {table} AS t (name, owner, expires_at) VALUES ($1, $2, \
+                     clock_timestamp() + $3 * interval '1 microsecond') ON CONFLICT (name) DO \
+                     UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at \
+                     WHERE t.expires_at <= clock_timestamp() RETURNING 1"
+                );
+                let delete = format!("DELETE FROM {table} WHERE name = $1 AND owner = $2");
+                let (taken, freed) = if *prepared {
+                    let taken = sqlx::query(sqlx::AssertSqlSafe(upsert))
+                        .bind(&*name)
+                        .bind(&token)
+                        .bind(micros)
+                        .fetch_optional(&*pool)
+                        .await
+                        .map_err(|e| failed("upsert", e))?
+                        .is_some();
+                    let freed = sqlx::query(sqlx::AssertSqlSafe(delete))
+                        .bind(&*name)
+                        .bind(&token)
+                        .execute(&*pool)
+                        .await
+                        .map_err(|e| failed("compare-and-delete", e))?
+                        .rows_affected();
+                    (taken, freed)
+                } else {
+                    // Names and tokens here are hex and ASCII: plain literals are safe.
+                    let inline = |sql: &str| {
+                        sql.replace("$1", &format!("'{name}'"))
+                            .replace("$2", &format!("'{token}'"))
+                            .replace("$3", &micros.to_string())
+                    };
+                    let taken = !sqlx::raw_sql(sqlx::AssertSqlSafe(inline(&upsert)))
+                        .fetch_all(&*pool)
+                        .await
+                        .map_err(|e| failed("upsert", e))?
+                        .is_empty();
+                    let freed = sqlx::raw_sql(sqlx::AssertSqlSafe(inline(&delete)))
+                        .execute(&*pool)
+                        .await
+                        .map_err(|e| failed("compare-and-delete", e))?
+                        .rows_affected();
+                    (taken, freed)
+                };
+                if !taken {
+                    return Err(failed("upsert", "the raw row was held"));
+                }
+                if freed != 1 {
+                    return Err(failed("compare-and-delete", "nothing deleted"));
+                }
+                Ok(())
+            }
             Self::File { path, sync } => {
                 let expires = now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
                 write_locked(path, format!("{token} {expires}\n").as_bytes(), *sync)?;
@@ -178,6 +271,12 @@ impl RawPair {
             }
             Self::File { path, .. } => {
                 let _ = std::fs::remove_file(path);
+            }
+            Self::Postgres { pool, table, .. } => {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                    .execute(&pool)
+                    .await;
+                pool.close().await;
             }
         }
     }

@@ -1,12 +1,13 @@
 //! Processes: finding `redis-server`, the guardian shells, and waiting for a server.
 
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{alive, signal};
+pub(crate) use crate::process::Guarded;
+use crate::process::alive;
 
 /// The `redis-server` to run: `LOCK_TEST_REDIS_SERVER` if set, else the first on `PATH`.
 pub(crate) fn redis_server_binary() -> Option<PathBuf> {
@@ -17,76 +18,6 @@ pub(crate) fn redis_server_binary() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join("redis-server"))
         .find(|candidate| candidate.is_file())
-}
-
-/// A `redis-server` run under a guardian shell: the shell is our child and redis its. When
-/// our end of the shell's stdin closes (we stop it, or this process dies however it dies),
-/// the shell SIGKILLs redis, reaps it and exits, so no server outlives the test binary.
-/// When this process died without stopping it (a server kept in a `static` is never
-/// dropped), the shell also removes the server's directory, so nothing is left in `/tmp`.
-#[derive(Debug)]
-pub(crate) struct Guarded {
-    shell: Child,
-    pid: u32,
-}
-
-impl Guarded {
-    /// Starts `redis-server args...` with its output in `log`; `dir` is the server's own
-    /// directory, removed if this process dies without calling [`stop`](Self::stop).
-    pub(crate) fn spawn(
-        binary: &Path,
-        args: &[String],
-        log: &Path,
-        dir: &Path,
-    ) -> io::Result<Self> {
-        let script = r#"bin="$1"; log="$2"; dir="$3"; shift 3
-"$bin" "$@" >"$log" 2>&1 &
-echo $!
-read how
-kill -9 $! 2>/dev/null
-wait
-[ "$how" = stop ] || rm -rf -- "$dir""#;
-        let mut shell = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(binary)
-            .arg(log)
-            .arg(dir)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = shell
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("no stdout from the guardian shell"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let pid = line.trim().parse().map_err(|_| {
-            io::Error::other(format!(
-                "the guardian shell printed {line:?} instead of a pid"
-            ))
-        })?;
-        Ok(Self { shell, pid })
-    }
-
-    /// The `redis-server` pid.
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// SIGKILLs redis, lets the shell reap it, and reaps the shell; the directory stays
-    /// (its owner removes it, or restarts a server in it).
-    pub(crate) fn stop(mut self) {
-        use std::io::Write;
-        let _ = signal(self.pid, libc::SIGKILL);
-        if let Some(mut stdin) = self.shell.stdin.take() {
-            let _ = stdin.write_all(b"stop\n");
-        }
-        let _ = self.shell.wait();
-    }
 }
 
 /// A shell that runs a clean-up command when this process dies without saying otherwise:

@@ -41,6 +41,20 @@ macro_rules! per_backend {
             async fn redis() {
                 super::$body($crate::support::Store::new(::lock_testkit::Backend::Redis)).await;
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body($crate::support::Store::new(
+                    ::lock_testkit::Backend::Postgres,
+                ))
+                .await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_pgbouncer() {
+                super::$body($crate::support::Store::new(
+                    ::lock_testkit::Backend::PostgresPgbouncer,
+                ))
+                .await;
+            }
         }
     };
 }
