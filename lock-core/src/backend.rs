@@ -225,6 +225,13 @@ pub struct Capabilities {
     pub batched_heartbeat: bool,
     /// [`LockBackend::try_acquire_permit`] takes limits above 1.
     pub semaphores: bool,
+    /// The store queues waiting clients and hands a freed lease to one of them in turn
+    /// (no thundering herd): [`LockBackend::wait_for_change`] returns when this caller's
+    /// turn comes, when what holds the name may have expired, or after a bound the backend
+    /// sets itself. [`Locker::lock`](crate::Locker::lock) then waits in it for the rest of
+    /// its wait instead of retrying on its backoff, which would add an attempt per waiter
+    /// per backoff period.
+    pub queues_waiters: bool,
 }
 
 impl Capabilities {
@@ -236,6 +243,7 @@ impl Capabilities {
             list: false,
             batched_heartbeat: false,
             semaphores: false,
+            queues_waiters: false,
         }
     }
 
@@ -266,6 +274,12 @@ impl Capabilities {
     /// With [`semaphores`](Self::semaphores) set as given.
     pub const fn with_semaphores(mut self, yes: bool) -> Self {
         self.semaphores = yes;
+        self
+    }
+
+    /// With [`queues_waiters`](Self::queues_waiters) set as given.
+    pub const fn with_queues_waiters(mut self, yes: bool) -> Self {
+        self.queues_waiters = yes;
         self
     }
 }

@@ -176,7 +176,13 @@ impl Locker {
                     waited,
                 }));
             }
-            let delay = backoff.next_delay().min(remaining.unwrap_or(Duration::MAX));
+            let delay = if self.backend.capabilities().queues_waiters {
+                // The backend wakes this caller in turn, or when the holder's lease may have
+                // expired, and bounds each wait itself: no retries on a timer.
+                remaining.unwrap_or(QUEUED_WAIT)
+            } else {
+                backoff.next_delay().min(remaining.unwrap_or(Duration::MAX))
+            };
             self.backend.wait_for_change(name, attempted, delay).await;
         }
     }
@@ -315,6 +321,10 @@ fn granted_unseen(name: &LockName, holder: Holder, ttl: Duration) -> Lease {
 /// that a short wait still makes one real attempt on a store with a slow round trip.
 /// `lock()` thus returns within `wait` plus this, however long the store takes to answer.
 pub const ATTEMPT_FLOOR: Duration = Duration::from_millis(250);
+
+/// The wait a `lock()` without a time limit asks of a backend that queues waiters (each
+/// wait ends much sooner: see [`Capabilities::queues_waiters`](crate::Capabilities)).
+const QUEUED_WAIT: Duration = Duration::from_secs(3600);
 
 /// How many unanswered attempts one `lock()` call remembers (see `Unanswered::push`).
 const MAX_UNANSWERED: usize = 16;
