@@ -10,7 +10,7 @@ use std::time::Duration;
 use lock_conformance::Target;
 use lock_core::{Holder, LockBackend, LockName};
 use lock_redis::{RedisBackend, RedisOptions};
-use lock_testkit::redis::{shared_cluster as cluster, unique_prefix};
+use lock_testkit::redis::{PrefixSnapshot, shared_cluster as cluster, unique_prefix};
 
 async fn cluster_backend(prefix: &str) -> RedisBackend {
     let opts: RedisOptions = cluster().url().parse().expect("the test cluster's URL");
@@ -24,13 +24,16 @@ async fn target() -> Target {
     let first = cluster_backend(&prefix).await;
     // The second client is given the nodes one by one, the other way to name a cluster.
     let nodes = RedisOptions::cluster(cluster().node_urls()).expect("the node URLs");
-    let second = RedisBackend::connect_with(nodes.with_key_prefix(prefix))
+    let second = RedisBackend::connect_with(nodes.with_key_prefix(prefix.clone()))
         .await
         .unwrap();
     assert!(first.is_cluster() && second.is_cluster());
+    // Rolls back the keys under the prefix on every master (each key on the node owning it).
+    let loss = PrefixSnapshot::new(cluster().node_urls(), prefix);
     Target::new("redis-cluster", Arc::new(first))
         .with_second_client(Arc::new(second))
         .with_prefix("cluster/")
+        .with_write_loss(Arc::new(loss))
 }
 
 lock_conformance::conformance_tests!(redis_cluster, target());

@@ -1,5 +1,5 @@
-//! Release notifications: how fast a waiter wakes, and the polling fallback while the
-//! subscription is down.
+//! Hand-offs: how fast a waiter wakes when a release hands it the lock, and the polling
+//! fallback while the subscription is down.
 
 mod common;
 
@@ -26,7 +26,9 @@ async fn until_subscribed(b: &RedisBackend, expected: bool) {
 }
 
 /// Holds `name` through `holder_backend`, starts a waiter on `waiter_backend` with a long
-/// budget, releases, and returns how long after the release call started the waiter woke.
+/// budget (it finds the name held, then waits), releases, and returns how long after the
+/// release call started the waiter woke. The woken waiter then takes the lock, which the
+/// release handed to it, and releases it.
 async fn wake_latency(
     holder_backend: &RedisBackend,
     waiter_backend: &RedisBackend,
@@ -36,20 +38,28 @@ async fn wake_latency(
         .try_acquire(name, &Holder::current("holder"), LONG)
         .await
         .unwrap()
-        .unwrap();
+        .expect("the name is free between hand-offs");
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let waiter = {
         let b = waiter_backend.clone();
         let name = name.clone();
         tokio::spawn(async move {
+            let mut since = lock_core::backend_kit::time::monotonic_now();
+            let me = Holder::current("waiter");
+            assert!(b.try_acquire(&name, &me, LONG).await.unwrap().is_none());
             let _ = ready_tx.send(());
-            b.wait_for_change(
-                &name,
-                lock_core::backend_kit::time::monotonic_now(),
-                Duration::from_secs(20),
-            )
-            .await;
-            Instant::now()
+            // As a `Locker` does: a wait may end early (the subscription came back up, so
+            // the waiter looks again); it waits again while the name is still held.
+            loop {
+                b.wait_for_change(&name, since, Duration::from_secs(20))
+                    .await;
+                let woke = Instant::now();
+                since = lock_core::backend_kit::time::monotonic_now();
+                if let Some(lease) = b.try_acquire(&name, &me, LONG).await.unwrap() {
+                    assert!(b.release(&lease).await.unwrap());
+                    return woke;
+                }
+            }
         })
     };
     ready_rx.await.unwrap();
@@ -140,8 +150,13 @@ async fn a_release_wakes_only_waiters_on_its_own_database() {
         .await;
     until_subscribed(&waiter, true).await;
 
-    // The same prefix and name on database 1 is another lock: its release leaves the waiter
-    // on database 2 asleep for its whole budget.
+    // The name is held on database 2; the same prefix and name on database 1 is another
+    // lock: its release leaves the waiter on database 2 asleep for its whole budget.
+    let held = neighbour
+        .try_acquire(&name, &Holder::current("neighbour"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
     let lease = elsewhere
         .try_acquire(&name, &Holder::current("elsewhere"), LONG)
         .await
@@ -165,7 +180,15 @@ async fn a_release_wakes_only_waiters_on_its_own_database() {
         waited >= max,
         "woken after {waited:?} by a release on another database"
     );
-    // A release on its own database wakes it at once.
+    assert!(neighbour.release(&held).await.unwrap());
+    // The waiter's own turn (queued by its wait above) came with that release; once it
+    // has lapsed, a release on its own database wakes it at once.
+    let waiter_claims = waiter
+        .try_acquire(&name, &Holder::current("waiter"), LONG)
+        .await
+        .unwrap()
+        .expect("the release handed the lock to the queued waiter");
+    assert!(waiter.release(&waiter_claims).await.unwrap());
     let latency = wake_latency(&neighbour, &waiter, &name).await;
     assert!(
         latency < Duration::from_millis(50),
@@ -198,8 +221,13 @@ async fn waiters_poll_while_the_subscription_is_down_and_it_comes_back() {
     assert_eq!(killed, 1, "exactly the waiter's subscription");
     until_subscribed(&waiter, false).await;
 
-    // Without notifications, a wait returns after the jittered poll interval (100 ms by
-    // default), so a waiter still notices a release promptly.
+    // Without notifications, a wait for a held name returns after the jittered poll
+    // interval (100 ms by default), so a waiter still notices a release promptly.
+    let held = holder
+        .try_acquire(&name, &Holder::current("holder"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
     let poll = waiter.options().fallback_poll;
     for _ in 0..3 {
         let start = Instant::now();
@@ -217,6 +245,13 @@ async fn waiters_poll_while_the_subscription_is_down_and_it_comes_back() {
         );
         assert!(!waiter.is_subscribed());
     }
+    assert!(holder.release(&held).await.unwrap());
+    let handed = waiter
+        .try_acquire(&name, &Holder::current("waiter"), LONG)
+        .await
+        .unwrap()
+        .expect("the release handed the lock to the queued waiter");
+    assert!(waiter.release(&handed).await.unwrap());
 
     // Once connections are accepted again, the subscription comes back by itself and
     // releases wake waiters at once again.
