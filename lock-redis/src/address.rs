@@ -366,8 +366,8 @@ mod tests {
             "redis://h?replicas=-1",
             "redis://h?replicas=two",
             "redis://h?replicas=1&replica_timeout=0s",
-            "redis://h?replicas=1&replica_timeout=2s",
-            "redis://h?replicas=1&replica_timeout=3s&timeout=2s",
+            "redis://h?replicas=1&replica_timeout=1s",
+            "redis://h?replicas=1&replica_timeout=900ms&timeout=800ms",
             "redis://h?replica_timeout=100",
         ] {
             let detail = config_error(bad);

@@ -55,8 +55,9 @@ pub struct RedisOptions {
     /// How many replicas must confirm a grant or a renewal (`WAIT`) before it is returned
     /// (default 0: none). See [`with_replicas`](Self::with_replicas).
     pub replicas: usize,
-    /// How long to wait for those confirmations (default 500 ms). Below the operation
-    /// timeout: a `WAIT` holds the connection it runs on.
+    /// How long to wait for those confirmations (default 500 ms). Below the response
+    /// timeout (the `WAIT`'s answer comes after it) and the operation timeout: a `WAIT`
+    /// holds the connection it runs on.
     pub replica_timeout: Duration,
 }
 
@@ -195,14 +196,15 @@ impl RedisOptions {
 
     /// Checks the options that only make sense together.
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.replicas > 0
-            && (self.replica_timeout.is_zero() || self.replica_timeout >= self.operation_timeout)
-        {
+        let bound = self.response_timeout.min(self.operation_timeout);
+        if self.replicas > 0 && (self.replica_timeout.is_zero() || self.replica_timeout >= bound) {
             return Err(LockError::config(
                 BACKEND,
                 format!(
-                    "replica_timeout {:?} must be above zero and below the operation timeout                      {:?} (a WAIT holds the connection; WAIT 0 would block it for ever):                      lower replica_timeout or raise timeout",
-                    self.replica_timeout, self.operation_timeout
+                    "replica_timeout {:?} must be above zero and below the response timeout \
+                     {:?} and the operation timeout {:?} (a WAIT holds the connection, and \
+                     WAIT 0 would block it for ever): lower replica_timeout",
+                    self.replica_timeout, self.response_timeout, self.operation_timeout
                 ),
             ));
         }

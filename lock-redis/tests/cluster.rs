@@ -48,27 +48,39 @@ async fn a_names_keys_share_a_slot_and_names_spread_over_every_master() {
     let mut masters_used = BTreeSet::new();
     for i in 0..30 {
         let name = LockName::new(format!("spread-{i}")).unwrap();
-        let lease = b
-            .try_acquire(&name, &Holder::current("spread"), Duration::from_secs(60))
+        // Half the names are semaphores (a permits hash under the same key).
+        let lease = if i % 2 == 0 {
+            b.try_acquire(&name, &Holder::current("spread"), Duration::from_secs(60))
+                .await
+        } else {
+            b.try_acquire_permit(
+                &name,
+                &Holder::current("spread"),
+                Duration::from_secs(60),
+                3,
+            )
             .await
-            .unwrap()
-            .unwrap();
+        }
+        .unwrap()
+        .unwrap();
         let (lease_key, fence_key) = b.keys_of(&name);
-        let lease_slot: u16 = redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(&lease_key)
-            .query_async(&mut nodes[0])
-            .await
-            .unwrap();
-        let fence_slot: u16 = redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(&fence_key)
-            .query_async(&mut nodes[0])
-            .await
-            .unwrap();
+        // Every key of a name: lease, fence counter, queue of waiting clients and their
+        // registrations.
+        let mut slots = BTreeSet::new();
+        for suffix in [":lease", ":fence", ":queue", ":waiters"] {
+            let key = lease_key.replace(":lease", suffix);
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&key)
+                .query_async(&mut nodes[0])
+                .await
+                .unwrap();
+            slots.insert(slot);
+        }
         assert_eq!(
-            lease_slot, fence_slot,
-            "{name:?}'s keys are in different slots"
+            slots.len(),
+            1,
+            "{name:?}'s keys are in different slots: {slots:?}"
         );
         let mut holders = Vec::new();
         for (n, node) in nodes.iter_mut().enumerate() {
