@@ -430,6 +430,27 @@ async fn queued(
         .unwrap()
 }
 
+/// Waits until at least `n` clients are queued for `name`, failing after 5 s.
+async fn until_queued(
+    admin: &mut redis::aio::MultiplexedConnection,
+    b: &RedisBackend,
+    name: &LockName,
+    n: usize,
+) {
+    let start = Instant::now();
+    loop {
+        let now = queued(admin, b, name).await;
+        if now >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{now} clients queued for {name}, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// A backend whose subscription is up (warmed on a name of its own), in a spy.
 async fn subscribed_spy(
     url: &str,
@@ -485,14 +506,7 @@ async fn a_release_wakes_one_waiting_client_in_turn_not_all_of_them() {
         }));
         spies.push(seen);
         // The next waiter starts once this one is queued in the store: the order is known.
-        let start = Instant::now();
-        while queued(&mut admin, &holder, &name).await < i + 1 {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "waiter {i} never queued"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        until_queued(&mut admin, &holder, &name, i + 1).await;
     }
     assert!(holder.release(&lease).await.unwrap());
     for task in tasks {
@@ -536,9 +550,7 @@ async fn a_turn_whose_client_stopped_waiting_passes_to_the_next() {
         let (locker, name) = (Locker::new(Arc::new(quitter_spy)), name.clone());
         tokio::spawn(async move { locker.lock(name, waiter_options()).await })
     };
-    while queued(&mut admin, &holder, &name).await < 1 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until_queued(&mut admin, &holder, &name, 1).await;
     // Second: a waiter that stays.
     let (_, stays_spy, _) = subscribed_spy(&server.url(), holder.key_prefix()).await;
     let staying = {
@@ -550,9 +562,7 @@ async fn a_turn_whose_client_stopped_waiting_passes_to_the_next() {
             got
         })
     };
-    while queued(&mut admin, &holder, &name).await < 2 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until_queued(&mut admin, &holder, &name, 2).await;
     quitting.abort();
     assert!(quitting.await.unwrap_err().is_cancelled());
     let released = Instant::now();
@@ -597,7 +607,7 @@ async fn a_release_skips_a_queued_client_whose_process_is_gone() {
             Duration::from_millis(1),
         )
         .await;
-        assert_eq!(queued(&mut admin, &holder, &name).await, 1);
+        until_queued(&mut admin, &holder, &name, 1).await;
     }
     let (_, stays_spy, _) = subscribed_spy(&server.url(), holder.key_prefix()).await;
     let staying = {
@@ -609,9 +619,7 @@ async fn a_release_skips_a_queued_client_whose_process_is_gone() {
             got
         })
     };
-    while queued(&mut admin, &holder, &name).await < 2 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until_queued(&mut admin, &holder, &name, 2).await;
     // The gone client's subscription is closed once its backend is dropped.
     let start = Instant::now();
     loop {
@@ -680,9 +688,7 @@ async fn a_release_by_a_process_of_the_previous_version_wakes_waiters() {
             got
         })
     };
-    while queued(&mut admin, &waiter, &name).await < 1 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until_queued(&mut admin, &waiter, &name, 1).await;
     // The v1 release: delete the hash, announce the name on the prefix's channel.
     let released = Instant::now();
     redis::cmd("DEL")
