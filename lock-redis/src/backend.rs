@@ -20,7 +20,7 @@ use crate::address::Endpoint;
 use crate::connection::{self, Conn};
 use crate::errors::{ErrorContext, from_redis, timed_out};
 use crate::keys::{FENCE, KeySpace, LEASE, QUEUE, WAITERS};
-use crate::notify::{NodeSource, Notifier};
+use crate::notify::{NodeSource, Notifier, Registration};
 use crate::options::RedisOptions;
 use crate::scan;
 use crate::scripts::{
@@ -43,12 +43,16 @@ struct Inner {
     conn: Conn,
     endpoint: Endpoint,
     keys: KeySpace,
-    /// This backend value's id as a waiting client, and the prefix of every client's
-    /// channel.
+    /// This backend value's id as a waiting client.
     client_id: String,
-    wake_prefix: String,
-    /// `"1"` when a publication's count of listeners covers every listener (one server).
-    trust_count: &'static str,
+    /// `"1"` when a publication on this client's channel that nobody hears proves the client
+    /// gone: its subscription is on the one server the publications reach (not so on a
+    /// cluster, whose publications count one node's listeners, nor behind Sentinel, where
+    /// the subscription may still be on the old primary).
+    trust: &'static str,
+    /// The acquire scripts' last argument for each way of registering: `-`, `w` or `q`,
+    /// then [`trust`](Self::trust), then the client id.
+    client_args: [String; 3],
     opts: RedisOptions,
     errors: ErrorContext,
     notifier: Notifier,
@@ -117,21 +121,20 @@ impl RedisBackend {
             &opts,
             errors.clone(),
         );
-        let trust_count = if matches!(endpoint, Endpoint::Standalone(_)) {
+        let trust = if matches!(endpoint, Endpoint::Standalone(_)) {
             "1"
         } else {
-            // A cluster's publication counts one node's listeners; after a failover, a
-            // listener may still be on the old primary, now a replica.
             "0"
         };
+        let client_args = ["-", "w", "q"].map(|how| format!("{how}{trust}{client_id}"));
         let backend = Self {
             inner: Arc::new(Inner {
                 conn,
                 endpoint,
                 keys,
                 client_id,
-                wake_prefix,
-                trust_count,
+                trust,
+                client_args,
                 opts,
                 errors,
                 notifier,
@@ -317,7 +320,7 @@ impl RedisBackend {
         limit: u32,
     ) -> Result<Option<Lease>> {
         validate_ttl(ttl)?;
-        let mode = self.inner.notifier.mode(name);
+        let how = self.inner.notifier.registration(name);
         let mut script = if limit == 1 {
             ACQUIRE.call(4)
         } else {
@@ -327,51 +330,59 @@ impl RedisBackend {
             .keys
             .push_keys(&mut script, name, &[LEASE, FENCE, QUEUE, WAITERS]);
         script
-            .arg(&token_hex(holder.token)[..])
-            .arg(record_tail(holder, limit, name))
+            .arg(record_head(holder, limit, name))
             .arg(ttl_millis(ttl))
-            .arg(self.inner.client_id.as_str())
-            .arg(mode);
+            .arg(self.inner.client_args[how as usize].as_str());
         if limit > 1 {
             script.arg(limit);
         }
         let epoch = self.inner.notifier.epoch();
         let sent = monotonic_now();
         let (reply, acked) = self.eval_confirmed("acquire", name, script).await?;
-        match reply {
+        // A grant is the fence and the server's time in µs at the grant: one integer when
+        // the fence is that time, as it is unless the counter was ahead of the clock.
+        let granted = match &reply {
+            Value::Int(fence_value) if *fence_value > 0 => Some((*fence_value, *fence_value)),
             Value::Array(items) => match items[..] {
-                [Value::Int(fence_value), Value::Int(expires_at)] => {
-                    let lease = Lease::new(
-                        name.clone(),
-                        holder.clone(),
-                        fence("acquire", fence_value)?,
-                        from_unix_millis(expires_at),
-                        sent,
-                        ttl,
-                    );
-                    if let Some(acked) = acked
-                        && acked < self.inner.opts.replicas
-                    {
-                        // Not confirmed: give it back, so that a failover to a replica that
-                        // lacks it cannot let a second holder in while the first believes.
-                        let _ = self.release(&lease).await;
-                        return Err(self.unconfirmed(name, "grant", acked));
-                    }
-                    self.inner.notifier.acquired(name, mode == "wq");
-                    Ok(Some(lease))
-                }
-                _ => Err(self.refusal(name, limit, Value::Array(items))),
+                [Value::Int(fence_value), Value::Int(micros)] => Some((fence_value, micros)),
+                _ => None,
             },
-            Value::Int(held) if held < 0 => {
-                // Contention: this process is likely to wait for the name next.
-                self.inner.notifier.start();
-                let left = Duration::from_millis(u64::try_from(-1 - held).unwrap_or(0));
-                let registered = (!mode.is_empty()).then_some(epoch);
-                self.inner.notifier.held(name, left, registered);
-                Ok(None)
-            }
-            other => Err(self.refusal(name, limit, other)),
+            _ => None,
+        };
+        let Some((fence_value, micros)) = granted else {
+            return match reply {
+                Value::Int(held) if held < 0 => {
+                    // Contention: this process is likely to wait for the name next.
+                    self.inner.notifier.start();
+                    let left = Duration::from_millis(u64::try_from(-1 - held).unwrap_or(0));
+                    let registered = (how != Registration::None).then_some(epoch);
+                    self.inner.notifier.held(name, left, registered);
+                    Ok(None)
+                }
+                other => Err(self.refusal(name, limit, other)),
+            };
+        };
+        let expires_at = (micros / 1000).saturating_add_unsigned(ttl_millis(ttl));
+        let lease = Lease::new(
+            name.clone(),
+            holder.clone(),
+            fence("acquire", fence_value)?,
+            from_unix_millis(expires_at),
+            sent,
+            ttl,
+        );
+        if let Some(acked) = acked
+            && acked < self.inner.opts.replicas
+        {
+            // Not confirmed: give it back, so that a failover to a replica that lacks it
+            // cannot let a second holder in while the first believes it holds the lock.
+            let _ = self.release(&lease).await;
+            return Err(self.unconfirmed(name, "grant", acked));
         }
+        self.inner
+            .notifier
+            .acquired(name, how == Registration::RequeueAfterClaim);
+        Ok(Some(lease))
     }
 
     /// The error for an acquire's reply other than a grant or "held".
@@ -392,7 +403,9 @@ impl RedisBackend {
         self.inner
             .keys
             .push_keys(&mut script, name, &[LEASE, QUEUE, WAITERS]);
-        script.arg(self.inner.client_id.as_str());
+        script
+            .arg(self.inner.client_id.as_str())
+            .arg(self.inner.trust);
         match self.eval("wait", script).await? {
             Value::Int(left) if left >= 0 => Ok(Some(Duration::from_millis(
                 u64::try_from(left).unwrap_or(0),
@@ -412,11 +425,7 @@ impl RedisBackend {
         self.inner
             .keys
             .push_keys(&mut script, &name, &[LEASE, QUEUE, WAITERS]);
-        script
-            .arg(self.inner.client_id.as_str())
-            .arg(self.inner.wake_prefix.as_str())
-            .arg(self.inner.trust_count)
-            .arg(name.as_str());
+        script.arg(self.inner.client_id.as_str()).arg(name.as_str());
         if let Err(error) = self.eval("pass_on", script).await {
             tracing::debug!(lock = %name, %error, "passing an unused turn on failed; it lapses after the claim window");
         }
@@ -435,28 +444,33 @@ fn token_hex(token: OwnerToken) -> [u8; 32] {
     std::array::from_fn(|i| DIGITS[usize::try_from((value >> (124 - 4 * i)) & 0xf).unwrap_or(0)])
 }
 
-/// The part of a lease record the client writes:
-/// `<limit> <pid> <label_len> <host_len> <label><host><name>` (lengths in bytes).
-fn record_tail(holder: &Holder, limit: u32, name: &LockName) -> String {
+/// The part of a lease record the client writes, before the fence and the time of the
+/// grant that the server appends: `<token> <limit> <pid> <label_len> <host_len> <name_len>
+/// <label><host><name> ` (lengths in bytes).
+fn record_head(holder: &Holder, limit: u32, name: &LockName) -> Vec<u8> {
     let (label, host, name) = (&holder.label, &holder.host, name.as_str());
-    let mut tail = String::with_capacity(40 + label.len() + host.len() + name.len());
+    let mut head = Vec::with_capacity(96 + label.len() + host.len() + name.len());
+    head.extend_from_slice(&token_hex(holder.token));
     for number in [
         u64::from(limit),
         u64::from(holder.pid),
         label.len() as u64,
         host.len() as u64,
+        name.len() as u64,
     ] {
-        push_decimal(&mut tail, number);
-        tail.push(' ');
+        head.push(b' ');
+        push_decimal(&mut head, number);
     }
-    tail.push_str(label);
-    tail.push_str(host);
-    tail.push_str(name);
-    tail
+    head.push(b' ');
+    head.extend_from_slice(label.as_bytes());
+    head.extend_from_slice(host.as_bytes());
+    head.extend_from_slice(name.as_bytes());
+    head.push(b' ');
+    head
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(out: &mut String, mut n: u64) {
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0_u8; 20];
     let mut at = digits.len();
     loop {
@@ -467,7 +481,7 @@ fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.extend(digits[at..].iter().map(|d| char::from(*d)));
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A random 64-bit client id.
@@ -531,11 +545,7 @@ impl LockBackend for RedisBackend {
         self.inner
             .keys
             .push_keys(&mut script, &lease.name, &[LEASE, QUEUE, WAITERS]);
-        script
-            .arg(&token_hex(lease.holder.token)[..])
-            .arg(self.inner.wake_prefix.as_str())
-            .arg(self.inner.trust_count)
-            .arg(lease.name.as_str());
+        script.arg(&token_hex(lease.holder.token)[..]);
         match self.eval("release", script).await? {
             Value::Int(1) => Ok(true),
             Value::Int(0) => Ok(false),
@@ -560,10 +570,7 @@ impl LockBackend for RedisBackend {
         self.inner
             .keys
             .push_keys(&mut script, name, &[LEASE, FENCE, QUEUE, WAITERS]);
-        script
-            .arg(self.inner.wake_prefix.as_str())
-            .arg(self.inner.trust_count)
-            .arg(name.as_str());
+        script.arg(name.as_str());
         let reply = Reply::parse("force_release", self.eval("force_release", script).await?)?;
         if let Some(problem) = reply.optional_text(0)? {
             tracing::warn!(lock = %name, %problem, "force_release replaced an unusable fence counter");
@@ -719,15 +726,19 @@ mod tests {
     }
 
     #[test]
-    fn a_record_tail_gives_lengths_in_bytes() {
-        let holder = Holder::new(OwnerToken::random(), "lâbel", 42, "hôst");
+    fn a_record_head_gives_lengths_in_bytes() {
+        let token = OwnerToken::random();
+        let holder = Holder::new(token, "lâbel", 42, "hôst");
         let name = LockName::new("n é").unwrap();
-        assert_eq!(record_tail(&holder, 3, &name), "3 42 6 5 lâbelhôstn é");
-        let mut s = String::new();
+        assert_eq!(
+            record_head(&holder, 3, &name),
+            format!("{} 3 42 6 5 4 lâbelhôstn é ", token.to_hex()).into_bytes()
+        );
+        let mut s = Vec::new();
         for n in [0, 7, 10, 12345, u64::MAX] {
             s.clear();
             push_decimal(&mut s, n);
-            assert_eq!(s, n.to_string());
+            assert_eq!(s, n.to_string().into_bytes());
         }
     }
 }

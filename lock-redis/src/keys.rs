@@ -62,12 +62,21 @@ impl KeySpace {
     /// Adds `name`'s keys with `suffixes` ([`LEASE`], [`FENCE`], [`QUEUE`], [`WAITERS`]) to
     /// `script`, in that order, encoding the name once into one buffer.
     pub(crate) fn push_keys(&self, script: &mut Invocation, name: &LockName, suffixes: &[&str]) {
-        let mut key = self.key(name, "");
+        // Bytes, not a String: the hex is written two digits at a time from a table.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let bytes = name.as_str().as_bytes();
+        let mut key = Vec::with_capacity(self.prefix.len() + 2 * bytes.len() + 2 + 10);
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.push(b'{');
+        for b in bytes {
+            key.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]);
+        }
+        key.push(b'}');
         let base = key.len();
         for suffix in suffixes {
             key.truncate(base);
-            key.push_str(suffix);
-            script.arg(key.as_str());
+            key.extend_from_slice(suffix.as_bytes());
+            script.arg(&key[..]);
         }
     }
 

@@ -153,7 +153,25 @@ struct Waiting {
     last_wait: Option<Instant>,
 }
 
+/// How an acquire registers this client when it finds the name held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Registration {
+    /// Not at all: nobody here waited for the name lately, so a failed attempt is likely a
+    /// one-off `try_lock`.
+    None = 0,
+    /// As waiting.
+    Waiting = 1,
+    /// As waiting, and again after claiming a turn: more callers of this client wait.
+    RequeueAfterClaim = 2,
+}
+
 impl Local {
+    /// Runs `f` on what is known about `name`, if anything (no entry is made).
+    fn peek<T>(&self, name: &str, f: impl FnOnce(&mut Waiting) -> T) -> Option<T> {
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        names.get_mut(name).map(f)
+    }
+
     fn with<T>(&self, name: &str, f: impl FnOnce(&mut Waiting) -> T) -> T {
         let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         if names.len() > 4096 {
@@ -287,24 +305,23 @@ impl Notifier {
         self.ensure_running();
     }
 
-    /// How an acquire of `name` registers: `""` (not at all: nobody here waited for it
-    /// lately, so a failed attempt is likely a one-off `try_lock`), `"w"` (as waiting when
-    /// the name is held), or `"wq"` (also queue again after claiming a turn: more callers of
-    /// this client wait for it).
-    pub(crate) fn mode(&self, name: &LockName) -> &'static str {
+    /// How an acquire of `name` registers this client when it finds the name held.
+    pub(crate) fn registration(&self, name: &LockName) -> Registration {
         let now = monotonic_now();
-        self.local.with(name.as_str(), |w| {
-            if !w.callers.is_empty() {
-                "wq"
-            } else if w
-                .last_wait
-                .is_some_and(|t| now.saturating_duration_since(t) < REGISTERED_FOR)
-            {
-                "w"
-            } else {
-                ""
-            }
-        })
+        self.local
+            .peek(name.as_str(), |w| {
+                if !w.callers.is_empty() {
+                    Registration::RequeueAfterClaim
+                } else if w
+                    .last_wait
+                    .is_some_and(|t| now.saturating_duration_since(t) < REGISTERED_FOR)
+                {
+                    Registration::Waiting
+                } else {
+                    Registration::None
+                }
+            })
+            .unwrap_or(Registration::None)
     }
 
     /// An attempt found `name` held, with `left` until what holds it expires unless
@@ -325,7 +342,7 @@ impl Notifier {
     /// callers of it wait).
     pub(crate) fn acquired(&self, name: &LockName, requeued: bool) {
         let now = monotonic_now();
-        self.local.with(name.as_str(), |w| {
+        self.local.peek(name.as_str(), |w| {
             w.turns.clear();
             w.held_until = None;
             w.registered_until = requeued.then_some(now + REGISTERED_FOR);

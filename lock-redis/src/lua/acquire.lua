@@ -1,13 +1,15 @@
 -- Takes the lock if it is free, or if it was handed to this client.
 -- KEYS[1] lease, KEYS[2] fence counter, KEYS[3] queue, KEYS[4] waiters
--- ARGV[1] token, ARGV[2] record tail '<limit> <pid> <label_len> <host_len> <label><host><name>'
--- ARGV[3] ttl in ms, ARGV[4] this client's id, ARGV[5] '' | 'w' (register as waiting when
--- held) | 'wq' (also queue again after claiming: more of this client's callers wait)
--- Returns {fence, expires_at_ms} | -1 - ms the holder's lease has left (held)
---       | {'limit', limit held} | {'corrupt', detail}
--- (the common answers are integers: cheaper to build and to read than status words)
+-- ARGV[1] the record's head '<token> <limit> <pid> <ll> <hl> <nl> <label><host><name> ',
+-- ARGV[2] ttl in ms, ARGV[3] '<how><trust><client id>': how '-' (do not register), 'w'
+-- (register as waiting when held) or 'q' (also queue again after claiming: more of this
+-- client's callers wait); trust '1' when a publication nobody hears proves the client gone
+-- Returns the fence (= the server time in µs at the grant) | {fence, server time in µs}
+--       | -1 - ms the holder's lease has left (held) | {'limit', limit held}
+--       | {'corrupt', detail}
+-- (the common answers are integers: cheaper to build and to read than tables)
 
--- Hot path: a fence counter this library wrote, and a free name. The fence is
+-- Hot path: a fence counter this library can count with, and a free name. The fence is
 -- max(counter + 1, server time in microseconds), so a counter that went back (a restart
 -- from an older snapshot, a failover to a replica that lagged) is overtaken by the clock.
 local time = redis.call('TIME')
@@ -16,7 +18,7 @@ local counter = redis.pcall('GET', KEYS[2])
 local fence = micros
 if counter then
   local n = tonumber(counter)
-  if not n or n >= 9007199254740991 or not string.find(counter, '^%-?%d+$') then
+  if not n or n >= 9007199254740991 then
     fence = nil
   elseif n >= micros then
     fence = n + 1
@@ -24,11 +26,16 @@ if counter then
 end
 if fence then
   local text = string.format('%d', fence)
-  local now = math.floor(micros / 1000)
-  if redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. text .. ' ' .. now .. ' ' .. ARGV[2],
-      'NX', 'PX', ARGV[3]) then
+  local acquired = text
+  if fence ~= micros then
+    acquired = string.format('%d', micros)
+  end
+  if redis.call('SET', KEYS[1], ARGV[1] .. text .. ' ' .. acquired, 'NX', 'PX', ARGV[2]) then
     redis.call('SET', KEYS[2], text)
-    return {fence, now + ARGV[3]}
+    if fence == micros then
+      return fence
+    end
+    return {fence, micros}
   end
 end
 
@@ -42,23 +49,24 @@ if not fence then
     ('the fence counter ' .. KEYS[2] .. ' cannot be counted with')}
 end
 local now = math.floor(micros / 1000)
+local how, trust, client = string.sub(ARGV[3], 1, 1), string.sub(ARGV[3], 2, 2), string.sub(ARGV[3], 3)
 
 -- Grants the lock, overwriting what the lease key holds (a reservation, or expired permits).
 local function grant()
   local text = string.format('%d', fence)
-  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. text .. ' ' .. now .. ' ' .. ARGV[2], 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[1] .. text .. ' ' .. string.format('%d', micros), 'PX', ARGV[2])
   redis.call('SET', KEYS[2], text)
-  if ARGV[5] == 'wq' then
-    register(KEYS[3], KEYS[4], ARGV[4], now, micros)
+  if how == 'q' then
+    register(KEYS[3], KEYS[4], client, trust, now, micros)
   end
-  return {fence, now + ARGV[3]}
+  return {fence, micros}
 end
 
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'string' then
   local v = redis.call('GET', KEYS[1])
   if string.byte(v, 1) == 64 then
-    if string.sub(v, 2) == ARGV[4] then
+    if string.sub(v, 2) == client then
       -- Handed to this client by a release: its turn.
       return grant()
     end
@@ -67,7 +75,7 @@ if kind == 'string' then
     if not record then
       return {'corrupt', 'the lease ' .. KEYS[1] .. ' ' .. why}
     end
-    if record.name ~= tail_name(ARGV[2]) then
+    if record.name ~= head_name(ARGV[1]) then
       return {'corrupt', 'the lease ' .. KEYS[1] .. ' claims to be for another lock'}
     end
   end
@@ -78,7 +86,7 @@ elseif kind == 'hash' then
     if lease == false then
       return {'corrupt', detail}
     end
-    if lease.name ~= tail_name(ARGV[2]) then
+    if lease.name ~= head_name(ARGV[1]) then
       return {'corrupt', 'the lease ' .. KEYS[1] .. ' claims to be for another lock'}
     end
   else
@@ -96,7 +104,7 @@ elseif kind == 'none' then
 else
   return {'corrupt', 'the lease key ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a lease'}
 end
-if string.sub(ARGV[5], 1, 1) == 'w' then
-  register(KEYS[3], KEYS[4], ARGV[4], now, micros)
+if how ~= '-' then
+  register(KEYS[3], KEYS[4], client, trust, now, micros)
 end
 return -1 - redis.call('PTTL', KEYS[1])

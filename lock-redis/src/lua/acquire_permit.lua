@@ -1,8 +1,9 @@
--- Takes one of ARGV[6] permits of a semaphore, if one is free or was handed to this client.
--- KEYS and ARGV[1..5] as in acquire.lua (the tail carries the limit); ARGV[6] the limit.
--- Returns as acquire.lua.
+-- Takes one of ARGV[4] permits of a semaphore, if one is free or was handed to this client.
+-- KEYS and ARGV[1..3] as in acquire.lua (the head carries the limit); ARGV[4] the limit.
+-- Returns {fence, server time in µs} | as acquire.lua.
 local now, micros = server_time()
-local limit = tonumber(ARGV[6])
+local limit = tonumber(ARGV[4])
+local how, trust, client = string.sub(ARGV[3], 1, 1), string.sub(ARGV[3], 2, 2), string.sub(ARGV[3], 3)
 local fence, problem = next_fence(KEYS[2], micros)
 if not fence then
   return {'corrupt', problem}
@@ -38,23 +39,24 @@ elseif kind == 'hash' then
 elseif kind ~= 'none' then
   return {'corrupt', 'the lease key ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a lease'}
 end
-local mine = '@' .. ARGV[4]
+local mine = '@' .. client
 local claimed = live and live.reserved[mine]
 if claimed or not live or live.count < limit then
   if claimed then
     redis.call('HDEL', KEYS[1], mine)
   end
   local text = string.format('%d', fence)
-  local expires = now + tonumber(ARGV[3])
-  redis.call('HSET', KEYS[1], ARGV[1],
-    expires .. ' ' .. ARGV[1] .. ' ' .. text .. ' ' .. now .. ' ' .. ARGV[2])
-  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  local token = string.sub(ARGV[1], 1, 32)
+  local expires = now + tonumber(ARGV[2])
+  redis.call('HSET', KEYS[1], token,
+    expires .. ' ' .. ARGV[1] .. text .. ' ' .. string.format('%d', micros))
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
     -- Redis does not roll a script back: were the expiry refused (an ACL without
     -- PEXPIRE), a permit without a TTL would hold a slot for ever. Undo it and pass the
     -- error on, so the grant happens whole or not at all.
-    local extended = redis.pcall('PEXPIRE', KEYS[1], ARGV[3])
+    local extended = redis.pcall('PEXPIRE', KEYS[1], ARGV[2])
     if type(extended) == 'table' then
-      redis.call('HDEL', KEYS[1], ARGV[1])
+      redis.call('HDEL', KEYS[1], token)
       if claimed then
         redis.call('HSET', KEYS[1], mine, claimed.expires .. ' ' .. limit)
       end
@@ -62,12 +64,12 @@ if claimed or not live or live.count < limit then
     end
   end
   redis.call('SET', KEYS[2], text)
-  if claimed and ARGV[5] == 'wq' then
-    register(KEYS[3], KEYS[4], ARGV[4], now, micros)
+  if claimed and how == 'q' then
+    register(KEYS[3], KEYS[4], client, trust, now, micros)
   end
-  return {fence, expires}
+  return {fence, micros}
 end
-if string.sub(ARGV[5], 1, 1) == 'w' then
-  register(KEYS[3], KEYS[4], ARGV[4], now, micros)
+if how ~= '-' then
+  register(KEYS[3], KEYS[4], client, trust, now, micros)
 end
 return -1 - (live.soonest - now)

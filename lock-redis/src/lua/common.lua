@@ -4,8 +4,10 @@
 -- these helpers and returns before they are even defined.
 --
 -- The keys of one lock name, all under one Redis Cluster hash tag:
---   lease    a lock's lease: a string with a PX expiry,
---              '<token> <fence> <acquired_ms> <limit> <pid> <label_len> <host_len> <label><host><name>'
+--   lease    a lock's lease: a string with a PX expiry, the record
+--              '<token> <limit> <pid> <label_len> <host_len> <name_len> <label><host><name>
+--               <fence> <acquired_us>' (one line; the client sends all but the last two
+--              fields, which the server fills in; lengths in bytes)
 --            or, while the lock is being handed to a waiter, '@<client>' with a short PX;
 --            a semaphore's permits: a hash, field <token> = '<expires_ms> ' .. record,
 --            field '@<client>' = '<expires_ms> <limit>' (a permit handed to a waiter);
@@ -13,7 +15,9 @@
 --            pid, host, fence, acquired_at_ms and name, read as a held lock until it expires.
 --   fence    the fence counter: the last fence granted, a decimal integer without expiry.
 --   queue    waiting clients (zset: client id -> arrival in server microseconds).
---   waiters  when each waiting client's registration lapses (hash: client id -> server ms).
+--   waiters  each waiting client's registration (hash: client id -> '<lapses_ms> <trust>',
+--            trust '1' when a publication that nobody hears proves the client gone: its
+--            subscription is on the one server its publications reach).
 --
 -- The hot paths do only what they must. Everything else checks every field, so data this
 -- library did not write is reported as corrupt, never taken for a lease. Errors caught with
@@ -38,26 +42,36 @@ end
 
 -- A lease record's fields, or nil and what is wrong with it.
 local function parse_record(v)
-  local token, fence, acquired, limit, pid, ll, hl, at = string.match(v,
-    '^(%x+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ()')
-  if not token or #token ~= 32 or #fence > 16 or #acquired > 16 or #pid > 10 or #limit > 5 then
+  local token, limit, pid, ll, hl, nl, at = string.match(v,
+    '^(%x+) (%d+) (%d+) (%d+) (%d+) (%d+) ()')
+  if not token or #token ~= 32 or #pid > 10 or #limit > 5 then
     return nil, 'is not a lease record'
   end
-  ll, hl = tonumber(ll), tonumber(hl)
-  if at + ll + hl > #v then
-    return nil, 'is cut short'
+  ll, hl, nl = tonumber(ll), tonumber(hl), tonumber(nl)
+  local fence, acquired = string.match(v, '^ (%d+) (%d+)$', at + ll + hl + nl)
+  if not fence or #fence > 16 or #acquired > 16 then
+    return nil, 'is not a lease record'
   end
   return {
-    token = token, fence = fence, acquired = acquired, limit = tonumber(limit), pid = pid,
+    token = token, fence = fence, acquired = math.floor(tonumber(acquired) / 1000),
+    limit = tonumber(limit), pid = pid,
     label = string.sub(v, at, at + ll - 1), host = string.sub(v, at + ll, at + ll + hl - 1),
-    name = string.sub(v, at + ll + hl),
+    name = string.sub(v, at + ll + hl, at + ll + hl + nl - 1),
   }
 end
 
--- The name at the end of a record's tail (what a client sends: '<limit> <pid> <ll> <hl> ...').
-local function tail_name(tail)
-  local ll, hl, at = string.match(tail, '^%d+ %d+ (%d+) (%d+) ()')
-  return string.sub(tail, at + tonumber(ll) + tonumber(hl))
+-- The name in a record's head, as a client sends it ('<token> <limit> <pid> <ll> <hl> <nl>
+-- <label><host><name> ').
+local function head_name(head)
+  local ll, hl, nl, at = string.match(head, '^%x+ %d+ %d+ (%d+) (%d+) (%d+) ()')
+  local start = at + tonumber(ll) + tonumber(hl)
+  return string.sub(head, start, start + tonumber(nl) - 1)
+end
+
+-- The prefix of every client's channel: the key prefix (what precedes the hash tag of
+-- `key`) and 'wake:'.
+local function channel_prefix_of(key)
+  return string.match(key, '^([^{]*){') .. 'wake:'
 end
 
 -- A version 1 lease (a hash): nil when there is none, the lease table when it is readable,
@@ -183,10 +197,11 @@ local function seed_fence_counter(key, floor)
   redis.call('SET', key, string.format('%d', seed))
 end
 
--- Registers client `client` as waiting (at the back of the queue unless already in it).
-local function register(queue, waiters, client, now, micros)
+-- Registers client `client` as waiting (at the back of the queue unless already in it);
+-- `trust` is '1' when a publication nobody hears proves the client gone.
+local function register(queue, waiters, client, trust, now, micros)
   redis.call('ZADD', queue, 'NX', micros, client)
-  redis.call('HSET', waiters, client, now + REGISTRATION_MS)
+  redis.call('HSET', waiters, client, (now + REGISTRATION_MS) .. ' ' .. trust)
   redis.call('PEXPIRE', queue, REGISTRATION_MS)
   redis.call('PEXPIRE', waiters, REGISTRATION_MS)
 end
@@ -194,26 +209,27 @@ end
 -- Takes the next live waiting client off the queue (other than `skip`) and publishes `name`
 -- on its channel (`channel_prefix` .. client id): the client id, or nil when nobody waits,
 -- or nil and the error when the server refuses the publication (an ACL without the
--- channel), with the client put back where it was.
--- With `trust_count` (a single server), a client that nobody hears (its process is gone) is
--- skipped; on a cluster a publication's count covers one node only, so it is not trusted.
-local function wake_next(queue, waiters, now, skip, channel_prefix, name, trust_count)
+-- channel), with the client put back where it was. A client that nobody hears is skipped
+-- when it registered as one whose silence proves it gone (its subscription is on the one
+-- server its publications reach: on a cluster, or behind Sentinel, it may not be).
+local function wake_next(queue, waiters, now, skip, channel_prefix, name)
   while true do
     local head = redis.call('ZPOPMIN', queue)
     local client = head[1]
     if not client then
       return nil
     end
-    local lapses = redis.call('HGET', waiters, client)
+    local registration = redis.call('HGET', waiters, client)
     redis.call('HDEL', waiters, client)
+    local lapses, trust = string.match(registration or '', '^(%d+) ?(%d?)$')
     if lapses and tonumber(lapses) > now and client ~= skip then
       local heard = redis.pcall('PUBLISH', channel_prefix .. client, name)
       if type(heard) == 'table' then
         redis.call('ZADD', queue, head[2], client)
-        redis.call('HSET', waiters, client, lapses)
+        redis.call('HSET', waiters, client, registration)
         return nil, heard
       end
-      if heard > 0 or trust_count ~= '1' then
+      if heard > 0 or trust ~= '1' then
         return client
       end
     end
@@ -223,8 +239,8 @@ end
 -- Hands a lock freed at `now` to the next waiting client: reserves it for that client for
 -- the claim window, or deletes it when nobody waits. Returns the server's error when it
 -- refused the publication (the lock is then left as it was).
-local function hand_off_lock(lease, queue, waiters, now, skip, channel_prefix, name, trust_count)
-  local client, refused = wake_next(queue, waiters, now, skip, channel_prefix, name, trust_count)
+local function hand_off_lock(lease, queue, waiters, now, skip, name)
+  local client, refused = wake_next(queue, waiters, now, skip, channel_prefix_of(lease), name)
   if refused then
     return refused
   end
@@ -237,10 +253,10 @@ end
 
 -- Hands up to `slots` permits of a semaphore of `limit`, freed at `now`, to waiting
 -- clients. Returns the server's error when it refused a publication.
-local function hand_off_permits(lease, queue, waiters, now, slots, limit, skip, channel_prefix, name, trust_count)
+local function hand_off_permits(lease, queue, waiters, now, slots, limit, skip, name)
   local handed = false
   for _ = 1, slots do
-    local client, refused = wake_next(queue, waiters, now, skip, channel_prefix, name, trust_count)
+    local client, refused = wake_next(queue, waiters, now, skip, channel_prefix_of(lease), name)
     if refused then
       return refused
     end

@@ -5,7 +5,7 @@
 -- Hot path: a lock whose lease carries the caller's token (see release.lua). PEXPIRE is the
 -- only write, so a refused one changes nothing; its error is returned as it came.
 local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'string' and string.sub(v, 1, 32) == ARGV[1] then
+if type(v) == 'string' and string.find(v, ARGV[1], 1, true) == 1 then
   local extended = redis.pcall('PEXPIRE', KEYS[1], ARGV[2])
   if type(extended) == 'table' then
     return extended

@@ -11,7 +11,7 @@ local out = {}
 for i, key in ipairs(KEYS) do
   local v = redis.pcall('GET', key)
   local reply
-  if type(v) == 'string' and string.sub(v, 1, 32) == ARGV[1 + i] then
+  if type(v) == 'string' and string.find(v, ARGV[1 + i], 1, true) == 1 then
     reply = redis.pcall('PEXPIRE', key, ARGV[1])
     if type(reply) ~= 'table' then
       reply = expires_at

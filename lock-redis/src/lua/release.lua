@@ -1,13 +1,12 @@
 -- Compare-and-delete by token; a freed lock or permit is handed to the next waiting client.
--- KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters
--- ARGV[1] token, ARGV[2] prefix of the clients' channels, ARGV[3] '1' when a publication's
--- count of listeners can be trusted (one server), ARGV[4] name
+-- KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters; ARGV[1] token
 -- Returns 1 (released) | 0 (already lost) | {'corrupt', detail}
 
 -- Hot path: the lease carries the caller's token, and nobody waits. Only its holder knows a
 -- 128-bit token, so a match proves the record is that holder's live lease.
 local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'string' and string.sub(v, 1, 32) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then
+local mine = type(v) == 'string' and string.find(v, ARGV[1], 1, true) == 1
+if mine and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -15,10 +14,14 @@ end
 -- @helpers
 
 local now = server_time()
-if type(v) == 'string' and string.sub(v, 1, 32) == ARGV[1] then
+if mine then
+  local record, why = parse_record(v)
+  if not record then
+    return {'corrupt', 'the lease ' .. KEYS[1] .. ' ' .. why}
+  end
   -- A refused publication (an ACL without the channel) leaves the lease held and the
   -- waiter queued, rather than a release that half happened.
-  return hand_off_lock(KEYS[1], KEYS[2], KEYS[3], now, nil, ARGV[2], ARGV[4], ARGV[3]) or 1
+  return hand_off_lock(KEYS[1], KEYS[2], KEYS[3], now, nil, record.name) or 1
 end
 if type(v) == 'table' and string.sub(v.err, 1, 9) == 'WRONGTYPE'
     and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
@@ -39,8 +42,7 @@ if type(v) == 'table' and string.sub(v.err, 1, 9) == 'WRONGTYPE'
     return 0
   end
   if redis.call('EXISTS', KEYS[2]) == 1 then
-    local refused = hand_off_permits(KEYS[1], KEYS[2], KEYS[3], now, 1, record.limit, nil,
-      ARGV[2], ARGV[4], ARGV[3])
+    local refused = hand_off_permits(KEYS[1], KEYS[2], KEYS[3], now, 1, record.limit, nil, record.name)
     if refused then
       return refused
     end
