@@ -19,7 +19,7 @@ use crate::BACKEND;
 use crate::address::Endpoint;
 use crate::connection::{self, Conn};
 use crate::errors::{ErrorContext, from_redis, timed_out};
-use crate::keys::{FENCE, KeySpace, LEASE, QUEUE, WAITERS};
+use crate::keys::{FENCE, KeySpace, LEASE, QUEUE};
 use crate::notify::{NodeSource, Notifier, Registration};
 use crate::options::RedisOptions;
 use crate::scan;
@@ -45,14 +45,15 @@ struct Inner {
     keys: KeySpace,
     /// This backend value's id as a waiting client.
     client_id: String,
-    /// `"1"` when a publication on this client's channel that nobody hears proves the client
-    /// gone: its subscription is on the one server the publications reach (not so on a
-    /// cluster, whose publications count one node's listeners, nor behind Sentinel, where
-    /// the subscription may still be on the old primary).
-    trust: &'static str,
-    /// The acquire scripts' last argument for each way of registering: `-`, `w` or `q`,
-    /// then [`trust`](Self::trust), then the client id.
+    /// The acquire scripts' last argument for each way of registering (`-`, `w` or `q`),
+    /// then this client as a member of a queue (see [`member`](Self::member)).
     client_args: [String; 3],
+    /// This client as a member of a queue: `1` when a publication on its channel that
+    /// nobody hears proves it gone (its subscription is on the one server the publications
+    /// reach: not so on a cluster, whose publications count one node's listeners, nor
+    /// behind Sentinel, where the subscription may still be on the old primary), else `0`;
+    /// then its id.
+    member: String,
     opts: RedisOptions,
     errors: ErrorContext,
     notifier: Notifier,
@@ -127,14 +128,15 @@ impl RedisBackend {
             "0"
         };
         let client_args = ["-", "w", "q"].map(|how| format!("{how}{trust}{client_id}"));
+        let member = format!("{trust}{client_id}");
         let backend = Self {
             inner: Arc::new(Inner {
                 conn,
                 endpoint,
                 keys,
                 client_id,
-                trust,
                 client_args,
+                member,
                 opts,
                 errors,
                 notifier,
@@ -322,13 +324,13 @@ impl RedisBackend {
         validate_ttl(ttl)?;
         let how = self.inner.notifier.registration(name);
         let mut script = if limit == 1 {
-            ACQUIRE.call(4)
+            ACQUIRE.call(3)
         } else {
-            ACQUIRE_PERMIT.call(4)
+            ACQUIRE_PERMIT.call(3)
         };
         self.inner
             .keys
-            .push_keys(&mut script, name, &[LEASE, FENCE, QUEUE, WAITERS]);
+            .push_keys(&mut script, name, &[LEASE, FENCE, QUEUE]);
         script
             .arg(record_head(holder, limit, name))
             .arg(ttl_millis(ttl))
@@ -399,13 +401,11 @@ impl RedisBackend {
 
     /// Registers this client as waiting for `name`; `None` when the name can be taken now.
     async fn register(&self, name: &LockName) -> Result<Option<Duration>> {
-        let mut script = REGISTER.call(3);
+        let mut script = REGISTER.call(2);
         self.inner
             .keys
-            .push_keys(&mut script, name, &[LEASE, QUEUE, WAITERS]);
-        script
-            .arg(self.inner.client_id.as_str())
-            .arg(self.inner.trust);
+            .push_keys(&mut script, name, &[LEASE, QUEUE]);
+        script.arg(self.inner.member.as_str());
         match self.eval("wait", script).await? {
             Value::Int(left) if left >= 0 => Ok(Some(Duration::from_millis(
                 u64::try_from(left).unwrap_or(0),
@@ -421,11 +421,11 @@ impl RedisBackend {
         let Ok(name) = LockName::new(name) else {
             return;
         };
-        let mut script = PASS_ON.call(3);
+        let mut script = PASS_ON.call(2);
         self.inner
             .keys
-            .push_keys(&mut script, &name, &[LEASE, QUEUE, WAITERS]);
-        script.arg(self.inner.client_id.as_str()).arg(name.as_str());
+            .push_keys(&mut script, &name, &[LEASE, QUEUE]);
+        script.arg(self.inner.client_id.as_str());
         if let Err(error) = self.eval("pass_on", script).await {
             tracing::debug!(lock = %name, %error, "passing an unused turn on failed; it lapses after the claim window");
         }
@@ -541,10 +541,10 @@ impl LockBackend for RedisBackend {
 
     #[tracing::instrument(name = "release", level = "debug", skip_all, fields(lock = %lease.name))]
     async fn release(&self, lease: &Lease) -> Result<bool> {
-        let mut script = RELEASE.call(3);
+        let mut script = RELEASE.call(2);
         self.inner
             .keys
-            .push_keys(&mut script, &lease.name, &[LEASE, QUEUE, WAITERS]);
+            .push_keys(&mut script, &lease.name, &[LEASE, QUEUE]);
         script.arg(&token_hex(lease.holder.token)[..]);
         match self.eval("release", script).await? {
             Value::Int(1) => Ok(true),
@@ -566,10 +566,10 @@ impl LockBackend for RedisBackend {
 
     #[tracing::instrument(name = "force_release", skip_all, fields(lock = %name))]
     async fn force_release(&self, name: &LockName) -> Result<bool> {
-        let mut script = FORCE_RELEASE.call(4);
+        let mut script = FORCE_RELEASE.call(3);
         self.inner
             .keys
-            .push_keys(&mut script, name, &[LEASE, FENCE, QUEUE, WAITERS]);
+            .push_keys(&mut script, name, &[LEASE, FENCE, QUEUE]);
         script.arg(name.as_str());
         let reply = Reply::parse("force_release", self.eval("force_release", script).await?)?;
         if let Some(problem) = reply.optional_text(0)? {
@@ -590,6 +590,12 @@ impl LockBackend for RedisBackend {
         let notifier = &self.inner.notifier;
         notifier.start();
         if notifier.needs_registration(name) {
+            // Usually up within a few milliseconds; one that does not come up within a poll
+            // interval (the server is unreachable, an ACL refuses the channel) leaves the
+            // waiter polling, as it would have anyway.
+            notifier
+                .until_live(max.min(self.inner.opts.fallback_poll))
+                .await;
             let epoch = notifier.epoch();
             match self.register(name).await {
                 // Free now: look again at once.

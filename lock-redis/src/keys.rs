@@ -1,6 +1,6 @@
 //! Where a lock name lives in Redis: key names, channels and scan patterns.
 //!
-//! A name's keys are `{prefix}{<hex>}:lease`, `:fence`, `:queue` and `:waiters`, where
+//! A name's keys are `{prefix}{<hex>}:lease`, `:fence` and `:queue`, where
 //! `<hex>` is the lowercase hex encoding of the name's UTF-8 bytes. Hex cannot contain `}`
 //! (so the braces form a Redis Cluster hash tag and every key of a name shares one slot), it
 //! is injective (two different names never share a key), and hex of a name prefix is a
@@ -59,7 +59,7 @@ impl KeySpace {
         self.key(name, FENCE)
     }
 
-    /// Adds `name`'s keys with `suffixes` ([`LEASE`], [`FENCE`], [`QUEUE`], [`WAITERS`]) to
+    /// Adds `name`'s keys with `suffixes` ([`LEASE`], [`FENCE`], [`QUEUE`]) to
     /// `script`, in that order, encoding the name once into one buffer.
     pub(crate) fn push_keys(&self, script: &mut Invocation, name: &LockName, suffixes: &[&str]) {
         // Bytes, not a String: the hex is written two digits at a time from a table.
@@ -93,8 +93,8 @@ impl KeySpace {
     }
 
     /// The prefix of the channel of each client (a backend value) that waits for locks:
-    /// a release hands a freed lock to the next waiting client by publishing the name on
-    /// `{prefix}wake:<client id>`.
+    /// a release hands a freed lock to the next waiting client by publishing the name's
+    /// hash tag (the hex of the name) on `{prefix}wake:<client id>`.
     pub(crate) fn wake_channel_prefix(&self) -> String {
         format!("{}wake:", self.prefix)
     }
@@ -128,8 +128,23 @@ pub(crate) const LEASE: &str = ":lease";
 pub(crate) const FENCE: &str = ":fence";
 /// The end of the key of a name's queue of waiting clients.
 pub(crate) const QUEUE: &str = ":queue";
-/// The end of the key saying until when each waiting client's registration lasts.
-pub(crate) const WAITERS: &str = ":waiters";
+
+/// The name whose hash tag (lowercase hex of its bytes) is `hex`, if it is one.
+pub(crate) fn name_of_tag(hex: &[u8]) -> Option<String> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |d: u8| {
+        char::from(d)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let bytes: Option<Vec<u8>> = hex
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? * 16 + digit(pair[1])?))
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
 
 /// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
@@ -164,17 +179,31 @@ mod tests {
         let n = name("a{b}:c");
         assert_eq!(keys.lease_key(&n), "app:{617b627d3a63}:lease");
         assert_eq!(keys.fence_key(&n), "app:{617b627d3a63}:fence");
-        let mut script = crate::scripts::INSPECT.call(4);
-        keys.push_keys(&mut script, &n, &[LEASE, FENCE, QUEUE, WAITERS]);
+        let mut script = crate::scripts::INSPECT.call(3);
+        keys.push_keys(&mut script, &n, &[LEASE, FENCE, QUEUE]);
         assert_eq!(
             script.args(),
             [
                 "app:{617b627d3a63}:lease",
                 "app:{617b627d3a63}:fence",
                 "app:{617b627d3a63}:queue",
-                "app:{617b627d3a63}:waiters"
             ]
         );
+        assert_eq!(name_of_tag(b"617b627d3a63").as_deref(), Some("a{b}:c"));
+        assert_eq!(
+            name_of_tag(
+                "日本"
+                    .bytes()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .as_bytes()
+            )
+            .as_deref(),
+            Some("日本")
+        );
+        for bad in [&b"6"[..], b"zz", b"ff"] {
+            assert_eq!(name_of_tag(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

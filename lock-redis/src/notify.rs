@@ -277,6 +277,14 @@ impl Notifier {
         }
     }
 
+    /// Waits up to `max` for the subscription to be up (a fresh backend's starts when it
+    /// first finds a lock held): a registration sent before it is up could be skipped by a
+    /// release that finds nobody listening, and cost the caller another attempt.
+    pub(crate) async fn until_live(&self, max: Duration) {
+        let mut live = self.live.subscribe();
+        let _ = tokio::time::timeout(max, live.wait_for(|up| *up)).await;
+    }
+
     /// The subscription's epoch if it is up now, else 0: read before sending a request
     /// that registers this client, and given back to [`held`](Self::held).
     pub(crate) fn epoch(&self) -> u64 {
@@ -546,11 +554,14 @@ async fn forward(pubsub: redis::aio::PubSub, config: &SubscriberConfig, local: &
         tokio::select! {
             message = stream.next() => match message {
                 Some(message) => {
-                    let name = String::from_utf8_lossy(message.get_payload_bytes());
+                    let payload = message.get_payload_bytes();
                     if message.get_channel_name() == config.wake_channel {
-                        local.turn(&name);
+                        // A hand-off names the lock by its hash tag.
+                        if let Some(name) = crate::keys::name_of_tag(payload) {
+                            local.turn(&name);
+                        }
                     } else {
-                        local.announced(&name);
+                        local.announced(&String::from_utf8_lossy(payload));
                     }
                 }
                 None => return,

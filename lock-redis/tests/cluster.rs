@@ -64,10 +64,9 @@ async fn a_names_keys_share_a_slot_and_names_spread_over_every_master() {
         .unwrap()
         .unwrap();
         let (lease_key, fence_key) = b.keys_of(&name);
-        // Every key of a name: lease, fence counter, queue of waiting clients and their
-        // registrations.
+        // Every key of a name: lease, fence counter, queue of waiting clients.
         let mut slots = BTreeSet::new();
-        for suffix in [":lease", ":fence", ":queue", ":waiters"] {
+        for suffix in [":lease", ":fence", ":queue"] {
             let key = lease_key.replace(":lease", suffix);
             let slot: u16 = redis::cmd("CLUSTER")
                 .arg("KEYSLOT")

@@ -3,7 +3,8 @@
 -- Returns {fence, server time in µs} | as acquire.lua.
 local now, micros = server_time()
 local limit = tonumber(ARGV[4])
-local how, trust, client = string.sub(ARGV[3], 1, 1), string.sub(ARGV[3], 2, 2), string.sub(ARGV[3], 3)
+local how, member = string.sub(ARGV[3], 1, 1), string.sub(ARGV[3], 2)
+local client = string.sub(member, 2)
 local fence, problem = next_fence(KEYS[2], micros)
 if not fence then
   return {'corrupt', problem}
@@ -65,11 +66,11 @@ if claimed or not live or live.count < limit then
   end
   redis.call('SET', KEYS[2], text)
   if claimed and how == 'q' then
-    register(KEYS[3], KEYS[4], client, trust, now, micros)
+    register(KEYS[3], member, micros)
   end
   return {fence, micros}
 end
 if how ~= '-' then
-  register(KEYS[3], KEYS[4], client, trust, now, micros)
+  register(KEYS[3], member, micros)
 end
 return -1 - (live.soonest - now)

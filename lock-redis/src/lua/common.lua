@@ -14,10 +14,12 @@
 --            a lease written by version 1 of this library: a hash with fields token, label,
 --            pid, host, fence, acquired_at_ms and name, read as a held lock until it expires.
 --   fence    the fence counter: the last fence granted, a decimal integer without expiry.
---   queue    waiting clients (zset: client id -> arrival in server microseconds).
---   waiters  each waiting client's registration (hash: client id -> '<lapses_ms> <trust>',
---            trust '1' when a publication that nobody hears proves the client gone: its
---            subscription is on the one server its publications reach).
+--   queue    waiting clients (zset: '<trust><client id>' -> arrival in server microseconds),
+--            with a PX renewed by every registration: trust is '1' when a publication that
+--            nobody hears proves the client gone (its subscription is on the one server its
+--            publications reach).
+-- A client is handed a freed lock by a publication of the name's hash tag (its hex) on
+-- '<prefix>wake:<client id>'.
 --
 -- The hot paths do only what they must. Everything else checks every field, so data this
 -- library did not write is reported as corrupt, never taken for a lease. Errors caught with
@@ -30,7 +32,7 @@
 local MAX_FENCE = 9007199254740991
 -- How long a freed lock or permit stays reserved for the waiter it was handed to.
 local CLAIM_WINDOW_MS = 200
--- How long a waiting client's registration lasts unless renewed by its next attempt.
+-- How long the queue of a name lasts after its last registration.
 local REGISTRATION_MS = 6000
 
 -- Server time: whole milliseconds and microseconds since the Unix epoch.
@@ -68,10 +70,11 @@ local function head_name(head)
   return string.sub(head, start, start + tonumber(nl) - 1)
 end
 
--- The prefix of every client's channel: the key prefix (what precedes the hash tag of
--- `key`) and 'wake:'.
-local function channel_prefix_of(key)
-  return string.match(key, '^([^{]*){') .. 'wake:'
+-- The prefix of every client's channel (the key prefix, what precedes the hash tag of
+-- `key`, and 'wake:') and the tag itself (the name's hex): what a hand-off publishes.
+local function channel_of(key)
+  local prefix, tag = string.match(key, '^([^{]*){(%x*)}')
+  return prefix .. 'wake:', tag
 end
 
 -- A version 1 lease (a hash): nil when there is none, the lease table when it is readable,
@@ -197,50 +200,46 @@ local function seed_fence_counter(key, floor)
   redis.call('SET', key, string.format('%d', seed))
 end
 
--- Registers client `client` as waiting (at the back of the queue unless already in it);
--- `trust` is '1' when a publication nobody hears proves the client gone.
-local function register(queue, waiters, client, trust, now, micros)
-  redis.call('ZADD', queue, 'NX', micros, client)
-  redis.call('HSET', waiters, client, (now + REGISTRATION_MS) .. ' ' .. trust)
+-- Registers a client (`member`: its trust flag and id) as waiting, at the back of the
+-- queue unless already in it.
+local function register(queue, member, micros)
+  redis.call('ZADD', queue, 'NX', micros, member)
   redis.call('PEXPIRE', queue, REGISTRATION_MS)
-  redis.call('PEXPIRE', waiters, REGISTRATION_MS)
 end
 
--- Takes the next live waiting client off the queue (other than `skip`) and publishes `name`
--- on its channel (`channel_prefix` .. client id): the client id, or nil when nobody waits,
--- or nil and the error when the server refuses the publication (an ACL without the
--- channel), with the client put back where it was. A client that nobody hears is skipped
--- when it registered as one whose silence proves it gone (its subscription is on the one
--- server its publications reach: on a cluster, or behind Sentinel, it may not be).
-local function wake_next(queue, waiters, now, skip, channel_prefix, name)
+-- Takes the next waiting client off the queue (other than `skip`) and publishes the name's
+-- tag on its channel: the client id, or nil when nobody waits, or nil and the error when
+-- the server refuses the publication (an ACL without the channel), with the client put back
+-- where it was. A client that nobody hears is skipped when its silence proves it gone
+-- (trust '1': its subscription is on the one server its publications reach; on a cluster,
+-- or behind Sentinel, it may not be).
+local function wake_next(queue, lease, skip)
+  local prefix, tag = channel_of(lease)
   while true do
     local head = redis.call('ZPOPMIN', queue)
-    local client = head[1]
-    if not client then
+    local member = head[1]
+    if not member then
       return nil
     end
-    local registration = redis.call('HGET', waiters, client)
-    redis.call('HDEL', waiters, client)
-    local lapses, trust = string.match(registration or '', '^(%d+) ?(%d?)$')
-    if lapses and tonumber(lapses) > now and client ~= skip then
-      local heard = redis.pcall('PUBLISH', channel_prefix .. client, name)
+    local client = string.sub(member, 2)
+    if client ~= skip then
+      local heard = redis.pcall('PUBLISH', prefix .. client, tag)
       if type(heard) == 'table' then
-        redis.call('ZADD', queue, head[2], client)
-        redis.call('HSET', waiters, client, registration)
+        redis.call('ZADD', queue, head[2], member)
         return nil, heard
       end
-      if heard > 0 or trust ~= '1' then
+      if heard > 0 or string.byte(member, 1) ~= 49 then
         return client
       end
     end
   end
 end
 
--- Hands a lock freed at `now` to the next waiting client: reserves it for that client for
--- the claim window, or deletes it when nobody waits. Returns the server's error when it
--- refused the publication (the lock is then left as it was).
-local function hand_off_lock(lease, queue, waiters, now, skip, name)
-  local client, refused = wake_next(queue, waiters, now, skip, channel_prefix_of(lease), name)
+-- Hands a freed lock to the next waiting client: reserves it for that client for the claim
+-- window, or deletes it when nobody waits. Returns the server's error when it refused the
+-- publication (the lock is then left as it was).
+local function hand_off_lock(lease, queue, skip)
+  local client, refused = wake_next(queue, lease, skip)
   if refused then
     return refused
   end
@@ -253,10 +252,10 @@ end
 
 -- Hands up to `slots` permits of a semaphore of `limit`, freed at `now`, to waiting
 -- clients. Returns the server's error when it refused a publication.
-local function hand_off_permits(lease, queue, waiters, now, slots, limit, skip, name)
+local function hand_off_permits(lease, queue, now, slots, limit, skip)
   local handed = false
   for _ = 1, slots do
-    local client, refused = wake_next(queue, waiters, now, skip, channel_prefix_of(lease), name)
+    local client, refused = wake_next(queue, lease, skip)
     if refused then
       return refused
     end

@@ -3,7 +3,7 @@
 -- clients. The fence counter stays, so the next holder still gets a higher fence; only a
 -- counter that acquire cannot count with (foreign data, or out of range) is replaced by a
 -- fresh one, above the fence of every lease removed here.
--- KEYS[1] lease, KEYS[2] fence counter, KEYS[3] queue, KEYS[4] waiters; ARGV[1] name
+-- KEYS[1] lease, KEYS[2] fence counter, KEYS[3] queue; ARGV[1] name
 -- Returns {status} or {status, detail} when the fence counter was replaced (detail says what
 -- was wrong with it). status: 'ok' (a live lease was removed) | 'free' | 'cleared' (corrupt
 -- data removed: an unreadable record, or one that claims to be another lock's)
@@ -53,9 +53,9 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   -- A refused publication leaves the name free and the waiters queued: they look again
   -- within their safety wait.
   if limit == 1 then
-    hand_off_lock(KEYS[1], KEYS[3], KEYS[4], now, nil, ARGV[1])
+    hand_off_lock(KEYS[1], KEYS[3], nil)
   else
-    hand_off_permits(KEYS[1], KEYS[3], KEYS[4], now, limit, limit, nil, ARGV[1])
+    hand_off_permits(KEYS[1], KEYS[3], now, limit, limit, nil)
   end
 end
 return {status, problem}

@@ -1,7 +1,7 @@
 -- Registers this client as waiting for the name, if it is held (a caller that waits without
 -- having just tried to acquire).
--- KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters; ARGV[1] this client's id, ARGV[2] '1'
--- when a publication nobody hears proves this client gone
+-- KEYS[1] lease, KEYS[2] queue; ARGV[1] '<trust><client id>' (trust '1' when a
+-- publication nobody hears proves this client gone)
 -- Returns -1 when the name can be taken now (nothing registered), else the ms until what
 -- holds it expires unless renewed.
 local now, micros = server_time()
@@ -18,5 +18,5 @@ end
 if not left or left < 0 then
   return -1
 end
-register(KEYS[2], KEYS[3], ARGV[1], ARGV[2], now, micros)
+register(KEYS[2], ARGV[1], micros)
 return left

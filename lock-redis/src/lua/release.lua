@@ -1,5 +1,5 @@
 -- Compare-and-delete by token; a freed lock or permit is handed to the next waiting client.
--- KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters; ARGV[1] token
+-- KEYS[1] lease, KEYS[2] queue; ARGV[1] token
 -- Returns 1 (released) | 0 (already lost) | {'corrupt', detail}
 
 -- Hot path: the lease carries the caller's token, and nobody waits. Only its holder knows a
@@ -13,16 +13,12 @@ end
 
 -- @helpers
 
-local now = server_time()
 if mine then
-  local record, why = parse_record(v)
-  if not record then
-    return {'corrupt', 'the lease ' .. KEYS[1] .. ' ' .. why}
-  end
   -- A refused publication (an ACL without the channel) leaves the lease held and the
   -- waiter queued, rather than a release that half happened.
-  return hand_off_lock(KEYS[1], KEYS[2], KEYS[3], now, nil, record.name) or 1
+  return hand_off_lock(KEYS[1], KEYS[2], nil) or 1
 end
+local now = server_time()
 if type(v) == 'table' and string.sub(v.err, 1, 9) == 'WRONGTYPE'
     and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
     and redis.call('HEXISTS', KEYS[1], 'token') == 0 then
@@ -42,7 +38,7 @@ if type(v) == 'table' and string.sub(v.err, 1, 9) == 'WRONGTYPE'
     return 0
   end
   if redis.call('EXISTS', KEYS[2]) == 1 then
-    local refused = hand_off_permits(KEYS[1], KEYS[2], KEYS[3], now, 1, record.limit, nil, record.name)
+    local refused = hand_off_permits(KEYS[1], KEYS[2], now, 1, record.limit, nil)
     if refused then
       return refused
     end
