@@ -131,7 +131,7 @@ pub(crate) const QUEUE: &str = ":queue";
 
 /// The name whose hash tag (lowercase hex of its bytes) is `hex`, if it is one.
 pub(crate) fn name_of_tag(hex: &[u8]) -> Option<String> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let digit = |d: u8| {
