@@ -133,3 +133,30 @@ async fn heartbeat_many_on_a_cluster_renews_leases_on_every_master() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_waited_for_on_the_master_that_ran_the_grant() {
+    // The test cluster has no replicas: WAIT 1, sent to each name's master, answers 0.
+    let url = format!(
+        "{}?prefix={}&replicas=1&replica_timeout=100ms",
+        cluster().url(),
+        unique_prefix("cluster-wait")
+    );
+    let b = lock_redis::connect(&url).await.unwrap();
+    for i in 0..6 {
+        let name = LockName::new(format!("wait-{i}")).unwrap();
+        match b
+            .try_acquire(&name, &Holder::current("w"), Duration::from_secs(60))
+            .await
+        {
+            Err(e @ lock_core::LockError::Unavailable { .. }) => {
+                assert!(e.to_string().contains("only 0 of the 1 replicas"), "{e}");
+            }
+            other => panic!("{name}: expected Unavailable, got {other:?}"),
+        }
+        assert!(
+            b.inspect(&name).await.unwrap().is_none(),
+            "the grant was given back"
+        );
+    }
+}
