@@ -38,7 +38,14 @@ const BACKENDS: &[Backend] = &[
     backend!("file", ["file"], lock_file::DRIVER),
     backend!(
         "redis",
-        ["redis", "rediss", "redis+cluster", "rediss+cluster"],
+        [
+            "redis",
+            "rediss",
+            "redis+cluster",
+            "rediss+cluster",
+            "redis+sentinel",
+            "rediss+sentinel"
+        ],
         lock_redis::DRIVER
     ),
     backend!(
@@ -68,6 +75,7 @@ fn drivers() -> impl Iterator<Item = &'static Driver> {
 /// | `file:///abs/dir` | lock directory ([`file::FileOptions`](https://docs.rs/lock-file/latest/lock_file/struct.FileOptions.html)) | `file` (default) |
 /// | `redis://[user:pass@]host[:port][/db]`, `rediss://...` | Redis ([`redis::RedisOptions`](https://docs.rs/lock-redis/latest/lock_redis/struct.RedisOptions.html)) | `redis` |
 /// | `redis+cluster://host:port,host:port`, `rediss+cluster://...` | Redis Cluster | `redis` |
+/// | `redis+sentinel://host:port[,host:port]/master-name[/db]`, `rediss+sentinel://...` | the Redis primary Sentinels name, followed through failovers | `redis` |
 /// | `postgres://[user:pass@]host[:port]/database`, `postgresql://...` | PostgreSQL ([`postgres::PostgresOptions`](https://docs.rs/lock-postgres/latest/lock_postgres/struct.PostgresOptions.html)) | `postgres` |
 ///
 /// Every store reads its query options the same way: durations humantime style

@@ -51,13 +51,25 @@ fn a_quick_bench_reports_every_section_for_every_store() {
         }
         let ratio = num(&["pair", "ratio_p50"]);
         assert!(ratio.is_finite() && ratio > 0.0, "{url}: ratio {ratio}");
-        for waiters in ["processes_2", "processes_8"] {
+        for waiters in ["processes_2", "processes_8", "processes_32"] {
             assert!(
                 num(&["handoff", waiters, "count"]) > 0.0,
                 "{url}: {waiters}"
             );
             assert!(num(&["handoff", waiters, "p50_us"]) <= num(&["handoff", waiters, "p99_us"]));
+            // Every acquisition took at least the attempt that succeeded.
+            assert!(
+                num(&["handoff", waiters, "attempts"])
+                    >= num(&["handoff", waiters, "acquisitions"]),
+                "{url}: {waiters}"
+            );
+            assert!(num(&["handoff", waiters, "attempts_per_acquisition"]) >= 1.0);
         }
+        assert!(
+            num(&["throughput", "names_1", "served_least"])
+                <= num(&["throughput", "names_1", "served_most"]),
+            "{url}"
+        );
         for names in ["names_1", "names_8"] {
             assert_eq!(
                 num(&["throughput", names, "acquisitions"]),

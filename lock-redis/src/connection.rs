@@ -1,19 +1,27 @@
-//! Opening the command connection (a [`ConnectionManager`] for one server, a cluster
-//! connection for a Redis Cluster) with bounded timeouts and retries.
+//! Opening the command connection (a [`ConnectionManager`] for one server or for the
+//! primary Sentinels name, a cluster connection for a Redis Cluster) with bounded timeouts
+//! and retries.
 
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use lock_core::{LockError, Result};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::{
+    Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
+    ServerErrorKind, TlsMode, Value,
+};
 
 use crate::BACKEND;
-use crate::address::Endpoint;
+use crate::address::{Endpoint, SentinelEndpoint};
 use crate::errors::{ErrorContext, from_redis, timed_out};
 use crate::options::RedisOptions;
+use crate::scripts::Invocation;
 
 /// A cheap-to-clone handle on the command connection.
 #[derive(Clone)]
@@ -22,6 +30,8 @@ pub(crate) enum Conn {
     Standalone(ConnectionManager),
     /// A Redis Cluster, routing each command by its key's slot.
     Cluster(ClusterConnection),
+    /// The primary the Sentinels name, asked again after a failover.
+    Sentinel(Arc<SentinelConn>),
 }
 
 impl ConnectionLike for Conn {
@@ -29,6 +39,15 @@ impl ConnectionLike for Conn {
         match self {
             Self::Standalone(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => {
+                let c = Arc::clone(c);
+                Box::pin(async move {
+                    c.following_failovers(|mut primary| async move {
+                        primary.req_packed_command(cmd).await
+                    })
+                    .await
+                })
+            }
         }
     }
 
@@ -41,6 +60,15 @@ impl ConnectionLike for Conn {
         match self {
             Self::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => {
+                let c = Arc::clone(c);
+                Box::pin(async move {
+                    c.following_failovers(|mut primary| async move {
+                        primary.req_packed_commands(pipeline, offset, count).await
+                    })
+                    .await
+                })
+            }
         }
     }
 
@@ -48,8 +76,169 @@ impl ConnectionLike for Conn {
         match self {
             Self::Standalone(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.primary().1.get_db(),
         }
     }
+}
+
+impl Conn {
+    /// Runs `script`, then `WAIT replicas timeout` on the same connection (one round trip
+    /// on a single server); returns the script's reply and how many replicas confirmed.
+    /// `key` is one of the script's keys, to find the node on a cluster.
+    pub(crate) async fn invoke_and_wait(
+        &mut self,
+        script: &Invocation,
+        key: &[u8],
+        replicas: usize,
+        timeout: Duration,
+    ) -> RedisResult<(Value, i64)> {
+        let timeout_ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if let Self::Cluster(conn) = self {
+            // The WAIT must reach the master that ran the script: the one owning its slot.
+            let reply: Value = script.invoke(conn).await?;
+            let route = Route::with_key(key, SlotAddr::Master);
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(replicas).arg(timeout_ms);
+            let acked = conn
+                .route_command(
+                    wait,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await?;
+            return Ok((reply, redis::from_redis_value(acked)?));
+        }
+        let with_wait = |script: Cmd| {
+            let mut pipe = redis::pipe();
+            pipe.add_command(script)
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout_ms);
+            pipe
+        };
+        match with_wait(script.command().clone()).query_async(self).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                with_wait(script.eval()).query_async(self).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The connection to the primary the Sentinels name: a [`ConnectionManager`] (which
+/// reconnects to the same address by itself), replaced when a command meets a replica
+/// (`READONLY`) or cannot reach the server, and the Sentinels name another primary.
+pub(crate) struct SentinelConn {
+    sentinel: tokio::sync::Mutex<Sentinel>,
+    master: String,
+    node: SentinelNodeConnectionInfo,
+    config: ConnectionManagerConfig,
+    /// The primary in use, and how many times it was replaced.
+    current: RwLock<(u64, ConnectionManager, Client)>,
+}
+
+impl SentinelConn {
+    async fn open(endpoint: &SentinelEndpoint, opts: &RedisOptions) -> RedisResult<Self> {
+        let mut sentinel = Sentinel::build(endpoint.sentinels.clone())?;
+        let node_info = endpoint.node.clone().into_connection_info()?;
+        let mut node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(node_info.redis_settings().clone());
+        if endpoint.node.scheme() == "rediss" {
+            node = node.set_tls_mode(if endpoint.node.fragment() == Some("insecure") {
+                TlsMode::Insecure
+            } else {
+                TlsMode::Secure
+            });
+        }
+        let config = manager_config(opts);
+        let client = sentinel
+            .async_master_for(&endpoint.master, Some(&node))
+            .await?;
+        let manager = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+        Ok(Self {
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            master: endpoint.master.clone(),
+            node,
+            config,
+            current: RwLock::new((0, manager, client)),
+        })
+    }
+
+    /// The primary in use: its generation and connection.
+    fn primary(&self) -> (u64, ConnectionManager) {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        (current.0, current.1.clone())
+    }
+
+    /// A client of the primary the Sentinels name now (for the release subscription).
+    pub(crate) async fn primary_client(&self) -> RedisResult<Client> {
+        let mut sentinel = self.sentinel.lock().await;
+        sentinel
+            .async_master_for(&self.master, Some(&self.node))
+            .await
+    }
+
+    /// Runs `request` on the primary. When it meets a replica (`READONLY`: nothing was
+    /// written) or cannot reach the server, asks the Sentinels again and, if they name
+    /// another primary, switches to it; a `READONLY` request is then sent again (a request
+    /// whose connection failed may have run, so it is not: the caller sees the error and
+    /// the next request goes to the new primary).
+    async fn following_failovers<T, F, Fut>(&self, request: F) -> RedisResult<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let (generation, primary) = self.primary();
+        match request(primary).await {
+            Err(error) if follows_failover(&error) => {
+                let switched = self.rediscover(generation).await;
+                if error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+                    && matches!(switched, Ok(true))
+                {
+                    return request(self.primary().1).await;
+                }
+                Err(error)
+            }
+            other => other,
+        }
+    }
+
+    /// Asks the Sentinels for the primary, unless another request already switched since
+    /// `seen`; returns whether the connection now goes to another server.
+    async fn rediscover(&self, seen: u64) -> RedisResult<bool> {
+        let mut sentinel = self.sentinel.lock().await;
+        if self.primary().0 != seen {
+            return Ok(true);
+        }
+        let client = sentinel
+            .async_master_for(&self.master, Some(&self.node))
+            .await?;
+        let same = {
+            let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+            current.2.get_connection_info().addr() == client.get_connection_info().addr()
+        };
+        if same {
+            return Ok(false);
+        }
+        let manager =
+            ConnectionManager::new_with_config(client.clone(), self.config.clone()).await?;
+        tracing::info!(master = %self.master, address = %client.get_connection_info().addr(), "the Sentinels name a new primary; switching to it");
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = (seen + 1, manager, client);
+        Ok(true)
+    }
+}
+
+/// An error after which the primary may have changed: a replica refused a write, or the
+/// server could not be reached.
+fn follows_failover(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+    ) || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
 }
 
 /// Connects to `endpoint` and checks with a `PING` that commands are accepted (so missing
@@ -82,6 +271,12 @@ pub(crate) async fn open(
                     .await
                     .map_err(|e| connect_error(endpoint, e, context))?;
                 Conn::Cluster(conn)
+            }
+            Endpoint::Sentinel(sentinel) => {
+                let conn = SentinelConn::open(sentinel, opts)
+                    .await
+                    .map_err(|e| sentinel_error(sentinel, e, endpoint, context))?;
+                Conn::Sentinel(Arc::new(conn))
             }
         };
         redis::cmd("PING")
@@ -236,6 +431,30 @@ fn connect_error(
         );
     }
     from_redis(error, context)
+}
+
+/// A failed first connection through Sentinels: no Sentinel answers, or none names a
+/// primary by that name, is `Unavailable` with what was asked; anything else as
+/// [`connect_error`].
+fn sentinel_error(
+    sentinel: &SentinelEndpoint,
+    error: RedisError,
+    endpoint: &Endpoint,
+    context: &ErrorContext,
+) -> LockError {
+    match error.kind() {
+        ErrorKind::MasterNameNotFoundBySentinel | ErrorKind::NoValidReplicasFoundBySentinel => {
+            LockError::unavailable(
+                BACKEND,
+                format!(
+                    "no Sentinel of {endpoint:?} names a reachable primary called {:?} ({error}); \
+                     check the master name in the URL, or wait for a failover to finish",
+                    sentinel.master
+                ),
+            )
+        }
+        _ => connect_error(endpoint, error, context),
+    }
 }
 
 /// `rediss://` needs a process-wide rustls crypto provider; this crate builds with `ring`.

@@ -8,8 +8,9 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use crate::BACKEND;
 
 /// The commands this backend sends: at the top level, and inside its scripts.
-const COMMANDS: &str = "+ping +evalsha +eval +subscribe +scan +cluster|slots +exists +type \
-    +hget +hmget +hset +pttl +pexpire +incr +set +get +del +publish +time";
+const COMMANDS: &str = "+ping +evalsha +eval +subscribe +scan +cluster|slots +wait +exists \
+    +type +get +set +del +pttl +pexpire +hget +hmget +hset +hdel +hexists +hgetall +zadd \
+    +zpopmin +publish +time";
 
 /// Redis refuses a command inside a script with an `ERR` whose text says why (not with a
 /// `NOPERM` code), for a command, a key or a channel the ACL user may not use.
@@ -20,10 +21,14 @@ const SCRIPT_ACL_REFUSAL: &str = "user executing the script can't";
 pub(crate) struct ErrorContext {
     /// Connected to a Redis Cluster (where `READONLY` means a failover is under way).
     pub(crate) cluster: bool,
+    /// Connected through Sentinels (where `READONLY` means a failover is under way).
+    pub(crate) sentinel: bool,
     /// The key prefix, for the ACL rule a refused user needs.
     pub(crate) key_prefix: String,
-    /// The release channel, for the same rule.
+    /// The channel version 1 announced releases on, for the same rule.
     pub(crate) channel: String,
+    /// The prefix of the clients' wake-up channels, for the same rule.
+    pub(crate) wake_prefix: String,
 }
 
 impl ErrorContext {
@@ -31,7 +36,8 @@ impl ErrorContext {
     pub(crate) fn acl_rule(&self) -> String {
         let prefix = escape_acl_glob(&self.key_prefix);
         let channel = escape_acl_glob(&self.channel);
-        format!("{COMMANDS} ~{prefix}* &{channel}")
+        let wake = escape_acl_glob(&self.wake_prefix);
+        format!("{COMMANDS} ~{prefix}* &{channel} &{wake}*")
     }
 
     /// The error for a permission the server's ACL refused.
@@ -47,9 +53,10 @@ impl ErrorContext {
     }
 }
 
-/// Classifies a driver error: the server unreachable, busy or failing over is
-/// `Unavailable` (transient); refused credentials or permissions, or a read-only replica,
-/// are `Config`; data of the wrong type is `Corrupt`; anything else is `Backend`.
+/// Classifies a driver error: the server unreachable, busy, failing over or a read-only
+/// replica is `Unavailable` (transient: a failover may make it the primary); refused
+/// credentials or permissions are `Config`; data of the wrong type is `Corrupt`; anything
+/// else is `Backend`.
 pub(crate) fn from_redis(error: RedisError, context: &ErrorContext) -> LockError {
     if error.is_io_error()
         || error.is_timeout()
@@ -61,15 +68,21 @@ pub(crate) fn from_redis(error: RedisError, context: &ErrorContext) -> LockError
     match error.kind() {
         // On a cluster, a write that reaches a master just demoted to replica: the driver
         // refreshes its slot map and retries, and this only escapes when that ran out.
-        ErrorKind::Server(ServerErrorKind::ReadOnly) if context.cluster => LockError::unavailable(
-            BACKEND,
-            format!("{error} (a failover is under way; retry when it has finished)"),
-        ),
-        ErrorKind::Server(ServerErrorKind::ReadOnly) => LockError::config(
+        ErrorKind::Server(ServerErrorKind::ReadOnly) if context.cluster || context.sentinel => {
+            LockError::unavailable(
+                BACKEND,
+                format!("{error} (a failover is under way; retry when it has finished)"),
+            )
+        }
+        // A write that reaches a replica: leases must be written on the primary. Not a
+        // configuration error: after a failover the same address may be the primary again.
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => LockError::unavailable(
             BACKEND,
             format!(
                 "the server is a read-only replica ({error}); point the URL at the primary \
-                 (the master) of the replication group, since leases must be written"
+                 (the master) of the replication group, or use a \
+                 redis+sentinel://host:port/master-name URL to follow the primary through \
+                 failovers"
             ),
         ),
         ErrorKind::Server(
@@ -135,8 +148,10 @@ mod tests {
     fn standalone() -> ErrorContext {
         ErrorContext {
             cluster: false,
+            sentinel: false,
             key_prefix: "app:locks:".to_owned(),
             channel: "app:locks:released".to_owned(),
+            wake_prefix: "app:locks:wake:".to_owned(),
         }
     }
 
@@ -181,6 +196,7 @@ mod tests {
                     assert!(detail.contains("ACL SETUSER"), "{detail}");
                     assert!(detail.contains("~app:locks:*"), "{detail}");
                     assert!(detail.contains("&app:locks:released"), "{detail}");
+                    assert!(detail.contains("&app:locks:wake:*"), "{detail}");
                     assert!(detail.contains("+evalsha"), "{detail}");
                 }
                 other => panic!("expected Config, got {other:?}"),
@@ -188,19 +204,21 @@ mod tests {
         }
         let odd = ErrorContext {
             cluster: false,
+            sentinel: false,
             key_prefix: "a*b".to_owned(),
             channel: "a*breleased:3".to_owned(),
+            wake_prefix: "a*bwake:".to_owned(),
         };
         assert!(odd.acl_rule().contains("~a\\*b*"), "{}", odd.acl_rule());
         assert!(
-            odd.acl_rule().ends_with("&a\\*breleased:3"),
+            odd.acl_rule().ends_with("&a\\*breleased:3 &a\\*bwake:*"),
             "{}",
             odd.acl_rule()
         );
     }
 
     #[test]
-    fn a_read_only_replica_is_config_unless_a_cluster_is_failing_over() {
+    fn a_read_only_replica_is_unavailable_and_says_so() {
         let readonly = || {
             RedisError::from((
                 ErrorKind::Server(ServerErrorKind::ReadOnly),
@@ -208,14 +226,29 @@ mod tests {
             ))
         };
         match from_redis(readonly(), &standalone()) {
-            LockError::Config { detail, .. } => assert!(detail.contains("primary"), "{detail}"),
-            other => panic!("expected Config, got {other:?}"),
+            e @ LockError::Unavailable { .. } => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("replica")
+                        && text.contains("primary")
+                        && text.contains("sentinel"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
         }
-        let cluster = ErrorContext {
-            cluster: true,
-            ..standalone()
-        };
-        assert!(from_redis(readonly(), &cluster).is_transient());
+        for context in [
+            ErrorContext {
+                cluster: true,
+                ..standalone()
+            },
+            ErrorContext {
+                sentinel: true,
+                ..standalone()
+            },
+        ] {
+            assert!(from_redis(readonly(), &context).is_transient());
+        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! Where a lock name lives in Redis: key names, the release channel and scan patterns.
+//! Where a lock name lives in Redis: key names, channels and scan patterns.
 //!
-//! A name's two keys are `{prefix}{<hex>}:lease` and `{prefix}{<hex>}:fence`, where `<hex>`
-//! is the lowercase hex encoding of the name's UTF-8 bytes. Hex cannot contain `}` (so the
-//! braces form a Redis Cluster hash tag and both keys share one slot), it is injective (two
-//! different names never share a key), and hex of a name prefix is a prefix of the hex of
-//! every name that starts with it (so `list` can filter on the server with `SCAN MATCH`).
+//! A name's keys are `{prefix}{<hex>}:lease`, `:fence` and `:queue`, where
+//! `<hex>` is the lowercase hex encoding of the name's UTF-8 bytes. Hex cannot contain `}`
+//! (so the braces form a Redis Cluster hash tag and every key of a name shares one slot), it
+//! is injective (two different names never share a key), and hex of a name prefix is a
+//! prefix of the hex of every name that starts with it (so `list` can filter on the server
+//! with `SCAN MATCH`).
 
 use lock_core::{LockError, LockName, Result};
 
 use crate::BACKEND;
+use crate::scripts::Invocation;
 
 /// The key prefix used when none is configured.
 pub(crate) const DEFAULT_PREFIX: &str = "lock:";
@@ -57,18 +59,31 @@ impl KeySpace {
         self.key(name, FENCE)
     }
 
-    /// Both keys of `name`, lease then fence counter, encoding the name once.
-    pub(crate) fn lease_and_fence_keys(&self, name: &LockName) -> (String, String) {
-        let lease = self.lease_key(name);
-        let mut fence = String::with_capacity(lease.len());
-        fence.push_str(&lease[..lease.len() - LEASE.len()]);
-        fence.push_str(FENCE);
-        (lease, fence)
+    /// Adds `name`'s keys with `suffixes` ([`LEASE`], [`FENCE`], [`QUEUE`]) to
+    /// `script`, in that order, encoding the name once into one buffer.
+    pub(crate) fn push_keys(&self, script: &mut Invocation, name: &LockName, suffixes: &[&str]) {
+        // Bytes, not a String: the hex is written two digits at a time from a table.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let bytes = name.as_str().as_bytes();
+        let mut key = Vec::with_capacity(self.prefix.len() + 2 * bytes.len() + 2 + 10);
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.push(b'{');
+        for b in bytes {
+            key.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]);
+        }
+        key.push(b'}');
+        let base = key.len();
+        for suffix in suffixes {
+            key.truncate(base);
+            key.extend_from_slice(suffix.as_bytes());
+            script.arg(&key[..]);
+        }
     }
 
     fn key(&self, name: &LockName, suffix: &str) -> String {
         let bytes = name.as_str().as_bytes();
-        let mut key = String::with_capacity(self.prefix.len() + 2 * bytes.len() + 2 + suffix.len());
+        // Room for the longest suffix, so that `push_keys` never grows the buffer.
+        let mut key = String::with_capacity(self.prefix.len() + 2 * bytes.len() + 2 + 10);
         key.push_str(&self.prefix);
         key.push('{');
         lock_core::backend_kit::hex::push_lower(&mut key, bytes);
@@ -77,11 +92,18 @@ impl KeySpace {
         key
     }
 
-    /// The pub/sub channel on which releases under this prefix in database `db` are
-    /// announced; the message is the released name. Pub/sub ignores the database index, so
-    /// it is part of the name: `{prefix}released` in database 0 (the only one on a Redis
-    /// Cluster), `{prefix}released:{db}` in the others. (No two prefix and database pairs
-    /// share a channel: only database 0's ends in `released`.)
+    /// The prefix of the channel of each client (a backend value) that waits for locks:
+    /// a release hands a freed lock to the next waiting client by publishing the name's
+    /// hash tag (the hex of the name) on `{prefix}wake:<client id>`.
+    pub(crate) fn wake_channel_prefix(&self) -> String {
+        format!("{}wake:", self.prefix)
+    }
+
+    /// The pub/sub channel on which version 1 of this library announced every release under
+    /// this prefix in database `db` (the message is the released name); still listened to,
+    /// so that waiters wake when a process of the old version releases. Pub/sub ignores the
+    /// database index, so it is part of the name: `{prefix}released` in database 0 (the only
+    /// one on a Redis Cluster), `{prefix}released:{db}` in the others.
     pub(crate) fn channel(&self, db: i64) -> String {
         if db == 0 {
             format!("{}released", self.prefix)
@@ -101,9 +123,28 @@ impl KeySpace {
 }
 
 /// The end of a lease key, after the hash tag.
-const LEASE: &str = ":lease";
+pub(crate) const LEASE: &str = ":lease";
 /// The end of a fence counter key, after the hash tag.
-const FENCE: &str = ":fence";
+pub(crate) const FENCE: &str = ":fence";
+/// The end of the key of a name's queue of waiting clients.
+pub(crate) const QUEUE: &str = ":queue";
+
+/// The name whose hash tag (lowercase hex of its bytes) is `hex`, if it is one.
+pub(crate) fn name_of_tag(hex: &[u8]) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |d: u8| {
+        char::from(d)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let bytes: Option<Vec<u8>> = hex
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? * 16 + digit(pair[1])?))
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
 
 /// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
@@ -138,10 +179,31 @@ mod tests {
         let n = name("a{b}:c");
         assert_eq!(keys.lease_key(&n), "app:{617b627d3a63}:lease");
         assert_eq!(keys.fence_key(&n), "app:{617b627d3a63}:fence");
+        let mut script = crate::scripts::INSPECT.call(3);
+        keys.push_keys(&mut script, &n, &[LEASE, FENCE, QUEUE]);
         assert_eq!(
-            keys.lease_and_fence_keys(&n),
-            (keys.lease_key(&n), keys.fence_key(&n))
+            script.args(),
+            [
+                "app:{617b627d3a63}:lease",
+                "app:{617b627d3a63}:fence",
+                "app:{617b627d3a63}:queue",
+            ]
         );
+        assert_eq!(name_of_tag(b"617b627d3a63").as_deref(), Some("a{b}:c"));
+        assert_eq!(
+            name_of_tag(
+                "日本"
+                    .bytes()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .as_bytes()
+            )
+            .as_deref(),
+            Some("日本")
+        );
+        for bad in [&b"6"[..], b"zz", b"ff"] {
+            assert_eq!(name_of_tag(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

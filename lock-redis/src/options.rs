@@ -52,6 +52,13 @@ pub struct RedisOptions {
     /// How often `wait_for_change` polls while the release subscription is down (default
     /// 100 ms, jittered).
     pub fallback_poll: Duration,
+    /// How many replicas must confirm a grant or a renewal (`WAIT`) before it is returned
+    /// (default 0: none). See [`with_replicas`](Self::with_replicas).
+    pub replicas: usize,
+    /// How long to wait for those confirmations (default 500 ms). Below the response
+    /// timeout (the `WAIT`'s answer comes after it) and the operation timeout: a `WAIT`
+    /// holds the connection it runs on.
+    pub replica_timeout: Duration,
 }
 
 impl RedisOptions {
@@ -66,6 +73,8 @@ impl RedisOptions {
             reconnect_retries: 2,
             reconnect_max_delay: Duration::from_millis(250),
             fallback_poll: Duration::from_millis(100),
+            replicas: 0,
+            replica_timeout: Duration::from_millis(500),
         }
     }
 
@@ -85,6 +94,12 @@ impl RedisOptions {
             match address::parse(node.as_ref())?.endpoint {
                 Endpoint::Standalone(url) => urls.push(url),
                 Endpoint::Cluster(more) => urls.extend(more),
+                Endpoint::Sentinel(_) => {
+                    return Err(LockError::config(
+                        BACKEND,
+                        "a Redis Cluster's nodes are redis:// URLs, not redis+sentinel://",
+                    ));
+                }
             }
         }
         if urls.is_empty() {
@@ -110,6 +125,11 @@ impl RedisOptions {
     /// True when the options name a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.endpoint, Endpoint::Cluster(_))
+    }
+
+    /// True when the options name a primary found through Sentinels.
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Sentinel(_))
     }
 
     /// With [`key_prefix`](Self::key_prefix) set.
@@ -149,13 +169,55 @@ impl RedisOptions {
         self.fallback_poll = interval;
         self
     }
+
+    /// Returns a grant (and a renewal) only once `n` replicas confirm they have it
+    /// (`WAIT n timeout` after the script, on the same connection); otherwise a grant is
+    /// released again and the caller gets
+    /// [`LockError::Unavailable`](lock_core::LockError::Unavailable) saying how many
+    /// replicas answered, and a renewal fails the same way (the holder's deadline stays
+    /// where the last confirmed renewal put it). The same as `?replicas=n&replica_timeout=..`.
+    ///
+    /// What it does and does not guarantee: Redis replication is asynchronous, and `WAIT`
+    /// only narrows the window in which a failover can lose a lease. A replica that
+    /// confirmed a grant has it; if the Sentinels (or the cluster) then promote *that*
+    /// replica, the lease survives the failover and nobody else is let in before its TTL.
+    /// They may still promote a replica that did not confirm (with `n` smaller than the
+    /// number of replicas), and `WAIT` does not make the write durable on disk. Fences
+    /// close the rest of the window: they never repeat, even across a failover to a replica
+    /// that lagged, so a resource that checks them rejects the older holder.
+    ///
+    /// A `WAIT` holds the connection it runs on, so while replicas lag, every operation of
+    /// this backend waits behind it: keep `timeout` well below the operation timeout.
+    pub fn with_replicas(mut self, n: usize, timeout: Duration) -> Self {
+        self.replicas = n;
+        self.replica_timeout = timeout;
+        self
+    }
+
+    /// Checks the options that only make sense together.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bound = self.response_timeout.min(self.operation_timeout);
+        if self.replicas > 0 && (self.replica_timeout.is_zero() || self.replica_timeout >= bound) {
+            return Err(LockError::config(
+                BACKEND,
+                format!(
+                    "replica_timeout {:?} must be above zero and below the response timeout \
+                     {:?} and the operation timeout {:?} (a WAIT holds the connection, and \
+                     WAIT 0 would block it for ever): lower replica_timeout",
+                    self.replica_timeout, self.response_timeout, self.operation_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl FromStr for RedisOptions {
     type Err = LockError;
 
-    /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL and
-    /// its query options (`prefix`, `timeout`, `protocol`).
+    /// Parses a `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`,
+    /// `redis+sentinel://` or `rediss+sentinel://` URL and its query options (`prefix`,
+    /// `timeout`, `protocol`, `replicas`, `replica_timeout`).
     fn from_str(url: &str) -> Result<Self> {
         address::parse(url)
     }

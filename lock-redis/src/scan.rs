@@ -15,7 +15,9 @@ const SCAN_COUNT: usize = 1000;
 pub(crate) async fn lease_keys(backend: &RedisBackend, pattern: &str) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     match backend.conn() {
-        Conn::Standalone(_) => scan_node(backend, pattern, None, &mut keys).await?,
+        Conn::Standalone(_) | Conn::Sentinel(_) => {
+            scan_node(backend, pattern, None, &mut keys).await?;
+        }
         Conn::Cluster(mut conn) => {
             let slots = backend
                 .run(

@@ -69,8 +69,26 @@ impl Invocation {
         self
     }
 
+    /// The keys and arguments added so far, as text (for tests).
+    #[cfg(test)]
+    pub(crate) fn args(&self) -> Vec<String> {
+        self.cmd
+            .args_iter()
+            .skip(3)
+            .map(|a| match a {
+                Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect()
+    }
+
+    /// The command sent: `EVALSHA <sha> <key count> keys... args...`.
+    pub(crate) fn command(&self) -> &Cmd {
+        &self.cmd
+    }
+
     /// The same call as `EVAL` with the script's source, for a server that lacks it.
-    fn eval(&self) -> Cmd {
+    pub(crate) fn eval(&self) -> Cmd {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(self.script.code.as_str());
         // Skip `EVALSHA <hash>`; keep the key count, keys and arguments.
@@ -108,11 +126,14 @@ macro_rules! lock_script {
 }
 
 pub(crate) static ACQUIRE: LazyLock<LockScript> = lock_script!("acquire.lua");
+pub(crate) static ACQUIRE_PERMIT: LazyLock<LockScript> = lock_script!("acquire_permit.lua");
 pub(crate) static HEARTBEAT: LazyLock<LockScript> = lock_script!("heartbeat.lua");
 pub(crate) static HEARTBEAT_MANY: LazyLock<LockScript> = lock_script!("heartbeat_many.lua");
 pub(crate) static RELEASE: LazyLock<LockScript> = lock_script!("release.lua");
 pub(crate) static FORCE_RELEASE: LazyLock<LockScript> = lock_script!("force_release.lua");
 pub(crate) static INSPECT: LazyLock<LockScript> = lock_script!("inspect.lua");
+pub(crate) static REGISTER: LazyLock<LockScript> = lock_script!("register.lua");
+pub(crate) static PASS_ON: LazyLock<LockScript> = lock_script!("pass_on.lua");
 
 /// A script's reply: a status word followed by its fields.
 #[derive(Debug)]
@@ -138,6 +159,11 @@ impl Reply {
     /// The status word (`ok`, `held`, `lost`, `free`, `corrupt`, ...).
     pub(crate) fn status(&self) -> &str {
         self.items.first().and_then(as_str).unwrap_or_default()
+    }
+
+    /// How many fields follow the status word.
+    pub(crate) fn fields(&self) -> usize {
+        self.items.len() - 1
     }
 
     /// Field `i` as text.
@@ -313,7 +339,7 @@ mod tests {
         assert_eq!(split.code, "hot()\n-- common\n\ncold()\n");
         for script in [&*ACQUIRE, &*RELEASE, &*HEARTBEAT] {
             assert_eq!(
-                script.code.matches("local function read_lease").count(),
+                script.code.matches("local function parse_record").count(),
                 1,
                 "the helpers are in each script once"
             );
@@ -356,19 +382,20 @@ mod tests {
 
     #[test]
     fn every_script_compiles_to_a_distinct_hash() {
-        let mut hashes: Vec<&str> = [
+        let scripts = [
             &ACQUIRE,
+            &ACQUIRE_PERMIT,
             &HEARTBEAT,
             &HEARTBEAT_MANY,
             &RELEASE,
             &FORCE_RELEASE,
             &INSPECT,
-        ]
-        .iter()
-        .map(|s| s.hash())
-        .collect();
+            &REGISTER,
+            &PASS_ON,
+        ];
+        let mut hashes: Vec<&str> = scripts.iter().map(|s| s.hash()).collect();
         hashes.sort_unstable();
         hashes.dedup();
-        assert_eq!(hashes.len(), 6);
+        assert_eq!(hashes.len(), scripts.len());
     }
 }

@@ -302,13 +302,26 @@ fn acl_refused<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) -> 
     detail
 }
 
-/// Asserts a `Config` error that says the server is a replica and to use the primary.
+/// Asserts an `Unavailable` error that says the server is a replica, and to use the
+/// primary or a Sentinel URL.
 fn read_only_refused<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) {
-    let detail = config_detail(what, result);
-    assert!(
-        detail.contains("read-only replica") && detail.contains("primary"),
-        "{what}: {detail}"
-    );
+    match result {
+        Err(error @ LockError::Unavailable { .. }) => {
+            let text = error.to_string();
+            assert!(
+                text.contains("read-only replica")
+                    && text.contains("primary")
+                    && text.contains("redis+sentinel://"),
+                "{what}: {text}"
+            );
+        }
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    }
+}
+
+/// Lowercase hex of a name, as in its keys.
+fn hex(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `ACL SETUSER limited` with `rules`, on a server we administer as the default user.
@@ -363,11 +376,11 @@ async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_gra
     );
 
     // A command the acquire script runs inside (refused with ERR, not NOPERM): nothing is
-    // written but the counter, and the error still names the rule.
-    set_user(&mut admin, &["~*", "&*", "+@all", "-hset"]).await;
+    // written, and the error still names the rule.
+    set_user(&mut admin, &["~*", "&*", "+@all", "-set"]).await;
     let b = lock_redis::connect(&url).await.unwrap();
     let detail = acl_refused(
-        "acquire without HSET",
+        "acquire without SET",
         b.try_acquire(&n, &holder, LONG).await,
     );
     assert!(
@@ -375,30 +388,59 @@ async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_gra
         "no half-written lease"
     );
 
-    // Everything but the release channel (Redis 7 users get no channels by default): the
-    // lease can be taken and kept, and a refused release leaves it held rather than
-    // deleting it without telling waiters.
+    // Everything but the channels (Redis 7 users get no channels by default): the lease
+    // can be taken, kept and released while nobody waits (a release publishes only to a
+    // waiting client). With a waiter queued, the hand-off is refused and leaves the lease
+    // held and the waiter queued, rather than a release that half happened.
     set_user(&mut admin, &["~*", "+@all"]).await;
     let b = lock_redis::connect(&url).await.unwrap();
     let lease = b.try_acquire(&n, &holder, LONG).await.unwrap().unwrap();
     let lease = b.heartbeat(&lease, LONG).await.unwrap();
+    assert!(
+        b.release(&lease).await.unwrap(),
+        "nobody waits: no publication"
+    );
+    let lease = b.try_acquire(&n, &holder, LONG).await.unwrap().unwrap();
+    let waiter = lock_redis::connect(&format!("{}/?prefix=app:", server.url()))
+        .await
+        .unwrap();
+    let since = lock_core::backend_kit::time::monotonic_now();
+    assert!(
+        waiter
+            .try_acquire(&n, &Holder::current("waiter"), LONG)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    waiter
+        .wait_for_change(&n, since, Duration::from_millis(1))
+        .await;
     acl_refused("release without the channel", b.release(&lease).await);
     assert_eq!(b.inspect(&n).await.unwrap().unwrap().fence, lease.fence);
+    let queued: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("app:{{{}}}:queue", hex("acl")))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "the waiter is still queued: {queued:?}");
 
     // Commands the scripts run through redis.pcall (to tell foreign data from a lease):
     // a refusal is passed on, never taken for a lost lease or corrupt data.
-    set_user(&mut admin, &["~*", "&*", "+@all", "-hget"]).await;
+    set_user(&mut admin, &["~*", "&*", "+@all", "-get"]).await;
     let b = lock_redis::connect(&url).await.unwrap();
-    acl_refused("heartbeat without HGET", b.heartbeat(&lease, LONG).await);
-    acl_refused("release without HGET", b.release(&lease).await);
-    set_user(&mut admin, &["~*", "&*", "+@all", "-incr"]).await;
-    let b = lock_redis::connect(&url).await.unwrap();
+    acl_refused("heartbeat without GET", b.heartbeat(&lease, LONG).await);
+    acl_refused("release without GET", b.release(&lease).await);
     let other = LockName::new("acl-other").unwrap();
     acl_refused(
-        "acquire without INCR",
+        "acquire without GET",
         b.try_acquire(&other, &holder, LONG).await,
     );
-    assert_eq!(b.inspect(&n).await.unwrap().unwrap().fence, lease.fence);
+    assert_eq!(
+        waiter.inspect(&n).await.unwrap().unwrap().fence,
+        lease.fence
+    );
 
     // Granting exactly the suggested rule makes every operation work, the release
     // subscription included.
@@ -408,6 +450,14 @@ async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_gra
     let b = lock_redis::connect(&url).await.unwrap();
     let lease = b.heartbeat(&lease, LONG).await.unwrap();
     assert!(b.release(&lease).await.unwrap());
+    // The release handed the lock to the waiter queued above: nobody else gets it first.
+    assert!(b.try_acquire(&n, &holder, LONG).await.unwrap().is_none());
+    let handed = waiter
+        .try_acquire(&n, &Holder::current("waiter"), LONG)
+        .await
+        .unwrap()
+        .expect("handed to the queued waiter");
+    assert!(waiter.release(&handed).await.unwrap());
     let lease = b.try_acquire(&n, &holder, LONG).await.unwrap().unwrap();
     assert_eq!(b.list("").await.unwrap().len(), 1);
     assert!(b.force_release(&n).await.unwrap());
@@ -467,20 +517,30 @@ async fn a_refused_expiry_leaves_no_lease_without_a_ttl() {
 
     set_user(&mut admin, &["~*", "&*", "+@all", "-pexpire"]).await;
     let refused = lock_redis::connect(&url).await.unwrap();
-    // The acquire script writes the lease hash, then its expiry: the refused expiry undoes
-    // the hash, so nothing is left that would block the name for ever.
-    acl_refused(
-        "acquire without PEXPIRE",
-        refused.try_acquire(&n, &holder, ttl).await,
-    );
-    let (lease_key, _) = refused.keys_of(&n);
-    let exists: u64 = redis::cmd("EXISTS")
-        .arg(&lease_key)
-        .query_async(&mut admin)
+    // A lock's lease is written with its expiry in one command (SET .. NX PX): it cannot
+    // exist without a TTL, so it needs no PEXPIRE.
+    let lock = refused
+        .try_acquire(&n, &holder, ttl)
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(exists, 0, "the refused acquire left a lease hash behind");
-    assert_eq!(pttl(&mut admin, &lease_key).await, -2);
+    let (lease_key, _) = refused.keys_of(&n);
+    let left = pttl(&mut admin, &lease_key).await;
+    assert!(left > 0 && left <= 30_000, "PTTL {left}");
+    assert!(refused.release(&lock).await.unwrap());
+    // A semaphore's permits hash gets its expiry by PEXPIRE: the refused expiry undoes the
+    // permit, so nothing is left that would hold a slot for ever.
+    let s = LockName::new("never-expiring-permits").unwrap();
+    acl_refused(
+        "permit without PEXPIRE",
+        refused.try_acquire_permit(&s, &holder, ttl, 3).await,
+    );
+    let (permits_key, _) = refused.keys_of(&s);
+    assert_eq!(
+        pttl(&mut admin, &permits_key).await,
+        -2,
+        "a permit was left behind"
+    );
     // Heartbeats (one, and a batch in one script call) are refused without touching the
     // leases: they keep the expiry they had.
     acl_refused(
@@ -511,7 +571,7 @@ async fn a_refused_expiry_leaves_no_lease_without_a_ttl() {
 }
 
 #[tokio::test]
-async fn a_read_only_replica_gets_a_config_error_saying_to_use_the_primary() {
+async fn a_read_only_replica_is_unavailable_and_says_to_use_the_primary_or_sentinel() {
     let primary = RedisServer::start();
     let port = primary.port().to_string();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
@@ -531,6 +591,12 @@ async fn a_read_only_replica_gets_a_config_error_saying_to_use_the_primary() {
             .try_acquire(&other, &Holder::current("r"), LONG)
             .await,
     );
+    read_only_refused(
+        "permit",
+        on_replica
+            .try_acquire_permit(&other, &Holder::current("r"), LONG, 2)
+            .await,
+    );
     // Once the lease has reached the replica, the holder's own writes are refused there
     // too (reads still work).
     let start = Instant::now();
@@ -544,16 +610,13 @@ async fn a_read_only_replica_gets_a_config_error_saying_to_use_the_primary() {
     read_only_refused("heartbeat", on_replica.heartbeat(&lease, LONG).await);
     read_only_refused("release", on_replica.release(&lease).await);
     read_only_refused("force_release", on_replica.force_release(&n).await);
-    // Not transient: a Locker gives up at once instead of retrying for its whole wait.
+    // Transient (a failover may make this server the primary): a Locker keeps trying for
+    // its wait, then reports why.
     let locker = lock_core::Locker::new(std::sync::Arc::new(on_replica));
-    let opts = lock_core::LockOptions::default().with_wait(Duration::from_secs(10));
-    let start = Instant::now();
+    let opts = lock_core::LockOptions::default().with_wait(Duration::from_millis(500));
     let error = locker.lock("third", &opts).await.unwrap_err();
-    assert!(!error.is_transient(), "{error:?}");
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "retried a refusal"
-    );
+    assert!(error.is_transient(), "{error:?}");
+    assert!(error.to_string().contains("read-only replica"), "{error}");
     // The primary still has the lease, untouched.
     assert!(on_primary.release(&lease).await.unwrap());
 }

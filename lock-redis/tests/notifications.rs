@@ -1,5 +1,5 @@
-//! Release notifications: how fast a waiter wakes, and the polling fallback while the
-//! subscription is down.
+//! Hand-offs: how fast a waiter wakes when a release hands it the lock, and the polling
+//! fallback while the subscription is down.
 
 mod common;
 
@@ -26,7 +26,9 @@ async fn until_subscribed(b: &RedisBackend, expected: bool) {
 }
 
 /// Holds `name` through `holder_backend`, starts a waiter on `waiter_backend` with a long
-/// budget, releases, and returns how long after the release call started the waiter woke.
+/// budget (it finds the name held, then waits), releases, and returns how long after the
+/// release call started the waiter woke. The woken waiter then takes the lock, which the
+/// release handed to it, and releases it.
 async fn wake_latency(
     holder_backend: &RedisBackend,
     waiter_backend: &RedisBackend,
@@ -36,20 +38,28 @@ async fn wake_latency(
         .try_acquire(name, &Holder::current("holder"), LONG)
         .await
         .unwrap()
-        .unwrap();
+        .expect("the name is free between hand-offs");
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let waiter = {
         let b = waiter_backend.clone();
         let name = name.clone();
         tokio::spawn(async move {
+            let mut since = lock_core::backend_kit::time::monotonic_now();
+            let me = Holder::current("waiter");
+            assert!(b.try_acquire(&name, &me, LONG).await.unwrap().is_none());
             let _ = ready_tx.send(());
-            b.wait_for_change(
-                &name,
-                lock_core::backend_kit::time::monotonic_now(),
-                Duration::from_secs(20),
-            )
-            .await;
-            Instant::now()
+            // As a `Locker` does: a wait may end early (the subscription came back up, so
+            // the waiter looks again); it waits again while the name is still held.
+            loop {
+                b.wait_for_change(&name, since, Duration::from_secs(20))
+                    .await;
+                let woke = Instant::now();
+                since = lock_core::backend_kit::time::monotonic_now();
+                if let Some(lease) = b.try_acquire(&name, &me, LONG).await.unwrap() {
+                    assert!(b.release(&lease).await.unwrap());
+                    return woke;
+                }
+            }
         })
     };
     ready_rx.await.unwrap();
@@ -140,8 +150,13 @@ async fn a_release_wakes_only_waiters_on_its_own_database() {
         .await;
     until_subscribed(&waiter, true).await;
 
-    // The same prefix and name on database 1 is another lock: its release leaves the waiter
-    // on database 2 asleep for its whole budget.
+    // The name is held on database 2; the same prefix and name on database 1 is another
+    // lock: its release leaves the waiter on database 2 asleep for its whole budget.
+    let held = neighbour
+        .try_acquire(&name, &Holder::current("neighbour"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
     let lease = elsewhere
         .try_acquire(&name, &Holder::current("elsewhere"), LONG)
         .await
@@ -165,7 +180,15 @@ async fn a_release_wakes_only_waiters_on_its_own_database() {
         waited >= max,
         "woken after {waited:?} by a release on another database"
     );
-    // A release on its own database wakes it at once.
+    assert!(neighbour.release(&held).await.unwrap());
+    // The waiter's own turn (queued by its wait above) came with that release; once it
+    // has lapsed, a release on its own database wakes it at once.
+    let waiter_claims = waiter
+        .try_acquire(&name, &Holder::current("waiter"), LONG)
+        .await
+        .unwrap()
+        .expect("the release handed the lock to the queued waiter");
+    assert!(waiter.release(&waiter_claims).await.unwrap());
     let latency = wake_latency(&neighbour, &waiter, &name).await;
     assert!(
         latency < Duration::from_millis(50),
@@ -198,8 +221,13 @@ async fn waiters_poll_while_the_subscription_is_down_and_it_comes_back() {
     assert_eq!(killed, 1, "exactly the waiter's subscription");
     until_subscribed(&waiter, false).await;
 
-    // Without notifications, a wait returns after the jittered poll interval (100 ms by
-    // default), so a waiter still notices a release promptly.
+    // Without notifications, a wait for a held name returns after the jittered poll
+    // interval (100 ms by default), so a waiter still notices a release promptly.
+    let held = holder
+        .try_acquire(&name, &Holder::current("holder"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
     let poll = waiter.options().fallback_poll;
     for _ in 0..3 {
         let start = Instant::now();
@@ -217,6 +245,13 @@ async fn waiters_poll_while_the_subscription_is_down_and_it_comes_back() {
         );
         assert!(!waiter.is_subscribed());
     }
+    assert!(holder.release(&held).await.unwrap());
+    let handed = waiter
+        .try_acquire(&name, &Holder::current("waiter"), LONG)
+        .await
+        .unwrap()
+        .expect("the release handed the lock to the queued waiter");
+    assert!(waiter.release(&handed).await.unwrap());
 
     // Once connections are accepted again, the subscription comes back by itself and
     // releases wake waiters at once again.
@@ -379,4 +414,333 @@ async fn finding_a_lock_held_starts_the_subscription() {
     until_subscribed(&other, true).await;
     assert!(!holder.is_subscribed());
     assert!(holder.release(&lease).await.unwrap());
+}
+
+/// The number of clients queued for `name` in the store.
+async fn queued(
+    admin: &mut redis::aio::MultiplexedConnection,
+    b: &RedisBackend,
+    name: &LockName,
+) -> usize {
+    let queue = b.keys_of(name).0.replace(":lease", ":queue");
+    redis::cmd("ZCARD")
+        .arg(queue)
+        .query_async(admin)
+        .await
+        .unwrap()
+}
+
+/// Waits until at least `n` clients are queued for `name`, failing after 5 s.
+async fn until_queued(
+    admin: &mut redis::aio::MultiplexedConnection,
+    b: &RedisBackend,
+    name: &LockName,
+    n: usize,
+) {
+    let start = Instant::now();
+    loop {
+        let now = queued(admin, b, name).await;
+        if now >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{now} clients queued for {name}, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A backend whose subscription is up (warmed on a name of its own), in a spy.
+async fn subscribed_spy(
+    url: &str,
+    prefix: &str,
+) -> (RedisBackend, Spy, mpsc::UnboundedReceiver<Seen>) {
+    let b = backend_with(url, prefix).await;
+    b.wait_for_change(
+        &LockName::new("warm-up").unwrap(),
+        lock_core::backend_kit::time::monotonic_now(),
+        Duration::from_millis(1),
+    )
+    .await;
+    until_subscribed(&b, true).await;
+    let (spy, seen) = Spy::new(b.clone());
+    (b, spy, seen)
+}
+
+/// Options for waiters that hold their turn for `hold` (via `with_lock`).
+fn waiter_options() -> LockOptions {
+    LockOptions::default()
+        .with_ttl(Duration::from_secs(30))
+        .with_wait(Duration::from_secs(20))
+        .with_label("waiter")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_one_waiting_client_in_turn_not_all_of_them() {
+    const WAITERS: usize = 5;
+    let server = RedisServer::start();
+    let holder = backend(&server.url()).await;
+    let mut admin = raw(&server.url()).await;
+    let name = LockName::new("herd").unwrap();
+    let lease = holder
+        .try_acquire(&name, &Holder::current("holder"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let (order_tx, mut order) = mpsc::unbounded_channel();
+    let mut spies = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..WAITERS {
+        let (_, spy, seen) = subscribed_spy(&server.url(), holder.key_prefix()).await;
+        let locker = Locker::new(Arc::new(spy));
+        let (task_name, order_tx) = (name.clone(), order_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            locker
+                .with_lock(task_name, waiter_options(), async {
+                    let _ = order_tx.send(i);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                })
+                .await
+                .unwrap();
+        }));
+        spies.push(seen);
+        // The next waiter starts once this one is queued in the store: the order is known.
+        until_queued(&mut admin, &holder, &name, i + 1).await;
+    }
+    assert!(holder.release(&lease).await.unwrap());
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut served = Vec::new();
+    while let Ok(i) = order.try_recv() {
+        served.push(i);
+    }
+    assert_eq!(
+        served,
+        (0..WAITERS).collect::<Vec<_>>(),
+        "served in the order they queued"
+    );
+    // Each waiter tried twice: when it found the name held, and when its turn came. A
+    // release woke only the next waiter, so nobody else tried in between.
+    for (i, seen) in spies.iter_mut().enumerate() {
+        let mut attempts = 0;
+        while let Ok(event) = seen.try_recv() {
+            attempts += usize::from(matches!(event, Seen::Attempt));
+        }
+        assert_eq!(attempts, 2, "waiter {i} tried {attempts} times");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_client_stopped_waiting_passes_to_the_next() {
+    let server = RedisServer::start();
+    let holder = backend(&server.url()).await;
+    let mut admin = raw(&server.url()).await;
+    let name = LockName::new("pass-on").unwrap();
+    let lease = holder
+        .try_acquire(&name, &Holder::current("holder"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    // First in the queue: a waiter that gives up (its task is cancelled) while queued, on
+    // a client that stays alive.
+    let (quitter, quitter_spy, _) = subscribed_spy(&server.url(), holder.key_prefix()).await;
+    let quitting = {
+        let (locker, name) = (Locker::new(Arc::new(quitter_spy)), name.clone());
+        tokio::spawn(async move { locker.lock(name, waiter_options()).await })
+    };
+    until_queued(&mut admin, &holder, &name, 1).await;
+    // Second: a waiter that stays.
+    let (_, stays_spy, _) = subscribed_spy(&server.url(), holder.key_prefix()).await;
+    let staying = {
+        let (locker, name) = (Locker::new(Arc::new(stays_spy)), name.clone());
+        tokio::spawn(async move {
+            let guard = locker.lock(name, waiter_options()).await.unwrap();
+            let got = Instant::now();
+            assert!(guard.release().await.unwrap());
+            got
+        })
+    };
+    until_queued(&mut admin, &holder, &name, 2).await;
+    quitting.abort();
+    assert!(quitting.await.unwrap_err().is_cancelled());
+    let released = Instant::now();
+    assert!(holder.release(&lease).await.unwrap());
+    let got = staying.await.unwrap();
+    let took = got.saturating_duration_since(released);
+    // The turn went to the quitter's client, found no caller, and was passed on after
+    // the grace period: far sooner than a waiter's safety wait (2 s).
+    assert!(
+        took < Duration::from_millis(500),
+        "handed on after {took:?}"
+    );
+    assert!(
+        quitter.is_subscribed(),
+        "the quitter's client was alive throughout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_skips_a_queued_client_whose_process_is_gone() {
+    let server = RedisServer::start();
+    let holder = backend(&server.url()).await;
+    let mut admin = raw(&server.url()).await;
+    let name = LockName::new("gone").unwrap();
+    let lease = holder
+        .try_acquire(&name, &Holder::current("holder"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    {
+        // Queued first, then the client disappears (its subscription with it).
+        let (gone, _, _) = subscribed_spy(&server.url(), holder.key_prefix()).await;
+        assert!(
+            gone.try_acquire(&name, &Holder::current("gone"), LONG)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        gone.wait_for_change(
+            &name,
+            lock_core::backend_kit::time::monotonic_now(),
+            Duration::from_millis(1),
+        )
+        .await;
+        until_queued(&mut admin, &holder, &name, 1).await;
+    }
+    let (_, stays_spy, _) = subscribed_spy(&server.url(), holder.key_prefix()).await;
+    let staying = {
+        let (locker, name) = (Locker::new(Arc::new(stays_spy)), name.clone());
+        tokio::spawn(async move {
+            let guard = locker.lock(name, waiter_options()).await.unwrap();
+            let got = Instant::now();
+            assert!(guard.release().await.unwrap());
+            got
+        })
+    };
+    until_queued(&mut admin, &holder, &name, 2).await;
+    // The gone client's subscription is closed once its backend is dropped.
+    let start = Instant::now();
+    loop {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if clients.lines().count() <= 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{clients}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let released = Instant::now();
+    assert!(holder.release(&lease).await.unwrap());
+    let took = staying.await.unwrap().saturating_duration_since(released);
+    // On one server a release sees that nobody listens for the gone client and hands the
+    // lock straight to the next.
+    assert!(
+        took < Duration::from_millis(100),
+        "handed on after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_by_a_process_of_the_previous_version_wakes_waiters() {
+    let server = RedisServer::start();
+    let (waiter, _, _) = subscribed_spy(&server.url(), &unique_prefix("legacy")).await;
+    let name = LockName::new("legacy").unwrap();
+    let (lease_key, _) = waiter.keys_of(&name);
+    let mut admin = raw(&server.url()).await;
+    // Held by a version 1 process: a lease hash.
+    redis::cmd("HSET")
+        .arg(&lease_key)
+        .arg(&[
+            ("token", "0123456789abcdef0123456789abcdef"),
+            ("label", "v1"),
+            ("pid", "1"),
+            ("host", "h"),
+            ("fence", "7"),
+            ("acquired_at_ms", "1"),
+            ("name", "legacy"),
+        ])
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    redis::cmd("PEXPIRE")
+        .arg(&lease_key)
+        .arg(60_000)
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    let waiting = {
+        let (waiter, name) = (waiter.clone(), name.clone());
+        tokio::spawn(async move {
+            let guard = Locker::new(Arc::new(waiter))
+                .lock(name, waiter_options())
+                .await
+                .unwrap();
+            let got = Instant::now();
+            assert!(guard.fence() > 7);
+            assert!(guard.release().await.unwrap());
+            got
+        })
+    };
+    until_queued(&mut admin, &waiter, &name, 1).await;
+    // The v1 release: delete the hash, announce the name on the prefix's channel.
+    let released = Instant::now();
+    redis::cmd("DEL")
+        .arg(&lease_key)
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    redis::cmd("PUBLISH")
+        .arg(format!("{}released", waiter.key_prefix()))
+        .arg("legacy")
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    let took = waiting.await.unwrap().saturating_duration_since(released);
+    assert!(
+        took < Duration::from_millis(100),
+        "woke {took:?} after the release"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_clients_looping_on_one_name_are_served_within_a_factor_of_two() {
+    const CLIENTS: usize = 8;
+    let server = RedisServer::start();
+    let prefix = unique_prefix("fair");
+    let name = LockName::new("fair").unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let b = backend_with(&server.url(), &prefix).await;
+        let (name, stop) = (name.clone(), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let locker = Locker::new(Arc::new(b));
+            let mut served = 0_u32;
+            // Take it, let go, and ask again at once: the releaser must not barge ahead of
+            // the clients already waiting.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let guard = locker.lock(name.clone(), waiter_options()).await.unwrap();
+                served += 1;
+                assert!(guard.release().await.unwrap());
+            }
+            served
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = Vec::new();
+    for task in tasks {
+        served.push(task.await.unwrap());
+    }
+    let (most, least) = (*served.iter().max().unwrap(), *served.iter().min().unwrap());
+    println!("acquisitions per client in 2 s: {served:?}");
+    assert!(least > 0, "a client was never served: {served:?}");
+    assert!(most <= 2 * least, "most {most}, least {least}: {served:?}");
 }

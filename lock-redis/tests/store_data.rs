@@ -464,3 +464,187 @@ async fn listed_names(b: &impl LockBackend) -> Vec<LockName> {
     let listed = b.list("").await.unwrap();
     listed.into_iter().map(|i| i.name).collect()
 }
+
+/// Writes a lease the way version 1 of this library did: a hash with a PX expiry, and a
+/// fence counter counted with INCR.
+async fn write_v1_lease(b: &RedisBackend, n: &LockName, fence: u64, ttl_ms: u64) {
+    let mut conn = raw(&server().url()).await;
+    let (lease_key, fence_key) = b.keys_of(n);
+    redis::cmd("SET")
+        .arg(&fence_key)
+        .arg(fence)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("HSET")
+        .arg(&lease_key)
+        .arg(&[
+            ("token", "0123456789abcdef0123456789abcdef"),
+            ("label", "old-version"),
+            ("pid", "4242"),
+            ("host", "old-host"),
+            ("fence", &fence.to_string()),
+            ("acquired_at_ms", "1700000000000"),
+            ("name", n.as_str()),
+        ])
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("PEXPIRE")
+        .arg(&lease_key)
+        .arg(ttl_ms)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_by_the_previous_version_is_respected_until_it_expires() {
+    let url = server().url();
+    let b = backend(&url).await;
+    let n = name("upgrade");
+    // A process of the previous version holds the lock (fence from a counter that
+    // restarted at the server's clock, as version 1 seeded it).
+    let old_fence = server_micros().await;
+    write_v1_lease(&b, &n, old_fence, 1_500).await;
+    // It is held: not taken over, not with another limit either, and shown as it is.
+    assert!(
+        b.try_acquire(&n, &Holder::current("new"), LONG)
+            .await
+            .unwrap()
+            .is_none(),
+        "an old-version lease was taken over early"
+    );
+    match b
+        .try_acquire_permit(&n, &Holder::current("new"), LONG, 3)
+        .await
+    {
+        Err(LockError::Config { detail, .. }) => assert!(detail.contains("limit of 1"), "{detail}"),
+        other => panic!("a semaphore over an old lock: {other:?}"),
+    }
+    let info = b.inspect(&n).await.unwrap().expect("the old lease");
+    assert_eq!(
+        (
+            info.label.as_str(),
+            info.pid,
+            info.host.as_str(),
+            info.fence,
+            info.limit
+        ),
+        ("old-version", 4242, "old-host", old_fence, 1)
+    );
+    assert_eq!(listed_names(&b).await, vec![n.clone()]);
+    // A forged lease with the old holder's name but another token cannot release it.
+    let forged = Lease::new(
+        n.clone(),
+        Holder::current("forger"),
+        old_fence,
+        std::time::SystemTime::now(),
+        lock_core::backend_kit::time::monotonic_now(),
+        LONG,
+    );
+    assert!(!b.release(&forged).await.unwrap());
+    // Once it expires, the name is free and the next fence is higher.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let next = b
+        .try_acquire(&n, &Holder::current("new"), LONG)
+        .await
+        .unwrap()
+        .expect("free after the old lease expired");
+    assert!(next.fence > old_fence);
+    assert!(b.release(&next).await.unwrap());
+    // force_release clears an old lease at once (an operator's way out).
+    write_v1_lease(&b, &n, next.fence + 1, 60_000).await;
+    assert!(b.force_release(&n).await.unwrap());
+    let after = b
+        .try_acquire(&n, &Holder::current("new"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(after.fence > next.fence + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fence_is_the_larger_of_the_counter_plus_one_and_the_server_clock() {
+    let url = server().url();
+    let b = backend(&url).await;
+    // A counter far behind the clock (a store that lost writes): the clock decides.
+    let n = name("behind");
+    set_fence_counter(&b, &n, "5").await;
+    let before = server_micros().await;
+    let lease = b
+        .try_acquire(&n, &Holder::current("a"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lease.fence >= before, "{} < {before}", lease.fence);
+    assert!(lease.fence < FENCE_LIMIT);
+    assert!(b.release(&lease).await.unwrap());
+    // A counter ahead of the clock (fences granted faster than one a microsecond, or a
+    // clock that stepped back): the counter decides, one up.
+    let ahead = before + 60_000_000_000;
+    set_fence_counter(&b, &n, &ahead.to_string()).await;
+    let lease = b
+        .try_acquire_permit(&n, &Holder::current("b"), LONG, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.fence, ahead + 1);
+    let second = b
+        .try_acquire_permit(&n, &Holder::current("c"), LONG, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.fence, ahead + 2);
+    // The counter holds the last fence granted.
+    let mut conn = raw(&url).await;
+    let stored: String = redis::cmd("GET")
+        .arg(b.keys_of(&n).1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, second.fence.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_record_it_did_not_write_is_corrupt() {
+    let url = server().url();
+    let b = backend(&url).await;
+    let other = bystander(&b, "permits").await;
+    let n = name("bad-permits");
+    let held = b
+        .try_acquire_permit(&n, &Holder::current("real"), LONG, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = raw(&url).await;
+    redis::cmd("HSET")
+        .arg(b.keys_of(&n).0)
+        .arg("fedcba9876543210fedcba9876543210")
+        .arg("not a permit")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    assert_corrupt(
+        "permit",
+        b.try_acquire_permit(&n, &Holder::current("x"), LONG, 2)
+            .await,
+    );
+    assert_corrupt("inspect", b.inspect_all(&n).await);
+    assert_eq!(
+        listed_names(&b).await,
+        vec![other.name.clone()],
+        "list skips only the corrupt record"
+    );
+    assert!(
+        !b.force_release(&n).await.unwrap(),
+        "clearing corrupt data is not removing a live lease"
+    );
+    let next = b
+        .try_acquire_permit(&n, &Holder::current("after"), LONG, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.fence > held.fence);
+    assert_untouched(&b, &other).await;
+}

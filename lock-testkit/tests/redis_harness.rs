@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use lock_testkit::Backend;
 use lock_testkit::process::alive;
-use lock_testkit::redis::{RedisServer, TestRedis, URL_ENV, unique_prefix};
+use lock_testkit::redis::{RedisSentinels, RedisServer, TestRedis, URL_ENV, unique_prefix};
 
 /// Set in the child process of `a_crashed_test_process_leaves_no_server`.
 const CHILD_ENV: &str = "LOCK_REDIS_HARNESS_CRASH_CHILD";
+
+/// Set in the child process of `a_crashed_test_process_leaves_no_sentinel_or_replica`.
+const SENTINEL_CHILD_ENV: &str = "LOCK_REDIS_HARNESS_SENTINEL_CHILD";
 
 /// Set in the child process of `the_url_variable_names_the_server_to_use`: the key the
 /// child writes.
@@ -150,5 +153,65 @@ fn the_redis_backends_urls_name_the_shared_servers_and_every_node_answers() {
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
         assert_eq!(pong, "PONG", "{url}");
+    }
+}
+
+/// Every process of a Sentinel group: the two data servers, then the three Sentinels.
+fn group_pids(group: &RedisSentinels) -> Vec<u32> {
+    group
+        .servers()
+        .iter()
+        .chain(group.sentinels())
+        .filter_map(RedisServer::pid)
+        .collect()
+}
+
+#[test]
+fn a_sentinel_group_fails_over_and_leaves_no_process() {
+    let mut group = RedisSentinels::start();
+    let pids = group_pids(&group);
+    assert_eq!(pids.len(), 5, "two servers and three Sentinels");
+    let first = group.primary_port();
+    assert_eq!(first, group.servers()[0].port());
+    group.failover();
+    let second = group.primary_port();
+    assert_eq!(
+        second,
+        group.servers()[1].port(),
+        "the replica was promoted"
+    );
+    // Killing the new primary: the Sentinels promote the old one, now its replica.
+    let killed = group.kill_primary();
+    assert_eq!(killed, second);
+    assert_eq!(group.wait_for_new_primary(killed), first);
+    drop(group);
+    for pid in pids {
+        until_gone(pid, "the Sentinel group's drop");
+    }
+}
+
+#[test]
+fn a_crashed_test_process_leaves_no_sentinel_or_replica() {
+    if std::env::var_os(SENTINEL_CHILD_ENV).is_some() {
+        let group: &'static RedisSentinels = Box::leak(Box::new(RedisSentinels::start()));
+        for pid in group_pids(group) {
+            println!("redis-pid={pid}");
+        }
+        std::process::abort();
+    }
+    let child = run_child(
+        "a_crashed_test_process_leaves_no_sentinel_or_replica",
+        &[(SENTINEL_CHILD_ENV, "1")],
+    );
+    assert!(!child.status.success(), "the child was meant to crash");
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let pids: Vec<u32> = stdout
+        .lines()
+        .filter_map(|line| line.split("redis-pid=").nth(1))
+        .map(|pid| pid.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 5, "the child printed {stdout}");
+    for pid in pids {
+        until_gone(pid, "its crashed test process");
     }
 }

@@ -12,7 +12,8 @@ use leaselock::{
 
 use crate::error::CliError;
 
-/// Forwards to a backend, counting store calls that keep leases alive.
+/// Forwards to a backend, counting store calls that keep leases alive, and acquire
+/// attempts.
 #[derive(Debug)]
 pub(crate) struct Counting {
     inner: Arc<dyn LockBackend>,
@@ -20,6 +21,8 @@ pub(crate) struct Counting {
     pub(crate) calls: AtomicU64,
     /// Leases renewed by those calls.
     pub(crate) renewed: AtomicU64,
+    /// `try_acquire` and `try_acquire_permit` calls.
+    pub(crate) attempts: AtomicU64,
 }
 
 impl Counting {
@@ -28,6 +31,7 @@ impl Counting {
             inner,
             calls: AtomicU64::new(0),
             renewed: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
         }
     }
 }
@@ -40,7 +44,20 @@ impl LockBackend for Counting {
         holder: &Holder,
         ttl: Duration,
     ) -> Result<Option<Lease>> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
         self.inner.try_acquire(name, holder, ttl).await
+    }
+    async fn try_acquire_permit(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Option<Lease>> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .try_acquire_permit(name, holder, ttl, limit)
+            .await
     }
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -74,6 +91,9 @@ impl LockBackend for Counting {
     }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
     }
 }
 

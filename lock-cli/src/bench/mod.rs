@@ -2,8 +2,10 @@
 //!
 //! 1. uncontended acquire + release pairs through the backend (`try_acquire` + `release`),
 //!    interleaved in blocks with the raw baseline so machine noise hits both alike;
-//! 2. hand-off latency between processes (2 and 8 contending `lockctl bench-worker`s);
-//! 3. contended throughput: 8 processes on one name and on 8 names;
+//! 2. hand-off latency between processes (2, 8 and 32 contending `lockctl bench-worker`s),
+//!    and the acquire attempts they made per acquisition;
+//! 3. contended throughput: 8 processes on one name (and how evenly they were served) and
+//!    on 8 names;
 //! 4. heartbeat cost: many leases held through `Locker` for a while.
 
 mod heartbeat;
@@ -172,14 +174,21 @@ async fn bench_store(
     ));
 
     let mut handoff = serde_json::Map::new();
-    for waiters in [2, 8] {
+    for waiters in [2, 8, 32] {
         progress.update(&format!("handoff: {waiters} processes"));
         let name = format!("{prefix}handoff-{waiters}");
+        // 32 processes take turns four times fewer each, so the section takes as long as
+        // the others' (each turn is 30 ms).
+        let cycles = if waiters > 8 {
+            plan.handoff_cycles.div_ceil(4)
+        } else {
+            plan.handoff_cycles
+        };
         let (events, _) = run_workers(
             url,
             waiters,
             |_| name.clone(),
-            plan.handoff_cycles,
+            cycles,
             // Each holder keeps the lock 30 ms, then pauses 20 ms before asking again: the
             // others are already waiting when it releases, and the releaser cannot take
             // the lock back before a waiter that is 20 ms late.
@@ -191,15 +200,28 @@ async fn bench_store(
             samples.push_nanos(latency);
         }
         samples.elapsed = Duration::from_secs(1);
+        // Every acquisition but each process's first few is a hand-off; count attempts per
+        // acquisition (a woken waiter's successful one included).
+        let acquisitions: usize = events.iter().map(|e| e.acquired.len()).sum();
+        let attempts: u64 = events.iter().map(|e| e.attempts).sum();
+        let per_acquisition = attempts as f64 / acquisitions.max(1) as f64;
         progress.done(&format!(
-            "  handoff with {waiters} processes: p50 {:.0} us, p99 {:.0} us ({} hand-offs)",
+            "  handoff with {waiters} processes: p50 {:.0} us, p99 {:.0} us ({} hand-offs), \
+             {per_acquisition:.2} acquire attempts per acquisition",
             samples.quantile_us(0.5),
             samples.quantile_us(0.99),
             samples.len()
         ));
         handoff.insert(
             format!("processes_{waiters}"),
-            json!({"count": samples.len(), "p50_us": samples.quantile_us(0.5), "p99_us": samples.quantile_us(0.99)}),
+            json!({
+                "count": samples.len(),
+                "p50_us": samples.quantile_us(0.5),
+                "p99_us": samples.quantile_us(0.99),
+                "acquisitions": acquisitions,
+                "attempts": attempts,
+                "attempts_per_acquisition": per_acquisition,
+            }),
         );
     }
 
@@ -216,12 +238,30 @@ async fn bench_store(
         .await?;
         let total: usize = events.iter().map(|e| e.acquired.len()).sum();
         let per_sec = total as f64 / elapsed.as_secs_f64();
+        // On one name: how evenly the processes, looping without a pause, were served.
+        let (least, most) = if names == 1 {
+            worker::served(&events)
+        } else {
+            (0, 0)
+        };
         progress.done(&format!(
-            "  throughput, 8 processes on {names} name(s): {per_sec:.0} acquisitions/s"
+            "  throughput, 8 processes on {names} name(s): {per_sec:.0} acquisitions/s{}",
+            if names == 1 {
+                format!(", served {least} to {most} times each while all ran")
+            } else {
+                String::new()
+            }
         ));
         throughput.insert(
             format!("names_{names}"),
-            json!({"processes": 8, "acquisitions": total, "seconds": elapsed.as_secs_f64(), "per_sec": per_sec}),
+            json!({
+                "processes": 8,
+                "acquisitions": total,
+                "seconds": elapsed.as_secs_f64(),
+                "per_sec": per_sec,
+                "served_least": least,
+                "served_most": most,
+            }),
         );
     }
 
@@ -381,13 +421,15 @@ async fn run_workers(
 
 fn print_table(results: &[serde_json::Value]) {
     println!(
-        "{:<44} {:>10} {:>10} {:>7} {:>11} {:>11} {:>10} {:>10} {:>9}",
+        "{:<44} {:>10} {:>10} {:>7} {:>11} {:>11} {:>11} {:>9} {:>10} {:>10} {:>9}",
         "store",
         "pair p50",
         "raw p50",
         "ratio",
         "handoff2",
         "handoff8",
+        "handoff32",
+        "tries/acq",
         "tp 1 name",
         "tp 8 names",
         "hb cpu"
@@ -395,7 +437,7 @@ fn print_table(results: &[serde_json::Value]) {
     for r in results {
         let url: String = r["url"].as_str().unwrap_or("?").chars().take(44).collect();
         println!(
-            "{:<44} {:>8.1}us {:>8.1}us {:>6.2}x {:>7.0}us p50 {:>7.0}us p50 {:>8.0}/s {:>8.0}/s {:>8.1}%",
+            "{:<44} {:>8.1}us {:>8.1}us {:>6.2}x {:>7.0}us p50 {:>7.0}us p50 {:>7.0}us p50 {:>9.2} {:>8.0}/s {:>8.0}/s {:>8.1}%",
             url,
             r["pair"]["library"]["p50_us"].as_f64().unwrap_or(f64::NAN),
             r["pair"]["raw"]["p50_us"].as_f64().unwrap_or(f64::NAN),
@@ -404,6 +446,12 @@ fn print_table(results: &[serde_json::Value]) {
                 .as_f64()
                 .unwrap_or(f64::NAN),
             r["handoff"]["processes_8"]["p50_us"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            r["handoff"]["processes_32"]["p50_us"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            r["handoff"]["processes_32"]["attempts_per_acquisition"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
             r["throughput"]["names_1"]["per_sec"]

@@ -1,14 +1,19 @@
 //! `lockctl bench-worker` (hidden): one contending process of the hand-off and throughput
 //! measurements. It prints `w <ns>` as it starts waiting for the lock, `a <ns>` after each
 //! acquisition and `r <ns>` just before each release (CLOCK_MONOTONIC, comparable between
-//! processes), all at the end so printing does not slow the cycles.
+//! processes), and `n <count>`, the acquire attempts it made, all at the end so printing
+//! does not slow the cycles.
 
 use std::fmt::Write;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use clap::Args;
 use leaselock::{LockOptions, Locker};
 
+use super::heartbeat::Counting;
 use crate::error::CliError;
 
 /// Arguments of the hidden worker subcommand.
@@ -29,7 +34,8 @@ pub(crate) struct WorkerArgs {
 }
 
 pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
-    let locker = Locker::new(leaselock::connect(&args.url).await?);
+    let counting = Arc::new(Counting::new(leaselock::connect(&args.url).await?));
+    let locker = Locker::new(counting.clone());
     let opts = LockOptions::default()
         .with_ttl(Duration::from_secs(10))
         .with_wait(Duration::from_secs(300))
@@ -48,6 +54,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
             tokio::time::sleep(Duration::from_micros(args.pause_us)).await;
         }
     }
+    let _ = writeln!(out, "n {}", counting.attempts.load(Ordering::Relaxed));
     print!("{out}");
     Ok(0)
 }
@@ -74,6 +81,8 @@ pub(crate) struct Events {
     pub(crate) waited: Vec<u64>,
     pub(crate) acquired: Vec<u64>,
     pub(crate) released: Vec<u64>,
+    /// Acquire attempts made (each a store round trip).
+    pub(crate) attempts: u64,
 }
 
 impl Events {
@@ -86,11 +95,36 @@ impl Events {
                 "w" => events.waited.push(at),
                 "a" => events.acquired.push(at),
                 "r" => events.released.push(at),
+                "n" => events.attempts = at,
                 _ => return None,
             }
         }
         Some(events)
     }
+}
+
+/// How evenly processes looping on one name were served: the acquisitions of each within
+/// the span when all of them were running (from the last first acquisition to the first
+/// last release), as (least, most).
+pub(crate) fn served(workers: &[Events]) -> (usize, usize) {
+    let start = workers.iter().filter_map(|e| e.acquired.first()).max();
+    let end = workers.iter().filter_map(|e| e.released.last()).min();
+    let (Some(&start), Some(&end)) = (start, end) else {
+        return (0, 0);
+    };
+    let counts: Vec<usize> = workers
+        .iter()
+        .map(|e| {
+            e.acquired
+                .iter()
+                .filter(|&&a| a >= start && a <= end)
+                .count()
+        })
+        .collect();
+    (
+        counts.iter().copied().min().unwrap_or(0),
+        counts.iter().copied().max().unwrap_or(0),
+    )
 }
 
 /// Hand-off latencies: for each acquisition by a process that was already waiting when
@@ -158,5 +192,15 @@ mod tests {
         // a re-took its own release at 21: not a hand-off either.
         assert_eq!(handoffs(&[a, b, c]), vec![5]);
         assert!(Events::parse("x 1").is_none());
+        assert_eq!(Events::parse("w 1\na 2\nr 3\nn 4\n").unwrap().attempts, 4);
+    }
+
+    #[test]
+    fn served_counts_acquisitions_while_every_process_ran() {
+        // a ran alone first (its acquisitions at 1 and 2 do not count), then with b.
+        let a = Events::parse("a 1\nr 1\na 2\nr 2\na 10\nr 11\na 20\nr 21\na 30\nr 31").unwrap();
+        let b = Events::parse("a 12\nr 13\na 40\nr 41").unwrap();
+        // The span is [12, 31]: a 20 and 30, b 12.
+        assert_eq!(served(&[a, b]), (1, 2));
     }
 }

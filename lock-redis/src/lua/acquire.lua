@@ -1,64 +1,124 @@
--- Takes the lease if the name is free (an expired lease is gone already).
--- KEYS[1] lease key, KEYS[2] fence counter key
--- ARGV[1] token, ARGV[2] label, ARGV[3] pid, ARGV[4] host, ARGV[5] ttl in ms, ARGV[6] name
--- Returns {fence, expires_at_ms} (integers) | 0 when someone holds it | {'corrupt', detail}
--- (the hot paths answer integers: cheaper to build and to read than status words)
+-- Takes the lock if it is free, or if it was handed to this client.
+-- KEYS[1] lease, KEYS[2] fence counter, KEYS[3] queue
+-- ARGV[1] the record's head '<token> <limit> <pid> <ll> <hl> <nl> <label><host><name> ',
+-- ARGV[2] ttl in ms, ARGV[3] '<how><trust><client id>': how '-' (do not register), 'w'
+-- (register as waiting when held) or 'q' (also queue again after claiming: more of this
+-- client's callers wait); trust '1' when a publication nobody hears proves the client gone
+-- Returns the fence (= the server time in µs at the grant) | {fence, server time in µs}
+--       | -1 - ms the holder's lease has left (held) | {'limit', limit held}
+--       | {'corrupt', detail}
+-- (the common answers are integers: cheaper to build and to read than tables)
 
--- Writes the lease with `fence`, acquired at the server time `time` (from TIME).
-local function grant(fence, time)
-  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-  redis.call('HSET', KEYS[1],
-    'token', ARGV[1], 'label', ARGV[2], 'pid', ARGV[3], 'host', ARGV[4],
-    'fence', string.format('%d', fence), 'acquired_at_ms', string.format('%d', now),
-    'name', ARGV[6])
-  -- Redis does not roll a script back: were the expiry refused after the HSET (an ACL
-  -- without PEXPIRE), a lease without a TTL would block the name for ever. Undo the HSET
-  -- and pass the error on, so the grant happens whole or not at all.
-  local expiring = redis.pcall('PEXPIRE', KEYS[1], ARGV[5])
-  if type(expiring) == 'table' then
-    redis.pcall('DEL', KEYS[1])
-    return expiring
+-- Hot path: a fence counter this library can count with, and a free name (or one handed
+-- to this client). The fence is max(counter + 1, server time in microseconds), so a
+-- counter that went back (a restart from an older snapshot, a failover to a replica that
+-- lagged) is overtaken by the clock.
+local time = redis.call('TIME')
+local micros = time[1] * 1000000 + time[2]
+local counter = redis.pcall('GET', KEYS[2])
+local fence = micros
+if counter then
+  local n = tonumber(counter)
+  if not n or n >= 9007199254740991 then
+    fence = nil
+  elseif n >= micros then
+    fence = n + 1
   end
-  return {fence, now + tonumber(ARGV[5])}
 end
-
--- Hot path: no lease key, and a counter that was counting. Lua numbers are doubles, exact
--- below 2^53 (FENCE_LIMIT in the helpers, not defined yet here); a higher counter would
--- give rounded, repeated fences.
-local free = redis.call('EXISTS', KEYS[1]) == 0
-local fence = free and redis.pcall('INCR', KEYS[2])
-if type(fence) == 'number' and fence >= 2 and fence < 9007199254740992 then
-  return grant(fence, redis.call('TIME'))
+local v
+if fence then
+  local text = string.format('%d', fence)
+  local acquired = text
+  if fence ~= micros then
+    acquired = string.format('%d', micros)
+  end
+  if redis.call('SET', KEYS[1], ARGV[1] .. text .. ' ' .. acquired, 'NX', 'PX', ARGV[2]) then
+    redis.call('SET', KEYS[2], text)
+    if fence == micros then
+      return fence
+    end
+    return {fence, micros}
+  end
+  -- Held: by a lease, or reserved for a waiting client. If for this one (its turn came),
+  -- claim it here, unless it must queue again after (then below).
+  v = redis.pcall('GET', KEYS[1])
+  if v == '@' .. string.sub(ARGV[3], 3) and string.byte(ARGV[3], 1) ~= 113 then
+    redis.call('SET', KEYS[1], ARGV[1] .. text .. ' ' .. acquired, 'PX', ARGV[2])
+    redis.call('SET', KEYS[2], text)
+    return {fence, micros}
+  end
 end
 
 -- @helpers
 
-if not free then
-  -- A live lease, or foreign data: only now is the record read and checked.
-  local lease, detail = read_lease(KEYS[1])
-  if lease == false then
-    return {'corrupt', detail}
+if not fence then
+  if type(counter) == 'table' and string.sub(counter.err, 1, 9) ~= 'WRONGTYPE' then
+    return counter
   end
-  if lease.name ~= ARGV[6] then
-    return {'corrupt', 'the lease ' .. KEYS[1] .. ' claims to be for another lock'}
+  return {'corrupt', fence_counter_problem(KEYS[2]) or
+    ('the fence counter ' .. KEYS[2] .. ' cannot be counted with')}
+end
+local now = math.floor(micros / 1000)
+local how, member = string.sub(ARGV[3], 1, 1), string.sub(ARGV[3], 2)
+local client = string.sub(member, 2)
+
+-- Grants the lock, overwriting what the lease key holds (a reservation, or expired permits).
+local function grant()
+  local text = string.format('%d', fence)
+  redis.call('SET', KEYS[1], ARGV[1] .. text .. ' ' .. string.format('%d', micros), 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], text)
+  if how == 'q' then
+    register(KEYS[3], member, micros)
   end
-  return 0
+  return {fence, micros}
 end
 
-if type(fence) == 'table' or fence >= FENCE_LIMIT then
-  -- INCR failed, or counted beyond what a fence can be. A counter this library cannot count
-  -- with (foreign data, or out of range: INCR overflows at 2^63 - 1) is corrupt; any other
-  -- failure (an ACL refusal, a read-only replica) is returned as it came.
-  local problem = fence_counter_problem(KEYS[2])
-  if problem then
-    return {'corrupt', problem}
+if type(v) == 'string' then
+  if string.byte(v, 1) == 64 then
+    if string.sub(v, 2) == client then
+      -- Handed to this client by a release: its turn.
+      return grant()
+    end
+  else
+    local record, why = parse_record(v)
+    if not record then
+      return {'corrupt', 'the lease ' .. KEYS[1] .. ' ' .. why}
+    end
+    if record.name ~= head_name(ARGV[1]) then
+      return {'corrupt', 'the lease ' .. KEYS[1] .. ' claims to be for another lock'}
+    end
   end
-  return fence
+elseif type(v) == 'table' and string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
+  return v
+else
+  local kind = redis.call('TYPE', KEYS[1])['ok']
+  if kind == 'hash' then
+    if redis.call('HEXISTS', KEYS[1], 'token') == 1 then
+      -- A lease written by version 1 of this library: held until it expires.
+      local lease, detail = read_lease_v1(KEYS[1])
+      if lease == false then
+        return {'corrupt', detail}
+      end
+      if lease.name ~= head_name(ARGV[1]) then
+        return {'corrupt', 'the lease ' .. KEYS[1] .. ' claims to be for another lock'}
+      end
+    else
+      local live, detail = read_permits(KEYS[1], now, true)
+      if not live then
+        return {'corrupt', detail}
+      end
+      if live.count > 0 then
+        return {'limit', live.limit}
+      end
+      return grant()
+    end
+  elseif kind == 'none' then
+    return grant()
+  else
+    return {'corrupt', 'the lease key ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a lease'}
+  end
 end
-
--- INCR gave 1 (or less): the counter was missing (a new name, or a server that restarted
--- without persistence) or held nothing this library counted up to. It restarts at the
--- server's time in microseconds (see seed_fence_counter).
-local time = redis.call('TIME')
-seed_fence_counter(KEYS[2], time, nil)
-return grant(redis.call('INCR', KEYS[2]), time)
+if how ~= '-' then
+  register(KEYS[3], member, micros)
+end
+return -1 - redis.call('PTTL', KEYS[1])

@@ -58,6 +58,8 @@ pub const FAIL_FAST: Duration = Duration::from_millis(2600);
 /// What a [`Spy`] saw a caller (a `Locker`, a guard's heartbeats) do.
 #[derive(Debug)]
 pub enum Seen {
+    /// A caller tried to acquire.
+    Attempt,
     /// A waiter started waiting for a change.
     Waiting,
     /// A heartbeat (alone, or one lease of a batch) renewed its lease.
@@ -102,6 +104,7 @@ impl LockBackend for Spy {
         holder: &Holder,
         ttl: Duration,
     ) -> Result<Option<Lease>> {
+        let _ = self.seen.send(Seen::Attempt);
         self.inner.try_acquire(name, holder, ttl).await
     }
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {

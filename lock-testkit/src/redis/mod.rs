@@ -6,6 +6,12 @@
 //!   without dropping it (a `static` shared server, a crash), so no server outlives its test
 //!   binary.
 //! - [`RedisCluster`]: several such servers joined into a Redis Cluster, one master each.
+//! - [`RedisReplicaPair`]: a primary and a replica of it; [`RedisSentinels`]: the same,
+//!   watched by three `redis-server --sentinel` processes that fail over when asked to or
+//!   when the primary dies. Every process has the same guardian as a [`RedisServer`].
+//! - [`PrefixSnapshot`]: the conformance suite's write-loss hook for Redis: checkpoints the
+//!   keys under one prefix (`DUMP`) and rolls them back (`RESTORE`), on one server or every
+//!   master of a cluster.
 //! - [`TestRedis`]: the server a test suite should use: `LOCK_TEST_REDIS_URL` if set, else a
 //!   private `redis-server`, else a container (testcontainers) when the `docker` command is
 //!   installed and its daemon answers; otherwise it panics with how to install Redis. A
@@ -21,14 +27,18 @@
 mod cluster;
 mod docker;
 mod process;
+mod replication;
 mod server;
+mod snapshot;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use cluster::RedisCluster;
 pub use docker::DockerRedis;
+pub use replication::{MASTER_NAME, RedisReplicaPair, RedisSentinels};
 pub use server::RedisServer;
+pub use snapshot::PrefixSnapshot;
 
 /// The environment variable naming an existing server for [`TestRedis`].
 pub const URL_ENV: &str = "LOCK_TEST_REDIS_URL";

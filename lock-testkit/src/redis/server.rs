@@ -33,6 +33,8 @@ pub struct RedisServer {
     /// The cluster bus port of a cluster node (`--cluster-port`).
     cluster_port: Option<u16>,
     extra_args: Vec<String>,
+    /// For a Sentinel: the master it monitors (name, port); `None` for a data server.
+    sentinel: Option<(String, u16)>,
     dir: TempDir,
     process: Option<Guarded>,
 }
@@ -68,42 +70,104 @@ impl RedisServer {
         Self::start_on(extra_args, true, free_ports)
     }
 
+    /// Starts a replica of `primary` (`--replicaof 127.0.0.1 <port>`), without waiting for
+    /// it to sync.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        let port = primary.port().to_string();
+        Self::start_with(&["--replicaof", "127.0.0.1", &port])
+    }
+
+    /// Starts a Sentinel (`redis-server <dir>/sentinel.conf --sentinel`) that monitors the
+    /// master `master_name` at `127.0.0.1:<master_port>` with a quorum of 2, and declares it
+    /// down after 1 s without an answer.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub(crate) fn start_sentinel(master_name: &str, master_port: u16) -> Self {
+        let binary = redis_server_binary().unwrap_or_else(|| panic!("{INSTALL_HINT}"));
+        let mut server = Self::unstarted(binary, &[]);
+        server.sentinel = Some((master_name.to_owned(), master_port));
+        server.launch_on_free_ports(false)
+    }
+
     /// Starts a server on the port (and, for a cluster node, the bus port) `ports` gives,
     /// asking it for new ones for each attempt.
-    fn start_on(extra_args: &[&str], cluster: bool, mut ports: impl FnMut() -> [u16; 2]) -> Self {
+    fn start_on(extra_args: &[&str], cluster: bool, ports: impl FnMut() -> [u16; 2]) -> Self {
         let binary = redis_server_binary().unwrap_or_else(|| panic!("{INSTALL_HINT}"));
+        Self::unstarted(binary, extra_args).launch_with_ports(cluster, ports)
+    }
+
+    /// A server not started yet, with its own directory.
+    fn unstarted(binary: PathBuf, extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("lock-redis-test-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a directory for redis-server: {e}"));
-        let mut server = Self {
+        Self {
             binary,
             port: 0,
             cluster_port: None,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            sentinel: None,
             dir,
             process: None,
-        };
+        }
+    }
+
+    fn launch_on_free_ports(self, cluster: bool) -> Self {
+        self.launch_with_ports(cluster, free_ports)
+    }
+
+    fn launch_with_ports(mut self, cluster: bool, mut ports: impl FnMut() -> [u16; 2]) -> Self {
         // Another process may take a free port between our probe and redis binding it;
         // then try other ports (both of them: either may be the one taken).
         let mut last_error = None;
         for _ in 0..5 {
             let [port, bus] = ports();
-            server.port = port;
-            server.cluster_port = cluster.then_some(bus);
-            match server.launch() {
-                Ok(()) => return server,
+            self.port = port;
+            self.cluster_port = cluster.then_some(bus);
+            match self.launch() {
+                Ok(()) => return self,
                 Err(e) => last_error = Some(e),
             }
         }
         panic!(
             "redis-server did not start: {}; log:\n{}",
             last_error.map_or_else(String::new, |e| e.to_string()),
-            server.log()
+            self.log()
         );
     }
 
     fn launch(&mut self) -> std::io::Result<()> {
+        if let Some((master, master_port)) = &self.sentinel {
+            // A Sentinel rewrites its configuration file, so it gets one of its own; it is
+            // kept across restarts (with what the Sentinel learnt), and written anew for
+            // another port (a start that found its port taken).
+            let conf = self.dir.path().join("sentinel.conf");
+            let current = std::fs::read_to_string(&conf).unwrap_or_default();
+            if !current.starts_with(&format!("port {}\n", self.port)) {
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\n\
+                         dir {dir}\n\
+                         sentinel monitor {master} 127.0.0.1 {master_port} 2\n\
+                         sentinel down-after-milliseconds {master} 1000\n\
+                         sentinel failover-timeout {master} 10000\n\
+                         sentinel parallel-syncs {master} 1\n",
+                        port = self.port,
+                        dir = self.dir.path().display(),
+                    ),
+                )?;
+            }
+            let args = vec![conf.display().to_string(), "--sentinel".to_owned()];
+            return self.spawn(&args);
+        }
         let mut args: Vec<String> = [
             "--port",
             &self.port.to_string(),
@@ -127,8 +191,12 @@ impl RedisServer {
             args.extend(["--cluster-port".to_owned(), bus.to_string()]);
         }
         args.extend(self.extra_args.iter().cloned());
+        self.spawn(&args)
+    }
+
+    fn spawn(&mut self, args: &[String]) -> std::io::Result<()> {
         let log = self.dir.path().join("redis.log");
-        let process = Guarded::spawn(&self.binary, &args, &log, self.dir.path())?;
+        let process = Guarded::spawn(&self.binary, args, &log, self.dir.path())?;
         let ready = wait_until_ready(self.port, process.pid(), STARTUP);
         if let Err(e) = ready {
             process.stop();
