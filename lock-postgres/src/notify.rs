@@ -14,13 +14,13 @@
 //! again; when it comes (back) up they return at once, since a release in between went
 //! unheard.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lock_core::LockName;
 use lock_core::backend_kit::time::deadline_in;
-use lock_core::backend_kit::{Backoff, ReleaseLog, jitter};
+use lock_core::backend_kit::{BackgroundTask, Backoff, ReleaseLog, jitter};
 use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgNotification};
 use tokio::sync::{mpsc, watch};
@@ -44,7 +44,7 @@ pub(crate) struct Notifier {
     config: Arc<ListenConfig>,
     released: Arc<ReleaseLog>,
     live: Arc<watch::Sender<bool>>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: BackgroundTask,
     /// Set once anyone waited or contended here.
     started: AtomicBool,
 }
@@ -82,7 +82,7 @@ impl Notifier {
             }),
             released: Arc::new(ReleaseLog::new()),
             live: Arc::new(live),
-            task: Mutex::new(None),
+            task: BackgroundTask::new(),
             started: AtomicBool::new(false),
         }
     }
@@ -154,30 +154,15 @@ impl Notifier {
         if !self.config.enabled {
             return;
         }
-        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if task.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        // A task that finished belonged to a runtime that has shut down.
-        self.live.send_replace(false);
-        *task = Some(tokio::spawn(listen_forever(
-            Arc::clone(&self.config),
-            Arc::clone(&self.released),
-            Arc::clone(&self.live),
-        )));
-    }
-}
-
-impl Drop for Notifier {
-    fn drop(&mut self) {
-        if let Some(task) = self
-            .task
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
+        self.task.ensure_running(|| {
+            // A task that finished belonged to a runtime that has shut down.
+            self.live.send_replace(false);
+            listen_forever(
+                Arc::clone(&self.config),
+                Arc::clone(&self.released),
+                Arc::clone(&self.live),
+            )
+        });
     }
 }
 

@@ -32,10 +32,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lock_core::backend_kit::time::{deadline_in, monotonic_now};
-use lock_core::backend_kit::{Backoff, jitter};
+use lock_core::backend_kit::{BackgroundTask, Backoff, jitter};
 use lock_core::{LockError, LockName};
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::connection::SentinelConn;
@@ -102,7 +101,7 @@ pub(crate) struct Notifier {
     /// (or while it was down) may have been skipped by a release that found nobody
     /// listening, so its waiter looks again.
     epoch: Arc<AtomicU64>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: BackgroundTask,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -273,7 +272,7 @@ impl Notifier {
             local: Arc::new(Local::default()),
             live: Arc::new(live),
             epoch: Arc::new(AtomicU64::new(0)),
-            task: Mutex::new(None),
+            task: BackgroundTask::new(),
         }
     }
 
@@ -461,31 +460,16 @@ impl Notifier {
 
     /// Starts the subscriber task on the current runtime unless it is running.
     fn ensure_running(&self) {
-        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if task.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        // A task that finished belonged to a runtime that has shut down.
-        self.live.send_replace(false);
-        *task = Some(tokio::spawn(subscribe_forever(
-            Arc::clone(&self.config),
-            Arc::clone(&self.local),
-            Arc::clone(&self.live),
-            Arc::clone(&self.epoch),
-        )));
-    }
-}
-
-impl Drop for Notifier {
-    fn drop(&mut self) {
-        if let Some(task) = self
-            .task
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
+        self.task.ensure_running(|| {
+            // A task that finished belonged to a runtime that has shut down.
+            self.live.send_replace(false);
+            subscribe_forever(
+                Arc::clone(&self.config),
+                Arc::clone(&self.local),
+                Arc::clone(&self.live),
+                Arc::clone(&self.epoch),
+            )
+        });
     }
 }
 

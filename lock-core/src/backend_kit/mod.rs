@@ -9,11 +9,13 @@
 //! - [`permits`]: semaphore limits and the error for a caller with another limit;
 //! - [`ReleaseLog`]: releases seen by this process, to wake waiters without polling;
 //! - [`Backoff`] and [`jitter`]: retry pacing;
+//! - [`BackgroundTask`]: a backend's one long-running task (a subscription, a listener);
 //! - [`hex`], [`redact_url`], [`host_name`]: small helpers for keys, messages and holders.
 //!
 //! Users of the library never need this module: `Locker`, `LockGuard` and the types at the
 //! crate root are the whole user API.
 
+mod background;
 mod backoff;
 pub mod clock;
 pub mod config;
@@ -26,6 +28,7 @@ mod release_log;
 pub mod time;
 
 pub use async_trait::async_trait;
+pub use background::BackgroundTask;
 pub use backoff::{Backoff, jitter};
 pub use driver::{Connecting, Driver, scheme_of};
 pub use redact::redact_url;
