@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lock_core::backend_kit::Driver;
+use lock_core::backend_kit::batch::all_failed;
 use lock_core::backend_kit::fence::MAX_FENCE;
 use lock_core::backend_kit::permits::{limit_mismatch, validate_limit};
 use lock_core::backend_kit::time::{monotonic_now, validate_ttl};
@@ -381,19 +382,6 @@ fn fence_of(fence: Option<i64>) -> std::result::Result<u64, LockError> {
         })
 }
 
-/// The same failure for every lease of a batch (errors are not `Clone`).
-fn clone_error(e: &LockError) -> LockError {
-    match e {
-        LockError::Unavailable { source, .. } => {
-            LockError::unavailable(BACKEND, source.to_string())
-        }
-        LockError::Corrupt { detail, .. } => LockError::corrupt(BACKEND, detail.clone()),
-        LockError::Config { detail, .. } => LockError::config(BACKEND, detail.clone()),
-        LockError::InvalidTtl { ttl, reason } => LockError::InvalidTtl { ttl: *ttl, reason },
-        other => LockError::backend(BACKEND, other.to_string()),
-    }
-}
-
 #[async_trait]
 impl LockBackend for PostgresBackend {
     #[tracing::instrument(name = "try_acquire", level = "debug", skip_all, fields(lock = %name))]
@@ -580,7 +568,7 @@ impl LockBackend for PostgresBackend {
 
     async fn heartbeat_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Lease>> {
         if let Err(e) = validate_ttl(ttl) {
-            return leases.iter().map(|_| Err(clone_error(&e))).collect();
+            return all_failed(e, leases.len());
         }
         if leases.len() < 2 {
             let mut out = Vec::with_capacity(leases.len());
@@ -613,7 +601,7 @@ impl LockBackend for PostgresBackend {
             .await;
         let renewed = match rows {
             Ok(renewed) => renewed,
-            Err(e) => return leases.iter().map(|_| Err(clone_error(&e))).collect(),
+            Err(e) => return all_failed(e, leases.len()),
         };
         leases
             .iter()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use lock_core::backend_kit::Driver;
+use lock_core::backend_kit::batch::all_failed;
 use lock_core::backend_kit::permits::{limit_mismatch, validate_limit};
 use lock_core::backend_kit::time::{from_unix_millis, monotonic_now, validate_ttl};
 use lock_core::{
@@ -681,7 +682,7 @@ impl LockBackend for RedisBackend {
                     .collect();
             }
             Err(e) => {
-                return leases.iter().map(|_| Err(clone_error(&e))).collect();
+                return all_failed(e, leases.len());
             }
         };
         leases
@@ -703,19 +704,6 @@ impl LockBackend for RedisBackend {
 
     fn backend_name(&self) -> &'static str {
         BACKEND
-    }
-}
-
-/// The same failure for every lease of a batch (errors are not `Clone`).
-fn clone_error(e: &LockError) -> LockError {
-    match e {
-        LockError::Unavailable { source, .. } => {
-            LockError::unavailable(BACKEND, source.to_string())
-        }
-        LockError::Backend { source, .. } => LockError::backend(BACKEND, source.to_string()),
-        LockError::Corrupt { detail, .. } => LockError::corrupt(BACKEND, detail.clone()),
-        LockError::Config { detail, .. } => LockError::config(BACKEND, detail.clone()),
-        other => LockError::backend(BACKEND, other.to_string()),
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+use lock_core::backend_kit::batch::all_failed;
 use lock_core::backend_kit::clock::HostClock;
 use lock_core::backend_kit::permits::validate_limit;
 use lock_core::backend_kit::time::validate_ttl;
@@ -13,7 +14,6 @@ use lock_core::backend_kit::{LeaseProbe, Seen};
 use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, OwnerToken, Result};
 use tracing::Instrument;
 
-use crate::batch;
 use crate::driver::{Driver, TxKind};
 use crate::file_identity::{Expect, OpenedFile};
 use crate::now::{Cx, Layout};
@@ -266,7 +266,7 @@ impl<D: Driver> Engine<D> {
         ttl: Duration,
     ) -> Vec<Result<Lease>> {
         if let Err(e) = validate_ttl(ttl) {
-            return batch::all_failed(e, leases.len());
+            return all_failed(e, leases.len());
         }
         if leases.is_empty() {
             return Vec::new();
@@ -280,7 +280,7 @@ impl<D: Driver> Engine<D> {
             .await;
         match run {
             Ok(results) => results,
-            Err(e) => batch::all_failed(e, leases.len()),
+            Err(e) => all_failed(e, leases.len()),
         }
     }
 

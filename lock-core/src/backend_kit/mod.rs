@@ -10,6 +10,7 @@
 //! - [`ReleaseLog`]: releases seen by this process, to wake waiters without polling;
 //! - [`Backoff`] and [`jitter`]: retry pacing;
 //! - [`BackgroundTask`]: a backend's one long-running task (a subscription, a listener);
+//! - [`batch`]: one failure reported for every lease of a `heartbeat_many` batch;
 //! - [`hex`], [`redact_url`], [`host_name`]: small helpers for keys, messages and holders.
 //!
 //! Users of the library never need this module: `Locker`, `LockGuard` and the types at the
@@ -17,6 +18,7 @@
 
 mod background;
 mod backoff;
+pub mod batch;
 pub mod clock;
 pub mod config;
 mod driver;
