@@ -8,7 +8,9 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::task::JoinHandle;
 
-/// A background task slot; see the [module documentation](self).
+/// The slot for one long-running task a backend keeps for a connection of its own (a Redis
+/// subscription, a PostgreSQL `LISTEN` session): started when first needed, started again if
+/// it ended (its runtime shut down, as each `#[tokio::test]`'s does), and aborted on drop.
 #[derive(Debug, Default)]
 pub struct BackgroundTask {
     task: Mutex<Option<JoinHandle<()>>>,
