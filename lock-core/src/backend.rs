@@ -233,6 +233,12 @@ pub struct Capabilities {
     /// its wait instead of retrying on its backoff, which would add an attempt per waiter
     /// per backoff period.
     pub queues_waiters: bool,
+    /// [`LockBackend::wait_for_change`] returns whenever the name may have become free by
+    /// any means (a release, an expiry, a holder's process exiting), not only on releases:
+    /// [`Locker::lock`](crate::Locker::lock) then waits in it for the rest of its wait
+    /// instead of retrying on its backoff. The single-host stores do this by sleeping in the
+    /// kernel: waiting costs no CPU.
+    pub watches_every_change: bool,
 }
 
 impl Capabilities {
@@ -245,6 +251,7 @@ impl Capabilities {
             batched_heartbeat: false,
             semaphores: false,
             queues_waiters: false,
+            watches_every_change: false,
         }
     }
 
@@ -281,6 +288,12 @@ impl Capabilities {
     /// With [`queues_waiters`](Self::queues_waiters) set as given.
     pub const fn with_queues_waiters(mut self, yes: bool) -> Self {
         self.queues_waiters = yes;
+        self
+    }
+
+    /// With [`watches_every_change`](Self::watches_every_change) set as given.
+    pub const fn with_watches_every_change(mut self, yes: bool) -> Self {
+        self.watches_every_change = yes;
         self
     }
 }

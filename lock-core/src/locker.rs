@@ -198,9 +198,11 @@ impl Locker {
                     }
                 }));
             }
-            let delay = if self.backend.capabilities().queues_waiters {
-                // The backend wakes this caller in turn, or when the holder's lease may have
-                // expired, and bounds each wait itself: no retries on a timer.
+            let capabilities = self.backend.capabilities();
+            let delay = if capabilities.queues_waiters || capabilities.watches_every_change {
+                // The backend wakes this caller in turn (or on any change), or when the
+                // holder's lease may have expired, and bounds each wait itself: no retries
+                // on a timer.
                 remaining.unwrap_or(QUEUED_WAIT)
             } else {
                 backoff.next_delay().min(remaining.unwrap_or(Duration::MAX))
@@ -346,8 +348,9 @@ fn granted_unseen(name: &LockName, holder: Holder, ttl: Duration) -> Lease {
 /// `lock()` thus returns within `wait` plus this, however long the store takes to answer.
 pub const ATTEMPT_FLOOR: Duration = Duration::from_millis(250);
 
-/// The wait a `lock()` without a time limit asks of a backend that queues waiters (each
-/// wait ends much sooner: see [`Capabilities::queues_waiters`](crate::Capabilities)).
+/// The wait a `lock()` without a time limit asks of a backend that queues waiters or watches
+/// every change (each wait ends much sooner: see
+/// [`Capabilities::queues_waiters`](crate::Capabilities)).
 const QUEUED_WAIT: Duration = Duration::from_secs(3600);
 
 /// How many unanswered attempts one `lock()` call remembers (see `Unanswered::push`).

@@ -8,6 +8,8 @@
 //! - [`fence`]: hybrid fences, `max(counter + 1, clock in microseconds)`;
 //! - [`permits`]: semaphore limits and the error for a caller with another limit;
 //! - [`ReleaseLog`]: releases seen by this process, to wake waiters without polling;
+//! - [`hold`] and [`FileWatch`]: on a single-host store, a dead holder's lease is taken over
+//!   at once, and waiters sleep in the kernel;
 //! - [`Backoff`] and [`jitter`]: retry pacing;
 //! - [`BackgroundTask`]: a backend's one long-running task (a subscription, a listener);
 //! - [`batch`]: one failure reported for every lease of a `heartbeat_many` batch;
@@ -24,16 +26,19 @@ pub mod config;
 mod driver;
 pub mod fence;
 pub mod hex;
+pub mod hold;
 pub mod permits;
 mod redact;
 mod release_log;
 pub mod time;
+mod watch;
 
 pub use async_trait::async_trait;
 pub use background::BackgroundTask;
 pub use backoff::{Backoff, jitter};
 pub use driver::{Connecting, Driver, scheme_of};
 pub use redact::redact_url;
-pub use release_log::{LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK};
+pub use release_log::{Closely, LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK};
+pub use watch::FileWatch;
 
 pub use crate::holder::host_name;

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -133,8 +134,12 @@ impl ReleaseLog {
     /// sees a change it wakes the others as a release would. The others check every
     /// [`TAKEOVER_CHECK`] whether the poller left, and one of them takes over.
     ///
-    /// Cost: one probe every 1 to 2 ms per name waited for, a few microseconds each for a
-    /// local file.
+    /// Where the probe names [files to watch](LeaseProbe::watched_files) and the platform
+    /// has inotify, the waiter sleeps in the kernel instead of polling: it wakes when a
+    /// watched file changes, when a live holder's [hold file](super::hold) is closed (its
+    /// process exited), or when the earliest live permit expires, and then looks again;
+    /// it costs no CPU while nothing happens. Otherwise it polls: one probe every 1 to 2 ms
+    /// per name waited for, a few microseconds each for a local file.
     pub async fn wait_or_poll(
         &self,
         name: &LockName,
@@ -148,7 +153,7 @@ impl ReleaseLog {
             if let Some(_turn) = self.poll_turn(name) {
                 tokio::select! {
                     () = self.wait(name, since, left) => {}
-                    changed = poll_until_changed(&mut probe, left) => {
+                    changed = until_changed(&mut probe, left) => {
                         if changed {
                             self.record(name);
                         }
@@ -199,6 +204,41 @@ pub trait LeaseProbe: Send {
 
     /// The lease as the store has it now.
     fn look(&mut self) -> impl Future<Output = Seen<Self::Holder>> + Send;
+
+    /// Files whose change may mean the lease changed hands (the lease file, a wake file the
+    /// store's releases touch), for a waiter that sleeps in the kernel. They must exist.
+    /// The default, none, makes waiters poll.
+    fn watched_files(&mut self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// As [`look`](Self::look), with what a waiter sleeping in the kernel needs: the live
+    /// holders' hold files, whether one of those holders is gone, and when the earliest
+    /// live permit expires. The default has none of them.
+    fn look_closely(&mut self) -> impl Future<Output = Closely<Self::Holder>> + Send {
+        async {
+            Closely {
+                seen: self.look().await,
+                holds: Vec::new(),
+                holder_gone: false,
+                expires_in: None,
+            }
+        }
+    }
+}
+
+/// What [`LeaseProbe::look_closely`] saw.
+#[derive(Clone, Debug)]
+pub struct Closely<T> {
+    /// The lease.
+    pub seen: Seen<T>,
+    /// The hold files of the live holders (see [`hold`](super::hold)), to watch for their
+    /// processes' exit.
+    pub holds: Vec<PathBuf>,
+    /// A live holder's process is gone: an attempt now takes its lease over.
+    pub holder_gone: bool,
+    /// When the earliest live permit expires unless renewed.
+    pub expires_in: Option<Duration>,
 }
 
 /// What a backend's probe saw of a lease, for [`ReleaseLog::wait_or_poll`].
@@ -214,6 +254,91 @@ pub enum Seen<T> {
 
 /// How often [`ReleaseLog::wait_or_poll`] probes the store: every 1 to 2 ms (jittered).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Sleeps in the kernel until the lease is seen changed (`true`) or `max` has passed
+/// (`false`); polls where the probe has no files to watch or inotify is not available.
+async fn until_changed(probe: &mut impl LeaseProbe, max: Duration) -> bool {
+    let files = probe.watched_files();
+    if files.is_empty() {
+        return poll_until_changed(probe, max).await;
+    }
+    let Some(mut watch) = watch_all(&files) else {
+        return poll_until_changed(probe, max).await;
+    };
+    let deadline = deadline_in(max);
+    let mut first: Option<Seen<_>> = None;
+    let mut watched_holds: Vec<PathBuf> = Vec::new();
+    loop {
+        let now = probe.look_closely().await;
+        if now.holder_gone {
+            return true;
+        }
+        match (&now.seen, &first) {
+            (Seen::Free, None) => {
+                // Free from the start: one interval later, so a caller that keeps losing
+                // the race for it cannot spin.
+                tokio::time::sleep(jitter(POLL_INTERVAL).min(max)).await;
+                return true;
+            }
+            (Seen::Free, Some(_)) => return true,
+            (Seen::Unknown, _) => {
+                // The store was busy: look again shortly.
+                let next = (monotonic_now() + UNKNOWN_RETRY).min(deadline);
+                tokio::time::sleep_until(next.into()).await;
+                if next >= deadline {
+                    return false;
+                }
+                continue;
+            }
+            (Seen::Held(_), Some(seen)) if *seen != now.seen => return true,
+            (Seen::Held(_), _) => {}
+        }
+        if first.is_none() {
+            first = Some(now.seen);
+        }
+        // Watch the holders' hold files; when one was added, look again: its holder may have
+        // exited between the look and the watch.
+        let mut added = false;
+        for hold in now.holds {
+            if !watched_holds.contains(&hold) && watch.closed_for_writing(&hold).is_ok() {
+                watched_holds.push(hold);
+                added = true;
+            }
+        }
+        if added {
+            continue;
+        }
+        let wake = now
+            .expires_in
+            .map_or(deadline, |left| monotonic_now() + left)
+            .min(deadline);
+        tokio::select! {
+            changed = watch.changed() => {
+                if changed.is_err() {
+                    return poll_until_changed(probe, deadline.saturating_duration_since(monotonic_now())).await;
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {
+                // At the deadline: unchanged. At an expiry: look again (renewed or free).
+                if wake >= deadline {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// How soon a waiter sleeping in the kernel looks again after a look that could not tell.
+const UNKNOWN_RETRY: Duration = Duration::from_millis(10);
+
+/// A watch on every file of `files`, or `None` when one cannot be made.
+fn watch_all(files: &[PathBuf]) -> Option<super::FileWatch> {
+    let mut watch = super::FileWatch::new().ok()?;
+    for file in files {
+        watch.changes_of(file).ok()?;
+    }
+    Some(watch)
+}
 
 /// Polls until the lease is seen changed (`true`) or `max` has passed (`false`).
 async fn poll_until_changed(probe: &mut impl LeaseProbe, max: Duration) -> bool {
