@@ -8,16 +8,20 @@ use std::time::Duration;
 
 use lock_core::backend_kit::batch::all_failed;
 use lock_core::backend_kit::clock::HostClock;
+use lock_core::backend_kit::hold::{self, ProcessHold};
 use lock_core::backend_kit::permits::validate_limit;
 use lock_core::backend_kit::time::validate_ttl;
-use lock_core::backend_kit::{LeaseProbe, Seen};
+use lock_core::backend_kit::{Closely, LeaseProbe, Seen};
 use lock_core::{Capabilities, Holder, Lease, LeaseInfo, LockName, OwnerToken, Result};
 use tracing::Instrument;
 
 use crate::driver::{Driver, TxKind};
 use crate::file_identity::{Expect, OpenedFile};
 use crate::now::{Cx, Layout};
-use crate::ops::{Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, Peek, Release};
+use crate::ops::{
+    Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, LiveHolds, Peek, Release,
+    TakeGone,
+};
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
 use crate::setup::{JournalMode, LookAtSchema, PrepareSchema};
@@ -28,7 +32,8 @@ pub(crate) const CAPABILITIES: Capabilities = Capabilities::none()
     .with_shared_across_hosts(false)
     .with_notifies_release(true)
     .with_batched_heartbeat(true)
-    .with_semaphores(true);
+    .with_semaphores(true)
+    .with_watches_every_change(true);
 
 /// What to do about the journal mode once the schema is in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +79,53 @@ pub(crate) struct Engine<D> {
     /// may open several backends). Heartbeats and releases do not queue: a holder is never
     /// kept waiting behind contenders.
     contenders: Arc<tokio::sync::Mutex<()>>,
+    /// This process's hold on the database (`<db>-holds/`), taken at the first acquisition:
+    /// `None` inside when the database is not a file or the directory cannot be written
+    /// (leases are then freed by their TTL only).
+    hold: OnceLock<Option<Holds>>,
+    /// Set by [`prepare`](Self::prepare): a read-only client writes nothing, not even a hold.
+    read_only: OnceLock<bool>,
+}
+
+/// The hold directory of a database file and this process's hold in it.
+#[derive(Debug)]
+struct Holds {
+    dir: std::path::PathBuf,
+    mine: Arc<ProcessHold>,
+}
+
+impl Holds {
+    /// The hold directory of the database at `db`: `<db>-holds`, next to its `-wal` and
+    /// `-shm` files.
+    fn dir_of(db: &str) -> Option<std::path::PathBuf> {
+        let file = std::fs::canonicalize(db).ok()?;
+        if !file.is_file() {
+            return None;
+        }
+        let mut dir = file.into_os_string();
+        dir.push("-holds");
+        Some(dir.into())
+    }
+
+    /// The file a waiter for `name` watches and a release of `name` touches.
+    fn wake_file(&self, name: &LockName) -> std::path::PathBuf {
+        self.dir.join(format!("{:016x}.wake", fnv1a(name.as_str())))
+    }
+}
+
+/// FNV-1a, 64 bits: a stable short file name for a lock name (a collision only wakes a
+/// waiter for nothing).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Tells waiters in other processes that `name` may be free: touches its wake file if a
+/// waiter made one (one failed `open` otherwise).
+fn touch(wake_file: &std::path::Path) {
+    // Opened for writing and closed: a close-after-write event for the watchers.
+    let _ = std::fs::OpenOptions::new().write(true).open(wake_file);
 }
 
 /// The contenders' queue of the database `store` (a canonical path) in this process, shared
@@ -124,6 +176,8 @@ impl<D: Driver> Engine<D> {
             layout: OnceLock::new(),
             released: lock_core::backend_kit::ReleaseLog::shared(&format!("sqlite:{store}")),
             contenders: contenders_of(&store),
+            hold: OnceLock::new(),
+            read_only: OnceLock::new(),
         }
     }
 
@@ -213,6 +267,7 @@ impl<D: Driver> Engine<D> {
             };
             // `prepare` runs once, when the backend opens.
             let _ = self.layout.set(layout);
+            let _ = self.read_only.set(read_only);
             if read_only {
                 return Ok(());
             }
@@ -241,15 +296,96 @@ impl<D: Driver> Engine<D> {
     ) -> Result<Option<Lease>> {
         validate_ttl(ttl)?;
         let limit = validate_limit(limit)?;
+        let holds = self.holds();
+        let stamp = holds.map(|h| h.mine.stamp(holder.token));
         let op = Acquire {
             name,
             holder,
             ttl,
             limit,
+            hold: stamp.as_deref(),
         };
-        self.run(&op)
-            .instrument(tracing::debug_span!("try_acquire", lock = %name, limit))
-            .await
+        async {
+            match self.run(&op).await? {
+                Some(lease) => Ok(Some(lease)),
+                None => match holds {
+                    Some(holds) => self.take_over_gone(op, holds).await,
+                    None => Ok(None),
+                },
+            }
+        }
+        .instrument(tracing::debug_span!("try_acquire", lock = %name, limit))
+        .await
+    }
+
+    /// This process's hold on the database, taken at the first call.
+    fn holds(&self) -> Option<&Holds> {
+        self.hold
+            .get_or_init(|| {
+                // Not for a read-only client, nor an older schema read as it is (an
+                // application's read-only pool): they write nothing.
+                let writes = self.read_only.get() == Some(&false)
+                    && self.layout.get() == Some(&Layout::Current);
+                if !writes {
+                    return None;
+                }
+                let dir = Holds::dir_of(&self.db)?;
+                match ProcessHold::of_process(&dir) {
+                    Ok(mine) => Some(Holds { dir, mine }),
+                    Err(error) => {
+                        tracing::debug!(
+                            db = %self.db,
+                            %error,
+                            "no process hold: leases of this process are freed by their TTL only"
+                        );
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// After an attempt found every permit live: takes over a permit whose holder's process
+    /// is gone (its hold can be locked), if there is one. See `lock_core::backend_kit::hold`.
+    async fn take_over_gone(&self, acquire: Acquire<'_>, holds: &Holds) -> Result<Option<Lease>> {
+        let live = match self.run(&LiveHolds { name: acquire.name }).await {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::debug!(%error, "could not read the holders' holds");
+                return Ok(None);
+            }
+        };
+        // Permits are not re-entrant: a holder that has one gets no other.
+        if live.iter().any(|h| h.owner == acquire.holder.token) {
+            return Ok(None);
+        }
+        for holder in &live {
+            let Some(stamp) = holder.hold.as_deref() else {
+                continue;
+            };
+            if holds.mine.is_mine(stamp) {
+                continue;
+            }
+            let hold::Holder::Gone(gone) =
+                hold::probe(&holds.dir, stamp, holder.owner, &holder.host)
+            else {
+                continue;
+            };
+            let take = TakeGone {
+                acquire: Acquire { ..acquire },
+                gone: holder,
+            };
+            if let Some(lease) = self.run(&take).await? {
+                tracing::info!(
+                    lock = %acquire.name,
+                    fence = lease.fence,
+                    "took over a lease whose holder's process is gone"
+                );
+                gone.finish();
+                return Ok(Some(lease));
+            }
+        }
+        Ok(None)
     }
 
     pub(crate) async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
@@ -291,6 +427,7 @@ impl<D: Driver> Engine<D> {
             .await?;
         if freed {
             self.released.record(&lease.name);
+            self.wake_other_processes(&lease.name);
         }
         Ok(freed)
     }
@@ -313,19 +450,34 @@ impl<D: Driver> Engine<D> {
             .instrument(tracing::debug_span!("force_release", lock = %name))
             .await?;
         self.released.record(name);
+        self.wake_other_processes(name);
         Ok(freed)
     }
 
-    /// Wakes on a release through this process at once, and on one by another process
-    /// within a few milliseconds: it reads the name's row every 1-2 ms, in a read
-    /// transaction, which in WAL mode never blocks the writer.
+    /// Wakes waiters of `name` in other processes (see [`wait_for_change`](Self::wait_for_change)).
+    fn wake_other_processes(&self, name: &LockName) {
+        if let Some(holds) = self.hold.get().and_then(Option::as_ref) {
+            touch(&holds.wake_file(name));
+        }
+    }
+
+    /// Wakes on a release through this process at once. Across processes it sleeps in the
+    /// kernel (inotify) on the name's wake file, which releases touch, and on the live
+    /// holders' hold files, which the kernel closes when a holder's process exits; it also
+    /// wakes when the earliest live permit expires. Where that is not possible (no hold
+    /// directory, no inotify) it reads the name's rows every 1-2 ms, in a read transaction,
+    /// which in WAL mode never blocks the writer.
     pub(crate) async fn wait_for_change(
         &self,
         name: &LockName,
         since: std::time::Instant,
         max: Duration,
     ) {
-        let probe = PeekRow { engine: self, name };
+        let probe = PeekRow {
+            engine: self,
+            name,
+            holds: self.holds(),
+        };
         self.released.wait_or_poll(name, since, max, probe).await;
     }
 
@@ -343,6 +495,7 @@ const PEEK_BUDGET: Duration = Duration::from_millis(5);
 struct PeekRow<'a, D> {
     engine: &'a Engine<D>,
     name: &'a LockName,
+    holds: Option<&'a Holds>,
 }
 
 impl<D: Driver> LeaseProbe for PeekRow<'_, D> {
@@ -355,6 +508,64 @@ impl<D: Driver> LeaseProbe for PeekRow<'_, D> {
             Ok(holders) if holders.is_empty() => Seen::Free,
             Ok(holders) => Seen::Held(holders),
             Err(_) => Seen::Unknown,
+        }
+    }
+
+    fn watched_files(&mut self) -> Vec<std::path::PathBuf> {
+        let Some(holds) = self.holds else {
+            return Vec::new();
+        };
+        let wake = holds.wake_file(self.name);
+        let made = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&wake);
+        // Closed at once: a close-after-write event the watch is not yet there to see.
+        match made {
+            Ok(_) => vec![wake],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn look_closely(&mut self) -> Closely<Self::Holder> {
+        let holds = self.holds;
+        let live = self
+            .engine
+            .run_within(&LiveHolds { name: self.name }, PEEK_BUDGET)
+            .await;
+        let Ok(live) = live else {
+            return Closely {
+                seen: Seen::Unknown,
+                holds: Vec::new(),
+                holder_gone: false,
+                expires_in: None,
+            };
+        };
+        let seen = if live.is_empty() {
+            Seen::Free
+        } else {
+            Seen::Held(live.iter().map(|h| (h.owner, h.fence)).collect())
+        };
+        let mut hold_files = Vec::new();
+        let mut holder_gone = false;
+        if let Some(holds) = holds {
+            for holder in &live {
+                let Some(stamp) = holder.hold.as_deref() else {
+                    continue;
+                };
+                hold_files.extend(hold::stamp_path(&holds.dir, stamp));
+                if !holds.mine.is_mine(stamp) {
+                    let probed = hold::probe(&holds.dir, stamp, holder.owner, &holder.host);
+                    holder_gone |= matches!(probed, hold::Holder::Gone(_));
+                }
+            }
+        }
+        Closely {
+            holds: hold_files,
+            holder_gone,
+            expires_in: live.iter().map(|h| h.expires_in).min(),
+            seen,
         }
     }
 }

@@ -24,12 +24,23 @@ use crate::value::Value;
 pub(crate) enum Layout {
     /// The current schema version.
     Current,
-    /// Schema version 1 or 2, read as it is by a client that cannot write (and so cannot
-    /// migrate it): reads only, expiry as those versions judged it (the wall clock).
+    /// An older schema version, read as it is by a client that cannot write (and so cannot
+    /// migrate it): reads only; versions 1 and 2 with expiry as they judged it (the wall
+    /// clock), version 3 as version 4 without its holds.
     Legacy {
         /// The version found.
         version: i64,
     },
+}
+
+impl Layout {
+    /// Whether lease rows have the version 3 columns (versions 3 and 4).
+    pub(crate) fn has_permit_rows(self) -> bool {
+        match self {
+            Self::Current => true,
+            Self::Legacy { version } => version >= 3,
+        }
+    }
 }
 
 /// The context of one operation.

@@ -26,8 +26,8 @@ fn name_value(name: &LockName) -> Value {
     Value::from(name.as_str())
 }
 
-/// Runs a `SELECT` of lease rows: `current` on the current schema, `legacy` on an older
-/// one read as it is.
+/// Runs a `SELECT` of lease rows: `current` on the current schema (and version 3, whose rows
+/// it reads alike), `legacy` on version 1 or 2 read as it is.
 async fn select<S: Statements>(
     tx: &mut S,
     cx: &Cx<'_>,
@@ -35,29 +35,32 @@ async fn select<S: Statements>(
     legacy: (&'static str, &[Value]),
 ) -> Result<Vec<Row>, OpError> {
     match cx.layout {
-        Layout::Current => Ok(tx.query(current.0, current.1).await?),
-        Layout::Legacy { version } => match tx.query(legacy.0, legacy.1).await {
-            Err(e) if !e.is_busy() => Err(LockError::config(
-                BACKEND,
-                format!(
-                    "reading the lock tables of {} (schema version {version}, read as it is by \
+        Layout::Legacy { version } if !cx.layout.has_permit_rows() => {
+            match tx.query(legacy.0, legacy.1).await {
+                Err(e) if !e.is_busy() => Err(LockError::config(
+                    BACKEND,
+                    format!(
+                        "reading the lock tables of {} (schema version {version}, read as it is by \
                      this read-only client) failed ({}); if a read-write client migrated them \
                      meanwhile, reopen the lock store",
-                    cx.db,
-                    e.into_source()
-                ),
-            )
-            .into()),
-            other => Ok(other?),
-        },
+                        cx.db,
+                        e.into_source()
+                    ),
+                )
+                .into()),
+                other => Ok(other?),
+            }
+        }
+        _ => Ok(tx.query(current.0, current.1).await?),
     }
 }
 
 /// Decodes a row of the layout `cx` reads.
 fn decode(row: &Row, cx: &Cx<'_>, now: &Now) -> Result<StoredLease, LockError> {
-    match cx.layout {
-        Layout::Current => StoredLease::decode(row, cx.db),
-        Layout::Legacy { .. } => StoredLease::decode_legacy(row, cx.db, now),
+    if cx.layout.has_permit_rows() {
+        StoredLease::decode(row, cx.db)
+    } else {
+        StoredLease::decode_legacy(row, cx.db, now)
     }
 }
 
@@ -94,6 +97,14 @@ pub(crate) struct Acquire<'a> {
     pub(crate) holder: &'a Holder,
     pub(crate) ttl: Duration,
     pub(crate) limit: u32,
+    /// The stamp of this process's hold for `holder`'s token, if it has a hold.
+    pub(crate) hold: Option<&'a str>,
+}
+
+impl Acquire<'_> {
+    fn hold_value(&self) -> Value {
+        self.hold.map_or(Value::Null, Value::from)
+    }
 }
 
 impl Acquire<'_> {
@@ -149,7 +160,8 @@ impl Acquire<'_> {
             None => (0, fence::first(tx, clock, cx.db).await?),
         };
         let stored = i64::try_from(fence).unwrap_or(i64::MAX);
-        let params = self.row_values(slot, stored, now, expires);
+        let mut params = self.row_values(slot, stored, now, expires);
+        params.push(self.hold_value());
         tx.execute(sql::PUT_LEASE, &params).await?;
         Ok(Some(fence))
     }
@@ -170,6 +182,7 @@ impl Op for Acquire<'_> {
         let expires = now.expiry(self.ttl);
         let mut params = self.row_values(0, clock, &now, expires);
         params.push(Value::Integer(now.boot_ms));
+        params.push(self.hold_value());
         let taken = tx.query(sql::TAKE_FREE_LOCK, &params).await?;
         let fence = match taken.first() {
             Some(row) => fence::from_value(row.first()).ok_or_else(|| {
@@ -187,6 +200,113 @@ impl Op for Acquire<'_> {
             cx.shown(expires),
             sent,
             self.ttl,
+        )))
+    }
+}
+
+/// A live permit with its holder's hold stamp, as [`LiveHolds`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LiveHold {
+    pub(crate) slot: u32,
+    pub(crate) owner: OwnerToken,
+    pub(crate) fence: u64,
+    pub(crate) host: String,
+    /// `None` for a holder without a hold (or an older writer).
+    pub(crate) hold: Option<String>,
+    /// How long until it expires, unless renewed.
+    pub(crate) expires_in: Duration,
+}
+
+/// The live permits of a name with their holders' hold stamps, by fence: what a contender
+/// probes to learn whether a holder's process is gone, and what a waiter watches. Rows it
+/// cannot read are left out (the lease operations report them).
+pub(crate) struct LiveHolds<'a> {
+    pub(crate) name: &'a LockName,
+}
+
+impl Op for LiveHolds<'_> {
+    type Output = Vec<LiveHold>;
+    const KIND: TxKind = TxKind::Read;
+
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
+        if cx.layout != Layout::Current {
+            // An older schema read as it is has no holds.
+            return Ok(Vec::new());
+        }
+        let now = cx.now();
+        let params = [
+            name_value(self.name),
+            now.boot_id_value(),
+            Value::Integer(now.boot_ms),
+        ];
+        let rows = tx.query(sql::SELECT_LIVE_HOLDS, &params).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| decode_live_hold(row, now.boot_ms))
+            .collect())
+    }
+}
+
+fn decode_live_hold(row: &Row, now_boot_ms: i64) -> Option<LiveHold> {
+    let [slot, owner, fence, host, hold, expires] = row.as_slice() else {
+        return None;
+    };
+    Some(LiveHold {
+        slot: u32::try_from(slot.as_integer()?).ok()?,
+        owner: crate::record::owner_from_value(owner)?,
+        fence: fence::from_value(Some(fence))?,
+        host: host.as_text()?.to_owned(),
+        hold: hold.as_text().map(str::to_owned),
+        expires_in: Duration::from_millis(
+            u64::try_from(expires.as_integer()?.saturating_sub(now_boot_ms)).unwrap_or(0),
+        ),
+    })
+}
+
+/// Takes over the permit of a holder whose process is gone (see [`LiveHolds`]), if the row
+/// is still that holder's: `None` when another contender was first.
+pub(crate) struct TakeGone<'a> {
+    pub(crate) acquire: Acquire<'a>,
+    pub(crate) gone: &'a LiveHold,
+}
+
+impl Op for TakeGone<'_> {
+    type Output = Option<Lease>;
+    const KIND: TxKind = TxKind::Write;
+    const GRANTS: bool = true;
+
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Option<Lease>, OpError> {
+        cx.writable()?;
+        let (acquire, gone) = (&self.acquire, self.gone);
+        let Some(gone_hold) = gone.hold.as_deref() else {
+            return Ok(None);
+        };
+        let sent = monotonic_now();
+        let now = cx.now();
+        let clock = now.fence_clock()?;
+        let expires = now.expiry(acquire.ttl);
+        let mut params = acquire.row_values(gone.slot, clock, &now, expires);
+        params.push(Value::Integer(now.boot_ms));
+        params.push(acquire.hold_value());
+        params.push(owner_value(gone.owner));
+        params.push(Value::from(gone_hold));
+        let taken = tx.query(sql::TAKE_GONE_PERMIT, &params).await?;
+        let Some(row) = taken.first() else {
+            return Ok(None);
+        };
+        let fence = fence::from_value(row.first()).ok_or_else(|| {
+            LockError::backend(
+                BACKEND,
+                "taking over a dead holder's lease returned no fence",
+            )
+        })?;
+        Ok(Some(Lease::new(
+            acquire.name.clone(),
+            acquire.holder.clone(),
+            fence,
+            cx.shown(expires),
+            sent,
+            acquire.ttl,
         )))
     }
 }

@@ -92,10 +92,7 @@ impl<'a> Columns<'a> {
     }
 
     fn owner(&self, i: usize) -> Result<OwnerToken, LockError> {
-        self.get(i)
-            .as_blob()
-            .and_then(|b| <[u8; 16]>::try_from(b).ok())
-            .and_then(|b| OwnerToken::from_u128(u128::from_be_bytes(b)))
+        owner_from_value(self.get(i))
             // Never show the owner column's content: it may be a token.
             .ok_or_else(|| self.corrupt("an owner that is not a 16-byte token", self.get(i).kind()))
     }
@@ -213,6 +210,12 @@ impl StoredLease {
 /// An owner token as stored: 16 bytes, big-endian.
 pub(crate) fn owner_value(token: OwnerToken) -> Value {
     Value::Blob(token.as_u128().to_be_bytes().to_vec())
+}
+
+/// An owner token read back from its stored value, if it is one.
+pub(crate) fn owner_from_value(value: &Value) -> Option<OwnerToken> {
+    let bytes: [u8; 16] = value.as_blob()?.try_into().ok()?;
+    OwnerToken::from_u128(u128::from_be_bytes(bytes))
 }
 
 /// True if a raw row (about to be deleted, which may not decode) shows a lease that was

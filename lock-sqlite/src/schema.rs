@@ -28,11 +28,17 @@
 //!    expiry put on the boot clock as far ahead as it was. A version 1 or 2 process that
 //!    still has the database open fails every statement it runs on `lock_leases` (they all
 //!    name `expires_at_ms`), so it can neither grant a lease nor misjudge one.
+//! 4. `hold`: the stamp of the holder's process hold, so that a contender takes a dead
+//!    process's lease over at once (`lock_core::backend_kit::hold`). Migrating adds the
+//!    column; a version 3 process that still has the database open keeps working (its
+//!    leases carry no stamp and are freed by their TTL only).
 
 use lock_core::LockError;
 
 use crate::BACKEND;
-use crate::sql::{LEASE_COLUMNS, LEGACY_LEASE_COLUMNS, META_COLUMNS, SCHEMA_VERSION};
+use crate::sql::{
+    LEASE_COLUMNS, LEGACY_LEASE_COLUMNS, META_COLUMNS, SCHEMA_VERSION, V3_LEASE_COLUMNS,
+};
 use crate::value::Value;
 
 /// One of our table names as found in `sqlite_master`.
@@ -140,10 +146,10 @@ impl Found {
                 &format!("a table `lock_meta` with schema_version {version}"),
             ));
         }
-        let expected = if version >= 3 {
-            LEASE_COLUMNS
-        } else {
-            LEGACY_LEASE_COLUMNS
+        let expected = match version {
+            4.. => LEASE_COLUMNS,
+            3 => V3_LEASE_COLUMNS,
+            _ => LEGACY_LEASE_COLUMNS,
         };
         match leases {
             None => Err(foreign(
@@ -233,10 +239,15 @@ mod tests {
     }
 
     #[test]
-    fn versions_1_and_2_are_migrated() {
-        for from in [1, 2] {
+    fn versions_1_to_3_are_migrated() {
+        for from in [1, 2, 3] {
+            let columns = if from == 3 {
+                V3_LEASE_COLUMNS
+            } else {
+                LEGACY_LEASE_COLUMNS
+            };
             let found = Found {
-                leases: table(LEGACY_LEASE_COLUMNS),
+                leases: table(columns),
                 version: Some(Value::Integer(from)),
                 ..ours()
             };
@@ -255,7 +266,7 @@ mod tests {
                     leases: table(LEASE_COLUMNS),
                     ..found
                 },
-                "expires_at_ms) (schema version",
+                &format!("instead of ({}) (schema version", columns.join(", ")),
             );
         }
         refused(
@@ -263,7 +274,7 @@ mod tests {
                 leases: table(LEGACY_LEASE_COLUMNS),
                 ..ours()
             },
-            "expires_boot_ms) (schema version 3)",
+            "hold) (schema version 4)",
         );
     }
 

@@ -92,9 +92,10 @@ impl Op for PrepareSchema {
                     db,
                     from,
                     to = sql::SCHEMA_VERSION,
-                    "migrated lock tables: one row per permit, expiry on the boot clock, \
-                     hybrid fences; programs still using an older lock-sqlite on this \
-                     database now fail every lock operation and must be upgraded"
+                    "migrated lock tables (version 3: one row per permit, expiry on the boot \
+                     clock, hybrid fences; version 4: holders' process holds); programs still \
+                     using a lock-sqlite older than schema version 3 on this database now \
+                     fail every lock operation and must be upgraded"
                 );
             }
         }
@@ -102,10 +103,20 @@ impl Op for PrepareSchema {
     }
 }
 
-/// Migrates schema version `from` (1 or 2) to the current one, inside the caller's write
-/// transaction: version 1's counter becomes the fence seed, then `lock_leases` is rebuilt
-/// with one row per permit and boot-clock expiries (see `sql::COPY_LEGACY_LEASES`).
+/// Migrates schema version `from` (1 to 3) to the current one, inside the caller's write
+/// transaction. Version 3 gains the `hold` column. From 1 or 2: version 1's counter becomes
+/// the fence seed, then `lock_leases` is rebuilt with one row per permit and boot-clock
+/// expiries (see `sql::COPY_LEGACY_LEASES`).
 async fn migrate<S: Statements>(tx: &mut S, cx: &Cx<'_>, from: i64) -> Result<(), OpError> {
+    if from == 3 {
+        tx.execute(sql::ADD_HOLD_COLUMN, &[]).await?;
+        tx.execute(
+            sql::SET_SCHEMA_VERSION,
+            &[Value::Integer(sql::SCHEMA_VERSION)],
+        )
+        .await?;
+        return Ok(());
+    }
     if from == 1 {
         tx.execute(sql::MIGRATE_V1_FENCE_COUNTER, &[]).await?;
     }

@@ -4,13 +4,20 @@
 
 /// The schema version this library writes and understands.
 ///
+/// Version 4 adds `hold`: the stamp of the holder's process hold
+/// (`lock_core::backend_kit::hold`), so that a contender can tell at once that the holder's
+/// process died. Version 3 statements name their columns, so a version 3 process that still
+/// has the database open keeps working: it writes `NULL` holds (its leases are freed by the
+/// TTL only) or leaves another owner's stamp in a row it takes over, which the stamp's owner
+/// tag exposes as not the row's.
+///
 /// Version 3 keeps one row per permit (`name`, `slot`), judges expiry on the host's boot
 /// clock (`boot_id`, `expires_boot_ms`) and issues hybrid fences. Its `lock_leases` has no
 /// `expires_at_ms` column any more: every statement of a version 1 or 2 process that still
 /// has the database open names that column, so it fails (`no such column`) instead of
 /// judging a version 3 lease by the wall clock or granting over it. Version 1 and 2
 /// libraries refuse to open a version 3 database (it is newer than they understand).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The largest fence, as a SQL literal: `lock_core::backend_kit::fence::MAX_FENCE`
 /// (2^53 - 1). A test checks that they agree.
@@ -20,7 +27,9 @@ macro_rules! max_fence {
     };
 }
 
-/// The columns of a version 3 lease row, in [`LEASE_COLUMNS`] order, for `SELECT`s.
+/// The columns of a version 3 lease row, in [`V3_LEASE_COLUMNS`] order, for `SELECT`s (which
+/// read version 3 and 4 tables alike: `hold` is read only where a holder's liveness is
+/// asked).
 macro_rules! lease_columns {
     () => {
         "name, slot, owner, label, pid, host, fence, lease_limit, acquired_at_ms, boot_id, \
@@ -49,6 +58,7 @@ macro_rules! create_lease_table {
              acquired_at_ms INTEGER NOT NULL, \
              boot_id TEXT NOT NULL, \
              expires_boot_ms INTEGER NOT NULL, \
+             hold TEXT, \
              PRIMARY KEY (name, slot)) WITHOUT ROWID"
         )
     };
@@ -57,8 +67,24 @@ macro_rules! create_lease_table {
 /// The columns of `lock_meta`, in order (every schema version).
 pub(crate) const META_COLUMNS: &[&str] = &["key", "value"];
 
-/// The columns of `lock_leases`, in order, as schema version 3 creates them.
+/// The columns of `lock_leases`, in order, as schema version 4 creates them.
 pub(crate) const LEASE_COLUMNS: &[&str] = &[
+    "name",
+    "slot",
+    "owner",
+    "label",
+    "pid",
+    "host",
+    "fence",
+    "lease_limit",
+    "acquired_at_ms",
+    "boot_id",
+    "expires_boot_ms",
+    "hold",
+];
+
+/// The columns of `lock_leases`, in order, as schema version 3 created them.
+pub(crate) const V3_LEASE_COLUMNS: &[&str] = &[
     "name",
     "slot",
     "owner",
@@ -108,7 +134,7 @@ pub(crate) const CREATE_LEASES: &str = create_lease_table!("lock_leases");
 
 /// The current version's rows and the fence seed, starting at 0.
 pub(crate) const SEED_META: &str = "INSERT OR IGNORE INTO lock_meta (key, value) \
-     VALUES ('schema_version', 3), ('fence_seed', 0)";
+     VALUES ('schema_version', 4), ('fence_seed', 0)";
 
 /// Migration from version 1: the global counter becomes the fence seed. Renaming the row
 /// (rather than keeping `fence`) makes a version 1 process that still has the database
@@ -141,6 +167,10 @@ pub(crate) const DROP_LEGACY_LEASES: &str = "DROP TABLE lock_leases";
 
 /// Migration step 4: the new table takes its name.
 pub(crate) const RENAME_MIGRATED_LEASES: &str = "ALTER TABLE lock_leases_v3 RENAME TO lock_leases";
+
+/// Migration from version 3: the holder's hold stamp (`NULL` in existing rows: their holders
+/// are freed by the TTL only).
+pub(crate) const ADD_HOLD_COLUMN: &str = "ALTER TABLE lock_leases ADD COLUMN hold TEXT";
 
 /// Sets the schema version to `?1`.
 pub(crate) const SET_SCHEMA_VERSION: &str =
@@ -202,7 +232,7 @@ pub(crate) const SELECT_LEGACY_LEASES_WITH_PREFIX: &str = "SELECT name, owner, l
 pub(crate) const TAKE_FREE_LOCK: &str = concat!(
     "UPDATE lock_leases SET \
      owner = ?3, label = ?4, pid = ?5, host = ?6, fence = max(fence + 1, ?7), \
-     lease_limit = ?8, acquired_at_ms = ?9, boot_id = ?10, expires_boot_ms = ?11 \
+     lease_limit = ?8, acquired_at_ms = ?9, boot_id = ?10, expires_boot_ms = ?11, hold = ?13 \
      WHERE name = ?1 AND slot = ?2 \
      AND typeof(boot_id) = 'text' AND typeof(expires_boot_ms) = 'integer' \
      AND (boot_id <> ?10 OR expires_boot_ms <= ?12) \
@@ -214,12 +244,35 @@ pub(crate) const TAKE_FREE_LOCK: &str = concat!(
 );
 
 /// Writes the row of permit slot `?2` of name `?1` (the caller has read the name's rows in
-/// the same transaction and found the slot free), replacing a free row there.
+/// the same transaction and found the slot free), replacing a free row there; `?12` is the
+/// holder's hold stamp.
 pub(crate) const PUT_LEASE: &str = concat!(
     "INSERT OR REPLACE INTO lock_leases (",
     lease_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ", hold) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
 );
+
+/// Takes over the live permit in slot `?2` of name `?1` whose holder's process is gone: the
+/// row must still be owner `?14`'s with hold stamp `?15` (so of two contenders that both
+/// found the holder gone, exactly one changes it) and the limit `?8`. Parameters `?1` to
+/// `?13` as [`TAKE_FREE_LOCK`]'s. Returns the new fence.
+pub(crate) const TAKE_GONE_PERMIT: &str = concat!(
+    "UPDATE lock_leases SET \
+     owner = ?3, label = ?4, pid = ?5, host = ?6, fence = max(fence + 1, ?7), \
+     lease_limit = ?8, acquired_at_ms = ?9, boot_id = ?10, expires_boot_ms = ?11, hold = ?13 \
+     WHERE name = ?1 AND slot = ?2 AND owner = ?14 AND hold = ?15 AND lease_limit = ?8 \
+     AND boot_id = ?10 AND typeof(expires_boot_ms) = 'integer' AND expires_boot_ms > ?12 \
+     AND typeof(fence) = 'integer' AND fence > 0 AND fence < ",
+    max_fence!(),
+    " RETURNING fence"
+);
+
+/// The live permits of name `?1` (under boot `?2`, expiring after `?3` on its clock): slot,
+/// owner, fence, host, hold stamp and expiry, by fence. Rows of the wrong types are left
+/// out (the lease operations report them).
+pub(crate) const SELECT_LIVE_HOLDS: &str = "SELECT slot, owner, fence, host, hold, \
+     expires_boot_ms FROM lock_leases WHERE name = ?1 AND boot_id = ?2 \
+     AND typeof(expires_boot_ms) = 'integer' AND expires_boot_ms > ?3 ORDER BY fence";
 
 /// The first fence of a name that has no row: `max(seed + 1, ?1)` with `?1` the wall clock
 /// in microseconds (at most the largest fence), stored back as the new seed and returned.
@@ -281,10 +334,16 @@ mod tests {
     fn literals_match_the_constants() {
         assert!(SEED_META.contains(&format!("('schema_version', {SCHEMA_VERSION})")));
         assert_eq!(max_fence!(), MAX_FENCE.to_string());
-        for sql in [TAKE_FREE_LOCK, NEXT_SEED_FENCE, RAISE_FENCE_SEED] {
+        for sql in [
+            TAKE_FREE_LOCK,
+            TAKE_GONE_PERMIT,
+            NEXT_SEED_FENCE,
+            RAISE_FENCE_SEED,
+        ] {
             assert!(sql.contains(max_fence!()), "{sql}");
         }
-        assert_eq!(lease_columns!(), LEASE_COLUMNS.join(", "));
+        assert_eq!(lease_columns!(), V3_LEASE_COLUMNS.join(", "));
+        assert_eq!(&LEASE_COLUMNS[..V3_LEASE_COLUMNS.len()], V3_LEASE_COLUMNS);
         for column in LEASE_COLUMNS {
             assert!(CREATE_LEASES.contains(&format!("{column} ")), "{column}");
         }

@@ -30,7 +30,7 @@ struct Garble {
 fn row(owner: &str, label: &str, pid: &str, fence: &str, boot: &str, expires: &str) -> String {
     format!(
         "INSERT INTO lock_leases VALUES ('{{n}}', 0, {owner}, {label}, {pid}, 'h', {fence}, 1, \
-         0, {boot}, {expires})"
+         0, {boot}, {expires}, NULL)"
     )
 }
 

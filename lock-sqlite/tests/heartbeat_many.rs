@@ -64,7 +64,7 @@ async fn a_mixed_batch_renews_only_our_live_leases() {
         raw(&path)
             .execute(
                 "INSERT INTO lock_leases VALUES ('garbled', 0, X'0102', 'l', 1, 'h', 5, 1, 0, \
-                 ?1, ?2)",
+                 ?1, ?2, NULL)",
                 rusqlite::params![boot_id(), live_expiry()],
             )
             .unwrap();

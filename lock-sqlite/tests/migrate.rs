@@ -223,8 +223,8 @@ fn lease_columns(path: &Path) -> String {
     )
 }
 
-const V3_COLUMNS: &str =
-    "name,slot,owner,label,pid,host,fence,lease_limit,acquired_at_ms,boot_id,expires_boot_ms";
+const V4_COLUMNS: &str =
+    "name,slot,owner,label,pid,host,fence,lease_limit,acquired_at_ms,boot_id,expires_boot_ms,hold";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_database_is_migrated_and_its_leases_honoured() {
@@ -239,9 +239,9 @@ async fn a_version_1_database_is_migrated_and_its_leases_honoured() {
             .open(&path)
             .await
             .unwrap_or_else(|e| panic!("{context}: {e}"));
-        assert_eq!(meta(&path, "schema_version"), 3, "{context}");
+        assert_eq!(meta(&path, "schema_version"), 4, "{context}");
         assert_eq!(meta(&path, "fence_seed"), V1_FENCES, "{context}");
-        assert_eq!(lease_columns(&path), V3_COLUMNS, "{context}");
+        assert_eq!(lease_columns(&path), V4_COLUMNS, "{context}");
         assert_eq!(
             raw_i64(&path, "SELECT count(*) FROM lock_meta"),
             2,
@@ -311,7 +311,7 @@ async fn a_version_1_database_is_migrated_and_its_leases_honoured() {
 
         // Opening it again finds version 3: nothing more to do.
         let again = driver.open(&path).await.unwrap();
-        assert_eq!(meta(&path, "schema_version"), 3, "{context}");
+        assert_eq!(meta(&path, "schema_version"), 4, "{context}");
         assert!(again.inspect(name).await.unwrap().is_none(), "{context}");
     }
 }
@@ -328,9 +328,9 @@ async fn a_version_2_database_is_migrated_and_live_leases_keep_their_time_left()
             .open(&path)
             .await
             .unwrap_or_else(|e| panic!("{context}: {e}"));
-        assert_eq!(meta(&path, "schema_version"), 3, "{context}");
+        assert_eq!(meta(&path, "schema_version"), 4, "{context}");
         assert_eq!(meta(&path, "fence_seed"), v2.seed, "{context}");
-        assert_eq!(lease_columns(&path), V3_COLUMNS, "{context}");
+        assert_eq!(lease_columns(&path), V4_COLUMNS, "{context}");
         assert_eq!(raw_i64(&path, "SELECT count(*) FROM lock_meta"), 2);
         assert_eq!(
             raw_i64(&path, "SELECT count(*) FROM lock_leases"),
@@ -444,7 +444,7 @@ async fn a_version_2_process_still_running_fails_instead_of_granting() {
         );
 
         let b = driver.open(&path).await.unwrap();
-        assert_eq!(meta(&path, "schema_version"), 3, "{context}");
+        assert_eq!(meta(&path, "schema_version"), 4, "{context}");
         let name = LockName::new("contended").unwrap();
         let held = b
             .try_acquire(&name, &holder("v3"), LONG)
@@ -527,7 +527,7 @@ async fn concurrent_opens_of_an_older_database_migrate_it_once() {
                 .into_iter()
                 .map(|r| r.unwrap().unwrap_or_else(|e| panic!("{context}: {e}")))
                 .collect();
-            assert_eq!(meta(&path, "schema_version"), 3, "{context}");
+            assert_eq!(meta(&path, "schema_version"), 4, "{context}");
             assert_eq!(meta(&path, "fence_seed"), seed, "{context}");
             assert_eq!(
                 raw_i64(&path, "SELECT count(*) FROM lock_meta"),

@@ -32,15 +32,15 @@ async fn a_fresh_file_gets_the_versioned_schema() {
                  pragma_table_info('lock_leases') ORDER BY cid)"
             ),
             "name,slot,owner,label,pid,host,fence,lease_limit,acquired_at_ms,boot_id,\
-             expires_boot_ms",
-            "{driver:?}: one row per permit, expiry on the boot clock"
+             expires_boot_ms,hold",
+            "{driver:?}: one row per permit, expiry on the boot clock, the holder's hold"
         );
         assert_eq!(
             raw_i64(
                 &path,
                 "SELECT value FROM lock_meta WHERE key = 'schema_version'"
             ),
-            3,
+            4,
             "{driver:?}"
         );
         assert_eq!(
@@ -258,11 +258,11 @@ async fn a_newer_schema_is_refused_untouched() {
     raw(&path)
         .execute_batch(
             "PRAGMA journal_mode = DELETE;\
-             UPDATE lock_meta SET value = 4 WHERE key = 'schema_version';\
+             UPDATE lock_meta SET value = 5 WHERE key = 'schema_version';\
              ALTER TABLE lock_leases ADD COLUMN priority INTEGER;",
         )
         .unwrap();
-    refused_untouched(&path, &["schema version 4", "newer", "Upgrade lock-sqlite"]).await;
+    refused_untouched(&path, &["schema version 5", "newer", "Upgrade lock-sqlite"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

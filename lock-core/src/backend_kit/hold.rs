@@ -77,14 +77,21 @@ impl ProcessHold {
     }
 
     fn create(dir: &Path) -> io::Result<Self> {
-        create_private_dir(dir)?;
         let file_name = format!("{:032x}{SUFFIX}", rand::random::<u128>());
         let path = dir.join(&file_name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let open = || {
+            create_private_dir(dir)?;
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options.open(&path)
+        };
+        // Another process may remove the directory, empty, between the two steps: once more.
+        let file = match open() {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => open()?,
+            other => other?,
+        };
         let locked = sys::try_lock(&file).and_then(|()| sys::identity(&file));
         match locked {
             Ok((dev, ino)) => Ok(Self {
@@ -120,8 +127,10 @@ impl ProcessHold {
 
 impl Drop for ProcessHold {
     fn drop(&mut self) {
-        // Deleted while still locked, so no prober can mistake it for a dead holder's.
+        // Deleted while still locked, so no prober can mistake it for a dead holder's; the
+        // directory goes too when it is left empty.
         let _ = fs::remove_file(self.path());
+        let _ = fs::remove_dir(&self.dir);
     }
 }
 
