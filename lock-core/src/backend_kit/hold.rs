@@ -80,11 +80,12 @@ impl ProcessHold {
         create_private_dir(dir)?;
         let file_name = format!("{:032x}{SUFFIX}", rand::random::<u128>());
         let path = dir.join(&file_name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        // Private to its user, as every file of a single-host store.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path)?;
         let locked = sys::try_lock(&file).and_then(|()| sys::identity(&file));
         match locked {
             Ok((dev, ino)) => Ok(Self {
