@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use lock_core::backend_kit::Driver;
 use lock_core::backend_kit::clock::HostClock;
 use lock_core::backend_kit::fence::{MAX_FENCE, next_fence};
+use lock_core::backend_kit::hold::{self, GoneHolder, ProcessHold};
 use lock_core::backend_kit::permits::{limit_mismatch, validate_limit};
 use lock_core::backend_kit::time::{monotonic_now, validate_ttl};
 use lock_core::{
@@ -82,6 +83,13 @@ impl FileBackend {
     /// The path of `name`'s lease file (which may not exist yet), for operators and tools.
     pub fn lease_file(&self, name: &LockName) -> PathBuf {
         self.dir.lease_path(name)
+    }
+
+    /// The directory of process holds inside the lock directory (`.holds`): one locked file
+    /// per process taking leases here, which tells other processes at once when that
+    /// process is gone (see the [crate documentation](crate)). For operators and tools.
+    pub fn holds_dir(&self) -> &Path {
+        self.dir.holds()
     }
 
     /// Opens `name`'s file for an exclusive critical section.
@@ -192,44 +200,65 @@ impl LockBackend for FileBackend {
         let span = tracing::debug_span!("try_acquire", lock = %name, limit);
         async {
             let sent = monotonic_now();
+            // Taken before the file's lock: the first time, it creates a file.
+            let hold = self.dir.hold().cloned();
             let Some(file) = self.exclusive(name, true).await? else {
                 return Err(LockError::backend(
                     BACKEND,
                     "a created lease file was not opened",
                 ));
             };
-            let (lock, holder) = (name.clone(), holder.clone());
-            self.update(file, name.clone(), move |state, now, file| {
-                if let Some(held) = state.live_limit(now)
-                    && held != limit
-                {
-                    return Err(limit_mismatch(BACKEND, &lock, held, limit));
-                }
-                let live = state.live(now).count();
-                if live >= usize::try_from(limit).unwrap_or(usize::MAX)
-                    || state.live(now).any(|h| h.token == holder.token)
-                {
-                    return Ok((None, false));
-                }
-                let fence = next_fence(state.fence, now.fence_clock()).ok_or_else(|| {
-                    file.corrupt(
-                        &lock,
-                        &format!(
-                            "has fence {}, and no higher fence below 2^53 can be issued \
-                             (is this host's wall clock past the year 2255?)",
-                            state.fence
-                        ),
-                    )
-                })?;
-                let held = Held::new(&holder, fence, now, ttl);
-                let expires_at = held.expires_at(now);
-                state.fence = fence;
-                state.limit = limit;
-                state.holders.push(held);
-                let lease = Lease::new(lock, holder, fence, expires_at, sent, ttl);
-                Ok((Some(lease), true))
-            })
-            .await
+            let (lock, holder, dir) = (name.clone(), holder.clone(), Arc::clone(&self.dir));
+            let (lease, gone) = self
+                .update(file, name.clone(), move |state, now, file| {
+                    if let Some(held) = state.live_limit(now)
+                        && held != limit
+                    {
+                        return Err(limit_mismatch(BACKEND, &lock, held, limit));
+                    }
+                    if state.live(now).any(|h| h.token == holder.token) {
+                        return Ok(((None, None), false));
+                    }
+                    let live = state.live(now).count();
+                    let mut gone = None;
+                    if live >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                        // Full: unless a holder's process is gone, the TTL decides.
+                        let Some((i, dead)) = dead_holder(state, now, &dir, hold.as_deref()) else {
+                            return Ok(((None, None), false));
+                        };
+                        let dead_held = state.holders.remove(i);
+                        tracing::info!(
+                            pid = dead_held.pid,
+                            fence = dead_held.fence,
+                            "taking over the lease of a holder whose process is gone"
+                        );
+                        gone = Some(dead);
+                    }
+                    let fence = next_fence(state.fence, now.fence_clock()).ok_or_else(|| {
+                        file.corrupt(
+                            &lock,
+                            &format!(
+                                "has fence {}, and no higher fence below 2^53 can be issued \
+                                 (is this host's wall clock past the year 2255?)",
+                                state.fence
+                            ),
+                        )
+                    })?;
+                    let stamp = hold.as_ref().map(|hold| hold.stamp(holder.token));
+                    let held = Held::new(&holder, fence, now, ttl, stamp);
+                    let expires_at = held.expires_at(now);
+                    state.fence = fence;
+                    state.limit = limit;
+                    state.holders.push(held);
+                    let lease = Lease::new(lock, holder, fence, expires_at, sent, ttl);
+                    Ok(((Some(lease), gone), true))
+                })
+                .await?;
+            // The takeover is written: the dead holder's hold file can go.
+            if let Some(gone) = gone {
+                gone.finish();
+            }
+            Ok(lease)
         }
         .instrument(span)
         .await
@@ -389,6 +418,28 @@ impl LockBackend for FileBackend {
     fn backend_name(&self) -> &'static str {
         BACKEND
     }
+}
+
+/// The first live holder in `state` whose process is gone (its hold's lock is free), with
+/// that hold, locked until [`GoneHolder::finish`]; `None` when every live holder's process
+/// lives or cannot be known to be gone (no stamp, another host, a replaced hold file...):
+/// the TTL decides then. Holders of this process (whose hold is `mine`) are not probed.
+fn dead_holder(
+    state: &State,
+    now: &Now,
+    dir: &LockDir,
+    mine: Option<&ProcessHold>,
+) -> Option<(usize, GoneHolder)> {
+    state.holders.iter().enumerate().find_map(|(i, held)| {
+        let stamp = held.hold.as_deref()?;
+        if !held.is_live(now) || mine.is_some_and(|hold| hold.is_mine(stamp)) {
+            return None;
+        }
+        match hold::probe(dir.holds(), stamp, held.token, held.host()) {
+            hold::Holder::Gone(gone) => Some((i, gone)),
+            hold::Holder::Alive | hold::Holder::Unknown => None,
+        }
+    })
 }
 
 /// The live permits in a listed file, if its name starts with `prefix`.
