@@ -365,10 +365,17 @@ impl LockBackend for FileBackend {
         .await
     }
 
-    /// Wakes on a release by this process at once, and on one by another process within
-    /// a few milliseconds: it looks at the lease file, without locking it, every 1-2 ms.
+    /// Wakes on a release by this process at once; on a change by another process, a live
+    /// holder's process exiting, or the earliest live permit's expiry within microseconds,
+    /// sleeping in the kernel meanwhile (inotify on the lease file and the live holders'
+    /// hold files). Without inotify it looks at the lease file, without locking it, every
+    /// 1-2 ms.
     async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
-        let probe = PeekFile::new(self.dir.lease_path(name), Arc::clone(self.clock()));
+        let probe = PeekFile::new(
+            self.dir.lease_path(name),
+            self.dir.holds().to_owned(),
+            Arc::clone(self.clock()),
+        );
         self.dir
             .changes()
             .wait_or_poll(name, since, max, probe)
@@ -413,6 +420,7 @@ impl LockBackend for FileBackend {
             .with_notifies_release(true)
             .with_shared_across_hosts(false)
             .with_semaphores(true)
+            .with_watches_every_change(true)
     }
 
     fn backend_name(&self) -> &'static str {

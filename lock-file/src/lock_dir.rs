@@ -237,6 +237,17 @@ impl LockDir {
     }
 }
 
+/// Creates `path`, an empty lease file (a lock that was never written), unless it exists.
+pub(crate) fn create_empty(path: &Path) -> io::Result<()> {
+    match File::open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            open_options(true, true).open(path).map(drop)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Options for opening a lease file: mode 0600 when created, never truncated, never
 /// following a symlink planted in the directory.
 fn open_options(write: bool, create: bool) -> OpenOptions {

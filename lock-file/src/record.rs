@@ -154,6 +154,11 @@ impl Held {
         &self.host
     }
 
+    /// Milliseconds from `now` until the lease expires (0 once it has), on the boot clock.
+    pub(crate) fn expires_in_ms(&self, now: &Now) -> u64 {
+        self.expires_boot_ms.saturating_sub(now.boot_ms())
+    }
+
     /// True until the stored expiry, on the boot clock.
     pub(crate) fn is_live(&self, now: &Now) -> bool {
         now.boot_ms() < self.expires_boot_ms
