@@ -34,6 +34,13 @@ use lock_core::backend_kit::clock::ClockReading as Now;
 /// clock. Clones share everything; two [`connect`](Self::connect)s of the same directory
 /// are independent clients of one store.
 ///
+/// When a holder dies, its process's hold file (in [`holds_dir`](Self::holds_dir)) is
+/// unlocked by the kernel, and the next contender takes the lease over at once, with a
+/// higher fence. A holder that is paused or slow, or one this cannot be sure of, keeps its
+/// lease until its TTL. [`wait_for_change`](LockBackend::wait_for_change) sleeps in the
+/// kernel until the lease file changes, a live holder's process exits or the earliest
+/// lease expires, so a waiting [`Locker::lock`](lock_core::Locker::lock) costs no CPU.
+///
 /// See the [crate documentation](crate) for the file format, clocks, fences and
 /// durability.
 #[derive(Clone, Debug)]
