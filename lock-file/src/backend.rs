@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use lock_core::backend_kit::Driver;
 use lock_core::backend_kit::clock::HostClock;
 use lock_core::backend_kit::fence::{MAX_FENCE, next_fence};
+use lock_core::backend_kit::hold::{self, GoneHolder, ProcessHold};
 use lock_core::backend_kit::permits::{limit_mismatch, validate_limit};
 use lock_core::backend_kit::time::{monotonic_now, validate_ttl};
 use lock_core::{
@@ -32,6 +33,13 @@ use lock_core::backend_kit::clock::ClockReading as Now;
 /// grant is one critical section, as for a lock. Expiry is judged on the host's boot
 /// clock. Clones share everything; two [`connect`](Self::connect)s of the same directory
 /// are independent clients of one store.
+///
+/// When a holder dies, its process's hold file (in [`holds_dir`](Self::holds_dir)) is
+/// unlocked by the kernel, and the next contender takes the lease over at once, with a
+/// higher fence. A holder that is paused or slow, or one this cannot be sure of, keeps its
+/// lease until its TTL. [`wait_for_change`](LockBackend::wait_for_change) sleeps in the
+/// kernel until the lease file changes, a live holder's process exits or the earliest
+/// lease expires, so a waiting [`Locker::lock`](lock_core::Locker::lock) costs no CPU.
 ///
 /// See the [crate documentation](crate) for the file format, clocks, fences and
 /// durability.
@@ -82,6 +90,13 @@ impl FileBackend {
     /// The path of `name`'s lease file (which may not exist yet), for operators and tools.
     pub fn lease_file(&self, name: &LockName) -> PathBuf {
         self.dir.lease_path(name)
+    }
+
+    /// The directory of process holds inside the lock directory (`.holds`): one locked file
+    /// per process taking leases here, which tells other processes at once when that
+    /// process is gone (see the [crate documentation](crate)). For operators and tools.
+    pub fn holds_dir(&self) -> &Path {
+        self.dir.holds()
     }
 
     /// Opens `name`'s file for an exclusive critical section.
@@ -192,44 +207,65 @@ impl LockBackend for FileBackend {
         let span = tracing::debug_span!("try_acquire", lock = %name, limit);
         async {
             let sent = monotonic_now();
+            // Taken before the file's lock: the first time, it creates a file.
+            let hold = self.dir.hold().cloned();
             let Some(file) = self.exclusive(name, true).await? else {
                 return Err(LockError::backend(
                     BACKEND,
                     "a created lease file was not opened",
                 ));
             };
-            let (lock, holder) = (name.clone(), holder.clone());
-            self.update(file, name.clone(), move |state, now, file| {
-                if let Some(held) = state.live_limit(now)
-                    && held != limit
-                {
-                    return Err(limit_mismatch(BACKEND, &lock, held, limit));
-                }
-                let live = state.live(now).count();
-                if live >= usize::try_from(limit).unwrap_or(usize::MAX)
-                    || state.live(now).any(|h| h.token == holder.token)
-                {
-                    return Ok((None, false));
-                }
-                let fence = next_fence(state.fence, now.fence_clock()).ok_or_else(|| {
-                    file.corrupt(
-                        &lock,
-                        &format!(
-                            "has fence {}, and no higher fence below 2^53 can be issued \
-                             (is this host's wall clock past the year 2255?)",
-                            state.fence
-                        ),
-                    )
-                })?;
-                let held = Held::new(&holder, fence, now, ttl);
-                let expires_at = held.expires_at(now);
-                state.fence = fence;
-                state.limit = limit;
-                state.holders.push(held);
-                let lease = Lease::new(lock, holder, fence, expires_at, sent, ttl);
-                Ok((Some(lease), true))
-            })
-            .await
+            let (lock, holder, dir) = (name.clone(), holder.clone(), Arc::clone(&self.dir));
+            let (lease, gone) = self
+                .update(file, name.clone(), move |state, now, file| {
+                    if let Some(held) = state.live_limit(now)
+                        && held != limit
+                    {
+                        return Err(limit_mismatch(BACKEND, &lock, held, limit));
+                    }
+                    if state.live(now).any(|h| h.token == holder.token) {
+                        return Ok(((None, None), false));
+                    }
+                    let live = state.live(now).count();
+                    let mut gone = None;
+                    if live >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                        // Full: unless a holder's process is gone, the TTL decides.
+                        let Some((i, dead)) = dead_holder(state, now, &dir, hold.as_deref()) else {
+                            return Ok(((None, None), false));
+                        };
+                        let dead_held = state.holders.remove(i);
+                        tracing::info!(
+                            pid = dead_held.pid,
+                            fence = dead_held.fence,
+                            "taking over the lease of a holder whose process is gone"
+                        );
+                        gone = Some(dead);
+                    }
+                    let fence = next_fence(state.fence, now.fence_clock()).ok_or_else(|| {
+                        file.corrupt(
+                            &lock,
+                            &format!(
+                                "has fence {}, and no higher fence below 2^53 can be issued \
+                                 (is this host's wall clock past the year 2255?)",
+                                state.fence
+                            ),
+                        )
+                    })?;
+                    let stamp = hold.as_ref().map(|hold| hold.stamp(holder.token));
+                    let held = Held::new(&holder, fence, now, ttl, stamp);
+                    let expires_at = held.expires_at(now);
+                    state.fence = fence;
+                    state.limit = limit;
+                    state.holders.push(held);
+                    let lease = Lease::new(lock, holder, fence, expires_at, sent, ttl);
+                    Ok(((Some(lease), gone), true))
+                })
+                .await?;
+            // The takeover is written: the dead holder's hold file can go.
+            if let Some(gone) = gone {
+                gone.finish();
+            }
+            Ok(lease)
         }
         .instrument(span)
         .await
@@ -336,10 +372,17 @@ impl LockBackend for FileBackend {
         .await
     }
 
-    /// Wakes on a release by this process at once, and on one by another process within
-    /// a few milliseconds: it looks at the lease file, without locking it, every 1-2 ms.
+    /// Wakes on a release by this process at once; on a change by another process, a live
+    /// holder's process exiting, or the earliest live permit's expiry within microseconds,
+    /// sleeping in the kernel meanwhile (inotify on the lease file and the live holders'
+    /// hold files). Without inotify it looks at the lease file, without locking it, every
+    /// 1-2 ms.
     async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
-        let probe = PeekFile::new(self.dir.lease_path(name), Arc::clone(self.clock()));
+        let probe = PeekFile::new(
+            self.dir.lease_path(name),
+            self.dir.holds().to_owned(),
+            Arc::clone(self.clock()),
+        );
         self.dir
             .changes()
             .wait_or_poll(name, since, max, probe)
@@ -384,11 +427,34 @@ impl LockBackend for FileBackend {
             .with_notifies_release(true)
             .with_shared_across_hosts(false)
             .with_semaphores(true)
+            .with_watches_every_change(true)
     }
 
     fn backend_name(&self) -> &'static str {
         BACKEND
     }
+}
+
+/// The first live holder in `state` whose process is gone (its hold's lock is free), with
+/// that hold, locked until [`GoneHolder::finish`]; `None` when every live holder's process
+/// lives or cannot be known to be gone (no stamp, another host, a replaced hold file...):
+/// the TTL decides then. Holders of this process (whose hold is `mine`) are not probed.
+fn dead_holder(
+    state: &State,
+    now: &Now,
+    dir: &LockDir,
+    mine: Option<&ProcessHold>,
+) -> Option<(usize, GoneHolder)> {
+    state.holders.iter().enumerate().find_map(|(i, held)| {
+        let stamp = held.hold.as_deref()?;
+        if !held.is_live(now) || mine.is_some_and(|hold| hold.is_mine(stamp)) {
+            return None;
+        }
+        match hold::probe(dir.holds(), stamp, held.token, held.host()) {
+            hold::Holder::Gone(gone) => Some((i, gone)),
+            hold::Holder::Alive | hold::Holder::Unknown => None,
+        }
+    })
 }
 
 /// The live permits in a listed file, if its name starts with `prefix`.

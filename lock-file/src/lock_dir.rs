@@ -4,9 +4,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use lock_core::backend_kit::ReleaseLog;
+use lock_core::backend_kit::hold::ProcessHold;
 use lock_core::{LockError, LockName, Result};
 
 use crate::file_name::{LEASE_SUFFIX, lease_file_name};
@@ -24,12 +25,22 @@ one <name>-<hash>.lease file per lock name, guarded by flock.\n\
 Do not delete or rename them while processes use this directory; \
 use `lockctl status` and `lockctl release --force <name>` instead.\n";
 
+/// The lock directory's subdirectory of process holds (see
+/// [`hold`](lock_core::backend_kit::hold)): one locked file per process that takes leases
+/// in the directory. Its name starts with a dot, which no lease file name does (see
+/// [`file_name`](crate::file_name)), and does not end in `.lease`, so it is never a lease
+/// file nor listed as one.
+pub(crate) const HOLDS: &str = ".holds";
+
 /// An opened lock directory.
 #[derive(Debug)]
 pub(crate) struct LockDir {
     path: PathBuf,
+    holds: PathBuf,
     options: FileOptions,
     changes: Arc<ReleaseLog>,
+    /// This process's hold, taken at the first acquire; `None` if it could not be.
+    hold: OnceLock<Option<Arc<ProcessHold>>>,
 }
 
 impl LockDir {
@@ -103,10 +114,38 @@ impl LockDir {
         })?;
         let changes = ReleaseLog::shared(&format!("file:{}", path.display()));
         Ok(Self {
+            holds: path.join(HOLDS),
             path,
             options,
             changes,
+            hold: OnceLock::new(),
         })
+    }
+
+    /// The directory of process holds.
+    pub(crate) fn holds(&self) -> &Path {
+        &self.holds
+    }
+
+    /// This process's hold in the directory, taken (the hold directory and file created and
+    /// the file locked) at the first call, and kept as long as this directory is open. If
+    /// it cannot be taken (a read-only directory, no `flock`), `None` from then on: leases
+    /// are then freed by their TTL only, as those of older builds.
+    pub(crate) fn hold(&self) -> Option<&Arc<ProcessHold>> {
+        self.hold
+            .get_or_init(|| match ProcessHold::of_process(&self.holds) {
+                Ok(hold) => Some(hold),
+                Err(error) => {
+                    tracing::debug!(
+                        %error,
+                        dir = %self.holds.display(),
+                        "no process hold in the lock directory: leases of this process \
+                         will be freed by their TTL only if it dies"
+                    );
+                    None
+                }
+            })
+            .as_ref()
     }
 
     /// The directory (absolute, symlinks resolved when it was opened).
@@ -195,6 +234,17 @@ impl LockDir {
             );
         }
         io_error(action, path, err)
+    }
+}
+
+/// Creates `path`, an empty lease file (a lock that was never written), unless it exists.
+pub(crate) fn create_empty(path: &Path) -> io::Result<()> {
+    match File::open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            open_options(true, true).open(path).map(drop)
+        }
+        Err(e) => Err(e),
     }
 }
 

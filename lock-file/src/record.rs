@@ -6,7 +6,8 @@
 //! {"version":2,"name":"nightly-report","fence":1718000000000125,"limit":2,
 //!  "boot":"6b1c5f0e-2a4d-4c1e-9d7a-0f3e8b9c1d2e","holders":[
 //!   {"token":"…32 hex…","label":"cron","pid":4242,"host":"web-1",
-//!    "fence":1718000000000123,"acquired_at_ms":1718000000000,"expires_boot_ms":86430000},
+//!    "fence":1718000000000123,"acquired_at_ms":1718000000000,"expires_boot_ms":86430000,
+//!    "hold":"…32 hex….hold:2049:1311:…16 hex…"},
 //!   {"token":"…","label":"cron","pid":4243,"host":"web-1",
 //!    "fence":1718000000000125,"acquired_at_ms":1718000000001,"expires_boot_ms":86431000}]}
 //! ```
@@ -21,6 +22,20 @@
 //!   boot id is another, every holder died with that boot and the lock is free. A record
 //!   without holders has no `boot`.
 //! - `acquired_at_ms` is on the wall clock (milliseconds since the Unix epoch), for people.
+//! - `hold` (optional) names the holder's process hold
+//!   ([`hold`](lock_core::backend_kit::hold)): a file in the lock directory's hold directory,
+//!   `flock`ed for as long as the holder's process lives, with its device, inode and a tag of
+//!   the holder's token. A contender that finds the lease live and that file's lock free
+//!   knows the holder's process is gone, and takes the lease over at once. Absent when the
+//!   holder's process has no hold (the hold directory could not be written) and in records
+//!   of builds older than the field; such a holder's lease ends by its TTL only.
+//!
+//! `hold` was added within version 2, without a new version: older builds of version 2
+//! read records that have it (serde skips fields a struct does not name) and just ignore
+//! it, so they never take a lease over early; when one of them rewrites a record, the
+//! stamps of the holders it keeps are dropped, which only leaves those holders to their
+//! TTL. A stamp names its owner's token, so one left behind can never be read as another
+//! holder's.
 //!
 //! Version 1, written by older builds, had one `holder` (or `null`) and its `expires_at_ms`
 //! on the wall clock. It is still read, its expiry converted to this boot's clock (a live
@@ -99,16 +114,29 @@ pub(crate) struct Held {
     #[serde(with = "token_hex")]
     pub(crate) token: OwnerToken,
     label: String,
-    pid: u32,
+    pub(crate) pid: u32,
     host: String,
     pub(crate) fence: u64,
     acquired_at_ms: i64,
     expires_boot_ms: u64,
+    /// The holder's process hold
+    /// ([`ProcessHold::stamp`](lock_core::backend_kit::hold::ProcessHold::stamp)), if it
+    /// had one.
+    #[serde(default)]
+    pub(crate) hold: Option<String>,
 }
 
 impl Held {
-    /// `holder` granted `fence` at `now` for `ttl`.
-    pub(crate) fn new(holder: &Holder, fence: u64, now: &Now, ttl: Duration) -> Self {
+    /// `holder` granted `fence` at `now` for `ttl`, stamped with its process's hold (see
+    /// [`ProcessHold::stamp`](lock_core::backend_kit::hold::ProcessHold::stamp)), if that
+    /// process has one.
+    pub(crate) fn new(
+        holder: &Holder,
+        fence: u64,
+        now: &Now,
+        ttl: Duration,
+        hold: Option<String>,
+    ) -> Self {
         Self {
             token: holder.token,
             label: holder.label.clone(),
@@ -117,7 +145,18 @@ impl Held {
             fence,
             acquired_at_ms: now.wall_ms(),
             expires_boot_ms: now.expiry_ms(ttl),
+            hold,
         }
+    }
+
+    /// The host the holder ran on.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Milliseconds from `now` until the lease expires (0 once it has), on the boot clock.
+    pub(crate) fn expires_in_ms(&self, now: &Now) -> u64 {
+        self.expires_boot_ms.saturating_sub(now.boot_ms())
     }
 
     /// True until the stored expiry, on the boot clock.
@@ -289,6 +328,10 @@ pub(crate) fn encode(name: &LockName, state: &State, boot: &BootId) -> Vec<u8> {
         push_u64(&mut out, held.acquired_at_ms.unsigned_abs());
         out.extend_from_slice(b",\"expires_boot_ms\":");
         push_u64(&mut out, held.expires_boot_ms);
+        if let Some(hold) = &held.hold {
+            out.extend_from_slice(b",\"hold\":");
+            push_json_str(&mut out, hold);
+        }
         out.push(b'}');
     }
     out.extend_from_slice(b"]}\n");
@@ -475,6 +518,7 @@ fn from_v1(record: RecordV1, now: &Now) -> Result<Decoded<'static>, Unreadable> 
             fence,
             acquired_at_ms: h.acquired_at_ms,
             expires_boot_ms: now.boot_ms_of_wall_expiry(h.expires_at_ms),
+            hold: None,
         })
         .into_iter()
         .collect();
@@ -539,7 +583,9 @@ mod tests {
     }
 
     fn held(fence: u64, ttl: Duration) -> Held {
-        Held::new(&Holder::current("label \"quoted\" ünï"), fence, &now(), ttl)
+        let holder = Holder::current("label \"quoted\" ünï");
+        let stamp = format!("{:032x}.hold:2049:{fence}:{:016x}", fence, fence + 1);
+        Held::new(&holder, fence, &now(), ttl, Some(stamp))
     }
 
     fn held_state(fence: u64) -> State {
@@ -582,6 +628,27 @@ mod tests {
             assert_eq!(d.state, state);
             assert_eq!(d.version, FORMAT_VERSION);
         }
+    }
+
+    #[test]
+    fn holders_without_a_hold_round_trip_and_older_records_without_it_read() {
+        let mut state = held_state(31);
+        state.holders[0].hold = None;
+        let bytes = encode(&name(), &state, &boot());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("\"hold\""),
+            "no stamp, no field"
+        );
+        assert_eq!(decoded(&bytes).state, state);
+        // With a stamp: written, and read back as it was.
+        let stamped = held_state(32);
+        let bytes = encode(&name(), &stamped, &boot());
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            value["holders"][0]["hold"].as_str(),
+            stamped.holders[0].hold.as_deref()
+        );
+        assert_eq!(decoded(&bytes).state, stamped);
     }
 
     #[test]

@@ -27,10 +27,19 @@ async fn lease_files_are_created_0600_and_the_directory_0700() {
         assert!(backend.release(&lease).await.unwrap());
     }
     let files = files_under(&dir);
-    assert_eq!(files.len(), 4, "three lease files and the note: {files:?}");
+    assert_eq!(
+        files.len(),
+        5,
+        "three lease files, the note and this process's hold file: {files:?}"
+    );
     for file in files {
         assert_eq!(mode(&file), 0o600, "{file:?}");
     }
+    assert_eq!(mode(backend.holds_dir()), 0o700, "created hold directory");
+    assert_eq!(
+        backend.holds_dir(),
+        dir.canonicalize().unwrap().join(".holds")
+    );
 }
 
 #[tokio::test]

@@ -56,11 +56,12 @@ async fn hostile_names_create_files_only_directly_inside_the_lock_dir() {
 
     let canonical_dir = dir.canonicalize().unwrap();
     let everything = files_under(root.path());
+    let holds_dir = canonical_dir.join(".holds");
     for file in &everything {
-        assert_eq!(
-            file.parent().unwrap().canonicalize().unwrap(),
-            canonical_dir,
-            "{file:?} is outside the lock directory"
+        let parent = file.parent().unwrap().canonicalize().unwrap();
+        assert!(
+            parent == canonical_dir || parent == holds_dir,
+            "{file:?} is outside the lock directory (and its hold directory)"
         );
         let file_name = file.file_name().unwrap().as_bytes();
         assert!(
@@ -76,9 +77,14 @@ async fn hostile_names_create_files_only_directly_inside_the_lock_dir() {
     );
     assert_eq!(
         everything.len(),
-        names.len() + 1,
-        "only lease files and the directory's note: {everything:?}"
+        names.len() + 2,
+        "only lease files, the directory's note and this process's hold file: {everything:?}"
     );
+    let holds = everything
+        .iter()
+        .filter(|f| f.parent().unwrap().canonicalize().unwrap() == holds_dir)
+        .count();
+    assert_eq!(holds, 1, "one hold file: {everything:?}");
 
     let paths: HashSet<_> = names.iter().map(|n| backend.lease_file(&name(n))).collect();
     assert_eq!(paths.len(), names.len(), "no two names share a file");

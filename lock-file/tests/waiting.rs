@@ -1,5 +1,6 @@
 //! Waiting for a lease: a waiter notices a release by any process, and an expiry, within
-//! milliseconds, by looking at the lease file (without locking it) every 1-2 ms.
+//! milliseconds, by watching the lease file (or, without inotify, looking at it every
+//! 1-2 ms).
 
 mod support;
 
