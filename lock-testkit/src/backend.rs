@@ -71,6 +71,12 @@ impl Backend {
         }
     }
 
+    /// Whether every process using the store runs on this host (a lock directory, SQLite),
+    /// so that a holder whose process died is taken over at once rather than at its TTL.
+    pub fn is_single_host(self) -> bool {
+        matches!(self, Self::File | Self::Sqlite | Self::SqliteSqlx)
+    }
+
     /// Whether every test of the binary shares the store (Redis): tests keep apart by
     /// the names they use, not by a store of their own.
     pub fn is_shared(self) -> bool {

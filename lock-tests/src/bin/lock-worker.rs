@@ -12,6 +12,9 @@
 //! - `lost-in-work <steps> <last step ns>`: the work's own `is_held()` check found the lease
 //!   gone before `with_lock` cancelled it (a fallback the tests expect never to fire).
 //! - `summary <json>`: `cycles` finished; counts of cycles and errors by kind.
+//! - `waiting`: `wait` is about to call `lock()`; then `timed-out <cpu µs>` when its wait
+//!   ran out, or `acquired <fence>` (released at once); `<cpu µs>`: the CPU time (user +
+//!   system) the process used during the wait.
 //! - `error <kind> <message>`: an error ended the worker. `<kind>` is the [`LockError`]
 //!   variant (`Config`, `Unavailable`, ...), or `Io` for the history file and `Runtime`.
 //!
@@ -51,6 +54,16 @@ enum Mode {
     Hold(Common),
     /// Run acquire / heartbeat / release cycles; print a JSON summary line.
     Cycles(CycleArgs),
+    /// Wait for the lock with `Locker::lock` for `--wait-ms`; say what it cost.
+    Wait(WaitArgs),
+}
+
+#[derive(Args)]
+struct WaitArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    wait_ms: u64,
 }
 
 #[derive(Args)]
@@ -105,6 +118,7 @@ fn main() {
                 match cli.mode {
                     Mode::Hold(args) => hold(args).await,
                     Mode::Cycles(args) => cycles(args).await,
+                    Mode::Wait(args) => wait(args).await,
                 }
             });
             runtime.shutdown_background();
@@ -183,6 +197,35 @@ enum Ended {
     LostInWork,
     /// Writing the history failed.
     History(std::io::Error),
+}
+
+async fn wait(args: WaitArgs) -> i32 {
+    let args_common = &args.common;
+    let locker = match leaselock::connect(&args_common.url).await {
+        Ok(backend) => Locker::new(backend),
+        Err(e) => return fail_lock(&e),
+    };
+    let opts = LockOptions::default()
+        .with_ttl(Duration::from_millis(args_common.ttl_ms))
+        .with_wait(Duration::from_millis(args.wait_ms))
+        .with_label(&args_common.id);
+    say("waiting");
+    let cpu_before = lock_testkit::process::cpu_time();
+    match locker.lock(args_common.name.as_str(), &opts).await {
+        Ok(guard) => {
+            say(&format!("acquired {}", guard.fence()));
+            match guard.release().await {
+                Ok(_) => 0,
+                Err(e) => fail_lock(&e),
+            }
+        }
+        Err(LockError::Timeout { .. }) => {
+            let cpu = lock_testkit::process::cpu_time().saturating_sub(cpu_before);
+            say(&format!("timed-out {}", cpu.as_micros()));
+            0
+        }
+        Err(e) => fail_lock(&e),
+    }
 }
 
 async fn hold(args: Common) -> i32 {

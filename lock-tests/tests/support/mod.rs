@@ -59,6 +59,31 @@ macro_rules! per_backend {
     };
 }
 
+/// As [`per_backend!`], for the stores whose processes all run on one host (a lock
+/// directory, SQLite through both drivers).
+#[macro_export]
+macro_rules! per_single_host_backend {
+    ($module:ident, $body:ident) => {
+        mod $module {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn file() {
+                super::$body($crate::support::Store::new(::lock_testkit::Backend::File)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::support::Store::new(::lock_testkit::Backend::Sqlite)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_sqlx() {
+                super::$body($crate::support::Store::new(
+                    ::lock_testkit::Backend::SqliteSqlx,
+                ))
+                .await;
+            }
+        }
+    };
+}
+
 /// The environment variable naming a file each test appends its summary line to.
 pub(crate) const SUMMARY_ENV: &str = "LOCK_TEST_SUMMARY";
 
