@@ -42,6 +42,12 @@ pub(crate) enum Command {
     /// the lease ran out meanwhile: then the group is killed. Being outside the terminal's
     /// foreground group, the command cannot read from the terminal: see --foreground.
     ///
+    /// If lockctl dies (even by SIGKILL, or the OOM killer) on a single-host store (SQLite, a
+    /// lock directory), the next waiter takes the lock over at once, with a higher fence: the
+    /// kernel drops lockctl's hold on the store as it dies, while its keeper kills the group.
+    /// On Redis and PostgreSQL the lease stays until its TTL (--ttl) runs out. A stopped
+    /// (SIGSTOP) lockctl keeps its lease until the TTL on every store.
+    ///
     /// When the lease has not been renewed and runs out in --grace, the command gets SIGTERM,
     /// and SIGKILL when it runs out. When the store revokes it (force-release, takeover), the
     /// command gets SIGTERM at once and SIGKILL --grace later; fencing tokens cover that window.
