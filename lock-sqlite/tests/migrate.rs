@@ -597,3 +597,76 @@ async fn a_read_only_client_reads_an_older_database_without_migrating_it() {
         }
     }
 }
+
+/// Schema version 3 as that version created it: one row per permit, boot-clock expiry, no
+/// holds.
+const V3_SCHEMA: &str = "\
+    CREATE TABLE lock_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);\
+    INSERT INTO lock_meta VALUES ('schema_version', 3), ('fence_seed', 0);\
+    CREATE TABLE lock_leases (name TEXT NOT NULL, slot INTEGER NOT NULL, owner BLOB NOT NULL, \
+    label TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, fence INTEGER NOT NULL, \
+    lease_limit INTEGER NOT NULL, acquired_at_ms INTEGER NOT NULL, boot_id TEXT NOT NULL, \
+    expires_boot_ms INTEGER NOT NULL, PRIMARY KEY (name, slot)) WITHOUT ROWID;";
+
+/// A version 3 database gains the `hold` column in place: its live lease stays held (by a
+/// holder without a hold, so only its TTL frees it), keeps its fence, and is renewed and
+/// released by its token; a new lease records this process's hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_database_gains_holds_and_keeps_its_leases() {
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let v3_holder = holder("v3");
+        let expires = common::live_expiry();
+        {
+            let conn = raw(&path);
+            conn.execute_batch(&format!("PRAGMA journal_mode = WAL; {V3_SCHEMA}"))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO lock_leases VALUES ('v3-job', 0, ?1, 'v3', 1, 'h', 77, 1, 0, ?2, ?3)",
+                rusqlite::params![token_bytes(&v3_holder), common::boot_id(), expires],
+            )
+            .unwrap();
+        }
+        let context = format!("{driver:?}");
+        let b = driver
+            .open(&path)
+            .await
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+        assert_eq!(meta(&path, "schema_version"), 4, "{context}");
+        assert_eq!(lease_columns(&path), V4_COLUMNS, "{context}");
+        let job = LockName::new("v3-job").unwrap();
+        let info = b.inspect(&job).await.unwrap().expect("still held");
+        assert_eq!((info.label.as_str(), info.fence), ("v3", 77), "{context}");
+        assert!(
+            b.try_acquire(&job, &holder("new"), LONG)
+                .await
+                .unwrap()
+                .is_none(),
+            "{context}: a version 3 lease without a hold is left to its TTL"
+        );
+        assert_eq!(
+            raw_string(
+                &path,
+                "SELECT coalesce(hold, 'none') FROM lock_leases WHERE name = 'v3-job'"
+            ),
+            "none",
+            "{context}"
+        );
+        let old = lease("v3-job", &v3_holder, 77, 0, LONG);
+        let renewed = b.heartbeat(&old, LONG).await.unwrap();
+        assert!(b.release(&renewed).await.unwrap(), "{context}");
+        let next = b
+            .try_acquire(&job, &holder("new"), LONG)
+            .await
+            .unwrap()
+            .expect("free after the release");
+        assert!(next.fence > 77, "{context}");
+        let hold = raw_string(&path, "SELECT hold FROM lock_leases WHERE name = 'v3-job'");
+        assert!(
+            hold.contains(".hold:"),
+            "{context}: the new lease's hold {hold:?}"
+        );
+        assert!(b.release(&next).await.unwrap(), "{context}");
+    }
+}
