@@ -43,10 +43,12 @@ pub(crate) enum Command {
     /// foreground group, the command cannot read from the terminal: see --foreground.
     ///
     /// If lockctl dies (even by SIGKILL, or the OOM killer) on a single-host store (SQLite, a
-    /// lock directory), the next waiter takes the lock over at once, with a higher fence: the
-    /// kernel drops lockctl's hold on the store as it dies, while its keeper kills the group.
-    /// On Redis and PostgreSQL the lease stays until its TTL (--ttl) runs out. A stopped
-    /// (SIGSTOP) lockctl keeps its lease until the TTL on every store.
+    /// lock directory), the next waiter takes the lock over as soon as the whole job is gone
+    /// (the keeper kills it at once), with a higher fence: the job inherits lockctl's hold on
+    /// the store (an open file, as flock(1)'s command inherits its lock), which the kernel
+    /// drops when the last of them dies. A process of the job that escapes its group keeps
+    /// it: then the TTL decides. On Redis and PostgreSQL the lease stays until its TTL (--ttl)
+    /// runs out. A stopped (SIGSTOP) lockctl keeps its lease until the TTL on every store.
     ///
     /// When the lease has not been renewed and runs out in --grace, the command gets SIGTERM,
     /// and SIGKILL when it runs out. When the store revokes it (force-release, takeover), the

@@ -60,6 +60,7 @@ pub(crate) fn keeper(command: &[OsString], env: &Env<'_>) -> io::Result<tokio::p
         libc::SIG_BLOCK,
         syscalls::set_of(&KEEPER_BLOCKED),
     );
+    inherit_holds(std);
     keeper.spawn()
 }
 
@@ -77,7 +78,37 @@ pub(crate) fn foreground(command: &[OsString], env: &Env<'_>) -> io::Result<toki
         libc::SIG_SETMASK,
         syscalls::set_of(&[]),
     );
+    inherit_holds(child.as_std_mut());
     child.spawn()
+}
+
+/// Lets the job inherit lockctl's holds on single-host stores (see
+/// `lock_core::backend_kit::hold`), as `flock(1)` lets its command inherit the lock: the
+/// kernel drops a hold only when every process that has it is gone, so when lockctl dies
+/// (even by SIGKILL) the next holder can take the lease over only once the whole job is gone,
+/// not while the keeper is still killing it. A process of the job that escapes its group
+/// (a daemon) keeps the hold: then only the lease's TTL frees it.
+fn inherit_holds(command: &mut std::process::Command) {
+    let fds: Vec<libc::c_int> = lock_core::backend_kit::hold::ProcessHold::all_of_process()
+        .iter()
+        .map(|hold| hold.as_raw_fd())
+        .collect();
+    if fds.is_empty() {
+        return;
+    }
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl(2),
+    // which is async-signal-safe, on descriptors the child inherited from this process
+    // (the holds stay open in lockctl while the job runs); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Starts `command` from the keeper: in the keeper's group, with an empty signal mask (the

@@ -62,11 +62,7 @@ impl ProcessHold {
     /// The directory cannot be created, or the file cannot be created or locked: callers
     /// carry on without a hold (their leases are then freed by their TTL only).
     pub fn of_process(dir: &Path) -> io::Result<Arc<Self>> {
-        static HOLDS: OnceLock<Mutex<HashMap<PathBuf, Weak<ProcessHold>>>> = OnceLock::new();
-        let mut holds = HOLDS
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut holds = registry();
         if let Some(hold) = holds.get(dir).and_then(Weak::upgrade) {
             return Ok(hold);
         }
@@ -119,6 +115,22 @@ impl ProcessHold {
         self.dir.join(&self.file_name)
     }
 
+    /// Every hold this process has now (one per store it took leases in).
+    ///
+    /// A program that runs commands for the leases it holds can let them inherit these (see
+    /// [`as_raw_fd`](Self::as_raw_fd)), as `flock(1)` lets its command inherit the lock:
+    /// the hold, and so the process's leases, then count as alive until the program *and*
+    /// its commands are gone. `lockctl run` does this.
+    pub fn all_of_process() -> Vec<Arc<Self>> {
+        registry().values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The locked file's descriptor (close-on-exec, as every file this library opens).
+    #[cfg(unix)]
+    pub fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
+        std::os::unix::io::AsRawFd::as_raw_fd(&self._file)
+    }
+
     /// Whether `stamp` names this process's hold.
     pub fn is_mine(&self, stamp: &str) -> bool {
         Stamp::parse(stamp).is_some_and(|s| s.file_name == self.file_name)
@@ -137,6 +149,15 @@ impl Drop for ProcessHold {
 /// `<file name>:<device>:<inode>:<owner tag>`.
 fn format_stamp(file_name: &str, dev: u64, ino: u64, owner: OwnerToken) -> String {
     format!("{file_name}:{dev}:{ino}:{:016x}", owner_tag(owner))
+}
+
+/// This process's holds, by hold directory.
+fn registry() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Weak<ProcessHold>>> {
+    static HOLDS: OnceLock<Mutex<HashMap<PathBuf, Weak<ProcessHold>>>> = OnceLock::new();
+    HOLDS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The owner token's tag in a stamp: ties the stamp to the record's owner, so a stamp left in
