@@ -133,14 +133,19 @@ pub async fn an_expired_permit_frees_its_slot(t: Target) {
     let short = Duration::from_millis(300);
     let stays = permit(t.backend(), &name, "stays", LONG_TTL, 2).await;
     let expires = permit(t.second(), &name, "expires", short, 2).await;
-    assert!(
-        t.backend()
-            .try_acquire_permit(&name, &holder("early"), LONG_TTL, 2)
-            .await
-            .unwrap()
-            .is_none(),
-        "both permits are live"
-    );
+    let early = t
+        .backend()
+        .try_acquire_permit(&name, &holder("early"), LONG_TTL, 2)
+        .await
+        .unwrap();
+    // "Both permits are live" holds only while the short permit surely is: its holder's own
+    // conservative deadline had not passed when the answer came back. On a loaded machine
+    // the answer may come later, when the store may rightly have let the permit expire.
+    if std::time::Instant::now() < expires.deadline {
+        assert!(early.is_none(), "both permits are live");
+    } else if let Some(early) = early {
+        assert!(t.backend().release(&early).await.unwrap());
+    }
     tokio::time::sleep(short + SLACK).await;
     let newcomer = permit(t.backend(), &name, "newcomer", LONG_TTL, 2).await;
     assert!(newcomer.fence > expires.fence && newcomer.fence > stays.fence);

@@ -78,7 +78,33 @@ mod sys {
 
     #[derive(Debug)]
     pub(super) struct Watch {
-        fd: AsyncFd<OwnedFd>,
+        /// Always `Some` until dropped.
+        fd: Option<AsyncFd<OwnedFd>>,
+    }
+
+    impl Drop for Watch {
+        /// Closing an inotify instance that has watches waits for the kernel's SRCU grace
+        /// period (`fsnotify_destroy_group`): measured 0.1 to 16 ms here, which a waiter would
+        /// otherwise add to every hand-off. So the descriptor is deregistered here and closed
+        /// on Tokio's blocking pool.
+        fn drop(&mut self) {
+            let Some(fd) = self.fd.take() else {
+                return;
+            };
+            let owned = fd.into_inner();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    drop(runtime.spawn_blocking(move || drop(owned)));
+                }
+                Err(_) => drop(owned),
+            }
+        }
+    }
+
+    impl Watch {
+        fn fd(&self) -> &AsyncFd<OwnedFd> {
+            self.fd.as_ref().expect("set until dropped")
+        }
     }
 
     impl Watch {
@@ -93,7 +119,7 @@ mod sys {
             // SAFETY: the descriptor is owned by `owned`, which the AsyncFd keeps and closes
             // only after deregistering it; nothing else can close it meanwhile.
             let fd = unsafe { AsyncFd::register(owned)? };
-            Ok(Self { fd })
+            Ok(Self { fd: Some(fd) })
         }
 
         pub(super) fn add(&mut self, path: &Path, mask: u32) -> io::Result<()> {
@@ -101,7 +127,7 @@ mod sys {
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
             // SAFETY: a valid descriptor and a NUL-terminated path that outlives the call.
             let wd = unsafe {
-                libc::inotify_add_watch(self.fd.get_ref().as_raw_fd(), c_path.as_ptr(), mask)
+                libc::inotify_add_watch(self.fd().get_ref().as_raw_fd(), c_path.as_ptr(), mask)
             };
             if wd < 0 {
                 return Err(io::Error::last_os_error());
@@ -112,7 +138,7 @@ mod sys {
         pub(super) async fn changed(&mut self) -> io::Result<()> {
             let mut buf = [0_u8; 4096];
             loop {
-                let mut guard = self.fd.readable().await?;
+                let mut guard = self.fd().readable().await?;
                 let read = guard.try_io(|fd| {
                     // SAFETY: reads into a buffer of the length passed.
                     let n = unsafe {
