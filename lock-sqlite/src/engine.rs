@@ -121,11 +121,15 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
-/// Tells waiters in other processes that `name` may be free: touches its wake file if a
-/// waiter made one (one failed `open` otherwise).
+/// Tells waiters in other processes that `name` may be free: writes one byte into its wake
+/// file if a waiter made one (one failed `open` otherwise), which their watches see.
 fn touch(wake_file: &std::path::Path) {
-    // Opened for writing and closed: a close-after-write event for the watchers.
-    let _ = std::fs::OpenOptions::new().write(true).open(wake_file);
+    use std::io::Write;
+    // Opened without truncating or appending: the byte goes at offset 0, so the file stays
+    // one byte long.
+    if let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(wake_file) {
+        let _ = file.write_all(b"\n");
+    }
 }
 
 /// The contenders' queue of the database `store` (a canonical path) in this process, shared
@@ -516,16 +520,21 @@ impl<D: Driver> LeaseProbe for PeekRow<'_, D> {
             return Vec::new();
         };
         let wake = holds.wake_file(self.name);
-        let made = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&wake);
-        // Closed at once: a close-after-write event the watch is not yet there to see.
-        match made {
-            Ok(_) => vec![wake],
-            Err(_) => Vec::new(),
-        }
+        // Made by the first waiter; opening it does not wake the others (only writes do).
+        let made = wake.exists()
+            || std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&wake)
+                .is_ok();
+        if made { vec![wake] } else { Vec::new() }
+    }
+
+    /// The wake file is written only by releases, and hold files are watched for their
+    /// holders' exit.
+    fn events_are_changes(&self) -> bool {
+        true
     }
 
     async fn look_closely(&mut self) -> Closely<Self::Holder> {

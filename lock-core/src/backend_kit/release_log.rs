@@ -212,6 +212,14 @@ pub trait LeaseProbe: Send {
         Vec::new()
     }
 
+    /// Whether every event on the watched files means the lease may have changed hands, so
+    /// that a waiter goes straight to its next attempt instead of looking first: true for a
+    /// wake file only releases write and hold files (closed when a holder exits); false
+    /// (the default) for a lease file that heartbeats also rewrite.
+    fn events_are_changes(&self) -> bool {
+        false
+    }
+
     /// As [`look`](Self::look), with what a waiter sleeping in the kernel needs: the live
     /// holders' hold files, whether one of those holders is gone, and when the earliest
     /// live permit expires. The default has none of them.
@@ -316,6 +324,9 @@ async fn until_changed(probe: &mut impl LeaseProbe, max: Duration) -> bool {
             changed = watch.changed() => {
                 if changed.is_err() {
                     return poll_until_changed(probe, deadline.saturating_duration_since(monotonic_now())).await;
+                }
+                if probe.events_are_changes() {
+                    return true;
                 }
             }
             () = tokio::time::sleep_until(wake.into()) => {

@@ -28,6 +28,8 @@ impl FileWatch {
     }
 
     /// Wakes on any change of `path`: written, its attributes changed, deleted or moved.
+    /// Opening it for writing and closing it without writing does not wake (a contender
+    /// that opens a lease file read-write and finds the lock held changes nothing).
     ///
     /// # Errors
     ///
@@ -69,11 +71,8 @@ mod sys {
 
     use tokio::io::unix::AsyncFd;
 
-    pub(super) const CHANGES: u32 = libc::IN_MODIFY
-        | libc::IN_ATTRIB
-        | libc::IN_CLOSE_WRITE
-        | libc::IN_DELETE_SELF
-        | libc::IN_MOVE_SELF;
+    pub(super) const CHANGES: u32 =
+        libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF;
     pub(super) const CLOSED_FOR_WRITING: u32 = libc::IN_CLOSE_WRITE | libc::IN_DELETE_SELF;
 
     #[derive(Debug)]
@@ -222,6 +221,11 @@ mod tests {
         let mut watch = FileWatch::new().unwrap();
         watch.changes_of(&path).unwrap();
         assert!(stays_asleep(&mut watch).await);
+        drop(std::fs::OpenOptions::new().write(true).open(&path).unwrap());
+        assert!(
+            stays_asleep(&mut watch).await,
+            "opened for writing, nothing written"
+        );
         std::fs::write(&path, b"x").unwrap();
         assert!(wakes(&mut watch).await);
         assert!(stays_asleep(&mut watch).await, "the events were drained");
