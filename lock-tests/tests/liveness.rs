@@ -20,8 +20,8 @@ use support::{Report, Store};
 /// A TTL no test waits out: a takeover in these tests is one by the holder's death.
 const LONG_TTL: Duration = Duration::from_secs(30);
 const PATIENCE: Duration = Duration::from_secs(20);
-/// The bound the issue sets on a takeover after a holder's death, for the median round.
-const TAKEOVER_P50: Duration = Duration::from_millis(100);
+/// The bound the issue sets on a takeover after a holder's death, for nine rounds in ten.
+const TAKEOVER_P90: Duration = Duration::from_millis(100);
 /// Every round's bound: far below the 30 s TTL, so that no round can pass by expiry, with
 /// room for a loaded 2-core machine running the whole suite.
 const TAKEOVER_MAX: Duration = Duration::from_secs(2);
@@ -81,10 +81,14 @@ async fn a_killed_holder_is_taken_over_at_once(store: Store) {
         assert_eq!(child.exit_code(PATIENCE).await, None, "killed by a signal");
     }
     took.sort();
-    let (p50, max) = (percentile(&took, 50), took[ROUNDS - 1]);
+    let (p50, p90, max) = (
+        percentile(&took, 50),
+        percentile(&took, 90),
+        took[ROUNDS - 1],
+    );
     assert!(
-        p50 <= TAKEOVER_P50,
-        "median takeover {p50:?} after the kill (all: {took:?})"
+        p90 <= TAKEOVER_P90,
+        "takeover after the kill, 90th percentile {p90:?} (all: {took:?})"
     );
     assert!(
         max <= TAKEOVER_MAX,
@@ -101,6 +105,7 @@ async fn a_killed_holder_is_taken_over_at_once(store: Store) {
         .field("processes", ROUNDS + 1)
         .field("faults", ROUNDS)
         .field("takeover_p50_us", p50.as_micros())
+        .field("takeover_p90_us", p90.as_micros())
         .field("takeover_max_us", max.as_micros())
         .history(&summary)
         .emit();
