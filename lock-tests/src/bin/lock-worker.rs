@@ -12,7 +12,8 @@
 //! - `lost-in-work <steps> <last step ns>`: the work's own `is_held()` check found the lease
 //!   gone before `with_lock` cancelled it (a fallback the tests expect never to fire).
 //! - `summary <json>`: `cycles` finished; counts of cycles and errors by kind.
-//! - `waiting`: `wait` found the lock held (one `try_lock`) and is about to call `lock()`;
+//! - `waiting`: `wait` found the lock held (one `try_lock`, then a 300 ms `lock()`) and is
+//!   about to call `lock()` for `--wait-ms`;
 //!   then `timed-out <cpu µs>` when its wait ran out, or `acquired <fence>` (released at
 //!   once); `<cpu µs>`: the CPU time (user + system) the process used while it waited.
 //! - `error <kind> <message>`: an error ended the worker. `<kind>` is the [`LockError`]
@@ -220,6 +221,20 @@ async fn wait(args: WaitArgs) -> i32 {
             };
         }
         Ok(None) => {}
+        Err(e) => return fail_lock(&e),
+    }
+    // A short wait first, so that what is measured is waiting in the steady state, not the
+    // first use of what a wait needs (its statements prepared, a blocking thread started).
+    let warm_up = opts.clone().with_wait(Duration::from_millis(300));
+    match locker.lock(args_common.name.as_str(), &warm_up).await {
+        Err(LockError::Timeout { .. }) => {}
+        Ok(guard) => {
+            say(&format!("acquired {}", guard.fence()));
+            return match guard.release().await {
+                Ok(_) => 0,
+                Err(e) => fail_lock(&e),
+            };
+        }
         Err(e) => return fail_lock(&e),
     }
     say("waiting");
