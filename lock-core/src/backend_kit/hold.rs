@@ -360,6 +360,7 @@ mod tests {
         let path = hold.path();
         drop(hold);
         assert!(!path.exists(), "the last user deletes the hold file");
+        assert!(!dir.exists(), "and the directory it emptied");
         assert!(matches!(
             probe(&dir, &stamp, owner, &host()),
             Holder::Unknown
@@ -386,6 +387,7 @@ mod tests {
         assert!(matches!(probe(&dir, &stamp, owner, &host()), Holder::Alive));
         gone.finish();
         assert!(!path.exists());
+        fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(
             probe(&dir, &stamp, owner, &host()),
             Holder::Unknown
@@ -420,5 +422,9 @@ mod tests {
             assert!(matches!(probe(&dir, bad, owner, &host()), Holder::Unknown));
         }
         drop(hold);
+        assert!(
+            !dir.exists(),
+            "the last hold's drop removes the emptied directory"
+        );
     }
 }
