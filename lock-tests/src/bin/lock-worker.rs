@@ -12,6 +12,7 @@
 //! - `lost-in-work <steps> <last step ns>`: the work's own `is_held()` check found the lease
 //!   gone before `with_lock` cancelled it (a fallback the tests expect never to fire).
 //! - `summary <json>`: `cycles` finished; counts of cycles and errors by kind.
+//! - `leading <fence>`: `lead` won its election's campaign.
 //! - `waiting`: `wait` found the lock held (one `try_lock`, then a 300 ms `lock()`) and is
 //!   about to call `lock()` for `--wait-ms`;
 //!   then `timed-out <cpu µs>` when its wait ran out, or `acquired <fence>` (released at
@@ -57,6 +58,9 @@ enum Mode {
     Cycles(CycleArgs),
     /// Wait for the lock with `Locker::lock` for `--wait-ms`; say what it cost.
     Wait(WaitArgs),
+    /// Campaign in an `Election` on the name; say `leading <fence>` once leading, then lead
+    /// until killed or until stdin closes (then resign).
+    Lead(Common),
 }
 
 #[derive(Args)]
@@ -120,6 +124,7 @@ fn main() {
                     Mode::Hold(args) => hold(args).await,
                     Mode::Cycles(args) => cycles(args).await,
                     Mode::Wait(args) => wait(args).await,
+                    Mode::Lead(args) => lead(args).await,
                 }
             });
             runtime.shutdown_background();
@@ -198,6 +203,31 @@ enum Ended {
     LostInWork,
     /// Writing the history failed.
     History(std::io::Error),
+}
+
+async fn lead(args: Common) -> i32 {
+    let locker = match leaselock::connect(&args.url).await {
+        Ok(backend) => Locker::new(backend),
+        Err(e) => return fail_lock(&e),
+    };
+    let opts = LockOptions::default()
+        .with_ttl(Duration::from_millis(args.ttl_ms))
+        .with_label(&args.id);
+    let election = match leaselock::Election::new(locker, args.name.as_str(), opts) {
+        Ok(election) => election,
+        Err(e) => return fail_lock(&e),
+    };
+    let leadership = match election.campaign().await {
+        Ok(leadership) => leadership,
+        Err(e) => return fail_lock(&e),
+    };
+    say(&format!("leading {}", leadership.fence()));
+    let mut stdin = stdin_lines();
+    while stdin.recv().await.is_some() {}
+    match leadership.resign().await {
+        Ok(_) => 0,
+        Err(e) => fail_lock(&e),
+    }
 }
 
 async fn wait(args: WaitArgs) -> i32 {
