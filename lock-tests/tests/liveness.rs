@@ -36,7 +36,9 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 async fn a_killed_holder_is_taken_over_at_once(store: Store) {
     const ROUNDS: usize = 50;
     let name = store.name("killed");
-    let locker = Locker::new(store.backend().await);
+    let lock = LockName::new(&name).unwrap();
+    let backend = store.backend().await;
+    let locker = Locker::new(Arc::clone(&backend));
     let opts = LockOptions::default()
         .with_ttl(LONG_TTL)
         .with_wait(PATIENCE)
@@ -70,6 +72,13 @@ async fn a_killed_holder_is_taken_over_at_once(store: Store) {
             guard.fence() > child_fence,
             "round {round}: fence {} after {child_fence}",
             guard.fence()
+        );
+        // `inspect` (and so `lockctl status`) shows the new holder.
+        let info = backend.inspect(&lock).await.unwrap().expect("held");
+        assert_eq!(
+            (info.label.as_str(), info.fence, info.pid),
+            ("waiter", guard.fence(), std::process::id()),
+            "round {round}"
         );
         assert!(
             history
