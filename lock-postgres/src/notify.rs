@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use lock_core::LockName;
 use lock_core::backend_kit::time::deadline_in;
-use lock_core::backend_kit::{BackgroundTask, Backoff, ReleaseLog, jitter};
+use lock_core::backend_kit::{BackgroundTask, Backoff, ReleaseLog, jitter, listening};
 use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgNotification};
 use tokio::sync::{mpsc, watch};
@@ -117,23 +117,8 @@ impl Notifier {
         let deadline = Instant::from_std(deadline_in(max));
         self.ensure_running();
         let mut live = self.live.subscribe();
-        let mut was_down = false;
         loop {
-            if !*live.borrow_and_update() {
-                was_down = true;
-                let fallback = Instant::now() + jitter(poll);
-                tokio::select! {
-                    () = tokio::time::sleep_until(fallback.min(deadline)) => return,
-                    changed = live.changed() => {
-                        if changed.is_err() {
-                            tokio::time::sleep_until(fallback.min(deadline)).await;
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-            if was_down {
+            if !listening(&mut live, deadline, poll).await {
                 return;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());

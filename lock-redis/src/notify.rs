@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lock_core::backend_kit::time::{deadline_in, monotonic_now};
-use lock_core::backend_kit::{BackgroundTask, Backoff, jitter};
+use lock_core::backend_kit::{BackgroundTask, Backoff, listening};
 use lock_core::{LockError, LockName};
 use tokio::sync::{oneshot, watch};
 use url::Url;
@@ -382,23 +382,8 @@ impl Notifier {
         let deadline = tokio::time::Instant::from_std(deadline_in(max));
         self.ensure_running();
         let mut live = self.live.subscribe();
-        let mut was_down = false;
         loop {
-            if !*live.borrow_and_update() {
-                was_down = true;
-                let fallback = tokio::time::Instant::now() + jitter(poll);
-                tokio::select! {
-                    () = tokio::time::sleep_until(fallback.min(deadline)) => return,
-                    changed = live.changed() => {
-                        if changed.is_err() {
-                            tokio::time::sleep_until(fallback.min(deadline)).await;
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-            if was_down {
+            if !listening(&mut live, deadline, poll).await {
                 return;
             }
             let now = monotonic_now();

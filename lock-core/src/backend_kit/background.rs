@@ -64,6 +64,34 @@ impl Drop for BackgroundTask {
     }
 }
 
+/// For a waiter whose notifications come through a background connection whose state
+/// `live` reports (`true` while it listens): `true` when it is up, and was up from the
+/// start of this call, so the caller can wait for notifications. While it is down, waits
+/// for it to come back or a jittered `poll` interval (at most until `deadline`), and
+/// returns `false`: the caller should return and look at the store, since a release may
+/// have gone unheard.
+pub async fn listening(
+    live: &mut tokio::sync::watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+    poll: std::time::Duration,
+) -> bool {
+    let mut was_down = false;
+    while !*live.borrow_and_update() {
+        was_down = true;
+        let fallback = (tokio::time::Instant::now() + super::jitter(poll)).min(deadline);
+        tokio::select! {
+            () = tokio::time::sleep_until(fallback) => return false,
+            changed = live.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep_until(fallback).await;
+                    return false;
+                }
+            }
+        }
+    }
+    !was_down
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub mod time;
 mod watch;
 
 pub use async_trait::async_trait;
-pub use background::BackgroundTask;
+pub use background::{BackgroundTask, listening};
 pub use backoff::{Backoff, jitter};
 pub use driver::{Connecting, Driver, scheme_of};
 pub use redact::redact_url;
