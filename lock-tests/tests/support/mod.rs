@@ -22,21 +22,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 macro_rules! per_backend {
     ($module:ident, $body:ident) => {
         mod $module {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn file() {
-                super::$body($crate::support::Store::new(::lock_testkit::Backend::File)).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body($crate::support::Store::new(::lock_testkit::Backend::Sqlite)).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_sqlx() {
-                super::$body($crate::support::Store::new(
-                    ::lock_testkit::Backend::SqliteSqlx,
-                ))
-                .await;
-            }
+            $crate::single_host_tests!($body);
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() {
                 super::$body($crate::support::Store::new(::lock_testkit::Backend::Redis)).await;
@@ -59,27 +45,36 @@ macro_rules! per_backend {
     };
 }
 
+/// One `#[tokio::test]` per single-host store (a lock directory, SQLite through both
+/// drivers), named after it; for [`per_backend!`] and [`per_single_host_backend!`].
+#[macro_export]
+macro_rules! single_host_tests {
+    ($body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn file() {
+            super::$body($crate::support::Store::new(::lock_testkit::Backend::File)).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sqlite() {
+            super::$body($crate::support::Store::new(::lock_testkit::Backend::Sqlite)).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sqlite_sqlx() {
+            super::$body($crate::support::Store::new(
+                ::lock_testkit::Backend::SqliteSqlx,
+            ))
+            .await;
+        }
+    };
+}
+
 /// As [`per_backend!`], for the stores whose processes all run on one host (a lock
 /// directory, SQLite through both drivers).
 #[macro_export]
 macro_rules! per_single_host_backend {
     ($module:ident, $body:ident) => {
         mod $module {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn file() {
-                super::$body($crate::support::Store::new(::lock_testkit::Backend::File)).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body($crate::support::Store::new(::lock_testkit::Backend::Sqlite)).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_sqlx() {
-                super::$body($crate::support::Store::new(
-                    ::lock_testkit::Backend::SqliteSqlx,
-                ))
-                .await;
-            }
+            $crate::single_host_tests!($body);
         }
     };
 }
