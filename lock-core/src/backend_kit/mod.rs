@@ -31,6 +31,7 @@ pub mod permits;
 mod redact;
 mod release_log;
 pub mod time;
+mod turn;
 mod watch;
 
 pub use async_trait::async_trait;
@@ -39,6 +40,7 @@ pub use backoff::{Backoff, jitter};
 pub use driver::{Connecting, Driver, scheme_of};
 pub use redact::redact_url;
 pub use release_log::{Closely, LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK};
+pub use turn::TURN_CHECK;
 pub use watch::FileWatch;
 
 pub use crate::holder::host_name;

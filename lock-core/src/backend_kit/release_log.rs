@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use tokio::sync::Notify;
 
 use super::backoff::jitter;
 use super::time::{deadline_in, monotonic_now};
+use super::turn::{TURN_CHECK, TURN_LINGER, WaitTurn};
 use crate::name::LockName;
 
 /// How long a release is remembered: far longer than any gap between a waiter's failed
@@ -49,6 +51,14 @@ pub struct ReleaseLog {
     notify: Notify,
     /// Names a waiter of this process is polling the store for (one poller per name).
     polled: Mutex<HashSet<String>>,
+    /// The turns among waiting processes (see [`LeaseProbe::turn_file`]) that this process
+    /// led when its wait returned, kept until its next attempt for the name, by name, with
+    /// the number that tells one keeping from the next.
+    kept: Arc<Mutex<HashMap<String, (u64, WaitTurn)>>>,
+    keepings: AtomicU64,
+    /// Names whose head of the waiting processes this process found not acting (a stopped
+    /// process that keeps its turn): until this process can lead, it watches without a turn.
+    stuck_heads: Mutex<HashSet<String>>,
 }
 
 impl ReleaseLog {
@@ -93,6 +103,83 @@ impl ReleaseLog {
         self.notify.notify_waiters();
     }
 
+    /// Tells the log that this process just tried to acquire `name`. After a wait that
+    /// returned because the lease may have changed hands, this process keeps its turn among
+    /// the waiting processes (see [`LeaseProbe::turn_file`]) until it has tried: when it got
+    /// the lease, the turn passes to the next waiting process, which then finds the lease
+    /// held and sleeps; when it did not, it keeps the turn for its next wait. A backend whose
+    /// probe names a turn file calls this after each acquire attempt.
+    pub fn attempted(&self, name: &LockName, acquired: bool) {
+        if !acquired {
+            return;
+        }
+        let left = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name.as_str());
+        if let Some(left) = left {
+            // Passed on once the caller has its lease: closing the beacon wakes every other
+            // waiting process (all but one go back to sleep), which is not the caller's wait.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(async move { drop(left) })),
+                Err(_) => drop(left),
+            }
+        }
+    }
+
+    /// Keeps `turn` until this process's next attempt for `name`, or [`TURN_LINGER`] if it
+    /// makes none.
+    fn keep(&self, name: &LockName, turn: WaitTurn) {
+        let keeping = self.keepings.fetch_add(1, Ordering::Relaxed);
+        let name = name.as_str().to_owned();
+        let replaced = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone(), (keeping, turn));
+        drop(replaced);
+        let kept = Arc::clone(&self.kept);
+        tokio::spawn(async move {
+            tokio::time::sleep(TURN_LINGER).await;
+            let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.get(&name).is_some_and(|(k, _)| *k == keeping) {
+                let left = kept.remove(&name);
+                drop(kept);
+                drop(left);
+            }
+        });
+    }
+
+    /// Whether this process found the head of the waiters for `name` not acting.
+    fn head_stuck(&self, name: &LockName) -> bool {
+        self.stuck_heads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name.as_str())
+    }
+
+    fn set_head_stuck(&self, name: &LockName, stuck: bool) {
+        let mut stuck_heads = self
+            .stuck_heads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if stuck {
+            stuck_heads.insert(name.as_str().to_owned());
+        } else {
+            stuck_heads.remove(name.as_str());
+        }
+    }
+
+    /// The turn this process kept for `name`, if any.
+    fn take_kept(&self, name: &LockName) -> Option<WaitTurn> {
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name.as_str())
+            .map(|(_, turn)| turn)
+    }
+
     /// Whether `name` was released at or after `since`.
     pub fn released_since(&self, name: &LockName, since: Instant) -> bool {
         self.recent
@@ -132,7 +219,9 @@ impl ReleaseLog {
     ///
     /// However many tasks of this process wait for one name, one of them polls: when it
     /// sees a change it wakes the others as a release would. The others check every
-    /// [`TAKEOVER_CHECK`] whether the poller left, and one of them takes over.
+    /// [`TAKEOVER_CHECK`] whether the poller left, and one of them takes over. Where the
+    /// probe names a [turn file](LeaseProbe::turn_file), the same holds across processes:
+    /// one waiting process at a time watches the lease, and a release wakes it alone.
     ///
     /// Where the probe names [files to watch](LeaseProbe::watched_files) and the platform
     /// has inotify, the waiter sleeps in the kernel instead of polling: it wakes when a
@@ -150,14 +239,23 @@ impl ReleaseLog {
         let deadline = deadline_in(max);
         loop {
             let left = deadline.saturating_duration_since(monotonic_now());
-            if let Some(_turn) = self.poll_turn(name) {
+            if let Some(_polling) = self.poll_turn(name) {
+                let kept = self.take_kept(name);
+                let was_stuck = self.head_stuck(name);
+                let mut stuck = was_stuck;
                 tokio::select! {
                     () = self.wait(name, since, left) => {}
-                    changed = until_changed(&mut probe, left) => {
+                    (changed, turn) = until_changed(&mut probe, left, kept, &mut stuck) => {
                         if changed {
                             self.record(name);
+                            if let Some(turn) = turn {
+                                self.keep(name, turn);
+                            }
                         }
                     }
+                }
+                if stuck != was_stuck {
+                    self.set_head_stuck(name, stuck);
                 }
                 return;
             }
@@ -210,6 +308,14 @@ pub trait LeaseProbe: Send {
     /// The default, none, makes waiters poll.
     fn watched_files(&mut self) -> Vec<PathBuf> {
         Vec::new()
+    }
+
+    /// The file the processes waiting for this name take turns on, so that one of them at a
+    /// time watches the lease and a release wakes one process, not all (see
+    /// [`attempted`](ReleaseLog::attempted)). Its directory must exist. The default, none,
+    /// has every waiting process watch.
+    fn turn_file(&mut self) -> Option<PathBuf> {
+        None
     }
 
     /// Whether every event on the watched files means the lease may have changed hands, so
@@ -265,15 +371,140 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Sleeps in the kernel until the lease is seen changed (`true`) or `max` has passed
 /// (`false`); polls where the probe has no files to watch or inotify is not available.
-async fn until_changed(probe: &mut impl LeaseProbe, max: Duration) -> bool {
+///
+/// Where the probe names a turn file, it first waits for its turn among the waiting
+/// processes (starting from `kept`, the turn this process kept from its last wait). When it
+/// returns `true` as the head, it returns the turn too, to keep until its attempt.
+/// `head_stuck` says (and is updated to say) whether this process found the head not acting:
+/// then, unless it can lead, it watches without waiting for its turn, as every process did
+/// before turns, until the head leaves.
+async fn until_changed(
+    probe: &mut impl LeaseProbe,
+    max: Duration,
+    kept: Option<WaitTurn>,
+    head_stuck: &mut bool,
+) -> (bool, Option<WaitTurn>) {
     let files = probe.watched_files();
     if files.is_empty() {
-        return poll_until_changed(probe, max).await;
+        return (poll_until_changed(probe, max).await, None);
     }
-    let Some(mut watch) = watch_all(&files) else {
-        return poll_until_changed(probe, max).await;
-    };
     let deadline = deadline_in(max);
+    let mut turn = kept.or_else(|| {
+        probe
+            .turn_file()
+            .and_then(|path| WaitTurn::open(&path).ok())
+    });
+    if let Some(turn) = turn.as_mut() {
+        if turn.lead() {
+            *head_stuck = false;
+        } else if !*head_stuck {
+            match wait_for_turn(probe, turn, &files, deadline).await {
+                TurnWait::Lead => {}
+                TurnWait::Look => {
+                    *head_stuck = true;
+                    return (true, None);
+                }
+                TurnWait::Deadline => return (false, None),
+            }
+        }
+    }
+    let changed = watch_until_changed(probe, &files, deadline).await;
+    (changed, turn.filter(|_| changed))
+}
+
+/// How [`wait_for_turn`] ended.
+enum TurnWait {
+    /// This process leads (or cannot tell, and watches as if it did).
+    Lead,
+    /// The head has not acted and the lease is free or its holder gone: try for it.
+    Look,
+    /// Nothing happened before the deadline.
+    Deadline,
+}
+
+/// When a waiter that is not the head first looks at the lease even though none of the
+/// watched files changed: to learn when it expires, in case both its holder (dead or
+/// stopped, so the files do not change) and the head (stopped) fail to act.
+const FIRST_TURN_LOOK: Duration = Duration::from_secs(15);
+
+/// Waits until this process is the head of the waiters (see [`WaitTurn`]): sleeps in the
+/// kernel until the head leaves. Every [`TURN_CHECK`] (jittered) it checks on the head: it
+/// looks at the lease itself (as the head would) only when one of the watched `files`
+/// changed, or [`FIRST_TURN_LOOK`] into the wait, or once the earliest expiry it saw has
+/// passed (a `stat` per file otherwise), so that waiting stays free while nothing happens.
+async fn wait_for_turn(
+    probe: &mut impl LeaseProbe,
+    turn: &mut WaitTurn,
+    files: &[PathBuf],
+    deadline: Instant,
+) -> TurnWait {
+    if turn.lead() {
+        return TurnWait::Lead;
+    }
+    let Ok(mut watch) = super::FileWatch::new() else {
+        return TurnWait::Lead;
+    };
+    if watch.closed_for_writing(turn.path()).is_err() {
+        return TurnWait::Lead;
+    }
+    let mut stamps = file_stamps(files);
+    let mut look_at = Some(monotonic_now() + FIRST_TURN_LOOK);
+    loop {
+        // Tried again once the watch is armed: a head that left before is seen here.
+        if turn.lead() {
+            return TurnWait::Lead;
+        }
+        let check = (monotonic_now() + jitter(TURN_CHECK)).min(deadline);
+        tokio::select! {
+            woke = watch.changed() => {
+                if woke.is_err() {
+                    return TurnWait::Lead;
+                }
+            }
+            () = tokio::time::sleep_until(check.into()) => {
+                if check >= deadline {
+                    return TurnWait::Deadline;
+                }
+                let now = file_stamps(files);
+                let due = look_at.is_some_and(|at| monotonic_now() >= at);
+                if now == stamps && !due {
+                    continue;
+                }
+                stamps = now;
+                let closely = probe.look_closely().await;
+                if closely.holder_gone || matches!(closely.seen, Seen::Free) {
+                    return TurnWait::Look;
+                }
+                look_at = closely.expires_in.map(|left| monotonic_now() + left);
+            }
+        }
+    }
+}
+
+/// What tells a file's change without reading it: its length and modification time.
+fn file_stamps(files: &[PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    files
+        .iter()
+        .map(|file| {
+            let meta = std::fs::metadata(file).ok()?;
+            Some((meta.len(), meta.modified().ok()?))
+        })
+        .collect()
+}
+
+/// Sleeps in the kernel on `files`, the live holders' hold files and the earliest expiry
+/// until the lease is seen changed (`true`) or `deadline` passes (`false`); polls if the
+/// files cannot be watched.
+async fn watch_until_changed(
+    probe: &mut impl LeaseProbe,
+    files: &[PathBuf],
+    deadline: Instant,
+) -> bool {
+    let Some(mut watch) = watch_all(files) else {
+        return poll_until_changed(probe, deadline.saturating_duration_since(monotonic_now()))
+            .await;
+    };
+    let max = deadline.saturating_duration_since(monotonic_now());
     let mut first: Option<Seen<_>> = None;
     let mut watched_holds: Vec<PathBuf> = Vec::new();
     loop {
@@ -573,6 +804,158 @@ mod tests {
         short.await.unwrap();
         let waited = long.await.unwrap();
         assert!(waited < Duration::from_millis(500), "took over: {waited:?}");
+    }
+
+    /// A lease that stays as `seen`, whose changes show in `file`, with waiting processes
+    /// taking turns on `turn`.
+    #[cfg(target_os = "linux")]
+    struct Watched {
+        file: PathBuf,
+        turn: PathBuf,
+        seen: Seen<u32>,
+    }
+
+    #[cfg(target_os = "linux")]
+    impl LeaseProbe for Watched {
+        type Holder = u32;
+
+        fn look(&mut self) -> impl Future<Output = Seen<u32>> + Send {
+            std::future::ready(self.seen.clone())
+        }
+
+        fn watched_files(&mut self) -> Vec<PathBuf> {
+            vec![self.file.clone()]
+        }
+
+        fn turn_file(&mut self) -> Option<PathBuf> {
+            Some(self.turn.clone())
+        }
+
+        fn events_are_changes(&self) -> bool {
+            true
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn watched_dir() -> (PathBuf, Watched) {
+        let dir = std::env::temp_dir().join(format!(
+            "lock-core-turns-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("wake");
+        std::fs::write(&file, b"").unwrap();
+        let probe = Watched {
+            file,
+            turn: dir.join("turn"),
+            seen: Seen::Held(1),
+        };
+        (dir, probe)
+    }
+
+    /// Several processes (one log each) wait for one name: a change of the watched file
+    /// wakes one of them, the head. When the head acquires (or, failing that, after
+    /// `TURN_LINGER`), the next one leads and the next change wakes it alone.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_change_wakes_one_waiting_process_and_the_turn_passes_on() {
+        const PROCESSES: usize = 4;
+        let (dir, probe) = watched_dir();
+        let name = LockName::new("a").unwrap();
+        let (woke_tx, mut woke) = tokio::sync::mpsc::unbounded_channel();
+        let logs: Vec<Arc<ReleaseLog>> = (0..PROCESSES).map(|_| Arc::default()).collect();
+        let start = monotonic_now();
+        for (i, log) in logs.iter().enumerate() {
+            let (log, name, woke_tx) = (Arc::clone(log), name.clone(), woke_tx.clone());
+            let probe = Watched {
+                file: probe.file.clone(),
+                turn: probe.turn.clone(),
+                seen: Seen::Held(1),
+            };
+            tokio::spawn(async move {
+                log.wait_or_poll(&name, start, Duration::from_secs(60), probe)
+                    .await;
+                woke_tx.send(i).unwrap();
+            });
+        }
+        let mut order = Vec::new();
+        for round in 0..PROCESSES {
+            // Changes until one wakes (a waiter may not be watching yet at the first).
+            let head = loop {
+                std::fs::write(&probe.file, b"x").unwrap();
+                match tokio::time::timeout(Duration::from_millis(50), woke.recv()).await {
+                    Ok(woken) => break woken.unwrap(),
+                    Err(_) => assert!(start.elapsed() < Duration::from_secs(30), "none woke"),
+                }
+            };
+            // The others sleep through more changes (made well within the head's
+            // TURN_LINGER).
+            for _ in 0..3 {
+                std::fs::write(&probe.file, b"x").unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                woke.try_recv().is_err(),
+                "round {round}: a second process woke"
+            );
+            order.push(head);
+            // Half the heads acquire; the others make no attempt and their turn lapses.
+            if round % 2 == 0 {
+                logs[head].attempted(&name, true);
+            }
+        }
+        order.sort_unstable();
+        assert_eq!(order, (0..PROCESSES).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A process that leads the waiters but stops acting (here: a turn held and never
+    /// given up) delays the others by at most `TURN_CHECK`: they look at the lease
+    /// themselves and try for it when it is free.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn waiting_processes_work_around_a_head_that_stopped_acting() {
+        let (dir, mut probe) = watched_dir();
+        let mut stopped = WaitTurn::open(&probe.turn).unwrap();
+        assert!(stopped.lead());
+        probe.seen = Seen::Free;
+        let (file, turn) = (probe.file.clone(), probe.turn.clone());
+        let log = Arc::new(ReleaseLog::new());
+        let name = LockName::new("a").unwrap();
+        let wait = |probe: Watched| {
+            let (log, name) = (Arc::clone(&log), name.clone());
+            tokio::spawn(async move {
+                let start = monotonic_now();
+                log.wait_or_poll(&name, start, Duration::from_secs(60), probe)
+                    .await;
+                start.elapsed()
+            })
+        };
+        let waiter = wait(probe);
+        // Changes wake the head only; a waiter that is not the head sees this one at its
+        // next check on the head.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&file, b"x").unwrap();
+        let waited = waiter.await.unwrap();
+        assert!(
+            waited >= TURN_CHECK / 2,
+            "a change woke a waiter that is not the head: {waited:?}"
+        );
+        assert!(waited < TURN_CHECK * 5, "{waited:?}");
+        // From then on, while the stopped head keeps its turn, this process watches without
+        // one: the next change wakes it at once.
+        let waiter = wait(Watched {
+            file: file.clone(),
+            turn,
+            seen: Seen::Held(1),
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&file, b"x").unwrap();
+        let waited = waiter.await.unwrap();
+        assert!(waited < TURN_CHECK / 2, "{waited:?}");
+        drop(stopped);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
