@@ -84,18 +84,23 @@ mod sys {
     impl Drop for Watch {
         /// Closing an inotify instance that has watches waits for the kernel's SRCU grace
         /// period (`fsnotify_destroy_group`): measured 0.1 to 16 ms here, which a waiter would
-        /// otherwise add to every hand-off. So the descriptor is deregistered here and closed
-        /// on Tokio's blocking pool.
+        /// otherwise add to every hand-off. So the descriptor is closed on Tokio's blocking
+        /// pool, and even deregistering it (a system call, and waking a pool thread) waits
+        /// until the task that dropped it yields: a waiter woken by a release makes its
+        /// acquire attempt first.
         fn drop(&mut self) {
             let Some(fd) = self.fd.take() else {
                 return;
             };
-            let owned = fd.into_inner();
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    drop(runtime.spawn_blocking(move || drop(owned)));
+                    let closing = runtime.clone();
+                    drop(runtime.spawn(async move {
+                        let owned = fd.into_inner();
+                        drop(closing.spawn_blocking(move || drop(owned)));
+                    }));
                 }
-                Err(_) => drop(owned),
+                Err(_) => drop(fd.into_inner()),
             }
         }
     }
