@@ -205,7 +205,7 @@ impl LockBackend for FileBackend {
         validate_ttl(ttl)?;
         validate_limit(limit)?;
         let span = tracing::debug_span!("try_acquire", lock = %name, limit);
-        async {
+        let acquired = async {
             let sent = monotonic_now();
             // Taken before the file's lock: the first time, it creates a file.
             let hold = self.dir.hold().cloned();
@@ -268,7 +268,11 @@ impl LockBackend for FileBackend {
             Ok(lease)
         }
         .instrument(span)
-        .await
+        .await;
+        self.dir
+            .changes()
+            .attempted(name, matches!(acquired, Ok(Some(_))));
+        acquired
     }
 
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {

@@ -108,6 +108,14 @@ impl LeaseProbe for PeekFile {
         }
     }
 
+    /// `<lease file name>.turn` in the hold directory (which the first acquisition in the
+    /// directory made; until then, every waiter watches).
+    fn turn_file(&mut self) -> Option<PathBuf> {
+        let mut turn = self.path.file_name()?.to_owned();
+        turn.push(".turn");
+        Some(self.holds.join(turn))
+    }
+
     /// As [`look`](Self::look), with the live holders' hold files, whether one of their
     /// processes is gone (probed as a contender would; the probe's lock on a dead hold is
     /// dropped at once, for the contender that takes the lease over), and when the

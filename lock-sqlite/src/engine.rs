@@ -111,6 +111,11 @@ impl Holds {
     fn wake_file(&self, name: &LockName) -> std::path::PathBuf {
         self.dir.join(format!("{:016x}.wake", fnv1a(name.as_str())))
     }
+
+    /// The file the processes waiting for `name` take turns on (one watches at a time).
+    fn turn_file(&self, name: &LockName) -> std::path::PathBuf {
+        self.dir.join(format!("{:016x}.turn", fnv1a(name.as_str())))
+    }
 }
 
 /// FNV-1a, 64 bits: a stable short file name for a lock name (a collision only wakes a
@@ -309,7 +314,7 @@ impl<D: Driver> Engine<D> {
             limit,
             hold: stamp.as_deref(),
         };
-        async {
+        let acquired = async {
             match self.run(&op).await? {
                 Some(lease) => Ok(Some(lease)),
                 None => match holds {
@@ -319,7 +324,10 @@ impl<D: Driver> Engine<D> {
             }
         }
         .instrument(tracing::debug_span!("try_acquire", lock = %name, limit))
-        .await
+        .await;
+        self.released
+            .attempted(name, matches!(acquired, Ok(Some(_))));
+        acquired
     }
 
     /// This process's hold on the database, taken at the first call.
@@ -529,6 +537,10 @@ impl<D: Driver> LeaseProbe for PeekRow<'_, D> {
                 .open(&wake)
                 .is_ok();
         if made { vec![wake] } else { Vec::new() }
+    }
+
+    fn turn_file(&mut self) -> Option<std::path::PathBuf> {
+        self.holds.map(|holds| holds.turn_file(self.name))
     }
 
     /// The wake file is written only by releases, and hold files are watched for their
