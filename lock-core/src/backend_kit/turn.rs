@@ -13,7 +13,7 @@
 //!
 //! Turns only decide who is woken, never who holds a lease: two heads at once (a turn file
 //! deleted and made again) cost an extra attempt, nothing more. A head that stops acting (a
-//! stopped process) is worked around: every 1-2 s ([`TURN_CHECK`]) the others check whether
+//! stopped process) is worked around: every 2.5-5 s ([`TURN_CHECK`]) the others check whether
 //! the lease changed (a `stat` of the watched files, or its expiry passed) and if so look at
 //! it, and try for it when it is free or its holder is gone.
 
@@ -22,9 +22,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How often a waiter that is not the head checks on the lease itself (jittered to 1-2 s), in
+/// How often a waiter that is not the head checks on the lease itself (jittered to 2.5-5 s), in
 /// case the head stopped acting.
-pub const TURN_CHECK: Duration = Duration::from_secs(2);
+pub const TURN_CHECK: Duration = Duration::from_secs(5);
 
 /// How long a head that returned to try for the lease keeps its turn if its process makes no
 /// attempt (`Locker` always tries after a wait; a caller dropped during its attempt does
