@@ -120,9 +120,15 @@ impl ReleaseLog {
             .remove(name.as_str());
         if let Some(left) = left {
             // Passed on once the caller has its lease: closing the beacon wakes every other
-            // waiting process (all but one go back to sleep), which is not the caller's wait.
+            // waiting process (all but one go back to sleep), which must not delay the
+            // caller. The attempt runs in a task of its own (see `Locker`), so a task
+            // spawned here would run before the caller hears back; one that yields first
+            // runs after.
             match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(async move { drop(left) })),
+                Ok(runtime) => drop(runtime.spawn(async move {
+                    tokio::task::yield_now().await;
+                    drop(left);
+                })),
                 Err(_) => drop(left),
             }
         }

@@ -86,8 +86,8 @@ mod sys {
         /// period (`fsnotify_destroy_group`): measured 0.1 to 16 ms here, which a waiter would
         /// otherwise add to every hand-off. So the descriptor is closed on Tokio's blocking
         /// pool, and even deregistering it (a system call, and waking a pool thread) waits
-        /// until the task that dropped it yields: a waiter woken by a release makes its
-        /// acquire attempt first.
+        /// for a task that yields once first: a waiter woken by a release makes its acquire
+        /// attempt, and hears its answer, before.
         fn drop(&mut self) {
             let Some(fd) = self.fd.take() else {
                 return;
@@ -96,6 +96,7 @@ mod sys {
                 Ok(runtime) => {
                     let closing = runtime.clone();
                     drop(runtime.spawn(async move {
+                        tokio::task::yield_now().await;
                         let owned = fd.into_inner();
                         drop(closing.spawn_blocking(move || drop(owned)));
                     }));
