@@ -172,6 +172,19 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
         tokio::time::sleep(max).await;
     }
 
+    /// Lets callers that have waited for `name` longer go first, for at most `max`: called
+    /// by [`Locker::lock`](crate::Locker::lock) (not `try_lock`) before its first attempt.
+    ///
+    /// A backend whose releases can be taken again by the releaser before a woken waiter
+    /// gets to them (a process looping on one name) waits here while a waiter that was
+    /// passed over that way is due, so that processes take the lock in turns
+    /// ([`ReleaseLog::give_way`](crate::backend_kit::ReleaseLog::give_way) implements this
+    /// for single-host stores). It is a hint: returning early is always allowed, and it
+    /// never changes who may hold the lease. The default returns at once.
+    async fn give_way(&self, name: &LockName, max: Duration) {
+        let _ = (name, max);
+    }
+
     /// Live leases whose names start with `prefix` (all of them for `""`), sorted by name
     /// and then fence; every permit of a semaphore is listed.
     ///
@@ -343,6 +356,10 @@ macro_rules! forward_backend {
 
             async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
                 (**self).wait_for_change(name, since, max).await
+            }
+
+            async fn give_way(&self, name: &LockName, max: Duration) {
+                (**self).give_way(name, max).await
             }
 
             async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {

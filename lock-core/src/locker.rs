@@ -136,6 +136,10 @@ impl Locker {
         let mut holder = Holder::current(opts.label.clone());
         let mut backoff = Backoff::new(opts.min_backoff, opts.max_backoff);
         let mut unanswered = Unanswered::default();
+        // Processes that were passed over go first (see `LockBackend::give_way`).
+        self.backend
+            .give_way(name, opts.wait.unwrap_or(Duration::MAX))
+            .await;
         loop {
             let attempted = monotonic_now();
             // A store can take long to answer (SQLite retries a busy database for its whole

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,9 +111,7 @@ impl LeaseProbe for PeekFile {
     /// `<lease file name>.turn` in the hold directory (which the first acquisition in the
     /// directory made; until then, every waiter watches).
     fn turn_file(&mut self) -> Option<PathBuf> {
-        let mut turn = self.path.file_name()?.to_owned();
-        turn.push(".turn");
-        Some(self.holds.join(turn))
+        turn_file(&self.path, &self.holds)
     }
 
     /// As [`look`](Self::look), with the live holders' hold files, whether one of their
@@ -178,4 +176,12 @@ fn seen(state: &State, now: &Now) -> Seen<(OwnerToken, u64)> {
         }
         _ => Seen::Free,
     }
+}
+
+/// The file the processes waiting for the lease in `lease_file` take turns on:
+/// `<lease file name>.turn` in the hold directory `holds`.
+pub(crate) fn turn_file(lease_file: &Path, holds: &Path) -> Option<PathBuf> {
+    let mut turn = lease_file.file_name()?.to_owned();
+    turn.push(".turn");
+    Some(holds.join(turn))
 }

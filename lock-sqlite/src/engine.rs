@@ -493,6 +493,16 @@ impl<D: Driver> Engine<D> {
         self.released.wait_or_poll(name, since, max, probe).await;
     }
 
+    /// Lets a waiting process that was passed over go first (see
+    /// [`ReleaseLog::give_way`]).
+    pub(crate) async fn give_way(&self, name: &LockName, max: Duration) {
+        if let Some(holds) = self.holds() {
+            self.released
+                .give_way(name, &holds.turn_file(name), max)
+                .await;
+        }
+    }
+
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
         self.run(&List { prefix })
             .instrument(tracing::debug_span!("list", prefix))
@@ -662,6 +672,10 @@ macro_rules! forward_lock_backend {
                 max: std::time::Duration,
             ) {
                 self.engine.wait_for_change(name, since, max).await
+            }
+
+            async fn give_way(&self, name: &lock_core::LockName, max: std::time::Duration) {
+                self.engine.give_way(name, max).await
             }
 
             async fn list(&self, prefix: &str) -> lock_core::Result<Vec<lock_core::LeaseInfo>> {

@@ -79,6 +79,9 @@ impl LockBackend for Counting {
     async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
         self.inner.wait_for_change(name, since, max).await;
     }
+    async fn give_way(&self, name: &LockName, max: Duration) {
+        self.inner.give_way(name, max).await;
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>> {
         self.inner.list(prefix).await
     }

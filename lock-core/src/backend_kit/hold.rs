@@ -30,11 +30,12 @@
 //! lease died". On platforms without `flock` every probe answers [`Holder::Unknown`].
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
+use super::private_file;
 use crate::holder::OwnerToken;
 
 /// The suffix of hold file names.
@@ -77,18 +78,18 @@ impl ProcessHold {
         let path = dir.join(&file_name);
         let open = || {
             create_private_dir(dir)?;
-            let mut options = OpenOptions::new();
-            options.read(true).write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options.open(&path)
+            private_file::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
         };
         // Another process may remove the directory, empty, between the two steps: once more.
         let file = match open() {
             Err(error) if error.kind() == io::ErrorKind::NotFound => open()?,
             other => other?,
         };
-        let locked = sys::try_lock(&file).and_then(|()| sys::identity(&file));
+        let locked = private_file::try_lock(&file).and_then(|()| sys::identity(&file));
         match locked {
             Ok((dev, ino)) => Ok(Self {
                 dir: dir.to_owned(),
@@ -252,7 +253,7 @@ pub fn probe(dir: &Path, stamp: &str, owner: OwnerToken, host: &str) -> Holder {
     let Ok(file) = File::open(&path) else {
         return Holder::Unknown;
     };
-    match sys::try_lock(&file) {
+    match private_file::try_lock(&file) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Holder::Alive,
         Err(_) => return Holder::Unknown,
@@ -286,15 +287,6 @@ mod sys {
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
 
-    /// Takes an exclusive `flock` without waiting (`WouldBlock` when another open file
-    /// description has it).
-    pub(super) fn try_lock(file: &File) -> io::Result<()> {
-        File::try_lock(file).map_err(|error| match error {
-            std::fs::TryLockError::WouldBlock => io::ErrorKind::WouldBlock.into(),
-            std::fs::TryLockError::Error(error) => error,
-        })
-    }
-
     pub(super) fn identity(file: &File) -> io::Result<(u64, u64)> {
         let meta = file.metadata()?;
         Ok((meta.dev(), meta.ino()))
@@ -314,10 +306,6 @@ mod sys {
 
     fn unsupported() -> io::Error {
         io::Error::new(io::ErrorKind::Unsupported, "process holds need flock")
-    }
-
-    pub(super) fn try_lock(_: &File) -> io::Result<()> {
-        Err(unsupported())
     }
 
     pub(super) fn identity(_: &File) -> io::Result<(u64, u64)> {
@@ -374,7 +362,7 @@ mod tests {
         // A dead holder's hold: a file that was locked, whose descriptor is now closed.
         let path = dir.join(format!("{:032x}{SUFFIX}", 7));
         let file = File::create(&path).unwrap();
-        sys::try_lock(&file).unwrap();
+        private_file::try_lock(&file).unwrap();
         let (dev, ino) = sys::identity(&file).unwrap();
         let stamp = format_stamp(path.file_name().unwrap().to_str().unwrap(), dev, ino, owner);
         drop(file);

@@ -28,6 +28,7 @@ pub mod fence;
 pub mod hex;
 pub mod hold;
 pub mod permits;
+mod private_file;
 mod redact;
 mod release_log;
 pub mod time;
@@ -39,7 +40,9 @@ pub use background::{BackgroundTask, listening};
 pub use backoff::{Backoff, jitter};
 pub use driver::{Connecting, Driver, scheme_of};
 pub use redact::redact_url;
-pub use release_log::{Closely, LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK};
+pub use release_log::{
+    Closely, GIVE_WAY, LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK,
+};
 pub use turn::TURN_CHECK;
 pub use watch::FileWatch;
 

@@ -2,8 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -11,12 +11,16 @@ use tokio::sync::Notify;
 
 use super::backoff::jitter;
 use super::time::{deadline_in, monotonic_now};
-use super::turn::{TURN_CHECK, TURN_LINGER, WaitTurn};
+use super::turn::{self, TURN_CHECK, TURN_LINGER, WaitTurn};
 use crate::name::LockName;
 
 /// How long a release is remembered: far longer than any gap between a waiter's failed
 /// attempt and its wait.
 const REMEMBER: Duration = Duration::from_secs(10);
+/// How long a process about to wait lets a waiting process that was passed over go first
+/// (see [`ReleaseLog::give_way`]): far longer than a hand-off takes (0.3-2 ms), short enough
+/// that a head that stopped acting costs little.
+pub const GIVE_WAY: Duration = Duration::from_millis(20);
 /// Above this many remembered names, old entries are dropped.
 const PRUNE_ABOVE: usize = 4096;
 
@@ -55,6 +59,9 @@ pub struct ReleaseLog {
     /// led when its wait returned, kept until its next attempt for the name, by name, with
     /// the number that tells one keeping from the next.
     kept: Arc<Mutex<HashMap<String, (u64, WaitTurn)>>>,
+    /// How many turns are kept, so that an attempt when none is (an uncontended
+    /// acquisition) takes no lock.
+    kept_count: Arc<AtomicUsize>,
     keepings: AtomicU64,
     /// Names whose head of the waiting processes this process found not acting (a stopped
     /// process that keeps its turn): until this process can lead, it watches without a turn.
@@ -107,18 +114,24 @@ impl ReleaseLog {
     /// returned because the lease may have changed hands, this process keeps its turn among
     /// the waiting processes (see [`LeaseProbe::turn_file`]) until it has tried: when it got
     /// the lease, the turn passes to the next waiting process, which then finds the lease
-    /// held and sleeps; when it did not, it keeps the turn for its next wait. A backend whose
-    /// probe names a turn file calls this after each acquire attempt.
+    /// held and sleeps; when it did not, it keeps the turn for its next wait, and says it
+    /// was passed over (see [`give_way`](Self::give_way)). A backend whose probe names a turn
+    /// file calls this after each acquire attempt.
     pub fn attempted(&self, name: &LockName, acquired: bool) {
-        if !acquired {
+        if self.kept_count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let left = self
-            .kept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name.as_str());
-        if let Some(left) = left {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if !acquired {
+            if let Some((_, turn)) = kept.get_mut(name.as_str()) {
+                turn.passed_over();
+            }
+            return;
+        }
+        let left = kept.remove(name.as_str());
+        self.kept_count.store(kept.len(), Ordering::Relaxed);
+        drop(kept);
+        if let Some((_, left)) = left {
             // Passed on once the caller has its lease: closing the beacon wakes every other
             // waiting process (all but one go back to sleep), which must not delay the
             // caller. The attempt runs in a task of its own (see `Locker`), so a task
@@ -134,23 +147,79 @@ impl ReleaseLog {
         }
     }
 
+    /// Lets a waiting process that was passed over go first: when the head of the processes
+    /// waiting for `name` (whose turn file is `turn_file`) was woken by a release but found
+    /// the lease taken again before its attempt, waits until it passes its turn on (it got
+    /// the lease, or left), for at most [`GIVE_WAY`] or `max`. Returns at once otherwise
+    /// (one `stat`). A backend calls this from
+    /// [`LockBackend::give_way`](crate::LockBackend::give_way), which `Locker::lock` calls
+    /// before its first attempt, so that processes looping on one name take it in turns.
+    ///
+    /// A head that does not take its turn within [`GIVE_WAY`] is not acting (a stopped
+    /// process): this process stops giving way to it, and watches without waiting for its
+    /// turn, until it can lead.
+    pub async fn give_way(&self, name: &LockName, turn_file: &Path, max: Duration) {
+        self.give_way_for(name, turn_file, GIVE_WAY.min(max)).await;
+    }
+
+    /// As [`give_way`](Self::give_way), with `patience` for [`GIVE_WAY`].
+    async fn give_way_for(&self, name: &LockName, turn_file: &Path, patience: Duration) {
+        if !turn::head_passed_over(turn_file) || self.head_stuck(name) || self.keeps(name) {
+            return;
+        }
+        let Ok(mut watch) = super::FileWatch::new() else {
+            return;
+        };
+        // Looked at again once the watch is armed: a head that left before is seen here.
+        if watch.closed_for_writing(turn_file).is_err() || !turn::head_passed_over(turn_file) {
+            return;
+        }
+        if tokio::time::timeout(patience, watch.changed())
+            .await
+            .is_ok()
+            || patience < GIVE_WAY
+        {
+            return;
+        }
+        // Leading clears what a head killed while passed over left behind; a head that is
+        // there but did not act is not waited for again.
+        if let Ok(mut turn) = WaitTurn::open(turn_file)
+            && !turn.lead()
+        {
+            self.set_head_stuck(name, true);
+        }
+    }
+
+    /// Whether this process keeps its turn for `name` (it is the head).
+    fn keeps(&self, name: &LockName) -> bool {
+        self.kept_count.load(Ordering::Relaxed) > 0
+            && self
+                .kept
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(name.as_str())
+    }
+
     /// Keeps `turn` until this process's next attempt for `name`, or [`TURN_LINGER`] if it
     /// makes none.
     fn keep(&self, name: &LockName, turn: WaitTurn) {
         let keeping = self.keepings.fetch_add(1, Ordering::Relaxed);
         let name = name.as_str().to_owned();
-        let replaced = self
-            .kept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.clone(), (keeping, turn));
+        let replaced = {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            let replaced = kept.insert(name.clone(), (keeping, turn));
+            self.kept_count.store(kept.len(), Ordering::Relaxed);
+            replaced
+        };
         drop(replaced);
         let kept = Arc::clone(&self.kept);
+        let kept_count = Arc::clone(&self.kept_count);
         tokio::spawn(async move {
             tokio::time::sleep(TURN_LINGER).await;
             let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
             if kept.get(&name).is_some_and(|(k, _)| *k == keeping) {
                 let left = kept.remove(&name);
+                kept_count.store(kept.len(), Ordering::Relaxed);
                 drop(kept);
                 drop(left);
             }
@@ -179,11 +248,13 @@ impl ReleaseLog {
 
     /// The turn this process kept for `name`, if any.
     fn take_kept(&self, name: &LockName) -> Option<WaitTurn> {
-        self.kept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name.as_str())
-            .map(|(_, turn)| turn)
+        if self.kept_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = kept.remove(name.as_str());
+        self.kept_count.store(kept.len(), Ordering::Relaxed);
+        taken.map(|(_, turn)| turn)
     }
 
     /// Whether `name` was released at or after `since`.
@@ -961,6 +1032,106 @@ mod tests {
         let waited = waiter.await.unwrap();
         assert!(waited < TURN_CHECK / 2, "{waited:?}");
         drop(stopped);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Makes `log` (one process) the head of the waiters for `name`, woken by a change and
+    /// then passed over: its attempt failed, and it keeps its turn.
+    #[cfg(target_os = "linux")]
+    async fn passed_over_head(log: &ReleaseLog, name: &LockName, probe: &Watched) {
+        let start = monotonic_now();
+        let watching = log.wait_or_poll(
+            name,
+            start,
+            Duration::from_secs(60),
+            Watched {
+                file: probe.file.clone(),
+                turn: probe.turn.clone(),
+                seen: Seen::Held(1),
+            },
+        );
+        tokio::pin!(watching);
+        // Changes until it wakes (it may not be watching yet at the first).
+        loop {
+            std::fs::write(&probe.file, b"x").unwrap();
+            if tokio::time::timeout(Duration::from_millis(50), watching.as_mut())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the head never woke"
+            );
+        }
+        assert!(!turn::head_passed_over(&probe.turn));
+        log.attempted(name, false);
+        assert!(turn::head_passed_over(&probe.turn));
+    }
+
+    /// A process about to wait lets a head that was passed over go first: it waits until
+    /// the head has the lease and passes its turn on.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_process_gives_way_to_a_passed_over_head_until_it_passes_its_turn_on() {
+        let (dir, probe) = watched_dir();
+        let name = LockName::new("a").unwrap();
+        let (head, other) = (Arc::new(ReleaseLog::new()), Arc::new(ReleaseLog::new()));
+        passed_over_head(&head, &name, &probe).await;
+        let giving_way = {
+            let (other, name, turn) = (Arc::clone(&other), name.clone(), probe.turn.clone());
+            tokio::spawn(async move {
+                other
+                    .give_way_for(&name, &turn, Duration::from_secs(60))
+                    .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!giving_way.is_finished(), "it did not wait for the head");
+        head.attempted(&name, true);
+        tokio::time::timeout(Duration::from_secs(10), giving_way)
+            .await
+            .expect("the head passed its turn on")
+            .unwrap();
+        assert!(!turn::head_passed_over(&probe.turn), "cleared as it left");
+        assert!(!other.head_stuck(&name));
+        // No head passed over now: one `stat`, no wait.
+        other
+            .give_way_for(&name, &probe.turn, Duration::from_secs(60))
+            .await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A passed-over head that stops acting is waited for once, for the patience given;
+    /// after that this process no longer gives way to it. A head killed while passed over
+    /// leaves its mark, which the next process to lead clears.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_stopped_or_killed_passed_over_head_is_waited_for_once() {
+        const PATIENCE: Duration = Duration::from_millis(200);
+        let (dir, probe) = watched_dir();
+        let name = LockName::new("a").unwrap();
+        let (head, other) = (ReleaseLog::new(), ReleaseLog::new());
+        passed_over_head(&head, &name, &probe).await;
+        let start = monotonic_now();
+        other.give_way_for(&name, &probe.turn, PATIENCE).await;
+        assert!(start.elapsed() >= PATIENCE);
+        assert!(other.head_stuck(&name), "the head did not act");
+        let start = monotonic_now();
+        other
+            .give_way_for(&name, &probe.turn, Duration::from_secs(60))
+            .await;
+        assert!(start.elapsed() < Duration::from_secs(30), "waited again");
+        // Killed: its descriptors close without passing the turn on properly.
+        let mut killed = head.take_kept(&name).expect("the head keeps its turn");
+        drop(killed.beacon_for_test());
+        drop(killed);
+        assert!(turn::head_passed_over(&probe.turn));
+        let third = ReleaseLog::new();
+        third.give_way_for(&name, &probe.turn, PATIENCE).await;
+        assert!(!turn::head_passed_over(&probe.turn), "cleared by leading");
+        assert!(!third.head_stuck(&name), "no head was there");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -11,6 +11,15 @@
 //! [`ReleaseLog::attempted`](super::ReleaseLog::attempted)), so the others wake only once the
 //! lease has a new holder and find it held.
 //!
+//! A head that a release woke but that found the lease taken again before its attempt (by the
+//! process that released it and asked again at once, or by one that just arrived) was
+//! passed over: it says so by giving the turn file a length of one byte until it holds the
+//! lease or leaves. A process about to wait for the lock that sees this lets the head go
+//! first (see [`ReleaseLog::give_way`](super::ReleaseLog::give_way)), so processes looping on
+//! one name take it in turns instead of the releaser taking it again each time; a head that
+//! was not passed over costs the others nothing (Go's `sync.Mutex` switches to hand-offs the
+//! same way once a waiter has been passed over).
+//!
 //! Turns only decide who is woken, never who holds a lease: two heads at once (a turn file
 //! deleted and made again) cost an extra attempt, nothing more. A head that stops acting (a
 //! stopped process) is worked around: every 2.5-5 s ([`TURN_CHECK`]) the others check whether
@@ -21,6 +30,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use super::private_file;
 
 /// How often a waiter that is not the head checks on the lease itself (jittered to 2.5-5 s), in
 /// case the head stopped acting.
@@ -40,6 +51,8 @@ pub(crate) struct WaitTurn {
     /// the others.
     beacon: Option<File>,
     path: PathBuf,
+    /// This head said it was passed over (the turn file's length is one).
+    passed_over: bool,
 }
 
 impl WaitTurn {
@@ -48,7 +61,12 @@ impl WaitTurn {
         let lock = match File::open(path) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                create(path)?;
+                let created = private_file::options()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)?;
+                drop(created);
                 File::open(path)?
             }
             Err(error) => return Err(error),
@@ -57,6 +75,7 @@ impl WaitTurn {
             lock,
             beacon: None,
             path: path.to_owned(),
+            passed_over: false,
         })
     }
 
@@ -70,11 +89,16 @@ impl WaitTurn {
         if self.beacon.is_some() {
             return true;
         }
-        if try_lock(&self.lock).is_err() {
+        if private_file::try_lock(&self.lock).is_err() {
             return false;
         }
         match std::fs::OpenOptions::new().write(true).open(&self.path) {
             Ok(beacon) => {
+                // A head that left passed over without saying it no longer is (its process
+                // was killed): this one was not.
+                if self.lock.metadata().is_ok_and(|meta| meta.len() > 0) {
+                    let _ = beacon.set_len(0);
+                }
                 self.beacon = Some(beacon);
                 true
             }
@@ -85,46 +109,43 @@ impl WaitTurn {
             }
         }
     }
-}
 
-impl Drop for WaitTurn {
-    /// Unlocks before closing the beacon, so that a waiter woken by the close finds the turn
-    /// free.
-    fn drop(&mut self) {
-        if let Some(beacon) = self.beacon.take() {
-            let _ = self.lock.unlock();
-            drop(beacon);
+    /// Takes the beacon away, for tests that close it as a killed process's exit would
+    /// (without clearing the turn file).
+    #[cfg(test)]
+    pub(crate) fn beacon_for_test(&mut self) -> Option<File> {
+        self.beacon.take()
+    }
+
+    /// Says that this head was passed over: a release woke it, but the lease was taken
+    /// before its attempt. Processes about to wait then let it go first until it leaves.
+    pub(crate) fn passed_over(&mut self) {
+        if let Some(beacon) = &self.beacon
+            && !self.passed_over
+        {
+            self.passed_over = beacon.set_len(1).is_ok();
         }
     }
 }
 
-#[cfg(unix)]
-fn create(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
+/// Whether the head of the waiters whose turn file is `path` was passed over (see
+/// [`WaitTurn::passed_over`]): one `stat`.
+pub(crate) fn head_passed_over(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0)
 }
 
-#[cfg(not(unix))]
-fn create(path: &Path) -> io::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map(drop)
-}
-
-fn try_lock(file: &File) -> io::Result<()> {
-    file.try_lock().map_err(|error| match error {
-        std::fs::TryLockError::WouldBlock => io::ErrorKind::WouldBlock.into(),
-        std::fs::TryLockError::Error(error) => error,
-    })
+impl Drop for WaitTurn {
+    /// Unlocks before closing the beacon, so that a waiter woken by the close finds the turn
+    /// free (and no longer passed over).
+    fn drop(&mut self) {
+        if let Some(beacon) = self.beacon.take() {
+            if self.passed_over {
+                let _ = beacon.set_len(0);
+            }
+            let _ = self.lock.unlock();
+            drop(beacon);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +170,40 @@ mod tests {
         assert!(!b.lead(), "a leads");
         drop(a);
         assert!(b.lead(), "a left");
+        drop(b);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_passed_over_head_says_so_until_it_leaves() {
+        let path = temp_path("passed");
+        let mut a = WaitTurn::open(&path).unwrap();
+        let mut b = WaitTurn::open(&path).unwrap();
+        b.passed_over();
+        assert!(!head_passed_over(&path), "only the head can say so");
+        assert!(a.lead());
+        assert!(!head_passed_over(&path));
+        a.passed_over();
+        assert!(head_passed_over(&path));
+        drop(a);
+        assert!(!head_passed_over(&path), "cleared as it leaves");
+        drop(b);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_new_head_clears_what_a_killed_one_left() {
+        let path = temp_path("killed");
+        let mut a = WaitTurn::open(&path).unwrap();
+        assert!(a.lead());
+        a.passed_over();
+        // A killed process's descriptors close without its Drop having run.
+        drop(a.beacon.take());
+        drop(a);
+        assert!(head_passed_over(&path));
+        let mut b = WaitTurn::open(&path).unwrap();
+        assert!(b.lead());
+        assert!(!head_passed_over(&path));
         drop(b);
         std::fs::remove_file(&path).unwrap();
     }
