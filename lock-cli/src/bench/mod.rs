@@ -16,6 +16,7 @@ mod worker;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use clap::Args;
 use leaselock::{Holder, LockBackend, LockName};
@@ -380,7 +381,7 @@ async fn run_workers(
         .map_err(|e| CliError::io("bench: cannot find lockctl's own executable", e))?;
     let mut children = Vec::new();
     for i in 0..count {
-        let child = tokio::process::Command::new(&exe)
+        let mut child = tokio::process::Command::new(&exe)
             .args(["bench-worker", "--url", url, "--name", &name(i)])
             .args([
                 "--cycles",
@@ -389,21 +390,50 @@ async fn run_workers(
                 &hold_us.to_string(),
             ])
             .args(["--pause-us", &pause_us.to_string()])
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| CliError::io("bench: cannot start a worker", e))?;
-        children.push(child);
+        let stdout = child.stdout.take().map(BufReader::new);
+        children.push((child, stdout));
+    }
+    // Every worker connects first; then all start at once.
+    for (child, stdout) in &mut children {
+        let mut line = String::new();
+        if let Some(stdout) = stdout {
+            stdout
+                .read_line(&mut line)
+                .await
+                .map_err(|e| CliError::io("bench: cannot read a worker", e))?;
+        }
+        if line.trim() != "ready" {
+            let status = child.wait().await;
+            return Err(CliError::Bench(format!(
+                "a worker failed before it started: {status:?}"
+            )));
+        }
+    }
+    for (child, _) in &mut children {
+        // Closing stdin is the go.
+        drop(child.stdin.take());
     }
     let mut events = Vec::new();
-    for child in children {
-        let output = child
-            .wait_with_output()
+    for (mut child, stdout) in children {
+        let mut text = String::new();
+        if let Some(mut stdout) = stdout {
+            stdout
+                .read_to_string(&mut text)
+                .await
+                .map_err(|e| CliError::io("bench: cannot read a worker", e))?;
+        }
+        let status = child
+            .wait()
             .await
             .map_err(|e| CliError::io("bench: cannot wait for a worker", e))?;
-        let parsed = Events::parse(&String::from_utf8_lossy(&output.stdout))
-            .filter(|_| output.status.success())
-            .ok_or_else(|| CliError::Bench(format!("a worker failed: {}", output.status)))?;
+        let parsed = Events::parse(&text)
+            .filter(|_| status.success())
+            .ok_or_else(|| CliError::Bench(format!("a worker failed: {status}")))?;
         events.push(parsed);
     }
     let first = events

@@ -1,5 +1,7 @@
 //! `lockctl bench-worker` (hidden): one contending process of the hand-off and throughput
-//! measurements. It prints `w <ns>` as it starts waiting for the lock, `a <ns>` after each
+//! measurements. Once connected it prints `ready` and waits for stdin to close, so that
+//! every worker of a measurement starts at once (process start-up takes longer than
+//! hundreds of uncontended cycles). Then it prints `w <ns>` as it starts waiting for the lock, `a <ns>` after each
 //! acquisition and `r <ns>` just before each release (CLOCK_MONOTONIC, comparable between
 //! processes), and `n <count>`, the acquire attempts it made, all at the end so printing
 //! does not slow the cycles.
@@ -40,6 +42,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
         .with_ttl(Duration::from_secs(10))
         .with_wait(Duration::from_secs(300))
         .with_label("lockctl bench");
+    ready_set_go().await?;
     let mut out = String::new();
     for _ in 0..args.cycles {
         let _ = writeln!(out, "w {}", monotonic_nanos());
@@ -57,6 +60,21 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
     let _ = writeln!(out, "n {}", counting.attempts.load(Ordering::Relaxed));
     print!("{out}");
     Ok(0)
+}
+
+/// Says `ready` and waits for the go (a line, or the end of stdin).
+async fn ready_set_go() -> Result<(), CliError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::io("bench worker: cannot write to stdout", e))?;
+    drop(stdout);
+    tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
+        .await
+        .map_err(|e| CliError::Bench(format!("bench worker: waiting for the start: {e}")))?
+        .map_err(|e| CliError::io("bench worker: cannot read stdin", e))?;
+    Ok(())
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: one clock for every process of the host, so the
