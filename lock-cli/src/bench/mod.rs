@@ -4,8 +4,8 @@
 //!    interleaved in blocks with the raw baseline so machine noise hits both alike;
 //! 2. hand-off latency between processes (2, 8 and 32 contending `lockctl bench-worker`s),
 //!    and the acquire attempts they made per acquisition;
-//! 3. contended throughput: 8 processes on one name (and how evenly they were served) and
-//!    on 8 names;
+//! 3. contended throughput: 8 processes looping for 1 s without a pause on one name (and
+//!    how evenly they were served while all ran) and on 8 names;
 //! 4. heartbeat cost: many leases held through `Locker` for a while.
 
 mod heartbeat;
@@ -106,7 +106,8 @@ struct Plan {
     pairs: usize,
     blocks: usize,
     handoff_cycles: u32,
-    throughput_cycles: u32,
+    /// How long the processes of a throughput measurement loop.
+    throughput_for: Duration,
     leases: usize,
     hold: Duration,
     heartbeat_ttl: Duration,
@@ -119,7 +120,7 @@ impl Plan {
             pairs: args.pairs.unwrap_or(if quick { 200 } else { 5_000 }),
             blocks: 10,
             handoff_cycles: if quick { 8 } else { 100 },
-            throughput_cycles: if quick { 20 } else { 300 },
+            throughput_for: Duration::from_millis(if quick { 100 } else { 1000 }),
             leases: args.leases.unwrap_or(if quick { 200 } else { 10_000 }),
             hold: args
                 .duration
@@ -189,7 +190,10 @@ async fn bench_store(
             url,
             waiters,
             |_| name.clone(),
-            cycles,
+            Loops {
+                cycles,
+                for_: Duration::ZERO,
+            },
             // Each holder keeps the lock 30 ms, then pauses 20 ms before asking again: the
             // others are already waiting when it releases, and the releaser cannot take
             // the lock back before a waiter that is 20 ms late.
@@ -233,7 +237,10 @@ async fn bench_store(
             url,
             8,
             |i| format!("{prefix}tp{names}-{}", i % names),
-            plan.throughput_cycles,
+            Loops {
+                cycles: u32::MAX,
+                for_: plan.throughput_for,
+            },
             (0, 0),
         )
         .await?;
@@ -367,14 +374,22 @@ async fn library_pair(
     Ok(())
 }
 
-/// Runs `count` worker processes (worker `i` on lock `name(i)`), `cycles` each, holding
-/// `hold_us` and pausing `pause_us` after each release; returns
-/// their events and the time from the first acquisition to the last release.
+/// How long each worker of a measurement loops: `cycles`, or until `for_` passed (zero: no
+/// time limit), whichever comes first.
+#[derive(Clone, Copy)]
+struct Loops {
+    cycles: u32,
+    for_: Duration,
+}
+
+/// Runs `count` worker processes (worker `i` on lock `name(i)`), started at once, each
+/// looping as `loops` says, holding `hold_us` and pausing `pause_us` after each release;
+/// returns their events and the time from the first acquisition to the last release.
 async fn run_workers(
     url: &str,
     count: usize,
     name: impl Fn(usize) -> String,
-    cycles: u32,
+    loops: Loops,
     (hold_us, pause_us): (u64, u64),
 ) -> Result<(Vec<Events>, Duration), CliError> {
     let exe = std::env::current_exe()
@@ -385,7 +400,9 @@ async fn run_workers(
             .args(["bench-worker", "--url", url, "--name", &name(i)])
             .args([
                 "--cycles",
-                &cycles.to_string(),
+                &loops.cycles.to_string(),
+                "--for-ms",
+                &loops.for_.as_millis().to_string(),
                 "--hold-us",
                 &hold_us.to_string(),
             ])
