@@ -43,7 +43,7 @@ pub use redact::redact_url;
 pub use release_log::{
     Closely, GIVE_WAY, LeaseProbe, POLL_INTERVAL, ReleaseLog, Seen, TAKEOVER_CHECK,
 };
-pub use turn::TURN_CHECK;
+pub use turn::{HAND_OFF_AFTER, TURN_CHECK};
 pub use watch::FileWatch;
 
 pub use crate::holder::host_name;

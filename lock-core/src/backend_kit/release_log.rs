@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use super::backoff::jitter;
 use super::time::{deadline_in, monotonic_now};
-use super::turn::{self, TURN_CHECK, TURN_LINGER, WaitTurn};
+use super::turn::{self, HAND_OFF_AFTER, TURN_CHECK, TURN_LINGER, WaitTurn};
 use crate::name::LockName;
 
 /// How long a release is remembered: far longer than any gap between a waiter's failed
@@ -114,20 +114,16 @@ impl ReleaseLog {
     /// returned because the lease may have changed hands, this process keeps its turn among
     /// the waiting processes (see [`LeaseProbe::turn_file`]) until it has tried: when it got
     /// the lease, the turn passes to the next waiting process, which then finds the lease
-    /// held and sleeps; when it did not, it keeps the turn for its next wait, and says it
-    /// was passed over (see [`give_way`](Self::give_way)). A backend whose probe names a turn
-    /// file calls this after each acquire attempt.
+    /// held and sleeps; when it did not, it keeps the turn for its next wait. A backend
+    /// whose probe names a turn file calls this after each acquire attempt.
     pub fn attempted(&self, name: &LockName, acquired: bool) {
         if self.kept_count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         if !acquired {
-            if let Some((_, turn)) = kept.get_mut(name.as_str()) {
-                turn.passed_over();
-            }
             return;
         }
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let left = kept.remove(name.as_str());
         self.kept_count.store(kept.len(), Ordering::Relaxed);
         drop(kept);
@@ -147,31 +143,33 @@ impl ReleaseLog {
         }
     }
 
-    /// Lets a waiting process that was passed over go first: when the head of the processes
-    /// waiting for `name` (whose turn file is `turn_file`) was woken by a release but found
-    /// the lease taken again before its attempt, waits until it passes its turn on (it got
-    /// the lease, or left), for at most [`GIVE_WAY`] or `max`. Returns at once otherwise
-    /// (one `stat`). A backend calls this from
-    /// [`LockBackend::give_way`](crate::LockBackend::give_way), which `Locker::lock` calls
-    /// before its first attempt, so that processes looping on one name take it in turns.
+    /// Lets the processes waiting for `name` go first once they have waited long enough:
+    /// when the head of those processes (whose turn file is `turn_file`) has waited
+    /// [`HAND_OFF_AFTER`] or longer, waits until it passes its turn on (it got the lease, or
+    /// left), for at most [`GIVE_WAY`] or `max`. Returns at once otherwise (one `stat`). A
+    /// backend calls this from [`LockBackend::give_way`](crate::LockBackend::give_way), which
+    /// `Locker::lock` calls before its first attempt: processes looping on one name then take
+    /// it in turns, while a process that released may still take it back at once when
+    /// nobody has waited long (cheaper than a hand-off).
     ///
-    /// A head that does not take its turn within [`GIVE_WAY`] is not acting (a stopped
-    /// process): this process stops giving way to it, and watches without waiting for its
-    /// turn, until it can lead.
+    /// A head that does not take its turn within [`GIVE_WAY`] and is stopped (or cannot be
+    /// seen from this process) is not given way to again until this process leads; a head
+    /// that is only slow (a busy machine) is.
     pub async fn give_way(&self, name: &LockName, turn_file: &Path, max: Duration) {
         self.give_way_for(name, turn_file, GIVE_WAY.min(max)).await;
     }
 
     /// As [`give_way`](Self::give_way), with `patience` for [`GIVE_WAY`].
     async fn give_way_for(&self, name: &LockName, turn_file: &Path, patience: Duration) {
-        if !turn::head_passed_over(turn_file) || self.head_stuck(name) || self.keeps(name) {
+        let due = turn::head_waiting(turn_file).is_some_and(|waited| waited >= HAND_OFF_AFTER);
+        if !due || self.head_stuck(name) || self.keeps(name) {
             return;
         }
         let Ok(mut watch) = super::FileWatch::new() else {
             return;
         };
         // Looked at again once the watch is armed: a head that left before is seen here.
-        if watch.closed_for_writing(turn_file).is_err() || !turn::head_passed_over(turn_file) {
+        if watch.closed_for_writing(turn_file).is_err() || turn::head_waiting(turn_file).is_none() {
             return;
         }
         if tokio::time::timeout(patience, watch.changed())
@@ -181,10 +179,11 @@ impl ReleaseLog {
         {
             return;
         }
-        // Leading clears what a head killed while passed over left behind; a head that is
-        // there but did not act is not waited for again.
+        // Leading clears what a killed head left behind; a head that is there but stopped is
+        // not waited for again.
         if let Ok(mut turn) = WaitTurn::open(turn_file)
             && !turn.lead()
+            && turn::head_cannot_act(turn_file)
         {
             self.set_head_stuck(name, true);
         }
@@ -1035,50 +1034,53 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Makes `log` (one process) the head of the waiters for `name`, woken by a change and
-    /// then passed over: its attempt failed, and it keeps its turn.
+    /// A process (its own log) waiting for `name` as the head of the waiters, for long
+    /// enough that the others give way to it.
     #[cfg(target_os = "linux")]
-    async fn passed_over_head(log: &ReleaseLog, name: &LockName, probe: &Watched) {
-        let start = monotonic_now();
-        let watching = log.wait_or_poll(
-            name,
-            start,
-            Duration::from_secs(60),
-            Watched {
+    async fn waiting_head(
+        name: &LockName,
+        probe: &Watched,
+    ) -> (Arc<ReleaseLog>, tokio::task::JoinHandle<()>) {
+        let log = Arc::new(ReleaseLog::new());
+        let waiting = {
+            let (log, name) = (Arc::clone(&log), name.clone());
+            let probe = Watched {
                 file: probe.file.clone(),
                 turn: probe.turn.clone(),
                 seen: Seen::Held(1),
-            },
-        );
-        tokio::pin!(watching);
-        // Changes until it wakes (it may not be watching yet at the first).
-        loop {
-            std::fs::write(&probe.file, b"x").unwrap();
-            if tokio::time::timeout(Duration::from_millis(50), watching.as_mut())
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the head never woke"
-            );
-        }
-        assert!(!turn::head_passed_over(&probe.turn));
-        log.attempted(name, false);
-        assert!(turn::head_passed_over(&probe.turn));
+            };
+            tokio::spawn(async move {
+                log.wait_or_poll(&name, monotonic_now(), Duration::from_secs(60), probe)
+                    .await;
+            })
+        };
+        aged(&probe.turn).await;
+        (log, waiting)
     }
 
-    /// A process about to wait lets a head that was passed over go first: it waits until
-    /// the head has the lease and passes its turn on.
+    /// Waits until the head of the turn file `path` has waited long enough to be given way.
+    #[cfg(target_os = "linux")]
+    async fn aged(path: &Path) {
+        let start = monotonic_now();
+        while turn::head_waiting(path).is_none_or(|w| w < HAND_OFF_AFTER * 10) {
+            assert!(start.elapsed() < Duration::from_secs(30), "no head");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A process about to wait lets a head that has waited long enough go first: it waits
+    /// until the head has the lease and passes its turn on.
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn a_process_gives_way_to_a_passed_over_head_until_it_passes_its_turn_on() {
+    async fn a_process_gives_way_to_a_waiting_head_until_it_passes_its_turn_on() {
         let (dir, probe) = watched_dir();
         let name = LockName::new("a").unwrap();
-        let (head, other) = (Arc::new(ReleaseLog::new()), Arc::new(ReleaseLog::new()));
-        passed_over_head(&head, &name, &probe).await;
+        let other = Arc::new(ReleaseLog::new());
+        // No head: one `stat`, no wait.
+        other
+            .give_way_for(&name, &probe.turn, Duration::from_secs(60))
+            .await;
+        let (head, waiting) = waiting_head(&name, &probe).await;
         let giving_way = {
             let (other, name, turn) = (Arc::clone(&other), name.clone(), probe.turn.clone());
             tokio::spawn(async move {
@@ -1089,48 +1091,78 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!giving_way.is_finished(), "it did not wait for the head");
+        // A release wakes the head, which acquires and passes its turn on.
+        std::fs::write(&probe.file, b"x").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the head woke")
+            .unwrap();
+        assert!(!giving_way.is_finished(), "the head has not tried yet");
         head.attempted(&name, true);
         tokio::time::timeout(Duration::from_secs(10), giving_way)
             .await
             .expect("the head passed its turn on")
             .unwrap();
-        assert!(!turn::head_passed_over(&probe.turn), "cleared as it left");
+        assert_eq!(turn::head_waiting(&probe.turn), None, "emptied as it left");
         assert!(!other.head_stuck(&name));
-        // No head passed over now: one `stat`, no wait.
-        other
-            .give_way_for(&name, &probe.turn, Duration::from_secs(60))
-            .await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A passed-over head that stops acting is waited for once, for the patience given;
-    /// after that this process no longer gives way to it. A head killed while passed over
-    /// leaves its mark, which the next process to lead clears.
+    /// A head that does not take its turn is waited for `patience` each time while it runs
+    /// (a busy machine), and no more once it is seen stopped. What a killed head left is
+    /// cleared by the next process to lead.
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn a_stopped_or_killed_passed_over_head_is_waited_for_once() {
+    async fn a_slow_head_is_waited_for_a_stopped_one_once_a_killed_one_not() {
         const PATIENCE: Duration = Duration::from_millis(200);
         let (dir, probe) = watched_dir();
         let name = LockName::new("a").unwrap();
-        let (head, other) = (ReleaseLog::new(), ReleaseLog::new());
-        passed_over_head(&head, &name, &probe).await;
+        let (_head, waiting) = waiting_head(&name, &probe).await;
+        let other = ReleaseLog::new();
+        for _ in 0..2 {
+            let start = monotonic_now();
+            other.give_way_for(&name, &probe.turn, PATIENCE).await;
+            assert!(start.elapsed() >= PATIENCE);
+            assert!(!other.head_stuck(&name), "the head runs: only slow");
+        }
+        // The head's process stopped: here, the turn file names a stopped process.
+        let mut stopped = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = stopped.id();
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::write(&probe.turn, format!("{pid}\n")).unwrap();
+        while !turn::head_cannot_act(&probe.turn) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        aged(&probe.turn).await;
         let start = monotonic_now();
         other.give_way_for(&name, &probe.turn, PATIENCE).await;
         assert!(start.elapsed() >= PATIENCE);
-        assert!(other.head_stuck(&name), "the head did not act");
+        assert!(other.head_stuck(&name), "the head is stopped");
         let start = monotonic_now();
         other
             .give_way_for(&name, &probe.turn, Duration::from_secs(60))
             .await;
         assert!(start.elapsed() < Duration::from_secs(30), "waited again");
-        // Killed: its descriptors close without passing the turn on properly.
-        let mut killed = head.take_kept(&name).expect("the head keeps its turn");
+        stopped.kill().unwrap();
+        stopped.wait().unwrap();
+        waiting.abort();
+        let _ = waiting.await;
+        // Killed: a head's descriptors close without emptying the turn file.
+        let mut killed = WaitTurn::open(&probe.turn).unwrap();
+        assert!(killed.lead());
         drop(killed.beacon_for_test());
         drop(killed);
-        assert!(turn::head_passed_over(&probe.turn));
+        aged(&probe.turn).await;
         let third = ReleaseLog::new();
         third.give_way_for(&name, &probe.turn, PATIENCE).await;
-        assert!(!turn::head_passed_over(&probe.turn), "cleared by leading");
+        assert_eq!(turn::head_waiting(&probe.turn), None, "cleared by leading");
         assert!(!third.head_stuck(&name), "no head was there");
         std::fs::remove_dir_all(&dir).unwrap();
     }

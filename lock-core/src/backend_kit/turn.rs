@@ -11,14 +11,13 @@
 //! [`ReleaseLog::attempted`](super::ReleaseLog::attempted)), so the others wake only once the
 //! lease has a new holder and find it held.
 //!
-//! A head that a release woke but that found the lease taken again before its attempt (by the
-//! process that released it and asked again at once, or by one that just arrived) was
-//! passed over: it says so by giving the turn file a length of one byte until it holds the
-//! lease or leaves. A process about to wait for the lock that sees this lets the head go
-//! first (see [`ReleaseLog::give_way`](super::ReleaseLog::give_way)), so processes looping on
-//! one name take it in turns instead of the releaser taking it again each time; a head that
-//! was not passed over costs the others nothing (Go's `sync.Mutex` switches to hand-offs the
-//! same way once a waiter has been passed over).
+//! While it leads, the head keeps its process id in the turn file (empty otherwise), so the
+//! file's modification time says since when a head has been waiting. A process about to
+//! wait for the lock that finds a head waiting for longer than [`HAND_OFF_AFTER`] lets it go
+//! first (see [`ReleaseLog::give_way`](super::ReleaseLog::give_way)): processes looping on
+//! one name then take it in turns instead of the releaser taking it back each time, while a
+//! releaser may still take it back within that time, which keeps hand-offs (and their cost)
+//! rare. Go's `sync.Mutex` switches to hand-offs the same way once a waiter has waited 1 ms.
 //!
 //! Turns only decide who is woken, never who holds a lease: two heads at once (a turn file
 //! deleted and made again) cost an extra attempt, nothing more. A head that stops acting (a
@@ -37,6 +36,11 @@ use super::private_file;
 /// case the head stopped acting.
 pub const TURN_CHECK: Duration = Duration::from_secs(5);
 
+/// How long the head of the waiting processes may wait before the others let it go first
+/// (see [`ReleaseLog::give_way`](super::ReleaseLog::give_way)): until then a process that
+/// released may take the lock back at once.
+pub const HAND_OFF_AFTER: Duration = Duration::from_millis(2);
+
 /// How long a head that returned to try for the lease keeps its turn if its process makes no
 /// attempt (`Locker` always tries after a wait; a caller dropped during its attempt does
 /// not finish it): the others then move up.
@@ -51,8 +55,6 @@ pub(crate) struct WaitTurn {
     /// the others.
     beacon: Option<File>,
     path: PathBuf,
-    /// This head said it was passed over (the turn file's length is one).
-    passed_over: bool,
 }
 
 impl WaitTurn {
@@ -75,7 +77,6 @@ impl WaitTurn {
             lock,
             beacon: None,
             path: path.to_owned(),
-            passed_over: false,
         })
     }
 
@@ -94,11 +95,11 @@ impl WaitTurn {
         }
         match std::fs::OpenOptions::new().write(true).open(&self.path) {
             Ok(beacon) => {
-                // A head that left passed over without saying it no longer is (its process
-                // was killed): this one was not.
-                if self.lock.metadata().is_ok_and(|meta| meta.len() > 0) {
-                    let _ = beacon.set_len(0);
-                }
+                // Since when this head waits (the modification time), and who it is. It
+                // replaces whatever a killed head left.
+                let me = format!("{}\n", std::process::id());
+                let _ = std::io::Write::write_all(&mut &beacon, me.as_bytes())
+                    .and_then(|()| beacon.set_len(me.len() as u64));
                 self.beacon = Some(beacon);
                 true
             }
@@ -116,32 +117,52 @@ impl WaitTurn {
     pub(crate) fn beacon_for_test(&mut self) -> Option<File> {
         self.beacon.take()
     }
-
-    /// Says that this head was passed over: a release woke it, but the lease was taken
-    /// before its attempt. Processes about to wait then let it go first until it leaves.
-    pub(crate) fn passed_over(&mut self) {
-        if let Some(beacon) = &self.beacon
-            && !self.passed_over
-        {
-            self.passed_over = beacon.set_len(1).is_ok();
-        }
-    }
 }
 
-/// Whether the head of the waiters whose turn file is `path` was passed over (see
-/// [`WaitTurn::passed_over`]): one `stat`.
-pub(crate) fn head_passed_over(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0)
+/// How long the head of the waiters whose turn file is `path` has been waiting, if there is
+/// one: one `stat` (the head writes the file as it starts to lead, and empties it as it
+/// leaves). The time is the file's modification time, on the wall clock, at the kernel's
+/// timestamp granularity (1-4 ms); a step of the wall clock only makes processes give way
+/// sooner or later.
+pub(crate) fn head_waiting(path: &Path) -> Option<Duration> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.len() == 0 {
+        return None;
+    }
+    let since = meta.modified().ok()?;
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(since)
+            .unwrap_or_default(),
+    )
+}
+
+/// Whether the head of the waiters whose turn file is `path` is a process that cannot act
+/// now: stopped (`SIGSTOP`, a debugger), or one this process cannot see (gone, or in another
+/// PID namespace). Reads the process id it wrote and its `/proc/<pid>/stat`.
+pub(crate) fn head_cannot_act(path: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    else {
+        return true;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // `pid (comm) state ...`: the state follows the last parenthesis.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('R' | 'S' | 'D' | 'I' | 'W'))
 }
 
 impl Drop for WaitTurn {
     /// Unlocks before closing the beacon, so that a waiter woken by the close finds the turn
-    /// free (and no longer passed over).
+    /// free (and empty: no head waiting).
     fn drop(&mut self) {
         if let Some(beacon) = self.beacon.take() {
-            if self.passed_over {
-                let _ = beacon.set_len(0);
-            }
+            let _ = beacon.set_len(0);
             let _ = self.lock.unlock();
             drop(beacon);
         }
@@ -175,36 +196,40 @@ mod tests {
     }
 
     #[test]
-    fn a_passed_over_head_says_so_until_it_leaves() {
-        let path = temp_path("passed");
+    fn the_head_says_since_when_it_waits_until_it_leaves() {
+        let path = temp_path("waiting");
         let mut a = WaitTurn::open(&path).unwrap();
         let mut b = WaitTurn::open(&path).unwrap();
-        b.passed_over();
-        assert!(!head_passed_over(&path), "only the head can say so");
+        assert_eq!(head_waiting(&path), None, "no head yet");
         assert!(a.lead());
-        assert!(!head_passed_over(&path));
-        a.passed_over();
-        assert!(head_passed_over(&path));
+        let waiting = head_waiting(&path).expect("a leads");
+        assert!(waiting < Duration::from_secs(10), "{waiting:?}");
+        assert!(!head_cannot_act(&path), "this process runs");
+        assert!(!b.lead());
         drop(a);
-        assert!(!head_passed_over(&path), "cleared as it leaves");
+        assert_eq!(head_waiting(&path), None, "emptied as it leaves");
+        assert!(b.lead());
+        assert!(head_waiting(&path).is_some());
         drop(b);
         std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
-    fn a_new_head_clears_what_a_killed_one_left() {
+    fn a_killed_head_leaves_a_waiting_mark_that_the_next_replaces() {
         let path = temp_path("killed");
         let mut a = WaitTurn::open(&path).unwrap();
         assert!(a.lead());
-        a.passed_over();
         // A killed process's descriptors close without its Drop having run.
-        drop(a.beacon.take());
+        drop(a.beacon_for_test());
         drop(a);
-        assert!(head_passed_over(&path));
+        assert!(head_waiting(&path).is_some());
+        std::fs::write(&path, "4194305\n").unwrap(); // above any pid_max
+        assert!(head_cannot_act(&path), "no such process");
         let mut b = WaitTurn::open(&path).unwrap();
         assert!(b.lead());
-        assert!(!head_passed_over(&path));
+        assert!(!head_cannot_act(&path), "replaced by this process");
         drop(b);
+        assert_eq!(head_waiting(&path), None);
         std::fs::remove_file(&path).unwrap();
     }
 
