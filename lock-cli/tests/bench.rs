@@ -71,11 +71,8 @@ fn a_quick_bench_reports_every_section_for_every_store() {
             "{url}"
         );
         for names in ["names_1", "names_8"] {
-            assert_eq!(
-                num(&["throughput", names, "acquisitions"]),
-                8.0 * 20.0,
-                "{url}"
-            );
+            // Each of the 8 processes loops for --quick's 100 ms, after one cycle at least.
+            assert!(num(&["throughput", names, "acquisitions"]) >= 8.0, "{url}");
             assert!(num(&["throughput", names, "per_sec"]) > 0.0);
         }
         assert_eq!(num(&["heartbeat", "leases"]), 50.0);

@@ -33,7 +33,8 @@ pub(crate) struct WorkerArgs {
     /// (not this one) takes the lock: each acquisition is then a hand-off.
     #[arg(long, default_value_t = 0)]
     pause_us: u64,
-    /// Stop after this long from the start (and after `--cycles` at most); 0: no limit.
+    /// Stop after this long from the start, once one cycle is done (and after `--cycles` at
+    /// most); 0: no limit.
     #[arg(long, default_value_t = 0)]
     for_ms: u64,
 }
@@ -49,8 +50,8 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
     let mut out = String::new();
     let started = std::time::Instant::now();
     let limit = (args.for_ms > 0).then(|| Duration::from_millis(args.for_ms));
-    for _ in 0..args.cycles {
-        if limit.is_some_and(|limit| started.elapsed() >= limit) {
+    for cycle in 0..args.cycles {
+        if cycle > 0 && limit.is_some_and(|limit| started.elapsed() >= limit) {
             break;
         }
         let _ = writeln!(out, "w {}", monotonic_nanos());
