@@ -128,16 +128,13 @@ impl ReleaseLog {
         self.kept_count.store(kept.len(), Ordering::Relaxed);
         drop(kept);
         if let Some((_, left)) = left {
-            // Passed on once the caller has its lease: closing the beacon wakes every other
-            // waiting process (all but one go back to sleep), which must not delay the
-            // caller. The attempt runs in a task of its own (see `Locker`), so a task
-            // spawned here would run before the caller hears back; one that yields first
-            // runs after.
+            // Passed on by a thread of the blocking pool, beside the caller: closing the
+            // beacon wakes every other waiting process (all but one go back to sleep),
+            // which must not hold the caller up, and a caller that blocks its runtime's
+            // thread right after acquiring (a long computation, a stall) must not keep the
+            // turn, or nobody would watch the lease while it holds it.
             match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(async move {
-                    tokio::task::yield_now().await;
-                    drop(left);
-                })),
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(left))),
                 Err(_) => drop(left),
             }
         }
