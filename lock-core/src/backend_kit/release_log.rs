@@ -128,13 +128,23 @@ impl ReleaseLog {
         self.kept_count.store(kept.len(), Ordering::Relaxed);
         drop(kept);
         if let Some((_, left)) = left {
-            // Passed on by a thread of the blocking pool, beside the caller: closing the
-            // beacon wakes every other waiting process (all but one go back to sleep),
-            // which must not hold the caller up, and a caller that blocks its runtime's
-            // thread right after acquiring (a long computation, a stall) must not keep the
-            // turn, or nobody would watch the lease while it holds it.
+            // Passed on once the caller has its lease: closing the beacon wakes every other
+            // waiting process (all but one go back to sleep), which must not delay the
+            // caller. The attempt runs in a task of its own (see `Locker`), so a task
+            // spawned here would run before the caller hears back; one that yields first
+            // runs after. A caller that blocks its runtime's thread right after acquiring
+            // (a long computation, a stall) never lets that task run: then the backstop
+            // thread passes the turn on a little later, so that a waiting process still
+            // watches the lease while it is held.
             match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(left))),
+                Ok(runtime) => {
+                    let left = turn::PassOn::new(left);
+                    turn::backstop(left.clone());
+                    drop(runtime.spawn(async move {
+                        tokio::task::yield_now().await;
+                        left.now();
+                    }));
+                }
                 Err(_) => drop(left),
             }
         }

@@ -25,10 +25,13 @@
 //! the lease changed (a `stat` of the watched files, or its expiry passed) and if so look at
 //! it, and try for it when it is free or its holder is gone.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::private_file;
 
@@ -169,6 +172,79 @@ impl Drop for WaitTurn {
     }
 }
 
+/// A turn to pass on (drop) once, by whichever gets to it first: the acquiring caller's
+/// runtime, or the [`backstop`] thread.
+#[derive(Clone, Debug)]
+pub(crate) struct PassOn(Arc<Mutex<Option<WaitTurn>>>);
+
+impl PassOn {
+    pub(crate) fn new(turn: WaitTurn) -> Self {
+        Self(Arc::new(Mutex::new(Some(turn))))
+    }
+
+    /// Passes the turn on, unless that was done already.
+    pub(crate) fn now(&self) {
+        let turn = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(turn);
+    }
+}
+
+/// How long after an acquisition the backstop thread passes the head's turn on, if its
+/// runtime has not (see [`backstop`]).
+pub(crate) const BACKSTOP: Duration = Duration::from_millis(10);
+
+/// Passes `turn` on [`BACKSTOP`] from now unless it was by then, on a thread of its own
+/// (one per process, started on first use), for a process whose runtime's thread is
+/// blocked. The thread sleeps while nothing is pending and wakes once per pending
+/// deadline otherwise.
+pub(crate) fn backstop(turn: PassOn) {
+    /// A turn and when the backstop passes it on.
+    type Due = (Instant, PassOn);
+    static PENDING: OnceLock<Option<Mutex<mpsc::Sender<Due>>>> = OnceLock::new();
+    let sender = PENDING.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<Due>();
+        std::thread::Builder::new()
+            .name("lock-turn-backstop".into())
+            .spawn(move || {
+                let mut pending: VecDeque<Due> = VecDeque::new();
+                loop {
+                    let next = match pending.front() {
+                        None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some((due, _)) => {
+                            receiver.recv_timeout(due.saturating_duration_since(Instant::now()))
+                        }
+                    };
+                    match next {
+                        Ok(item) => pending.push_back(item),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    let now = Instant::now();
+                    while pending.front().is_some_and(|(due, _)| *due <= now) {
+                        if let Some((_, turn)) = pending.pop_front() {
+                            turn.now();
+                        }
+                    }
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(sender))
+    });
+    match sender {
+        Some(sender) => {
+            let sent = sender
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .send((Instant::now() + BACKSTOP, turn));
+            if let Err(mpsc::SendError((_, turn))) = sent {
+                turn.now();
+            }
+        }
+        // No thread: pass it on now rather than risk keeping it.
+        None => turn.now(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +306,23 @@ mod tests {
         assert!(!head_cannot_act(&path), "replaced by this process");
         drop(b);
         assert_eq!(head_waiting(&path), None);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_backstop_passes_a_turn_on_that_nobody_else_did() {
+        let path = temp_path("backstop");
+        let mut head = WaitTurn::open(&path).unwrap();
+        assert!(head.lead());
+        let start = Instant::now();
+        backstop(PassOn::new(head));
+        let mut next = WaitTurn::open(&path).unwrap();
+        while !next.lead() {
+            assert!(start.elapsed() < Duration::from_secs(10), "never passed on");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(start.elapsed() >= BACKSTOP);
+        drop(next);
         std::fs::remove_file(&path).unwrap();
     }
 
