@@ -29,7 +29,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -193,55 +192,83 @@ impl PassOn {
 /// runtime has not (see [`backstop`]).
 pub(crate) const BACKSTOP: Duration = Duration::from_millis(10);
 
+/// How long the backstop thread keeps checking every [`BACKSTOP`] after its last turn,
+/// rather than sleeping until woken: so that hand-offs in a busy period do not wake it at
+/// the moment the new holder and the woken waiter need the CPU.
+const BACKSTOP_LINGER: Duration = Duration::from_secs(1);
+
+/// The backstop thread's queue: turns with the time to pass them on (in that order), and
+/// whether the thread sleeps until woken.
+#[derive(Default)]
+struct Pending {
+    due: VecDeque<(Instant, PassOn)>,
+    asleep: bool,
+}
+
 /// Passes `turn` on [`BACKSTOP`] from now unless it was by then, on a thread of its own
 /// (one per process, started on first use), for a process whose runtime's thread is
-/// blocked. The thread sleeps while nothing is pending and wakes once per pending
-/// deadline otherwise.
+/// blocked. The thread sleeps until woken while it has had nothing to do for
+/// [`BACKSTOP_LINGER`], and wakes every [`BACKSTOP`] otherwise.
 pub(crate) fn backstop(turn: PassOn) {
-    /// A turn and when the backstop passes it on.
-    type Due = (Instant, PassOn);
-    static PENDING: OnceLock<Option<Mutex<mpsc::Sender<Due>>>> = OnceLock::new();
-    let sender = PENDING.get_or_init(|| {
-        let (sender, receiver) = mpsc::channel::<Due>();
+    static BACKSTOP_THREAD: OnceLock<Option<(Arc<Mutex<Pending>>, std::thread::Thread)>> =
+        OnceLock::new();
+    let started = BACKSTOP_THREAD.get_or_init(|| {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let queue = Arc::clone(&pending);
         std::thread::Builder::new()
             .name("lock-turn-backstop".into())
-            .spawn(move || {
-                let mut pending: VecDeque<Due> = VecDeque::new();
-                loop {
-                    let next = match pending.front() {
-                        None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                        Some((due, _)) => {
-                            receiver.recv_timeout(due.saturating_duration_since(Instant::now()))
-                        }
-                    };
-                    match next {
-                        Ok(item) => pending.push_back(item),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                    let now = Instant::now();
-                    while pending.front().is_some_and(|(due, _)| *due <= now) {
-                        if let Some((_, turn)) = pending.pop_front() {
-                            turn.now();
-                        }
-                    }
-                }
-            })
+            .spawn(move || pass_on_when_due(&queue))
             .ok()
-            .map(|_| Mutex::new(sender))
+            .map(|handle| (pending, handle.thread().clone()))
     });
-    match sender {
-        Some(sender) => {
-            let sent = sender
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .send((Instant::now() + BACKSTOP, turn));
-            if let Err(mpsc::SendError((_, turn))) = sent {
-                turn.now();
-            }
-        }
+    let Some((pending, thread)) = started else {
         // No thread: pass it on now rather than risk keeping it.
-        None => turn.now(),
+        turn.now();
+        return;
+    };
+    let wake = {
+        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.due.push_back((Instant::now() + BACKSTOP, turn));
+        std::mem::take(&mut pending.asleep)
+    };
+    if wake {
+        thread.unpark();
+    }
+}
+
+/// The backstop thread: passes each turn on once it is due.
+fn pass_on_when_due(pending: &Mutex<Pending>) {
+    let mut last_turn = Instant::now();
+    loop {
+        let now = Instant::now();
+        let (due, sleep) = {
+            let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut due = Vec::new();
+            while pending.due.front().is_some_and(|(at, _)| *at <= now) {
+                due.extend(pending.due.pop_front().map(|(_, turn)| turn));
+            }
+            let sleep = match pending.due.front() {
+                Some((at, _)) => Some(at.saturating_duration_since(now)),
+                None if now.saturating_duration_since(last_turn) < BACKSTOP_LINGER => {
+                    Some(BACKSTOP)
+                }
+                None => {
+                    pending.asleep = true;
+                    None
+                }
+            };
+            (due, sleep)
+        };
+        if !due.is_empty() {
+            last_turn = now;
+        }
+        for turn in due {
+            turn.now();
+        }
+        match sleep {
+            Some(sleep) => std::thread::park_timeout(sleep),
+            None => std::thread::park(),
+        }
     }
 }
 
