@@ -361,24 +361,35 @@ fn total(summaries: &[serde_json::Value], count: &str) -> u64 {
         .sum()
 }
 
+/// Starts `workers` processes that each run `cycles` acquire / heartbeat / release cycles on
+/// `name` (10 s TTL, holding 1 ms, no pause), and returns their summaries once all are done.
+async fn cycle_on_one_name(
+    store: &Store,
+    name: &str,
+    workers: usize,
+    cycles: u32,
+) -> Vec<serde_json::Value> {
+    let mut workers: Vec<_> = (0..workers)
+        .map(|i| {
+            store.worker(
+                "cycles",
+                name,
+                Duration::from_secs(10),
+                &format!("w{i}"),
+                &["--cycles", &cycles.to_string(), "--hold-ms", "1"],
+            )
+        })
+        .collect();
+    summaries(&mut workers).await
+}
+
 /// Eight processes cycling acquire / heartbeat / release on one name: no overlap, fences
 /// rising, every cycle done, no error of any kind.
 async fn eight_processes_cycle_without_overlap(store: Store) {
     const WORKERS: usize = 8;
     const CYCLES: u32 = 25;
     let name = store.name("cycles");
-    let mut workers: Vec<_> = (0..WORKERS)
-        .map(|i| {
-            store.worker(
-                "cycles",
-                &name,
-                Duration::from_secs(10),
-                &format!("w{i}"),
-                &["--cycles", &CYCLES.to_string(), "--hold-ms", "1"],
-            )
-        })
-        .collect();
-    for summary in summaries(&mut workers).await {
+    for summary in cycle_on_one_name(&store, &name, WORKERS, CYCLES).await {
         assert_eq!(summary["cycles"], CYCLES, "{summary}");
         for kind in ["busy", "lost", "timeout", "other"] {
             assert_eq!(summary[kind], 0, "{kind} errors: {summary}");
@@ -409,18 +420,7 @@ async fn eight_processes_looping_on_one_name_are_served_within_a_factor_of_two(s
     const WORKERS: usize = 8;
     const CYCLES: u32 = 150;
     let name = store.name("fair");
-    let mut workers: Vec<_> = (0..WORKERS)
-        .map(|i| {
-            store.worker(
-                "cycles",
-                &name,
-                Duration::from_secs(10),
-                &format!("w{i}"),
-                &["--cycles", &CYCLES.to_string(), "--hold-ms", "1"],
-            )
-        })
-        .collect();
-    for summary in summaries(&mut workers).await {
+    for summary in cycle_on_one_name(&store, &name, WORKERS, CYCLES).await {
         assert_eq!(summary["cycles"], CYCLES, "{summary}");
     }
     let summary = assert_history(&store.history());
