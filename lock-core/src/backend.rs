@@ -180,8 +180,9 @@ pub trait LockBackend: Debug + Send + Sync + 'static {
     /// long enough, so that processes take the lock in turns
     /// ([`ReleaseLog::give_way`](crate::backend_kit::ReleaseLog::give_way) implements this
     /// for single-host stores: 2 ms, then at most 20 ms of giving way). Redis, which hands
-    /// a released lease to the next queued waiter, needs none of it. It is a hint: returning early is always allowed, and it
-    /// never changes who may hold the lease. The default returns at once.
+    /// a released lease to the next queued waiter, needs none of it. It is a hint: returning
+    /// early is always allowed, and it never changes who may hold the lease. The default
+    /// returns at once.
     async fn give_way(&self, name: &LockName, max: Duration) {
         let _ = (name, max);
     }

@@ -136,7 +136,7 @@ impl Locker {
         let mut holder = Holder::current(opts.label.clone());
         let mut backoff = Backoff::new(opts.min_backoff, opts.max_backoff);
         let mut unanswered = Unanswered::default();
-        // Processes that were passed over go first (see `LockBackend::give_way`).
+        // Processes that have waited long enough go first (see `LockBackend::give_way`).
         self.backend
             .give_way(name, opts.wait.unwrap_or(Duration::MAX))
             .await;

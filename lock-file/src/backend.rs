@@ -393,9 +393,11 @@ impl LockBackend for FileBackend {
             .await;
     }
 
-    /// Lets a waiting process that was passed over (a release woke it, but the lease was
-    /// taken again before its attempt) go first, for up to
-    /// [`GIVE_WAY`](lock_core::backend_kit::GIVE_WAY); one `stat` otherwise.
+    /// Lets a process that has waited for `name` for [`HAND_OFF_AFTER`] go first, for up to
+    /// [`GIVE_WAY`]; one `stat` otherwise.
+    ///
+    /// [`HAND_OFF_AFTER`]: lock_core::backend_kit::HAND_OFF_AFTER
+    /// [`GIVE_WAY`]: lock_core::backend_kit::GIVE_WAY
     async fn give_way(&self, name: &LockName, max: Duration) {
         if let Some(turn) = crate::peek::turn_file(&self.dir.lease_path(name), self.dir.holds()) {
             self.dir.changes().give_way(name, &turn, max).await;

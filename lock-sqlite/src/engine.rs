@@ -493,7 +493,7 @@ impl<D: Driver> Engine<D> {
         self.released.wait_or_poll(name, since, max, probe).await;
     }
 
-    /// Lets a waiting process that was passed over go first (see
+    /// Lets a process that has waited for `name` long enough go first (see
     /// [`ReleaseLog::give_way`]).
     pub(crate) async fn give_way(&self, name: &LockName, max: Duration) {
         if let Some(holds) = self.holds() {

@@ -16,11 +16,11 @@ mod worker;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use clap::Args;
 use leaselock::{Holder, LockBackend, LockName};
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 pub(crate) use worker::{WorkerArgs, worker};
 

@@ -1,10 +1,10 @@
 //! `lockctl bench-worker` (hidden): one contending process of the hand-off and throughput
 //! measurements. Once connected it prints `ready` and waits for stdin to close, so that
 //! every worker of a measurement starts at once (process start-up takes longer than
-//! hundreds of uncontended cycles). Then it prints `w <ns>` as it starts waiting for the lock, `a <ns>` after each
-//! acquisition and `r <ns>` just before each release (CLOCK_MONOTONIC, comparable between
-//! processes), and `n <count>`, the acquire attempts it made, all at the end so printing
-//! does not slow the cycles.
+//! hundreds of uncontended cycles). Then it prints `w <ns>` as it starts waiting for the
+//! lock, `a <ns>` after each acquisition and `r <ns>` just before each release
+//! (CLOCK_MONOTONIC, comparable between processes), and `n <count>`, the acquire attempts
+//! it made, all at the end so printing does not slow the cycles.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -71,7 +71,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// Says `ready` and waits for the go (a line, or the end of stdin).
+/// Says `ready` and waits for the go (the end of stdin, or a line).
 async fn ready_set_go() -> Result<(), CliError> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();

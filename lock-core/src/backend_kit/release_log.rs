@@ -17,7 +17,7 @@ use crate::name::LockName;
 /// How long a release is remembered: far longer than any gap between a waiter's failed
 /// attempt and its wait.
 const REMEMBER: Duration = Duration::from_secs(10);
-/// How long a process about to wait lets a waiting process that was passed over go first
+/// How long, at most, a process about to wait lets the head of the waiting processes go first
 /// (see [`ReleaseLog::give_way`]): far longer than a hand-off takes (0.3-2 ms), short enough
 /// that a head that stopped acting costs little.
 pub const GIVE_WAY: Duration = Duration::from_millis(20);
@@ -117,10 +117,7 @@ impl ReleaseLog {
     /// held and sleeps; when it did not, it keeps the turn for its next wait. A backend
     /// whose probe names a turn file calls this after each acquire attempt.
     pub fn attempted(&self, name: &LockName, acquired: bool) {
-        if self.kept_count.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        if !acquired {
+        if !acquired || self.kept_count.load(Ordering::Relaxed) == 0 {
             return;
         }
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
