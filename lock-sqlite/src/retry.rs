@@ -1,9 +1,18 @@
 //! Retrying a busy database inside the busy budget, the same way for both drivers.
 //!
 //! Each attempt is one short transaction. When another connection holds the write lock,
-//! SQLite answers `SQLITE_BUSY`; the attempt is rolled back, the task sleeps a jittered,
-//! growing delay on the Tokio timer (never inside SQLite), and tries again until the
-//! budget is spent. Only then does the caller see [`LockError::Unavailable`].
+//! SQLite answers `SQLITE_BUSY`; the attempt is rolled back, and the task waits and tries
+//! again until the budget is spent. Only then does the caller see
+//! [`LockError::Unavailable`].
+//!
+//! The write transactions of lock operations last tens of microseconds (without an fsync),
+//! but the Tokio timer counts whole milliseconds: retrying only after 1-2 ms made each
+//! collision cost fifty times the transaction it waited for, and with eight processes
+//! looping on one name (hundreds of collisions a second) took half the throughput, mostly
+//! while the lease was held by nobody or by a releaser asleep in its backoff. So the
+//! first retries wait briefly on the calling thread ([`BRIEF_FIRST`] doubling, at most
+//! [`BRIEF_BUDGET`] in all per operation, never inside SQLite); after that, a jittered,
+//! growing delay on the Tokio timer.
 
 use std::fmt;
 use std::future::Future;
@@ -17,7 +26,14 @@ use crate::BACKEND;
 use crate::driver::{DbError, Driver, Statements, TxKind};
 use crate::now::Cx;
 
-/// The first delay after a busy answer; it doubles up to [`MAX_DELAY`].
+/// The first brief wait on the calling thread after a busy answer; it doubles.
+pub(crate) const BRIEF_FIRST: Duration = Duration::from_micros(20);
+/// How long the brief waits of one operation may take in all (as measured, timer slack
+/// included): a few of another connection's transactions without an fsync, and no more
+/// than one such transaction with one (`synchronous=FULL`). Past it, retries sleep on the
+/// Tokio timer, so a long writer never holds up this thread for longer.
+pub(crate) const BRIEF_BUDGET: Duration = Duration::from_micros(500);
+/// The first delay on the Tokio timer, after the brief waits; it doubles up to [`MAX_DELAY`].
 const MIN_DELAY: Duration = Duration::from_millis(1);
 /// The longest delay between attempts.
 const MAX_DELAY: Duration = Duration::from_millis(50);
@@ -87,6 +103,7 @@ pub(crate) async fn run<D: Driver, O: Op>(
     } else {
         MAX_DELAY
     };
+    let mut brief = BriefWaits::new();
     let mut backoff = Backoff::new(MIN_DELAY, max_delay);
     let mut attempts = 0u32;
     loop {
@@ -109,10 +126,44 @@ pub(crate) async fn run<D: Driver, O: Op>(
                 },
             ));
         }
+        if brief.wait(deadline - now) {
+            continue;
+        }
         // The last attempt is made at the deadline: the caller gets the whole budget.
         let delay = backoff.next_delay().min(deadline - now);
         tracing::trace!(db, attempts, ?delay, "database busy, retrying");
         sleep(delay).await;
+    }
+}
+
+/// The brief waits of one operation on the calling thread (see the module docs).
+#[derive(Debug)]
+pub(crate) struct BriefWaits {
+    backoff: Backoff,
+    spent: Duration,
+}
+
+impl BriefWaits {
+    pub(crate) fn new() -> Self {
+        Self {
+            backoff: Backoff::new(BRIEF_FIRST, BRIEF_BUDGET),
+            spent: Duration::ZERO,
+        }
+    }
+
+    /// Waits briefly on this thread and returns `true`, or returns `false` at once when the
+    /// next wait would take the operation past [`BRIEF_BUDGET`] or `left` (then the caller
+    /// sleeps on the timer).
+    pub(crate) fn wait(&mut self, left: Duration) -> bool {
+        let delay = self.backoff.next_delay();
+        if self.spent + delay > BRIEF_BUDGET || delay >= left {
+            self.spent = BRIEF_BUDGET;
+            return false;
+        }
+        let start = std::time::Instant::now();
+        std::thread::sleep(delay);
+        self.spent += start.elapsed();
+        true
     }
 }
 
@@ -190,5 +241,46 @@ impl std::error::Error for StillBusy {
         self.last
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brief_waits_double_and_stop_within_their_budget() {
+        let mut brief = BriefWaits::new();
+        let start = std::time::Instant::now();
+        let mut waits = 0;
+        while brief.wait(Duration::from_secs(1)) {
+            waits += 1;
+            assert!(waits < 10, "brief waits never end");
+        }
+        // 20 µs doubling (each jittered to half or more) fits a few times into 0.5 ms; the
+        // timer slack of each sleep (50 µs by default) may cut that short, never extend it.
+        assert!(waits >= 1, "no brief wait at all");
+        assert!(brief.spent >= BRIEF_BUDGET);
+        // Bounded: the budget counts the time each sleep really took, so only the last one
+        // can run over (by however long this thread waited for a CPU).
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "brief waits took {:?}",
+            start.elapsed()
+        );
+        assert!(
+            !brief.wait(Duration::from_secs(1)),
+            "the budget is spent for good"
+        );
+    }
+
+    #[test]
+    fn no_brief_wait_reaches_past_what_is_left_of_the_busy_budget() {
+        let mut brief = BriefWaits::new();
+        assert!(!brief.wait(Duration::from_micros(5)));
+        assert!(
+            !brief.wait(Duration::from_secs(1)),
+            "the budget is spent for good"
+        );
     }
 }
