@@ -6,13 +6,14 @@
 //! [`LockError::Unavailable`].
 //!
 //! The write transactions of lock operations last tens of microseconds (without an fsync),
-//! but the Tokio timer counts whole milliseconds: retrying only after 1-2 ms made each
-//! collision cost fifty times the transaction it waited for, and with eight processes
-//! looping on one name (hundreds of collisions a second) took half the throughput, mostly
-//! while the lease was held by nobody or by a releaser asleep in its backoff. So the
+//! but the Tokio timer counts whole milliseconds. A holder's operation (a release, a
+//! heartbeat) that slept 1-2 ms after a collision kept its lease held all that time: with
+//! eight processes looping on one name, such slow releases ended most turns. So a holder's
 //! first retries wait briefly on the calling thread ([`BRIEF_FIRST`] doubling, at most
-//! [`BRIEF_BUDGET`] in all per operation, never inside SQLite); after that, a jittered,
-//! growing delay on the Tokio timer.
+//! [`BRIEF_BUDGET`] in all per operation, never inside SQLite), then sleep a jittered,
+//! growing delay on the Tokio timer. Acquisitions sleep on the timer from the first retry:
+//! retrying them sooner made contenders collide more, and eight processes on eight names
+//! lost a third of their throughput (19-22k to 13-15k a second) to failed attempts.
 
 use std::fmt;
 use std::future::Future;
@@ -26,14 +27,16 @@ use crate::BACKEND;
 use crate::driver::{DbError, Driver, Statements, TxKind};
 use crate::now::Cx;
 
-/// The first brief wait on the calling thread after a busy answer; it doubles.
+/// The first brief wait on the calling thread after a holder's operation found the
+/// database busy; it doubles.
 pub(crate) const BRIEF_FIRST: Duration = Duration::from_micros(20);
 /// How long the brief waits of one operation may take in all (as measured, timer slack
 /// included): a few of another connection's transactions without an fsync, and no more
 /// than one such transaction with one (`synchronous=FULL`). Past it, retries sleep on the
 /// Tokio timer, so a long writer never holds up this thread for longer.
 pub(crate) const BRIEF_BUDGET: Duration = Duration::from_micros(500);
-/// The first delay on the Tokio timer, after the brief waits; it doubles up to [`MAX_DELAY`].
+/// The first delay on the Tokio timer (after a holder's brief waits); it doubles up to
+/// [`MAX_DELAY`].
 const MIN_DELAY: Duration = Duration::from_millis(1);
 /// The longest delay between attempts.
 const MAX_DELAY: Duration = Duration::from_millis(50);
@@ -126,7 +129,7 @@ pub(crate) async fn run<D: Driver, O: Op>(
                 },
             ));
         }
-        if brief.wait(deadline - now) {
+        if O::FOR_A_HOLDER && brief.wait(deadline - now) {
             continue;
         }
         // The last attempt is made at the deadline: the caller gets the whole budget.

@@ -33,11 +33,12 @@ use crate::value::{Row, Value};
 /// fsync per commit with [`Synchronous::Full`](crate::Synchronous::Full). The connection's
 /// `busy_timeout` is 0, so SQLite never sleeps on a runtime thread: when another connection
 /// holds the write lock, SQLite answers `SQLITE_BUSY` at once, the transaction is rolled
-/// back and the mutex released. The first retries follow brief waits on the calling thread
-/// (20 µs doubling, at most 0.5 ms in all per operation: another connection's transaction
-/// lasts tens of microseconds, while the Tokio timer counts whole milliseconds); then the
-/// task sleeps on the Tokio timer with jittered exponential backoff (1 ms doubling to
-/// 50 ms) before each attempt. After
+/// back and the mutex released. A release or heartbeat retries first after brief waits on
+/// the calling thread (20 µs doubling, at most 0.5 ms in all per operation: another
+/// connection's transaction lasts tens of microseconds, while the Tokio timer counts whole
+/// milliseconds, and the lease stays held meanwhile); otherwise the task sleeps on the
+/// Tokio timer with jittered exponential backoff (1 ms doubling to 50 ms) before each
+/// attempt. After
 /// [`SqliteOptions::busy_timeout`] of that, the operation fails with
 /// [`LockError::Unavailable`](lock_core::LockError::Unavailable); `SQLITE_BUSY` itself
 /// never reaches the caller.
