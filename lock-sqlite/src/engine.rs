@@ -494,7 +494,7 @@ impl<D: Driver> Engine<D> {
     }
 
     /// Lets a process that has waited for `name` long enough go first (see
-    /// [`ReleaseLog::give_way`]).
+    /// [`ReleaseLog::give_way`](lock_core::backend_kit::ReleaseLog::give_way)).
     pub(crate) async fn give_way(&self, name: &LockName, max: Duration) {
         if let Some(holds) = self.holds() {
             self.released
