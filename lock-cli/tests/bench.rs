@@ -64,6 +64,25 @@ fn a_quick_bench_reports_every_section_for_every_store() {
                 "{url}: {waiters}"
             );
             assert!(num(&["handoff", waiters, "attempts_per_acquisition"]) >= 1.0);
+            // Single-host stores are compared with workers taking turns on a bare `flock`.
+            let raw = &result["handoff"][waiters]["raw_flock"];
+            if url.starts_with("sqlite") || url.starts_with("file") {
+                assert!(
+                    num(&["handoff", waiters, "raw_flock", "count"]) > 0.0,
+                    "{url}"
+                );
+                assert!(
+                    num(&["handoff", waiters, "raw_flock", "p50_us"])
+                        <= num(&["handoff", waiters, "raw_flock", "p99_us"])
+                );
+                let ratio = num(&["handoff", waiters, "ratio_p50"]);
+                assert!(ratio.is_finite() && ratio > 0.0, "{url}: {ratio}");
+            } else {
+                assert!(
+                    raw.is_null(),
+                    "{url}: no raw flock baseline for a network store"
+                );
+            }
         }
         assert!(
             num(&["throughput", "names_1", "served_least"])
@@ -88,4 +107,20 @@ fn a_quick_bench_reports_every_section_for_every_store() {
         );
         assert!(num(&["heartbeat", "cpu_percent_of_one_core"]) >= 0.0);
     }
+    let left = flock_files(sandbox.path());
+    assert!(left.is_empty(), "the raw hand-off baseline left {left:?}");
+}
+
+/// The raw hand-off baseline's files below `dir`.
+fn flock_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(flock_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "flock") {
+            found.push(path);
+        }
+    }
+    found
 }

@@ -13,6 +13,7 @@ mod raw;
 mod stats;
 mod worker;
 
+use std::ffi::OsStr;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,6 +177,7 @@ async fn bench_store(
     ));
 
     let mut handoff = serde_json::Map::new();
+    let raw_flock = raw::handoff_flock_file(url)?;
     for waiters in [2, 8, 32] {
         progress.update(&format!("handoff: {waiters} processes"));
         let name = format!("{prefix}handoff-{waiters}");
@@ -186,25 +188,17 @@ async fn bench_store(
         } else {
             plan.handoff_cycles
         };
-        let (events, _) = run_workers(
-            url,
-            waiters,
-            |_| name.clone(),
-            Loops {
-                cycles,
-                for_: Duration::ZERO,
-            },
-            // Each holder keeps the lock 30 ms, then pauses 20 ms before asking again: the
-            // others are already waiting when it releases, and the releaser cannot take
-            // the lock back before a waiter that is 20 ms late.
-            (30_000, 20_000),
-        )
-        .await?;
-        let mut samples = Samples::default();
-        for latency in worker::handoffs(&events) {
-            samples.push_nanos(latency);
-        }
-        samples.elapsed = Duration::from_secs(1);
+        let loops = Loops {
+            cycles,
+            for_: Duration::ZERO,
+        };
+        // Each holder keeps the lock 30 ms, then pauses 20 ms before asking again: the
+        // others are already waiting when it releases, and the releaser cannot take the
+        // lock back before a waiter that is 20 ms late.
+        let hold_pause = (30_000, 20_000);
+        let (events, _) =
+            run_workers(url, waiters, |_| name.clone(), loops, hold_pause, None).await?;
+        let samples = handoff_samples(&events);
         // Every acquisition but each process's first few is a hand-off; count attempts per
         // acquisition (a woken waiter's successful one included).
         let acquisitions: usize = events.iter().map(|e| e.acquired.len()).sum();
@@ -217,18 +211,46 @@ async fn bench_store(
             samples.quantile_us(0.99),
             samples.len()
         ));
-        handoff.insert(
-            format!("processes_{waiters}"),
-            json!({
-                "count": samples.len(),
-                "p50_us": samples.quantile_us(0.5),
-                "p99_us": samples.quantile_us(0.99),
-                "acquisitions": acquisitions,
-                "attempts": attempts,
-                "attempts_per_acquisition": per_acquisition,
-            }),
-        );
+        let mut entry = json!({
+            "count": samples.len(),
+            "p50_us": samples.quantile_us(0.5),
+            "p99_us": samples.quantile_us(0.99),
+            "acquisitions": acquisitions,
+            "attempts": attempts,
+            "attempts_per_acquisition": per_acquisition,
+        });
+        if let Some(file) = &raw_flock {
+            // The same processes, cycles and holds with a bare blocking `flock` (what
+            // `flock(1)` waiters do): the floor this machine puts under a hand-off.
+            progress.update(&format!("handoff: {waiters} processes, raw flock"));
+            let (events, _) = run_workers(
+                url,
+                waiters,
+                |_| name.clone(),
+                loops,
+                hold_pause,
+                Some(file.path()),
+            )
+            .await?;
+            let raw = handoff_samples(&events);
+            let ratio = samples.quantile_us(0.5) / raw.quantile_us(0.5);
+            progress.done(&format!(
+                "  raw flock hand-off with {waiters} processes: p50 {:.0} us, p99 {:.0} us; \
+                 library / raw p50 {ratio:.2}",
+                raw.quantile_us(0.5),
+                raw.quantile_us(0.99),
+            ));
+            entry["raw_flock"] = json!({
+                "count": raw.len(),
+                "p50_us": raw.quantile_us(0.5),
+                "p99_us": raw.quantile_us(0.99),
+            });
+            entry["ratio_p50"] = json!(ratio);
+        }
+        handoff.insert(format!("processes_{waiters}"), entry);
     }
+
+    drop(raw_flock);
 
     let mut throughput = serde_json::Map::new();
     for names in [1_usize, 8] {
@@ -242,6 +264,7 @@ async fn bench_store(
                 for_: plan.throughput_for,
             },
             (0, 0),
+            None,
         )
         .await?;
         let total: usize = events.iter().map(|e| e.acquired.len()).sum();
@@ -374,6 +397,16 @@ async fn library_pair(
     Ok(())
 }
 
+/// The hand-off latencies of one measurement.
+fn handoff_samples(events: &[Events]) -> Samples {
+    let mut samples = Samples::default();
+    for latency in worker::handoffs(events) {
+        samples.push_nanos(latency);
+    }
+    samples.elapsed = Duration::from_secs(1);
+    samples
+}
+
 /// How long each worker of a measurement loops: `cycles`, or until `for_` passed (zero: no
 /// time limit), whichever comes first.
 #[derive(Clone, Copy)]
@@ -385,12 +418,16 @@ struct Loops {
 /// Runs `count` worker processes (worker `i` on lock `name(i)`), started at once, each
 /// looping as `loops` says, holding `hold_us` and pausing `pause_us` after each release;
 /// returns their events and the time from the first acquisition to the last release.
+///
+/// With `raw_flock`, the workers take turns with a blocking `flock` on that file instead
+/// of the library's lock (the raw hand-off baseline).
 async fn run_workers(
     url: &str,
     count: usize,
     name: impl Fn(usize) -> String,
     loops: Loops,
     (hold_us, pause_us): (u64, u64),
+    raw_flock: Option<&std::path::Path>,
 ) -> Result<(Vec<Events>, Duration), CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::io("bench: cannot find lockctl's own executable", e))?;
@@ -407,6 +444,11 @@ async fn run_workers(
                 &hold_us.to_string(),
             ])
             .args(["--pause-us", &pause_us.to_string()])
+            .args(
+                raw_flock
+                    .iter()
+                    .flat_map(|path| [OsStr::new("--raw-flock"), path.as_os_str()]),
+            )
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -468,12 +510,13 @@ async fn run_workers(
 
 fn print_table(results: &[serde_json::Value]) {
     println!(
-        "{:<44} {:>10} {:>10} {:>7} {:>11} {:>11} {:>11} {:>9} {:>10} {:>10} {:>9}",
+        "{:<44} {:>10} {:>10} {:>7} {:>11} {:>9} {:>11} {:>11} {:>9} {:>10} {:>10} {:>9}",
         "store",
         "pair p50",
         "raw p50",
         "ratio",
         "handoff2",
+        "vs flock",
         "handoff8",
         "handoff32",
         "tries/acq",
@@ -484,7 +527,7 @@ fn print_table(results: &[serde_json::Value]) {
     for r in results {
         let url: String = r["url"].as_str().unwrap_or("?").chars().take(44).collect();
         println!(
-            "{:<44} {:>8.1}us {:>8.1}us {:>6.2}x {:>7.0}us p50 {:>7.0}us p50 {:>7.0}us p50 {:>9.2} {:>8.0}/s {:>8.0}/s {:>8.1}%",
+            "{:<44} {:>8.1}us {:>8.1}us {:>6.2}x {:>7.0}us p50 {:>9} {:>7.0}us p50 {:>7.0}us p50 {:>9.2} {:>8.0}/s {:>8.0}/s {:>8.1}%",
             url,
             r["pair"]["library"]["p50_us"].as_f64().unwrap_or(f64::NAN),
             r["pair"]["raw"]["p50_us"].as_f64().unwrap_or(f64::NAN),
@@ -492,6 +535,10 @@ fn print_table(results: &[serde_json::Value]) {
             r["handoff"]["processes_2"]["p50_us"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
+            // Only single-host stores have the raw flock baseline.
+            r["handoff"]["processes_2"]["ratio_p50"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x")),
             r["handoff"]["processes_8"]["p50_us"]
                 .as_f64()
                 .unwrap_or(f64::NAN),

@@ -282,6 +282,46 @@ impl RawPair {
     }
 }
 
+/// For a store whose processes all run on one host (SQLite, a lock directory), a fresh file
+/// next to it for the raw hand-off baseline: worker processes taking turns with a blocking
+/// `flock` on it, as `flock(1)` users do; removed when dropped. `None` for network stores.
+pub(crate) fn handoff_flock_file(url: &str) -> Result<Option<FlockFile>, CliError> {
+    let dir = if leaselock::sqlite::DRIVER.serves(url) || leaselock::sqlite::SQLX_DRIVER.serves(url)
+    {
+        let opts: leaselock::sqlite::SqliteOptions = url.parse()?;
+        match opts.path.parent() {
+            Some(dir) if dir.as_os_str().is_empty() => PathBuf::from("."),
+            Some(dir) => dir.to_owned(),
+            None => return Ok(None),
+        }
+    } else if leaselock::file::DRIVER.serves(url) {
+        let opts: leaselock::file::FileOptions = url.parse()?;
+        opts.dir
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(FlockFile(dir.join(format!(
+        "lockctl-bench-{:08x}.flock",
+        rand::random::<u32>()
+    )))))
+}
+
+/// The raw hand-off baseline's file (the workers create it); removed when dropped.
+#[derive(Debug)]
+pub(crate) struct FlockFile(PathBuf);
+
+impl FlockFile {
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for FlockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Raw lease records are padded to this length, so every write overwrites the last one in
 /// place and the file never changes size (the library's records are rewritten in place too).
 const RAW_RECORD_LEN: usize = 64;

@@ -5,6 +5,10 @@
 //! lock, `a <ns>` after each acquisition and `r <ns>` just before each release
 //! (CLOCK_MONOTONIC, comparable between processes), and `n <count>`, the acquire attempts
 //! it made, all at the end so printing does not slow the cycles.
+//!
+//! With `--raw-flock <file>` it takes a blocking `flock` on that file instead of the lock,
+//! as `flock(1)` does: the raw baseline of a hand-off on one host (the kernel wakes the
+//! waiter; nothing else happens).
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -37,9 +41,15 @@ pub(crate) struct WorkerArgs {
     /// most); 0: no limit.
     #[arg(long, default_value_t = 0)]
     for_ms: u64,
+    /// Instead of the library, take a blocking `flock` on this file (the raw baseline).
+    #[arg(long)]
+    raw_flock: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
+    if let Some(path) = &args.raw_flock {
+        return raw_flock_worker(path, &args).await;
+    }
     let counting = Arc::new(Counting::new(leaselock::connect(&args.url).await?));
     let locker = Locker::new(counting.clone());
     let opts = LockOptions::default()
@@ -67,6 +77,51 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
         }
     }
     let _ = writeln!(out, "n {}", counting.attempts.load(Ordering::Relaxed));
+    print!("{out}");
+    Ok(0)
+}
+
+/// The raw baseline's loop: the same cycles with a blocking `flock` on `path`, on this
+/// thread (nothing else runs in this process), as `flock(1)` waits.
+async fn raw_flock_worker(path: &std::path::Path, args: &WorkerArgs) -> Result<u8, CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CliError::io("bench worker: cannot open the raw flock file", e))?;
+    ready_set_go().await?;
+    let mut out = String::new();
+    let started = std::time::Instant::now();
+    let limit = (args.for_ms > 0).then(|| Duration::from_millis(args.for_ms));
+    let mut attempts = 0_u64;
+    for cycle in 0..args.cycles {
+        if cycle > 0 && limit.is_some_and(|limit| started.elapsed() >= limit) {
+            break;
+        }
+        let _ = writeln!(out, "w {}", monotonic_nanos());
+        loop {
+            attempts += 1;
+            match fs4::FileExt::lock(&file) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(CliError::io("bench worker: flock failed", e)),
+            }
+        }
+        let _ = writeln!(out, "a {}", monotonic_nanos());
+        if args.hold_us > 0 {
+            std::thread::sleep(Duration::from_micros(args.hold_us));
+        }
+        let _ = writeln!(out, "r {}", monotonic_nanos());
+        fs4::FileExt::unlock(&file).map_err(|e| CliError::io("bench worker: unlock failed", e))?;
+        if args.pause_us > 0 {
+            std::thread::sleep(Duration::from_micros(args.pause_us));
+        }
+    }
+    let _ = writeln!(out, "n {attempts}");
     print!("{out}");
     Ok(0)
 }
