@@ -130,8 +130,8 @@ impl Shared {
         }
     }
 
-    /// Frees the lease in the store from a task of its own: at once, or when its minimum
-    /// hold ends.
+    /// Frees the lease in the store, at once or when its minimum hold ends, in a call that
+    /// finishes in a task of its own if nobody awaits it (see `InPlace`).
     fn release(&self) -> release::Answer {
         release::release(
             Arc::clone(&self.backend),
@@ -360,8 +360,9 @@ impl LockGuard {
     /// [`LockError::Unavailable`] when the store cannot be reached; the TTL then frees the
     /// lease.
     ///
-    /// Cancel-safe: the store call runs in a task of its own, so dropping this future (in a
-    /// `select!` or a timeout) still frees the lease.
+    /// Cancel-safe: the store call runs in this future and, if the future is dropped first
+    /// (in a `select!` or a timeout), finishes in a task of its own, so the lease is still
+    /// freed.
     pub async fn release(mut self) -> Result<bool> {
         self.released = true;
         // Ended first, so the scheduler starts no renewal that would race the release (one

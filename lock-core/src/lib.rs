@@ -7,6 +7,7 @@ mod error;
 mod guard;
 mod heartbeat;
 mod holder;
+mod in_place;
 mod lease;
 mod locker;
 pub mod memory;

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::backend::LockBackend;
@@ -15,6 +14,7 @@ use crate::error::{LockError, Result};
 use crate::guard::{LeaseWatch, LockGuard};
 use crate::heartbeat::Heartbeater;
 use crate::holder::{Holder, OwnerToken};
+use crate::in_place::InPlace;
 use crate::lease::Lease;
 use crate::name::{IntoLockName, LockName};
 use crate::options::LockOptions;
@@ -157,8 +157,9 @@ impl Locker {
                 }
             };
             let Some(answer) = answer else {
-                // The store did not answer before the wait ran out. The abandoned attempt's
-                // own task releases whatever it is granted (see `attempt`).
+                // The store did not answer before the wait ran out. The abandoned attempt
+                // finishes in a task of its own, which releases whatever it is granted (see
+                // `attempt`).
                 unanswered.free_in_background(&self.backend, name, opts.ttl);
                 labels.timed_out("lock");
                 return Err(LockError::Timeout {
@@ -290,11 +291,12 @@ impl Locker {
         Labels::new(self.backend.backend_name(), name, opts.lock_name_in_metrics)
     }
 
-    /// One `try_acquire_permit` (`try_acquire` for a limit of 1), run as its own task so that a caller dropping this future cannot
-    /// orphan a lease: if nobody is left to receive it, the task releases it.
+    /// One `try_acquire_permit` (`try_acquire` for a limit of 1), polled by the caller and
+    /// finished in a task of its own if the caller's future is dropped first (see
+    /// [`InPlace`]): a lease granted to nobody is then released at once.
     ///
     /// A transient error may hide a lease the store granted anyway (the answer was lost to a
-    /// timeout): the task then also frees that lease, once, in the background.
+    /// timeout): that lease is also freed, once, in the background.
     /// [`wait_for`](Self::wait_for) goes further, since it keeps talking to the store.
     async fn attempt(
         &self,
@@ -305,27 +307,28 @@ impl Locker {
     ) -> Result<Option<Lease>> {
         let (ttl, limit) = (opts.ttl, opts.limit);
         let labels = labels.clone();
-        let (tx, rx) = oneshot::channel();
         let backend = Arc::clone(&self.backend);
         let (name, holder) = (name.clone(), holder.clone());
-        let mut pending = PendingAcquire {
-            rx,
-            backend: Arc::clone(&self.backend),
-        };
-        tokio::spawn(async move {
+        let orphans = Arc::clone(&self.backend);
+        let acquiring = async move {
             let acquiring = backend.try_acquire_permit(&name, &holder, ttl, limit);
             let result = labels.store_call("try_acquire", acquiring).await;
-            let unanswered = matches!(&result, Err(error) if error.is_transient());
-            match tx.send(result) {
-                Err(Ok(Some(orphan))) => release_orphan(backend, orphan).await,
-                _ if unanswered => {
-                    // Best effort, after the caller has its answer.
-                    let _ = backend.release(&granted_unseen(&name, holder, ttl)).await;
-                }
-                _ => {}
+            if matches!(&result, Err(error) if error.is_transient()) {
+                // Best effort, after the caller has its answer.
+                let unseen = granted_unseen(&name, holder, ttl);
+                tokio::spawn(async move {
+                    let _ = backend.release(&unseen).await;
+                });
             }
-        });
-        (&mut pending.rx).await.map_err(|_| {
+            result
+        };
+        InPlace::new(acquiring, move |orphan| async move {
+            if let Ok(Some(orphan)) = orphan {
+                release_orphan(orphans, orphan).await;
+            }
+        })
+        .await
+        .map_err(|()| {
             LockError::backend(
                 "leaselock",
                 "the backend panicked while acquiring; this is a bug in the backend",
@@ -415,33 +418,6 @@ impl Unanswered {
             let mut this = self;
             this.free(&backend, &name, ttl).await;
         });
-    }
-}
-
-/// The caller's end of an acquisition running in its own task.
-///
-/// The task may hand over a lease just as the caller's future is dropped: the send succeeds but
-/// nobody reads it. Dropping this closes the channel and releases any lease already sent, so a
-/// cancelled `lock()` never leaves a lease held until its TTL.
-struct PendingAcquire {
-    rx: oneshot::Receiver<Result<Option<Lease>>>,
-    backend: Arc<dyn LockBackend>,
-}
-
-impl Drop for PendingAcquire {
-    fn drop(&mut self) {
-        self.rx.close();
-        if let Ok(Ok(Some(orphan))) = self.rx.try_recv() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(release_orphan(Arc::clone(&self.backend), orphan));
-                }
-                Err(_) => tracing::warn!(
-                    lock = %orphan.name,
-                    "no runtime to release an abandoned lease; its TTL will free it"
-                ),
-            }
-        }
     }
 }
 

@@ -14,11 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use crate::backend::LockBackend;
 use crate::backend_kit::time::{MAX_TTL, MIN_TTL, instant_after, monotonic_now, safety_margin};
 use crate::error::{LockError, Result};
+use crate::in_place::InPlace;
 use crate::lease::Lease;
 use crate::telemetry::Labels;
 
@@ -48,11 +47,13 @@ impl MinHold {
     }
 }
 
-/// What the caller of a release learns: whether the lease was still ours.
-pub(crate) type Answer = oneshot::Receiver<Result<bool>>;
+/// A release under way: the caller awaits it (see [`answer`]); dropped, it finishes in a
+/// task of its own, which logs an error nobody is waiting for.
+pub(crate) type Answer = InPlace<Result<bool>>;
 
-/// Releases `lease` in a task of its own, so that dropping the caller's future (or having no
-/// caller, for a dropped guard) still frees it: at once, or when `hold` ends.
+/// Releases `lease`, at once or when `hold` ends, in a future that frees it even if the
+/// caller's future is dropped (a `select!`, a timeout) or never awaited (a dropped guard):
+/// see [`InPlace`].
 ///
 /// The answer is the store's: `true` if the lease was ours (and, under a hold, now kept until
 /// the hold ends), `false` if it was already lost.
@@ -62,45 +63,43 @@ pub(crate) fn release(
     hold: Option<MinHold>,
     labels: Labels,
 ) -> Answer {
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
+    let name = lease.name.clone();
+    let releasing = async move {
         let held = hold.and_then(|h| h.ttl_from(monotonic_now()).map(|ttl| (h, ttl)));
         let Some((hold, ttl)) = held else {
-            reply(tx, release_now(&backend, &lease, &labels).await, &lease);
-            return;
+            return release_now(&backend, &lease, &labels).await;
         };
         let kept = labels
             .store_call("heartbeat", backend.heartbeat(&lease, ttl))
             .await;
         let kept = match kept {
             Ok(kept) => kept,
-            Err(LockError::LeaseLost { .. }) => return reply(tx, Ok(false), &lease),
-            Err(error) => return reply(tx, Err(error), &lease),
+            Err(LockError::LeaseLost { .. }) => return Ok(false),
+            Err(error) => return Err(error),
         };
         // The caller's release is done; the lease is the store's to keep until the hold ends.
-        reply(tx, Ok(true), &lease);
         tracing::debug!(lock = %lease.name, "released early; held until its minimum hold ends");
-        tokio::time::sleep_until(hold.until.into()).await;
-        match release_now(&backend, &kept, &labels).await {
-            Ok(true) => tracing::debug!(lock = %kept.name, "minimum hold over; released"),
-            Ok(false) => {
-                tracing::debug!(lock = %kept.name, "the lease was lost during its minimum hold");
+        tokio::spawn(async move {
+            tokio::time::sleep_until(hold.until.into()).await;
+            match release_now(&backend, &kept, &labels).await {
+                Ok(true) => tracing::debug!(lock = %kept.name, "minimum hold over; released"),
+                Ok(false) => {
+                    tracing::debug!(lock = %kept.name, "the lease was lost during its minimum hold");
+                }
+                Err(error) => tracing::warn!(
+                    lock = %kept.name, %error,
+                    "releasing after the minimum hold failed; the TTL will free the lock"
+                ),
             }
-            Err(error) => tracing::warn!(
-                lock = %kept.name, %error,
-                "releasing after the minimum hold failed; the TTL will free the lock"
-            ),
+        });
+        Ok(true)
+    };
+    InPlace::new(releasing, move |answer| async move {
+        // Nobody waits for this answer (a dropped guard, a cancelled release): log a failure.
+        if let Err(error) = answer {
+            tracing::warn!(lock = %name, %error, "releasing a lock guard failed; the TTL will free it");
         }
-    });
-    rx
-}
-
-/// Hands the caller its answer; an error nobody is waiting for (a dropped guard, a
-/// cancelled release) is logged instead.
-fn reply(tx: oneshot::Sender<Result<bool>>, answer: Result<bool>, lease: &Lease) {
-    if let Err(Err(error)) = tx.send(answer) {
-        tracing::warn!(lock = %lease.name, %error, "releasing a lock guard failed; the TTL will free it");
-    }
+    })
 }
 
 async fn release_now(
@@ -116,8 +115,8 @@ async fn release_now(
 /// # Errors
 ///
 /// The store's error, or [`LockError::Backend`] if the backend panicked.
-pub(crate) async fn answer(rx: Answer) -> Result<bool> {
-    rx.await.unwrap_or_else(|_| {
+pub(crate) async fn answer(release: Answer) -> Result<bool> {
+    release.await.unwrap_or_else(|()| {
         Err(LockError::backend(
             "leaselock",
             "the backend panicked while releasing; this is a bug in the backend \

@@ -127,12 +127,13 @@ impl ReleaseLog {
         if let Some((_, left)) = left {
             // Passed on once the caller has its lease: closing the beacon wakes every other
             // waiting process (all but one go back to sleep), which must not delay the
-            // caller. The attempt runs in a task of its own (see `Locker`), so a task
-            // spawned here would run before the caller hears back; one that yields first
-            // runs after. A caller that blocks its runtime's thread right after acquiring
-            // (a long computation, a stall) never lets that task run: then the backstop
-            // thread passes the turn on a little later, so that a waiting process still
-            // watches the lease while it is held.
+            // caller. The attempt runs in the caller's task (see `Locker`), so a task spawned
+            // here runs once the caller yields, after it heard back; yielding once more
+            // first keeps it behind the caller's next steps too (and behind the caller of an
+            // attempt that runs in a task of its own). A caller that blocks its runtime's
+            // thread right after acquiring (a long computation, a stall) never lets that
+            // task run: then the backstop thread passes the turn on a little later, so that a
+            // waiting process still watches the lease while it is held.
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
                     let left = turn::PassOn::new(left);
