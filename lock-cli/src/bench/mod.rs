@@ -3,7 +3,8 @@
 //! 1. uncontended acquire + release pairs through the backend (`try_acquire` + `release`),
 //!    interleaved in blocks with the raw baseline so machine noise hits both alike;
 //! 2. hand-off latency between processes (2, 8 and 32 contending `lockctl bench-worker`s),
-//!    and the acquire attempts they made per acquisition;
+//!    and the acquire attempts they made per acquisition; on a single-host store, next to
+//!    the same processes taking turns with a bare `flock` (what `flock(1)` waiters do);
 //! 3. contended throughput: 8 processes looping for 1 s without a pause on one name (and
 //!    how evenly they were served while all ran) and on 8 names;
 //! 4. heartbeat cost: many leases held through `Locker` for a while.
@@ -36,7 +37,8 @@ use worker::Events;
 pub(crate) struct BenchArgs {
     /// Stores to measure (repeatable). Default: the lockctl default store. Bench locks use
     /// a random name prefix; SQLite gets a `bench_raw_leases` table for the baseline, dropped
-    /// at the end.
+    /// at the end; single-host stores get a `lockctl-bench-*.flock` file next to them for
+    /// the hand-off baseline, removed at the end.
     #[arg(long = "url", value_name = "URL")]
     urls: Vec<String>,
 
