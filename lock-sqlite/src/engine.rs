@@ -25,6 +25,7 @@ use crate::ops::{
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
 use crate::setup::{JournalMode, LookAtSchema, PrepareSchema};
+use crate::wake::WakeFiles;
 
 /// What both backends can do.
 pub(crate) const CAPABILITIES: Capabilities = Capabilities::none()
@@ -92,6 +93,8 @@ pub(crate) struct Engine<D> {
 struct Holds {
     dir: std::path::PathBuf,
     mine: Arc<ProcessHold>,
+    /// The wake files this engine's releases wrote, kept open.
+    wakes: WakeFiles,
 }
 
 impl Holds {
@@ -124,17 +127,6 @@ fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// Tells waiters in other processes that `name` may be free: writes one byte into its wake
-/// file if a waiter made one (one failed `open` otherwise), which their watches see.
-fn touch(wake_file: &std::path::Path) {
-    use std::io::Write;
-    // Opened without truncating or appending: the byte goes at offset 0, so the file stays
-    // one byte long.
-    if let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(wake_file) {
-        let _ = file.write_all(b"\n");
-    }
 }
 
 /// The contenders' queue of the database `store` (a canonical path) in this process, shared
@@ -343,7 +335,11 @@ impl<D: Driver> Engine<D> {
                 }
                 let dir = Holds::dir_of(&self.db)?;
                 match ProcessHold::of_process(&dir) {
-                    Ok(mine) => Some(Holds { dir, mine }),
+                    Ok(mine) => Some(Holds {
+                        dir,
+                        mine,
+                        wakes: WakeFiles::default(),
+                    }),
                     Err(error) => {
                         tracing::debug!(
                             db = %self.db,
@@ -469,7 +465,7 @@ impl<D: Driver> Engine<D> {
     /// Wakes waiters of `name` in other processes (see [`wait_for_change`](Self::wait_for_change)).
     fn wake_other_processes(&self, name: &LockName) {
         if let Some(holds) = self.hold.get().and_then(Option::as_ref) {
-            touch(&holds.wake_file(name));
+            holds.wakes.wake(&holds.wake_file(name));
         }
     }
 

@@ -17,6 +17,7 @@ mod sql;
 #[cfg(feature = "sqlx")]
 mod sqlx_driver;
 mod value;
+mod wake;
 
 pub use options::{
     DEFAULT_BUSY_TIMEOUT, SQLX_URL_SCHEMES, SqliteOptions, Synchronous, URL_SCHEMES,
