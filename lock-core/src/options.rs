@@ -158,9 +158,9 @@ impl LockOptions {
     /// Checks the TTL, the heartbeat period and the backoff.
     ///
     /// The heartbeat period must be at least [`MIN_HEARTBEAT_INTERVAL`] and at most half of
-    /// the time the holder trusts a lease (`ttl` minus its
-    /// [`safety_margin`](crate::backend_kit::time::safety_margin)), so that a failed heartbeat is retried
-    /// before the lease runs out. The default, `ttl / 3`, always is.
+    /// the time the holder trusts a lease (`ttl` minus its [`safety_margin`]), so that a
+    /// failed heartbeat is retried before the lease runs out. The default, `ttl / 3`,
+    /// always is.
     ///
     /// # Errors
     ///

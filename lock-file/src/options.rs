@@ -58,8 +58,7 @@ pub struct FileOptions {
     /// critical section runs on Tokio's blocking thread pool so the runtime is not stalled.
     pub sync_writes: bool,
     /// How long an operation waits for another process's critical section on the same lease
-    /// file before failing with [`LockError::Unavailable`](lock_core::LockError::Unavailable)
-    /// (default 10 s). Critical sections take microseconds, so running into this limit means
+    /// file before failing with [`LockError::Unavailable`] (default 10 s). Critical sections take microseconds, so running into this limit means
     /// a process is stuck (stopped, or on a hung disk) while holding a lease file's lock.
     pub busy_timeout: Duration,
     /// The host's clocks (see [`with_clock`](Self::with_clock)).

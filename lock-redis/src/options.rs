@@ -16,7 +16,7 @@ use crate::keys::DEFAULT_PREFIX;
 /// The location comes from a URL (see the crate documentation for the forms and query
 /// options), or from a list of cluster nodes ([`cluster`](Self::cluster)); everything else
 /// has `with_*` setters. The defaults make an unreachable server fail an operation with
-/// [`LockError::Unavailable`](lock_core::LockError::Unavailable) within about two seconds
+/// [`LockError::Unavailable`] within about two seconds
 /// instead of hanging, and let the same backend value recover when the server returns.
 ///
 /// ```
@@ -173,7 +173,7 @@ impl RedisOptions {
     /// Returns a grant (and a renewal) only once `n` replicas confirm they have it
     /// (`WAIT n timeout` after the script, on the same connection); otherwise a grant is
     /// released again and the caller gets
-    /// [`LockError::Unavailable`](lock_core::LockError::Unavailable) saying how many
+    /// [`LockError::Unavailable`] saying how many
     /// replicas answered, and a renewal fails the same way (the holder's deadline stays
     /// where the last confirmed renewal put it). The same as `?replicas=n&replica_timeout=..`.
     ///

@@ -53,7 +53,7 @@ pub struct SqliteOptions {
     pub synchronous: Synchronous,
     /// How long one operation keeps retrying while another connection holds the database's
     /// write lock (`SQLITE_BUSY` / `SQLITE_LOCKED`) before it fails with
-    /// [`LockError::Unavailable`](lock_core::LockError::Unavailable). Default 30 s.
+    /// [`LockError::Unavailable`]. Default 30 s.
     /// Zero tries once.
     pub busy_timeout: Duration,
     /// Open the database read-only: `inspect` and `list` work, taking or releasing a lock
