@@ -322,23 +322,27 @@ impl Drop for FlockFile {
     }
 }
 
-/// Raw lease records are padded to this length, so every write overwrites the last one in
-/// place and the file never changes size (the library's records are rewritten in place too).
-const RAW_RECORD_LEN: usize = 64;
-
-/// open, exclusive flock, read (a lease must be looked at before it is taken or freed),
-/// write in place, optional fsync, close (which unlocks): one lease-file update.
-fn write_locked(path: &PathBuf, content: &[u8], sync: bool) -> Result<(), CliError> {
-    use std::io::{Read, Seek, Write};
+/// Opens (creating it, mode 0600) a file the raw baselines lock with `flock`.
+pub(crate) fn open_lock_file(path: &std::path::Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file: File = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|e| failed("open", e))?;
+}
+
+/// Raw lease records are padded to this length, so every write overwrites the last one in
+/// place and the file never changes size (the library's records are rewritten in place too).
+const RAW_RECORD_LEN: usize = 64;
+
+/// open, exclusive flock, read (a lease must be looked at before it is taken or freed),
+/// write in place, optional fsync, close (which unlocks): one lease-file update.
+fn write_locked(path: &std::path::Path, content: &[u8], sync: bool) -> Result<(), CliError> {
+    use std::io::{Read, Seek, Write};
+    let mut file = open_lock_file(path).map_err(|e| failed("open", e))?;
     fs4::FileExt::lock(&file).map_err(|e| failed("flock", e))?;
     let mut record = [b' '; RAW_RECORD_LEN];
     let len = content.len().min(RAW_RECORD_LEN);

@@ -84,14 +84,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
 /// The raw baseline's loop: the same cycles with a blocking `flock` on `path`, on this
 /// thread (nothing else runs in this process), as `flock(1)` waits.
 async fn raw_flock_worker(path: &std::path::Path, args: &WorkerArgs) -> Result<u8, CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+    let file = super::raw::open_lock_file(path)
         .map_err(|e| CliError::io("bench worker: cannot open the raw flock file", e))?;
     ready_set_go().await?;
     let mut out = String::new();
