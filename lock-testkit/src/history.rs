@@ -2,7 +2,11 @@
 //! that proves mutual exclusion and fencing from it.
 //!
 //! Each process appends records to a shared file opened with `O_APPEND`; every record is one
-//! `write(2)` of one line, so records of different processes never interleave. Times are
+//! `write(2)` of one line, so records of different processes never interleave. Every line is
+//! padded to [`RECORD_LEN`] bytes, so no record straddles a page boundary of the file: Linux
+//! checks for a fatal signal between the pages of a write, and a writer killed with SIGKILL
+//! would otherwise leave the first part of its line with the next writer's line glued on. A
+//! killed writer loses at most its last record, whole. Times are
 //! `CLOCK_MONOTONIC` nanoseconds, which on Linux are one clock for every process of the host.
 //!
 //! A holder records [`Event::Start`] right after it acquired a lease, [`Event::Work`] for each
@@ -80,21 +84,28 @@ pub struct Record {
     pub at: u64,
 }
 
+/// The length of every line of a history file: a divisor of the page size, so that records
+/// appended one after another never cross a page boundary.
+pub const RECORD_LEN: usize = 256;
+
 impl Record {
-    fn to_line(&self) -> String {
+    /// The record's line, padded with spaces to [`RECORD_LEN`] bytes; `None` when it does not
+    /// fit (a name or holder id of more than about 80 bytes).
+    fn to_line(&self) -> Option<String> {
         let name: String = self.name.bytes().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{} {} {} {} {}\n",
+        let words = format!(
+            "{} {} {} {} {}",
             self.at,
             self.event.as_str(),
             self.fence,
             self.holder,
             name
-        )
+        );
+        (words.len() < RECORD_LEN).then(|| format!("{words:<width$}\n", width = RECORD_LEN - 1))
     }
 
     fn parse(line: &str) -> Option<Self> {
-        let mut words = line.split(' ');
+        let mut words = line.trim_end_matches(' ').split(' ');
         let at = words.next()?.parse().ok()?;
         let event = Event::parse(words.next()?)?;
         let fence = words.next()?.parse().ok()?;
@@ -179,8 +190,19 @@ impl Recorder {
             event,
             at,
         }
-        .to_line();
-        // One write of the whole line: O_APPEND makes it atomic with respect to other writers.
+        .to_line()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a history record of {name:?} by {:?} does not fit in {RECORD_LEN} bytes: \
+                     use a shorter lock name or holder id",
+                    self.holder
+                ),
+            )
+        })?;
+        // One write of the whole line: O_APPEND makes it atomic with respect to other writers,
+        // and its fixed length keeps it inside one page (see the module's docs).
         let written = self.file.write(line.as_bytes())?;
         if written != line.len() {
             return Err(io::Error::other("short write to the history file"));
@@ -718,5 +740,36 @@ mod tests {
         assert_eq!(records.len(), 5);
         assert_eq!(records[0].name, "x y\n");
         assert_eq!(check(&records).unwrap().sections, 2);
+    }
+
+    #[test]
+    fn every_line_is_one_record_length_so_none_crosses_a_page() {
+        assert_eq!(4096 % RECORD_LEN, 0, "a divisor of the page size");
+        let dir = TempDir::new("fixed-length");
+        let path = dir.0.join("history");
+        let mut recorder = Recorder::open(&path, "a-holder").unwrap();
+        for fence in 1..=40 {
+            recorder.record("job", fence, Event::Start).unwrap();
+            recorder.record("job", fence, Event::End).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 80 * RECORD_LEN);
+        for line in bytes.chunks(RECORD_LEN) {
+            assert_eq!(line.last(), Some(&b'\n'));
+        }
+        assert_eq!(check(&read(&path).unwrap()).unwrap().sections, 40);
+    }
+
+    #[test]
+    fn a_record_too_long_for_its_line_is_an_error_and_writes_nothing() {
+        let dir = TempDir::new("too-long");
+        let path = dir.0.join("history");
+        let mut recorder = Recorder::open(&path, "a").unwrap();
+        let error = recorder
+            .record(&"n".repeat(RECORD_LEN), 1, Event::Start)
+            .expect_err("too long");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("shorter lock name"), "{error}");
+        assert!(read(&path).unwrap().is_empty());
     }
 }
