@@ -183,15 +183,20 @@ impl Op for Acquire<'_> {
         let mut params = self.row_values(0, clock, &now, expires);
         params.push(Value::Integer(now.boot_ms));
         params.push(self.hold_value());
-        let taken = tx.query(sql::TAKE_FREE_LOCK, &params).await?;
-        let fence = match taken.first() {
-            Some(row) => fence::from_value(row.first()).ok_or_else(|| {
-                LockError::backend(BACKEND, "taking over a free lease returned no fence")
-            })?,
-            None => match self.by_rows(tx, cx, &now, clock, expires).await? {
+        let fence = if tx.execute(sql::TAKE_FREE_LOCK, &params).await? == 1 {
+            let slot = [name_value(self.name), Value::Integer(0)];
+            let taken = tx.query(sql::FENCE_OF_SLOT, &slot).await?;
+            taken
+                .first()
+                .and_then(|row| fence::from_value(row.first()))
+                .ok_or_else(|| {
+                    LockError::backend(BACKEND, "taking over a free lease left no fence to read")
+                })?
+        } else {
+            match self.by_rows(tx, cx, &now, clock, expires).await? {
                 Some(fence) => fence,
                 None => return Ok(None),
-            },
+            }
         };
         Ok(Some(Lease::new(
             self.name.clone(),
