@@ -294,7 +294,7 @@ mod tests {
     fn lease_paths_are_remembered_and_stay_right_past_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let lock_dir = LockDir::open(FileOptions::new(dir.path())).unwrap();
-        let name = |i: usize| LockName::new(&format!("job/{i}")).unwrap();
+        let name = |i: usize| LockName::new(format!("job/{i}")).unwrap();
         let expected = |i: usize| lock_dir.path().join(lease_file_name(&name(i)));
         for i in 0..PATHS_CACHED * 2 + 3 {
             assert_eq!(lock_dir.lease_path(&name(i)), expected(i));

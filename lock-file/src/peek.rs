@@ -108,6 +108,16 @@ impl LeaseProbe for PeekFile {
         }
     }
 
+    /// Every event wakes the waiter straight into its next attempt, without reading the file
+    /// first. Heartbeats rewrite the lease file too, so a heartbeat costs the head of the
+    /// waiters one attempt that finds the lease held (one every `ttl / 3` per live permit);
+    /// in exchange a release reaches the waiter's attempt without a read and a decode of
+    /// the file in between, which were about a quarter of the instructions on the path of a
+    /// hand-off (callgrind: ~13,000 of ~55,000).
+    fn events_are_changes(&self) -> bool {
+        true
+    }
+
     /// `<lease file name>.turn` in the hold directory (which the first acquisition in the
     /// directory made; until then, every waiter watches).
     fn turn_file(&mut self) -> Option<PathBuf> {

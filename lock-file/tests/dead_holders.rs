@@ -349,10 +349,13 @@ async fn a_waiter_wakes_when_another_process_rewrites_the_file() {
     assert!(!a.release(&lease).await.unwrap(), "already freed");
 }
 
+/// A heartbeat rewrites the lease file, which wakes a waiter straight into its next attempt
+/// (no look in between: see `PeekFile::events_are_changes`): it wakes at the renewal, not
+/// before, and a `Locker` waiting through renewals gets the lease only once it expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_sleeps_through_heartbeats_until_the_lease_expires() {
+async fn a_waiter_wakes_at_a_heartbeat_and_a_renewed_lease_stays_held_until_it_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (open(dir.path()).await, open(dir.path()).await);
+    let (a, b) = (open(dir.path()).await, Arc::new(open(dir.path()).await));
     let n = name("renewed");
     let ttl = Duration::from_millis(500);
     let lease = a
@@ -360,32 +363,51 @@ async fn a_waiter_sleeps_through_heartbeats_until_the_lease_expires() {
         .await
         .unwrap()
         .unwrap();
-    let start = Instant::now();
     let waiter = {
-        let n = n.clone();
+        let (b, n) = (b.clone(), n.clone());
         tokio::spawn(async move {
             b.wait_for_change(&n, monotonic_now(), Duration::from_secs(30))
                 .await;
             Instant::now()
         })
     };
-    // Renewed twice: each rewrite wakes the waiter, which sees the same holder.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let renewing = Instant::now();
+    let lease = a.heartbeat(&lease, ttl).await.unwrap();
+    let woke = waiter.await.unwrap();
+    assert!(woke >= renewing, "woke before anything changed");
+    assert!(
+        woke < renewing + Duration::from_millis(250),
+        "woke {:?} after the renewal",
+        woke - renewing
+    );
+    // A waiting Locker: renewed twice more, the lease stays held until it expires.
+    let locker = Locker::new(b);
+    let opts = LockOptions::default()
+        .with_ttl(LONG_TTL)
+        .with_wait(Duration::from_secs(10))
+        .with_label("next");
+    let next = tokio::spawn(async move {
+        let guard = locker.lock(&n, &opts).await.unwrap();
+        (Instant::now(), guard)
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let lease = a.heartbeat(&lease, ttl).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     a.heartbeat(&lease, ttl).await.unwrap();
     let renewed = Instant::now();
-    let woke = waiter.await.unwrap();
+    let (acquired, guard) = next.await.unwrap();
     assert!(
-        woke >= renewed + ttl - Duration::from_millis(20),
-        "woke {:?} after the last renewal, before its expiry",
-        woke.saturating_duration_since(renewed)
+        acquired >= renewed + ttl - Duration::from_millis(20),
+        "acquired {:?} after the last renewal, before its expiry",
+        acquired.saturating_duration_since(renewed)
     );
     assert!(
-        woke < renewed + ttl + Duration::from_secs(2),
-        "{:?} after start",
-        woke - start
+        acquired < renewed + ttl + Duration::from_secs(2),
+        "acquired {:?} after the last renewal",
+        acquired - renewed
     );
+    assert!(guard.release().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -399,10 +399,12 @@ pub trait LeaseProbe: Send {
         None
     }
 
-    /// Whether every event on the watched files means the lease may have changed hands, so
-    /// that a waiter goes straight to its next attempt instead of looking first: true for a
-    /// wake file only releases write and hold files (closed when a holder exits); false
-    /// (the default) for a lease file that heartbeats also rewrite.
+    /// Whether a waiter woken by an event on the watched files goes straight to its next
+    /// attempt instead of looking first: true where every event means the lease may have
+    /// changed hands (a wake file only releases write, hold files closed when a holder
+    /// exits), or where an attempt that finds the lease held costs little more than a look
+    /// and the events that do not change hands are rare (a lease file that heartbeats also
+    /// rewrite, every `ttl / 3`); false (the default) otherwise.
     fn events_are_changes(&self) -> bool {
         false
     }
