@@ -20,7 +20,7 @@ use crate::file_identity::{Expect, OpenedFile};
 use crate::now::{Cx, Layout};
 use crate::ops::{
     Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, LiveHolds, Peek, Release,
-    TakeGone,
+    TakeFreeLock, TakeGone,
 };
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
@@ -307,6 +307,13 @@ impl<D: Driver> Engine<D> {
             hold: stamp.as_deref(),
         };
         let acquired = async {
+            // A lock's free row is taken by one statement; anything else is decided on the
+            // rows, in a transaction.
+            if limit == 1
+                && let Some(lease) = self.run(&TakeFreeLock { acquire: &op }).await?
+            {
+                return Ok(Some(lease));
+            }
             match self.run(&op).await? {
                 Some(lease) => Ok(Some(lease)),
                 None => match holds {

@@ -127,9 +127,9 @@ impl Acquire<'_> {
         ]
     }
 
-    /// The general path, when the one-statement takeover of slot 0 matched nothing: reads
-    /// the name's rows and decides. `None` when every permit is live (or this holder has
-    /// one already: permits are not re-entrant).
+    /// The general path, when the one-statement [`TakeFreeLock`] matched nothing (or for a
+    /// semaphore): reads the name's rows and decides. `None` when every permit is live (or
+    /// this holder has one already: permits are not re-entrant).
     async fn by_rows<S: Statements>(
         &self,
         tx: &mut S,
@@ -167,6 +167,8 @@ impl Acquire<'_> {
     }
 }
 
+/// The read-and-decide acquire, in a write transaction: reads the name's rows and takes a
+/// free permit if there is one. The one-statement [`TakeFreeLock`] runs first for a lock.
 impl Op for Acquire<'_> {
     type Output = Option<Lease>;
     const KIND: TxKind = TxKind::Write;
@@ -180,32 +182,93 @@ impl Op for Acquire<'_> {
         let now = cx.now();
         let clock = now.fence_clock()?;
         let expires = now.expiry(self.ttl);
-        let mut params = self.row_values(0, clock, &now, expires);
+        let fence = match self.by_rows(tx, cx, &now, clock, expires).await {
+            Ok(Some(fence)) => fence,
+            Ok(None) => return Ok(None),
+            Err(OpError::Lock(corrupt @ LockError::Corrupt { .. })) => {
+                // A row it cannot read is still taken over when it is free: every column
+                // but the fence is rewritten.
+                match self.take_unreadable(tx, &now, clock, expires).await? {
+                    Some(fence) => fence,
+                    None => return Err(corrupt.into()),
+                }
+            }
+            Err(other) => return Err(other),
+        };
+        Ok(Some(self.lease(fence, cx, expires, sent)))
+    }
+}
+
+impl Acquire<'_> {
+    /// [`sql::TAKE_FREE_UNREADABLE_LOCK`], then the new fence: `None` if it matched nothing.
+    async fn take_unreadable<S: Statements>(
+        &self,
+        tx: &mut S,
+        now: &Now,
+        clock: i64,
+        expires: i64,
+    ) -> Result<Option<u64>, OpError> {
+        let mut params = self.row_values(0, clock, now, expires);
         params.push(Value::Integer(now.boot_ms));
         params.push(self.hold_value());
-        let fence = if tx.execute(sql::TAKE_FREE_LOCK, &params).await? == 1 {
-            let slot = [name_value(self.name), Value::Integer(0)];
-            let taken = tx.query(sql::FENCE_OF_SLOT, &slot).await?;
-            taken
-                .first()
-                .and_then(|row| fence::from_value(row.first()))
-                .ok_or_else(|| {
-                    LockError::backend(BACKEND, "taking over a free lease left no fence to read")
-                })?
-        } else {
-            match self.by_rows(tx, cx, &now, clock, expires).await? {
-                Some(fence) => fence,
-                None => return Ok(None),
-            }
-        };
-        Ok(Some(Lease::new(
+        if tx.execute(sql::TAKE_FREE_UNREADABLE_LOCK, &params).await? != 1 {
+            return Ok(None);
+        }
+        let slot = [name_value(self.name), Value::Integer(0)];
+        let taken = tx.query(sql::FENCE_OF_SLOT, &slot).await?;
+        let fence = taken
+            .first()
+            .and_then(|row| fence::from_value(row.first()))
+            .ok_or_else(|| {
+                LockError::backend(BACKEND, "a lease taken over has no fence to read")
+            })?;
+        Ok(Some(fence))
+    }
+}
+
+impl Acquire<'_> {
+    /// The lease granted with `fence`, expiring at `expires` on the boot clock.
+    fn lease(&self, fence: u64, cx: &Cx<'_>, expires: i64, sent: Instant) -> Lease {
+        Lease::new(
             self.name.clone(),
             self.holder.clone(),
             fence,
             cx.shown(expires),
             sent,
             self.ttl,
-        )))
+        )
+    }
+}
+
+/// The hot path of acquiring a lock: [`sql::TAKE_FREE_LOCK`], one statement without a
+/// transaction around it, whose fence is the fence clock. `None` when it matched nothing:
+/// then [`Acquire`] reads the rows and decides (the lease is live, the name is new or a
+/// semaphore's, or its fence is not below the clock).
+pub(crate) struct TakeFreeLock<'a, 'b> {
+    pub(crate) acquire: &'b Acquire<'a>,
+}
+
+impl Op for TakeFreeLock<'_, '_> {
+    type Output = Option<Lease>;
+    const KIND: TxKind = TxKind::Autocommit;
+    const GRANTS: bool = true;
+
+    async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Option<Lease>, OpError> {
+        cx.writable()?;
+        let acquire = self.acquire;
+        let sent = monotonic_now();
+        let now = cx.now();
+        let clock = now.fence_clock()?;
+        let expires = now.expiry(acquire.ttl);
+        let mut params = acquire.row_values(0, clock, &now, expires);
+        params.push(Value::Integer(now.boot_ms));
+        params.push(acquire.hold_value());
+        if tx.execute(sql::TAKE_FREE_LOCK, &params).await? != 1 {
+            return Ok(None);
+        }
+        let fence = u64::try_from(clock)
+            .map_err(|_| LockError::backend(BACKEND, "the fence clock read below zero"))?;
+        Ok(Some(acquire.lease(fence, cx, expires, sent)))
     }
 }
 

@@ -216,26 +216,35 @@ pub(crate) const SELECT_LEGACY_LEASES_WITH_PREFIX: &str = "SELECT name, owner, l
      host, fence, acquired_at_ms, expires_at_ms FROM lock_leases \
      WHERE substr(name, 1, length(?1)) = ?1 AND expires_at_ms > ?2 ORDER BY name";
 
-/// The hot path of acquire, for a name whose only row is slot `?2` = 0 (every lock, and a
-/// semaphore whose other slots were never used). Parameters are numbered as
-/// [`PUT_LEASE`]'s, with `?7` the wall clock in microseconds instead of a fence and `?12`
-/// the boot clock now: takes the row over for owner `?3` (label `?4`, pid `?5`, host `?6`,
-/// limit `?8`, acquired at `?9` on the wall clock) if its lease is free (recorded under
-/// another boot than `?10`, or expired at `?12`), with the hybrid fence
-/// `max(fence + 1, ?7)`; the new lease expires at `?11` on this boot's clock. Changes one
-/// row if it took it ([`FENCE_OF_SLOT`] then reads the new fence). One statement that
-/// decides and writes, touching only the row's page.
+/// The one-statement acquire of a lock (run on its own, autocommit): takes the row of slot
+/// `?2` of name `?1` for owner `?3` (label `?4`, pid `?5`, host `?6`, limit `?8`, acquired at
+/// `?9` on the wall clock, hold stamp `?13`) if its lease is free (recorded under another
+/// boot than `?10`, or expired at `?12`, the boot clock now) and its fence is below `?7`,
+/// the fence clock now; the new fence is then `?7` itself, which the caller knows, and the
+/// new lease expires at `?11` on this boot's clock. Changes one row if it took it.
 ///
-/// It has no `RETURNING`: SQLite runs `RETURNING` as a trigger with a table of its own,
-/// which took more instructions than the update itself (callgrind, SQLite 3.40: an
-/// acquire + release pair 82,400 instructions with it, 58,100 with this statement and the
-/// point read after it).
-///
-/// Matches nothing when the name has no row or other slots, when the lease is live, or when
-/// a value it decides by is not of a type this library writes (or the fence cannot
-/// advance): the caller then reads the rows to tell these apart. Other columns are all
-/// overwritten, so they are not checked.
-pub(crate) const TAKE_FREE_LOCK: &str = concat!(
+/// So it needs neither `RETURNING` (SQLite runs it as a trigger with a table of its own,
+/// which took more instructions than the update itself) nor a transaction around it (one
+/// statement is atomic). Matches nothing when the name has no row or other slots, when the
+/// lease is live, when its fence is not below the clock (a grant within the same
+/// microsecond, a wall clock stepped back), or when a value it decides by is not of a type
+/// this library writes: the caller then reads the rows in a transaction and decides there.
+/// Other columns are all overwritten, so they are not checked.
+pub(crate) const TAKE_FREE_LOCK: &str = "UPDATE lock_leases SET \
+     owner = ?3, label = ?4, pid = ?5, host = ?6, fence = ?7, \
+     lease_limit = ?8, acquired_at_ms = ?9, boot_id = ?10, expires_boot_ms = ?11, hold = ?13 \
+     WHERE name = ?1 AND slot = ?2 \
+     AND typeof(boot_id) = 'text' AND typeof(expires_boot_ms) = 'integer' \
+     AND (boot_id <> ?10 OR expires_boot_ms <= ?12) \
+     AND typeof(fence) = 'integer' AND fence > 0 AND fence < ?7 \
+     AND NOT EXISTS (SELECT 1 FROM lock_leases AS other \
+     WHERE other.name = ?1 AND other.slot <> ?2)";
+
+/// [`TAKE_FREE_LOCK`] with the hybrid fence `max(fence + 1, ?7)` instead of the clock
+/// (whatever the row's fence), for a row that cannot be read: run in the acquire's
+/// transaction, it takes the lease over if it is free (rewriting every column but the
+/// fence), and [`FENCE_OF_SLOT`] then reads the new fence.
+pub(crate) const TAKE_FREE_UNREADABLE_LOCK: &str = concat!(
     "UPDATE lock_leases SET \
      owner = ?3, label = ?4, pid = ?5, host = ?6, fence = max(fence + 1, ?7), \
      lease_limit = ?8, acquired_at_ms = ?9, boot_id = ?10, expires_boot_ms = ?11, hold = ?13 \
@@ -248,8 +257,7 @@ pub(crate) const TAKE_FREE_LOCK: &str = concat!(
      WHERE other.name = ?1 AND other.slot <> ?2)"
 );
 
-/// The fence of slot `?2` of name `?1`: read by primary key after [`TAKE_FREE_LOCK`] took it,
-/// in the same transaction.
+/// The fence of slot `?2` of name `?1`, read by primary key.
 pub(crate) const FENCE_OF_SLOT: &str =
     "SELECT fence FROM lock_leases WHERE name = ?1 AND slot = ?2";
 
@@ -345,7 +353,7 @@ mod tests {
         assert!(SEED_META.contains(&format!("('schema_version', {SCHEMA_VERSION})")));
         assert_eq!(max_fence!(), MAX_FENCE.to_string());
         for sql in [
-            TAKE_FREE_LOCK,
+            TAKE_FREE_UNREADABLE_LOCK,
             TAKE_GONE_PERMIT,
             NEXT_SEED_FENCE,
             RAISE_FENCE_SEED,

@@ -298,6 +298,42 @@ async fn expired_rows_are_taken_over_only_when_their_fence_can_advance() {
     }
 }
 
+/// A free row whose fence is below the fence clock is taken by one statement, with the
+/// clock for its fence; one whose fence is ahead of the clock (a wall clock stepped back,
+/// a grant within the same microsecond) is decided on its rows, with the next fence.
+#[tokio::test]
+async fn a_free_row_gets_the_clock_or_the_next_fence_whichever_is_higher() {
+    for &driver in DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fences.db");
+        let b = driver.open(&path).await.unwrap();
+        let context = format!("{driver:?}");
+        let ahead = LockName::new("ahead").unwrap();
+        let huge = HUGE_FENCE.to_string();
+        let behind = LockName::new("behind").unwrap();
+        for (name, fence) in [(&ahead, huge.as_str()), (&behind, "5")] {
+            insert(
+                &path,
+                &row("randomblob(16)", "'l'", "1", fence, &this_boot(), "0"),
+                name.as_str(),
+            );
+        }
+        let lease = b.try_acquire(&ahead, &holder("next"), LONG).await.unwrap();
+        let fence = lease.expect("an expired row is free").fence;
+        assert_eq!(fence, u64::try_from(HUGE_FENCE).unwrap() + 1, "{context}");
+        let before = fence_seed_now();
+        let lease = b.try_acquire(&behind, &holder("next"), LONG).await.unwrap();
+        let fence = lease.expect("an expired row is free").fence;
+        let after = fence_seed_now();
+        assert!(
+            (before..=after).contains(&fence),
+            "{context}: fence {fence} is not the clock ({before}..={after})"
+        );
+        let stored = raw_i64(&path, "SELECT fence FROM lock_leases WHERE name = 'behind'");
+        assert_eq!(u64::try_from(stored).unwrap(), fence, "{context}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_skips_unreadable_rows_but_not_database_failures() {
     for &driver in DRIVERS {
