@@ -2,11 +2,13 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lock_core::{LockError, LockName, Result};
 
 use crate::io_error::{BACKEND, io_error};
 use crate::record::{self, Decoded, FORMAT_VERSION, OLDEST_READ, State, Unreadable};
+use crate::written::Written;
 use lock_core::backend_kit::clock::ClockReading as Now;
 
 /// Lease files are a few hundred bytes; anything much larger is not ours.
@@ -24,16 +26,19 @@ pub(crate) struct LeaseFile {
     sync_writes: bool,
     /// The file's length as last read or written (the lock keeps others from changing it).
     len: Option<u64>,
+    /// What this process last wrote to the lock directory's lease files.
+    written: Arc<Written>,
 }
 
 impl LeaseFile {
     /// Wraps an open, locked file.
-    pub(crate) fn new(file: File, path: PathBuf, sync_writes: bool) -> Self {
+    pub(crate) fn new(file: File, path: PathBuf, sync_writes: bool, written: Arc<Written>) -> Self {
         Self {
             file,
             path,
             sync_writes,
             len: None,
+            written,
         }
     }
 
@@ -74,6 +79,12 @@ impl LeaseFile {
     /// [`LockError::Config`] if a newer version of lock-file wrote it.
     pub(crate) fn load(&mut self, name: &LockName, now: &Now) -> Result<Loaded> {
         let bytes = self.read_bytes()?;
+        if let Some(state) = self.written.recall(name, &bytes, now.boot()) {
+            return Ok(Loaded {
+                state,
+                migrate: false,
+            });
+        }
         match decode(&bytes, now) {
             Ok(None) => Ok(Loaded {
                 state: State::fresh(),
@@ -134,6 +145,8 @@ impl LeaseFile {
                 ),
             ));
         }
+        // Until the write is known to be complete, nothing is known of the file's content.
+        self.written.forget(name);
         let io = |e| io_error("write", &self.path, e);
         let old_len = match self.len {
             Some(len) => len,
@@ -156,6 +169,9 @@ impl LeaseFile {
         self.len = Some(len);
         if self.sync_writes {
             self.file.sync_data().map_err(io)?;
+        }
+        if let Some(content) = usize::try_from(len).ok().and_then(|len| padded.get(..len)) {
+            self.written.remember(name, content, now.boot(), state);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod lock_dir;
 mod options;
 mod peek;
 mod record;
+mod written;
 
 pub use backend::{DRIVER, FileBackend, connect};
 pub use options::{FileOptions, URL_SCHEMES};

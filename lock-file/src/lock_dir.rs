@@ -16,6 +16,7 @@ use crate::flock::{self, LockKind};
 use crate::io_error::{BACKEND, io_error};
 use crate::lease_file::LeaseFile;
 use crate::options::FileOptions;
+use crate::written::Written;
 
 /// A file every opened lock directory gets, both to prove the directory is writable and to
 /// tell a human what the directory is.
@@ -45,6 +46,8 @@ pub(crate) struct LockDir {
     /// Lease file paths by lock name, at most [`PATHS_CACHED`]: a name's file name hashes
     /// it (SHA-256), which took ~3,500 instructions of every acquire, release and look.
     paths: Mutex<HashMap<String, PathBuf>>,
+    /// What this process last wrote to the lease files, to read back without decoding.
+    written: Arc<Written>,
 }
 
 /// How many lease file paths a lock directory remembers; past that it forgets them all.
@@ -127,6 +130,7 @@ impl LockDir {
             changes,
             hold: OnceLock::new(),
             paths: Mutex::new(HashMap::new()),
+            written: Arc::default(),
         })
     }
 
@@ -214,7 +218,12 @@ impl LockDir {
             Err(e) => return Err(self.io_error("open", &path, e)),
         };
         let file = flock::lock(file, kind, &path, self.options.busy_timeout).await?;
-        Ok(Some(LeaseFile::new(file, path, self.options.sync_writes)))
+        Ok(Some(LeaseFile::new(
+            file,
+            path,
+            self.options.sync_writes,
+            Arc::clone(&self.written),
+        )))
     }
 
     /// Paths of every `*.lease` file in the directory.
