@@ -3,8 +3,10 @@
 //!
 //! Where inotify is available the waiter sleeps in the kernel: it watches the lease file
 //! (every operation that may change hands rewrites it), the live holders' hold files (closed
-//! when a holder's process exits) and the earliest live expiry, and looks again only when
-//! one of them fires. Elsewhere it looks every 1-2 ms.
+//! when a holder's process exits) and the earliest live expiry. A change of a watched file
+//! sends it straight to its next attempt (a heartbeat, which rewrites the lease file too,
+//! costs the head of the waiting processes one attempt that finds the lease held); the
+//! expiry makes it look again. Elsewhere it looks every 1-2 ms.
 
 use std::fs::File;
 use std::future::Future;
