@@ -175,42 +175,81 @@ impl Op for Acquire<'_> {
     const GRANTS: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Option<Lease>, OpError> {
-        cx.writable()?;
-        // Taken before the lease is written: the holder's deadline cannot start later than
-        // the store's clock.
-        let sent = monotonic_now();
-        let now = cx.now();
-        let clock = now.fence_clock()?;
-        let expires = now.expiry(self.ttl);
-        let fence = match self.by_rows(tx, cx, &now, clock, expires).await {
+        let grant = self.grant(cx)?;
+        let (now, clock, expires) = (&grant.now, grant.clock, grant.expires);
+        let fence = match self.by_rows(tx, cx, now, clock, expires).await {
             Ok(Some(fence)) => fence,
             Ok(None) => return Ok(None),
             Err(OpError::Lock(corrupt @ LockError::Corrupt { .. })) => {
                 // A row it cannot read is still taken over when it is free: every column
                 // but the fence is rewritten.
-                match self.take_unreadable(tx, &now, clock, expires).await? {
+                match self.take_unreadable(tx, &grant).await? {
                     Some(fence) => fence,
                     None => return Err(corrupt.into()),
                 }
             }
             Err(other) => return Err(other),
         };
-        Ok(Some(self.lease(fence, cx, expires, sent)))
+        Ok(Some(self.lease(fence, cx, &grant)))
     }
 }
 
+/// What every grant reads before it writes.
+struct Grant {
+    /// Taken before the lease is written: the holder's deadline cannot start later than
+    /// the store's clock.
+    sent: Instant,
+    now: Now,
+    /// The fence clock.
+    clock: i64,
+    /// The new lease's expiry on the boot clock.
+    expires: i64,
+}
+
 impl Acquire<'_> {
+    /// Checks that the store is writable and reads the clocks, for a grant.
+    fn grant(&self, cx: &Cx<'_>) -> Result<Grant, OpError> {
+        cx.writable()?;
+        let sent = monotonic_now();
+        let now = cx.now();
+        let clock = now.fence_clock()?;
+        let expires = now.expiry(self.ttl);
+        Ok(Grant {
+            sent,
+            now,
+            clock,
+            expires,
+        })
+    }
+
+    /// The parameters `?1` to `?13` of the statements that take a row over
+    /// ([`sql::TAKE_FREE_LOCK`] and the ones numbered alike) for permit `slot`.
+    fn take_params(&self, slot: u32, grant: &Grant) -> Vec<Value> {
+        let mut params = self.row_values(slot, grant.clock, &grant.now, grant.expires);
+        params.push(Value::Integer(grant.now.boot_ms));
+        params.push(self.hold_value());
+        params
+    }
+
+    /// The lease granted with `fence`.
+    fn lease(&self, fence: u64, cx: &Cx<'_>, grant: &Grant) -> Lease {
+        Lease::new(
+            self.name.clone(),
+            self.holder.clone(),
+            fence,
+            cx.shown(grant.expires),
+            grant.sent,
+            self.ttl,
+        )
+    }
+
     /// [`sql::TAKE_FREE_UNREADABLE_LOCK`], then the new fence: `None` if it matched nothing.
     async fn take_unreadable<S: Statements>(
         &self,
         tx: &mut S,
-        now: &Now,
-        clock: i64,
-        expires: i64,
+        grant: &Grant,
     ) -> Result<Option<u64>, OpError> {
-        let mut params = self.row_values(0, clock, now, expires);
-        params.push(Value::Integer(now.boot_ms));
-        params.push(self.hold_value());
+        let params = self.take_params(0, grant);
         if tx.execute(sql::TAKE_FREE_UNREADABLE_LOCK, &params).await? != 1 {
             return Ok(None);
         }
@@ -223,20 +262,6 @@ impl Acquire<'_> {
                 LockError::backend(BACKEND, "a lease taken over has no fence to read")
             })?;
         Ok(Some(fence))
-    }
-}
-
-impl Acquire<'_> {
-    /// The lease granted with `fence`, expiring at `expires` on the boot clock.
-    fn lease(&self, fence: u64, cx: &Cx<'_>, expires: i64, sent: Instant) -> Lease {
-        Lease::new(
-            self.name.clone(),
-            self.holder.clone(),
-            fence,
-            cx.shown(expires),
-            sent,
-            self.ttl,
-        )
     }
 }
 
@@ -254,21 +279,15 @@ impl Op for TakeFreeLock<'_, '_> {
     const GRANTS: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Option<Lease>, OpError> {
-        cx.writable()?;
         let acquire = self.acquire;
-        let sent = monotonic_now();
-        let now = cx.now();
-        let clock = now.fence_clock()?;
-        let expires = now.expiry(acquire.ttl);
-        let mut params = acquire.row_values(0, clock, &now, expires);
-        params.push(Value::Integer(now.boot_ms));
-        params.push(acquire.hold_value());
+        let grant = acquire.grant(cx)?;
+        let params = acquire.take_params(0, &grant);
         if tx.execute(sql::TAKE_FREE_LOCK, &params).await? != 1 {
             return Ok(None);
         }
-        let fence = u64::try_from(clock)
+        let fence = u64::try_from(grant.clock)
             .map_err(|_| LockError::backend(BACKEND, "the fence clock read below zero"))?;
-        Ok(Some(acquire.lease(fence, cx, expires, sent)))
+        Ok(Some(acquire.lease(fence, cx, &grant)))
     }
 }
 
@@ -344,18 +363,12 @@ impl Op for TakeGone<'_> {
     const GRANTS: bool = true;
 
     async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Option<Lease>, OpError> {
-        cx.writable()?;
         let (acquire, gone) = (&self.acquire, self.gone);
+        let grant = acquire.grant(cx)?;
         let Some(gone_hold) = gone.hold.as_deref() else {
             return Ok(None);
         };
-        let sent = monotonic_now();
-        let now = cx.now();
-        let clock = now.fence_clock()?;
-        let expires = now.expiry(acquire.ttl);
-        let mut params = acquire.row_values(gone.slot, clock, &now, expires);
-        params.push(Value::Integer(now.boot_ms));
-        params.push(acquire.hold_value());
+        let mut params = acquire.take_params(gone.slot, &grant);
         params.push(owner_value(gone.owner));
         params.push(Value::from(gone_hold));
         let taken = tx.query(sql::TAKE_GONE_PERMIT, &params).await?;
@@ -368,14 +381,7 @@ impl Op for TakeGone<'_> {
                 "taking over a dead holder's lease returned no fence",
             )
         })?;
-        Ok(Some(Lease::new(
-            acquire.name.clone(),
-            acquire.holder.clone(),
-            fence,
-            cx.shown(expires),
-            sent,
-            acquire.ttl,
-        )))
+        Ok(Some(acquire.lease(fence, cx, &grant)))
     }
 }
 
