@@ -4,7 +4,9 @@
 //! Every process that takes leases in a store keeps one *hold file* in the store's hold
 //! directory, created when its first backend on that store opens and exclusively locked
 //! (`flock`) for as long as any backend of the process uses the store. The kernel drops that
-//! lock the moment the process dies, however it dies (SIGKILL, OOM killer, a crash).
+//! lock the moment the process dies, however it dies (SIGKILL, OOM killer, a crash). The
+//! file holds the process id, so that a waiter woken by the file's close can tell a holder
+//! that is exiting (its lock about to go) from one that lives on (see [`holder_leaving`]).
 //!
 //! Each lease record names its holder's hold with a [`stamp`](ProcessHold::stamp): the hold
 //! file's name, its device and inode, and a tag of the lease's owner token. A contender that
@@ -89,7 +91,13 @@ impl ProcessHold {
             Err(error) if error.kind() == io::ErrorKind::NotFound => open()?,
             other => other?,
         };
-        let locked = private_file::try_lock(&file).and_then(|()| sys::identity(&file));
+        // Its process id, for a waiter that sees the file closed while still locked (see
+        // `holder_leaving`).
+        let locked = private_file::try_lock(&file)
+            .and_then(|()| {
+                io::Write::write_all(&mut &file, format!("{}\n", std::process::id()).as_bytes())
+            })
+            .and_then(|()| sys::identity(&file));
         match locked {
             Ok((dev, ino)) => Ok(Self {
                 dir: dir.to_owned(),
@@ -270,6 +278,15 @@ pub fn probe(dir: &Path, stamp: &str, owner: OwnerToken, host: &str) -> Holder {
     }
 }
 
+/// Whether the process that keeps the hold file at `path` is exiting: the kernel reports the
+/// close of the file (to [`FileWatch::closed_for_writing`](super::FileWatch::closed_for_writing))
+/// before it drops the file's lock, so a prober woken by that close may find the lock still
+/// held for a moment. Reads the process id the hold file holds and `/proc/<pid>/stat`;
+/// `false` when either cannot be read.
+pub fn holder_leaving(path: &Path) -> bool {
+    super::process_state::of_pid_in(path) == super::process_state::ProcessState::Leaving
+}
+
 /// The hold file a stamp names, in the hold directory `dir`, to watch for its holder's exit
 /// (see [`FileWatch::closed_for_writing`](super::FileWatch::closed_for_writing)).
 pub fn stamp_path(dir: &Path, stamp: &str) -> Option<PathBuf> {
@@ -352,6 +369,10 @@ mod tests {
         // Another open file description of the same process conflicts too.
         assert!(matches!(probe(&dir, &stamp, owner, &host()), Holder::Alive));
         let path = hold.path();
+        // It names its process, which is not exiting.
+        let pid = fs::read_to_string(&path).unwrap();
+        assert_eq!(pid, format!("{}\n", std::process::id()));
+        assert!(!holder_leaving(&path));
         drop(hold);
         assert!(!path.exists(), "the last user deletes the hold file");
         assert!(!dir.exists(), "and the directory it emptied");

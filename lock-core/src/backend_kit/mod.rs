@@ -29,6 +29,7 @@ pub mod hex;
 pub mod hold;
 pub mod permits;
 mod private_file;
+mod process_state;
 mod redact;
 mod release_log;
 pub mod time;

@@ -543,6 +543,13 @@ async fn wait_for_turn(
                 if woke.is_err() {
                     return TurnWait::Lead;
                 }
+                // An exiting head's close comes before its flock goes: wait for that.
+                let mut leaving = ExitingProcess::default();
+                while !turn.lead() {
+                    if !turn::head_leaving(turn.path()) || !leaving.wait_a_little().await {
+                        break;
+                    }
+                }
             }
             () = tokio::time::sleep_until(check.into()) => {
                 if check >= deadline {
@@ -561,6 +568,32 @@ async fn wait_for_turn(
                 look_at = closely.expires_in.map(|left| monotonic_now() + left);
             }
         }
+    }
+}
+
+/// How long, at most, a waiter waits for an exiting process (see
+/// [`ProcessState::Leaving`](super::process_state::ProcessState::Leaving)) to drop its
+/// `flock` after the kernel reported the close of its file: an exit takes microseconds to a
+/// few milliseconds; a process held up longer is then left to the waiter's other timers.
+const EXIT_WAIT: Duration = Duration::from_millis(100);
+
+/// A waiter's wait for a process that is exiting to drop its locks, bounded by
+/// [`EXIT_WAIT`].
+#[derive(Default)]
+struct ExitingProcess {
+    since: Option<Instant>,
+}
+
+impl ExitingProcess {
+    /// Sleeps a moment (a tick of the runtime's timer, about a millisecond) and returns
+    /// `true`, or returns `false` at once once [`EXIT_WAIT`] has passed since the first call.
+    async fn wait_a_little(&mut self) -> bool {
+        let since = *self.since.get_or_insert_with(monotonic_now);
+        if monotonic_now().saturating_duration_since(since) >= EXIT_WAIT {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_micros(100)).await;
+        true
     }
 }
 
@@ -590,6 +623,7 @@ async fn watch_until_changed(
     let max = deadline.saturating_duration_since(monotonic_now());
     let mut first: Option<Seen<_>> = None;
     let mut watched_holds: Vec<PathBuf> = Vec::new();
+    let mut exiting = ExitingProcess::default();
     loop {
         let now = probe.look_closely().await;
         if now.holder_gone {
@@ -621,13 +655,23 @@ async fn watch_until_changed(
         // Watch the holders' hold files; when one was added, look again: its holder may have
         // exited between the look and the watch.
         let mut added = false;
-        for hold in now.holds {
-            if !watched_holds.contains(&hold) && watch.closed_for_writing(&hold).is_ok() {
-                watched_holds.push(hold);
+        for hold in &now.holds {
+            if !watched_holds.contains(hold) && watch.closed_for_writing(hold).is_ok() {
+                watched_holds.push(hold.clone());
                 added = true;
             }
         }
         if added {
+            continue;
+        }
+        // A holder whose process is exiting has closed (or is closing) its hold file and is
+        // about to drop its lock: look again once it has, rather than sleep through it.
+        if now
+            .holds
+            .iter()
+            .any(|hold| super::hold::holder_leaving(hold))
+            && exiting.wait_a_little().await
+        {
             continue;
         }
         let wake = now
@@ -1171,6 +1215,145 @@ mod tests {
         third.give_way_for(&name, &probe.turn, PATIENCE).await;
         assert_eq!(turn::head_waiting(&probe.turn), None, "cleared by leading");
         assert!(!third.head_stuck(&name), "no head was there");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A child process that has exited and is not reaped yet: a process that is
+    /// [leaving](super::super::process_state::ProcessState::Leaving).
+    #[cfg(target_os = "linux")]
+    async fn exited_child() -> std::process::Child {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let start = monotonic_now();
+        while super::super::process_state::of(child.id())
+            != super::super::process_state::ProcessState::Leaving
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "never exited");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child
+    }
+
+    /// When the head's process exits, the kernel closes its beacon (which wakes the
+    /// others) before it drops the head's `flock`: a waiter woken by that close waits for
+    /// the lock to go and leads, rather than sleeping until its next check on the head
+    /// (`TURN_CHECK`, seconds).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_waiter_leads_once_an_exiting_head_drops_its_turn() {
+        let (dir, probe) = watched_dir();
+        let (file, turn) = (probe.file.clone(), probe.turn.clone());
+        let mut head = WaitTurn::open(&turn).unwrap();
+        assert!(head.lead());
+        let mut exited = exited_child().await;
+        std::fs::write(&turn, format!("{}\n", exited.id())).unwrap();
+        let log = Arc::new(ReleaseLog::new());
+        let name = LockName::new("a").unwrap();
+        let start = monotonic_now();
+        let waiter = {
+            let (log, name) = (Arc::clone(&log), name.clone());
+            tokio::spawn(async move {
+                log.wait_or_poll(&name, start, Duration::from_secs(60), probe)
+                    .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The exit as the kernel does it: the beacon's close first, the lock a moment later.
+        drop(head.beacon_for_test());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(head);
+        // The waiter now leads: a change of the lease wakes it.
+        while !waiter.is_finished() {
+            assert!(
+                start.elapsed() < TURN_CHECK / 2,
+                "the waiter slept through the head's exit"
+            );
+            std::fs::write(&file, b"x").unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        waiter.await.unwrap();
+        assert!(log.take_kept(&name).is_some(), "it woke as the head");
+        exited.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A lease held by the process of the hold file `hold` (a live lease while that file is
+    /// locked), whose changes show in `file`.
+    #[cfg(target_os = "linux")]
+    struct HeldBy {
+        file: PathBuf,
+        hold: PathBuf,
+    }
+
+    #[cfg(target_os = "linux")]
+    impl LeaseProbe for HeldBy {
+        type Holder = u32;
+
+        fn look(&mut self) -> impl Future<Output = Seen<u32>> + Send {
+            std::future::ready(Seen::Held(1))
+        }
+
+        fn watched_files(&mut self) -> Vec<PathBuf> {
+            vec![self.file.clone()]
+        }
+
+        fn look_closely(&mut self) -> impl Future<Output = Closely<u32>> + Send {
+            let file = std::fs::File::open(&self.hold).unwrap();
+            let holder_gone = private_file_try_lock(&file);
+            std::future::ready(Closely {
+                seen: Seen::Held(1),
+                holds: vec![self.hold.clone()],
+                holder_gone,
+                expires_in: None,
+            })
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn private_file_try_lock(file: &std::fs::File) -> bool {
+        super::super::private_file::try_lock(file).is_ok()
+    }
+
+    /// As for the head of the waiters, so for a holder: its hold file's close is reported
+    /// before its lock goes, and a waiter woken by it looks again until it has gone.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_waiter_sees_an_exiting_holder_gone_once_its_lock_goes() {
+        let (dir, probe) = watched_dir();
+        let hold = dir.join("x.hold");
+        std::fs::write(&hold, format!("{}\n", std::process::id())).unwrap();
+        // Read-only, so that dropping it (the lock going) is not reported as a close: the
+        // kernel reports the holder's one close before the lock goes, not after.
+        let locked = std::fs::File::open(&hold).unwrap();
+        super::super::private_file::try_lock(&locked).unwrap();
+        let log = Arc::new(ReleaseLog::new());
+        let name = LockName::new("a").unwrap();
+        let start = monotonic_now();
+        let waiter = {
+            let (log, name) = (Arc::clone(&log), name.clone());
+            let probe = HeldBy {
+                file: probe.file.clone(),
+                hold: hold.clone(),
+            };
+            tokio::spawn(async move {
+                log.wait_or_poll(&name, start, Duration::from_secs(60), probe)
+                    .await;
+                start.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished(), "the holder lives");
+        // The holder's exit: its process is leaving, the close of its hold file is
+        // reported (this write's close), and its lock goes a moment later.
+        let mut exited = exited_child().await;
+        std::fs::write(&hold, format!("{}\n", exited.id())).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(locked);
+        let waited = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter slept through the holder's exit")
+            .unwrap();
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        exited.wait().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

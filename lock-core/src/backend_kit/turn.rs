@@ -7,7 +7,8 @@
 //! sleep on the turn file until the head leaves. Leaving, the head drops the `flock` and then
 //! closes a second descriptor it opened for writing, the beacon: the close (also the one the
 //! kernel makes when the head's process exits) wakes the others, one of which becomes the
-//! next head. The head keeps its turn through its next acquire attempt (see
+//! next head. An exiting process's close is reported before its `flock` goes, so a waiter
+//! woken by it that finds the turn still taken by an exiting head waits a moment for it. The head keeps its turn through its next acquire attempt (see
 //! [`ReleaseLog::attempted`](super::ReleaseLog::attempted)), so the others wake only once the
 //! lease has a new holder and find it held.
 //!
@@ -33,6 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::private_file;
+use super::process_state::{self, ProcessState};
 
 /// How often a waiter that is not the head checks on the lease itself (jittered to 2.5-5 s), in
 /// case the head stopped acting.
@@ -140,23 +142,18 @@ pub(crate) fn head_waiting(path: &Path) -> Option<Duration> {
 }
 
 /// Whether the head of the waiters whose turn file is `path` is a process that cannot act
-/// now: stopped (`SIGSTOP`, a debugger), or one this process cannot see (gone, or in another
-/// PID namespace). Reads the process id it wrote and its `/proc/<pid>/stat`.
+/// now: stopped (`SIGSTOP`, a debugger), exiting, or one this process cannot see (gone, or in
+/// another PID namespace). Reads the process id it wrote and its `/proc/<pid>/stat`.
 pub(crate) fn head_cannot_act(path: &Path) -> bool {
-    let Some(pid) = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| text.trim().parse::<u32>().ok())
-    else {
-        return true;
-    };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    // `pid (comm) state ...`: the state follows the last parenthesis.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, Some('R' | 'S' | 'D' | 'I' | 'W'))
+    process_state::of_pid_in(path) != ProcessState::Acting
+}
+
+/// Whether the head of the waiters whose turn file is `path` is a process that is exiting:
+/// the kernel reports the close of its beacon before it drops its `flock` (see
+/// [`ProcessState::Leaving`]), so a waiter woken by that close may find the turn still
+/// taken for a moment.
+pub(crate) fn head_leaving(path: &Path) -> bool {
+    process_state::of_pid_in(path) == ProcessState::Leaving
 }
 
 impl Drop for WaitTurn {
