@@ -394,3 +394,59 @@ per_single_host_backend!(
     head_killed,
     a_waiter_moves_up_when_the_head_of_the_waiters_is_killed
 );
+
+/// Processes that wait for a held lock get it in the order they came: each waiter below
+/// starts waiting once the one before it waits, and when the lock is released they take it
+/// one after another (each releases at once), with fences rising in that order. Waiting
+/// processes queue for the head's turn in the kernel (a `flock` each), which serves them in
+/// order; when they raced for it instead, the order was up to the kernel's wake-ups, and one
+/// wait could last many times its fair share.
+async fn waiting_processes_are_served_in_the_order_they_came(store: Store) {
+    const WAITERS: usize = 5;
+    let name = store.name("in-order");
+    let locker = Locker::new(store.backend().await);
+    let guard = locker
+        .try_lock(
+            name.as_str(),
+            LockOptions::default()
+                .with_ttl(LONG_TTL)
+                .with_label("holder"),
+        )
+        .await
+        .unwrap()
+        .expect("free at first");
+    let mut waiters = Vec::with_capacity(WAITERS);
+    for i in 0..WAITERS {
+        let mut waiter = store.worker(
+            "wait",
+            &name,
+            LONG_TTL,
+            &format!("waiter-{i}"),
+            &["--wait-ms", "60000"],
+        );
+        assert_eq!(waiter.line(PATIENCE).await, "waiting");
+        // Asleep in its place before the next one comes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waiters.push(waiter);
+    }
+    let first = guard.fence();
+    assert!(guard.release().await.unwrap());
+    let mut fences = Vec::with_capacity(WAITERS);
+    for waiter in &mut waiters {
+        fences.push(waiter.expect("acquired", PATIENCE).await[0]);
+        assert_eq!(waiter.exit_code(PATIENCE).await, Some(0));
+    }
+    assert!(fences[0] > first);
+    assert!(
+        fences.windows(2).all(|pair| pair[0] < pair[1]),
+        "served out of order: fences by order of arrival {fences:?}"
+    );
+    Report::new("in-order", store.kind)
+        .field("waiters", WAITERS)
+        .field("fences_in_order", true)
+        .emit();
+}
+per_single_host_backend!(
+    in_order,
+    waiting_processes_are_served_in_the_order_they_came
+);

@@ -34,6 +34,7 @@ mod redact;
 mod release_log;
 pub mod time;
 mod turn;
+mod turn_queue;
 mod watch;
 
 pub use async_trait::async_trait;

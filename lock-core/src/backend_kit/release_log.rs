@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use super::backoff::jitter;
 use super::time::{deadline_in, monotonic_now};
 use super::turn::{self, HAND_OFF_AFTER, TURN_CHECK, TURN_LINGER, WaitTurn};
+use super::turn_queue::TurnQueues;
 use crate::name::LockName;
 
 /// How long a release is remembered: far longer than any gap between a waiter's failed
@@ -66,6 +67,8 @@ pub struct ReleaseLog {
     /// Names whose head of the waiting processes this process found not acting (a stopped
     /// process that keeps its turn): until this process can lead, it watches without a turn.
     stuck_heads: Mutex<HashSet<String>>,
+    /// This process's places in the queues for turn files.
+    turn_queues: TurnQueues,
 }
 
 impl ReleaseLog {
@@ -326,7 +329,7 @@ impl ReleaseLog {
                 let mut stuck = was_stuck;
                 tokio::select! {
                     () = self.wait(name, since, left) => {}
-                    (changed, turn) = until_changed(&mut probe, left, kept, &mut stuck) => {
+                    (changed, turn) = until_changed(&mut probe, left, kept, &self.turn_queues, &mut stuck) => {
                         if changed {
                             self.record(name);
                             if let Some(turn) = turn {
@@ -465,6 +468,7 @@ async fn until_changed(
     probe: &mut impl LeaseProbe,
     max: Duration,
     kept: Option<WaitTurn>,
+    queues: &TurnQueues,
     head_stuck: &mut bool,
 ) -> (bool, Option<WaitTurn>) {
     let files = probe.watched_files();
@@ -481,7 +485,7 @@ async fn until_changed(
         if turn.lead() {
             *head_stuck = false;
         } else if !*head_stuck {
-            match wait_for_turn(probe, turn, &files, deadline).await {
+            match wait_for_turn(probe, turn, queues, &files, deadline).await {
                 TurnWait::Lead => {}
                 TurnWait::Look => {
                     *head_stuck = true;
@@ -510,46 +514,34 @@ enum TurnWait {
 /// stopped, so the files do not change) and the head (stopped) fail to act.
 const FIRST_TURN_LOOK: Duration = Duration::from_secs(15);
 
-/// Waits until this process is the head of the waiters (see [`WaitTurn`]): sleeps in the
-/// kernel until the head leaves. Every [`TURN_CHECK`] (jittered) it checks on the head: it
-/// looks at the lease itself (as the head would) only when one of the watched `files`
-/// changed, or [`FIRST_TURN_LOOK`] into the wait, or once the earliest expiry it saw has
-/// passed (a `stat` per file otherwise), so that waiting stays free while nothing happens.
+/// Waits until this process is the head of the waiters (see [`WaitTurn`]): its place in the
+/// kernel's queue for the turn file's lock (see [`TurnQueues`]) comes when the heads before
+/// it have left. Every [`TURN_CHECK`] (jittered) it checks on the head: it looks at the lease
+/// itself (as the head would) only when one of the watched `files` changed, or
+/// [`FIRST_TURN_LOOK`] into the wait, or once the earliest expiry it saw has passed (a `stat`
+/// per file otherwise), so that waiting stays free while nothing happens.
 async fn wait_for_turn(
     probe: &mut impl LeaseProbe,
     turn: &mut WaitTurn,
+    queues: &TurnQueues,
     files: &[PathBuf],
     deadline: Instant,
 ) -> TurnWait {
     if turn.lead() {
         return TurnWait::Lead;
     }
-    let Ok(mut watch) = super::FileWatch::new() else {
-        return TurnWait::Lead;
-    };
-    if watch.closed_for_writing(turn.path()).is_err() {
-        return TurnWait::Lead;
-    }
+    let mut place = queues.join(turn.path());
     let mut stamps = file_stamps(files);
     let mut look_at = Some(monotonic_now() + FIRST_TURN_LOOK);
     loop {
-        // Tried again once the watch is armed: a head that left before is seen here.
-        if turn.lead() {
-            return TurnWait::Lead;
-        }
         let check = (monotonic_now() + jitter(TURN_CHECK)).min(deadline);
         tokio::select! {
-            woke = watch.changed() => {
-                if woke.is_err() {
-                    return TurnWait::Lead;
+            locked = place.turn() => {
+                // Without a queue (no thread, no file), this process watches as if it led.
+                if let Some(locked) = locked {
+                    turn.adopt(locked);
                 }
-                // An exiting head's close comes before its flock goes: wait for that.
-                let mut leaving = ExitingProcess::default();
-                while !turn.lead() {
-                    if !turn::head_leaving(turn.path()) || !leaving.wait_a_little().await {
-                        break;
-                    }
-                }
+                return TurnWait::Lead;
             }
             () = tokio::time::sleep_until(check.into()) => {
                 if check >= deadline {
@@ -569,6 +561,17 @@ async fn wait_for_turn(
             }
         }
     }
+}
+
+/// What tells a file's change without reading it: its length and modification time.
+fn file_stamps(files: &[PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    files
+        .iter()
+        .map(|file| {
+            let meta = std::fs::metadata(file).ok()?;
+            Some((meta.len(), meta.modified().ok()?))
+        })
+        .collect()
 }
 
 /// How long, at most, a waiter waits for an exiting process (see
@@ -595,17 +598,6 @@ impl ExitingProcess {
         tokio::time::sleep(Duration::from_micros(100)).await;
         true
     }
-}
-
-/// What tells a file's change without reading it: its length and modification time.
-fn file_stamps(files: &[PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)>> {
-    files
-        .iter()
-        .map(|file| {
-            let meta = std::fs::metadata(file).ok()?;
-            Some((meta.len(), meta.modified().ok()?))
-        })
-        .collect()
 }
 
 /// Sleeps in the kernel on `files`, the live holders' hold files and the earliest expiry

@@ -4,11 +4,12 @@
 //! Every waiting process opens the name's turn file (read-only: its comings and goings wake
 //! nobody) and tries an exclusive `flock` on it without blocking. The one that gets it, the
 //! head, watches the lease as before and is the only one woken by a release; the others
-//! sleep on the turn file until the head leaves. Leaving, the head drops the `flock` and then
-//! closes a second descriptor it opened for writing, the beacon: the close (also the one the
-//! kernel makes when the head's process exits) wakes the others, one of which becomes the
-//! next head. An exiting process's close is reported before its `flock` goes, so a waiter
-//! woken by it that finds the turn still taken by an exiting head waits a moment for it. The head keeps its turn through its next acquire attempt (see
+//! queue for the `flock` in the kernel (see [`turn_queue`](super::turn_queue)), and when the
+//! head lets go of it (also when its process dies) the one that has waited longest becomes
+//! the next head. Leaving, the head drops the `flock` and then closes a second descriptor it
+//! opened for writing, the beacon: the close (also the one the kernel makes when the head's
+//! process exits) tells processes that let the head go first (see below) that it left. The
+//! head keeps its turn through its next acquire attempt (see
 //! [`ReleaseLog::attempted`](super::ReleaseLog::attempted)), so the others wake only once the
 //! lease has a new holder and find it held.
 //!
@@ -97,6 +98,21 @@ impl WaitTurn {
         if private_file::try_lock(&self.lock).is_err() {
             return false;
         }
+        self.raise_beacon()
+    }
+
+    /// Leads with `locked`: the turn file, locked by an open file description of this
+    /// process (its [queue](super::turn_queue)'s). Whether this process is now the head.
+    pub(crate) fn adopt(&mut self, locked: File) -> bool {
+        if self.beacon.is_some() {
+            return true;
+        }
+        self.lock = locked;
+        self.raise_beacon()
+    }
+
+    /// Opens the beacon of a head that holds the turn file's lock, and writes who it is.
+    fn raise_beacon(&mut self) -> bool {
         match std::fs::OpenOptions::new().write(true).open(&self.path) {
             Ok(beacon) => {
                 // Since when this head waits (the modification time), and who it is. It
@@ -146,14 +162,6 @@ pub(crate) fn head_waiting(path: &Path) -> Option<Duration> {
 /// another PID namespace). Reads the process id it wrote and its `/proc/<pid>/stat`.
 pub(crate) fn head_cannot_act(path: &Path) -> bool {
     process_state::of_pid_in(path) != ProcessState::Acting
-}
-
-/// Whether the head of the waiters whose turn file is `path` is a process that is exiting:
-/// the kernel reports the close of its beacon before it drops its `flock` (see
-/// [`ProcessState::Leaving`]), so a waiter woken by that close may find the turn still
-/// taken for a moment.
-pub(crate) fn head_leaving(path: &Path) -> bool {
-    process_state::of_pid_in(path) == ProcessState::Leaving
 }
 
 impl Drop for WaitTurn {
