@@ -91,13 +91,14 @@ impl ProcessHold {
             Err(error) if error.kind() == io::ErrorKind::NotFound => open()?,
             other => other?,
         };
-        // Its process id, for a waiter that sees the file closed while still locked (see
-        // `holder_leaving`).
-        let locked = private_file::try_lock(&file)
-            .and_then(|()| {
-                io::Write::write_all(&mut &file, format!("{}\n", std::process::id()).as_bytes())
-            })
-            .and_then(|()| sys::identity(&file));
+        let locked = private_file::try_lock(&file).and_then(|()| sys::identity(&file));
+        if locked.is_ok() {
+            // Its process id, for a waiter that sees the file closed while still locked (see
+            // `holder_leaving`). Without it (a write that failed) such a waiter only looks
+            // again later: the hold still works.
+            let _ =
+                io::Write::write_all(&mut &file, format!("{}\n", std::process::id()).as_bytes());
+        }
         match locked {
             Ok((dev, ino)) => Ok(Self {
                 dir: dir.to_owned(),
