@@ -278,6 +278,19 @@ async fn a_replaced_hold_file_leaves_the_lease_to_its_ttl(store: Store) {
 }
 per_single_host_backend!(replaced, a_replaced_hold_file_leaves_the_lease_to_its_ttl);
 
+/// Takes `name`, free, in this process with a TTL no test waits out, for waiter processes
+/// to wait on.
+async fn hold_here(locker: &Locker, name: &str) -> leaselock::LockGuard {
+    let opts = LockOptions::default()
+        .with_ttl(LONG_TTL)
+        .with_label("holder");
+    locker
+        .try_lock(name, &opts)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name} is free before this process takes it"))
+}
+
 /// Eight processes wait 10 s for a lock this process holds: each uses less than 0.1% of a
 /// core while it waits (CPU time from `getrusage`, in the worker).
 async fn waiting_processes_use_no_cpu(store: Store) {
@@ -285,16 +298,7 @@ async fn waiting_processes_use_no_cpu(store: Store) {
     const WAIT: Duration = Duration::from_secs(10);
     let name = store.name("idle");
     let locker = Locker::new(store.backend().await);
-    let guard = locker
-        .try_lock(
-            name.as_str(),
-            LockOptions::default()
-                .with_ttl(LONG_TTL)
-                .with_label("holder"),
-        )
-        .await
-        .unwrap()
-        .expect("free at first");
+    let guard = hold_here(&locker, &name).await;
     let wait_ms = WAIT.as_millis().to_string();
     let mut waiters: Vec<_> = (0..WAITERS)
         .map(|i| {
@@ -343,16 +347,9 @@ async fn a_waiter_moves_up_when_the_head_of_the_waiters_is_killed(store: Store) 
     const BOUND: Duration = Duration::from_secs(1);
     let name = store.name("head-killed");
     let locker = Locker::new(store.backend().await);
-    let opts = LockOptions::default()
-        .with_ttl(LONG_TTL)
-        .with_label("holder");
     let mut took = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
-        let guard = locker
-            .try_lock(name.as_str(), &opts)
-            .await
-            .unwrap()
-            .expect("free between rounds");
+        let guard = hold_here(&locker, &name).await;
         let waiter =
             |id: String| store.worker("wait", &name, LONG_TTL, &id, &["--wait-ms", "60000"]);
         // The first waiter leads the waiting processes: it waits alone for a while.
@@ -405,16 +402,7 @@ async fn waiting_processes_are_served_in_the_order_they_came(store: Store) {
     const WAITERS: usize = 5;
     let name = store.name("in-order");
     let locker = Locker::new(store.backend().await);
-    let guard = locker
-        .try_lock(
-            name.as_str(),
-            LockOptions::default()
-                .with_ttl(LONG_TTL)
-                .with_label("holder"),
-        )
-        .await
-        .unwrap()
-        .expect("free at first");
+    let guard = hold_here(&locker, &name).await;
     let mut waiters = Vec::with_capacity(WAITERS);
     for i in 0..WAITERS {
         let mut waiter = store.worker(
