@@ -137,7 +137,13 @@ impl SqlxSqliteBackend {
             .synchronous(synchronous);
         // Lazy: connections are opened inside the retry loop, so a database busy while a
         // connection sets itself up is waited for like any other busy answer.
-        let pool = SqlitePoolOptions::new().connect_lazy_with(connect);
+        // No ping before each use: sqlx already pings a connection when it goes back to the
+        // pool, and a SQLite connection has no network to drop in between, so a second ping
+        // would only add a trip to the connection's worker thread to every operation (one of
+        // two on the path of a hand-off).
+        let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .connect_lazy_with(connect);
         Self::start(
             pool,
             options.busy_timeout,
