@@ -19,8 +19,8 @@ use crate::driver::{Driver, TxKind};
 use crate::file_identity::{Expect, OpenedFile};
 use crate::now::{Cx, Layout};
 use crate::ops::{
-    Acquire, ForceRelease, Heartbeat, HeartbeatMany, Inspect, List, LiveHolds, Peek, Release,
-    TakeFreeLock, TakeGone,
+    Acquire, ForceRelease, Heartbeat, HeartbeatMany, HeldLock, Inspect, List, LiveHold, LiveHolds,
+    Peek, Release, TakeFreeLock, TakeGone,
 };
 use crate::retry::{self, Op};
 use crate::schema::{Verdict, read_only_without_tables};
@@ -309,15 +309,30 @@ impl<D: Driver> Engine<D> {
         let acquired = async {
             // A lock's free row is taken by one statement; anything else is decided on the
             // rows, in a transaction.
-            if limit == 1
-                && let Some(lease) = self.run(&TakeFreeLock { acquire: &op }).await?
-            {
-                return Ok(Some(lease));
+            if limit == 1 {
+                if let Some(lease) = self.run(&TakeFreeLock { acquire: &op }).await? {
+                    return Ok(Some(lease));
+                }
+                // Most often the lock is held: a read transaction, which takes no write lock
+                // (so it never delays the holder or another writer), tells so, with what a
+                // takeover of a gone holder needs.
+                if let Some(live) = self.live_lock(&op).await {
+                    return match holds {
+                        Some(holds) => self.take_over_gone(op, holds, &live).await,
+                        None => Ok(None),
+                    };
+                }
             }
             match self.run(&op).await? {
                 Some(lease) => Ok(Some(lease)),
                 None => match holds {
-                    Some(holds) => self.take_over_gone(op, holds).await,
+                    Some(holds) => match self.run(&LiveHolds { name: op.name }).await {
+                        Ok(live) => self.take_over_gone(op, holds, &live).await,
+                        Err(error) => {
+                            tracing::debug!(%error, "could not read the holders' holds");
+                            Ok(None)
+                        }
+                    },
                     None => Ok(None),
                 },
             }
@@ -360,21 +375,29 @@ impl<D: Driver> Engine<D> {
             .as_ref()
     }
 
-    /// After an attempt found every permit live: takes over a permit whose holder's process
-    /// is gone (its hold can be locked), if there is one. See `lock_core::backend_kit::hold`.
-    async fn take_over_gone(&self, acquire: Acquire<'_>, holds: &Holds) -> Result<Option<Lease>> {
-        let live = match self.run(&LiveHolds { name: acquire.name }).await {
-            Ok(live) => live,
-            Err(error) => {
-                tracing::debug!(%error, "could not read the holders' holds");
-                return Ok(None);
-            }
-        };
+    /// The live lease of a lock `acquire` could not take at once, read without the write
+    /// lock: `None` when there is none that the read-and-decide [`Acquire`] would leave alone
+    /// (the name is new, its row is free but cannot be taken by one statement, or cannot be
+    /// read, or is held under another limit), or when the read failed: [`Acquire`] then
+    /// decides and reports.
+    async fn live_lock(&self, acquire: &Acquire<'_>) -> Option<Vec<LiveHold>> {
+        self.run(&HeldLock { acquire }).await.ok().flatten()
+    }
+
+    /// After an attempt found every permit live (`live`, as [`LiveHolds`] read them): takes
+    /// over a permit whose holder's process is gone (its hold can be locked), if there is
+    /// one. See `lock_core::backend_kit::hold`.
+    async fn take_over_gone(
+        &self,
+        acquire: Acquire<'_>,
+        holds: &Holds,
+        live: &[LiveHold],
+    ) -> Result<Option<Lease>> {
         // Permits are not re-entrant: a holder that has one gets no other.
         if live.iter().any(|h| h.owner == acquire.holder.token) {
             return Ok(None);
         }
-        for holder in &live {
+        for holder in live {
             let Some(stamp) = holder.hold.as_deref() else {
                 continue;
             };

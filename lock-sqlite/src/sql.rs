@@ -192,6 +192,15 @@ pub(crate) const SELECT_LEASES: &str = concat!(
     " FROM lock_leases WHERE name = ?1 ORDER BY slot"
 );
 
+/// [`SELECT_LEASES`] with each row's hold stamp after its lease columns: what an acquire
+/// that found the lock held reads, without the write lock, to learn whether a holder's
+/// process is gone.
+pub(crate) const SELECT_LEASES_WITH_HOLDS: &str = concat!(
+    "SELECT ",
+    lease_columns!(),
+    ", hold FROM lock_leases WHERE name = ?1 ORDER BY slot"
+);
+
 /// Rows whose name starts with `?1` (compared character by character and exactly, unlike
 /// `LIKE`, which ignores ASCII case and treats `%` and `_` as wildcards) that may be live:
 /// recorded under this boot (`?3`) with an expiry after `?2` (the boot clock now), by name
