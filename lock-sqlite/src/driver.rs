@@ -18,8 +18,11 @@ pub(crate) enum TxKind {
     /// `BEGIN IMMEDIATE`: takes the database's write lock up front, so the transaction
     /// cannot fail half-way with `SQLITE_BUSY` when it starts writing.
     Write,
-    /// No transaction: each statement commits by itself (for `PRAGMA journal_mode`, which
-    /// cannot run inside a transaction).
+    /// No transaction: each statement commits by itself. For an operation of one
+    /// statement, which is atomic (a write) or a consistent read (a `SELECT`, in WAL mode
+    /// without blocking the writer) by itself, so `BEGIN` and `COMMIT` would only cost two
+    /// more statements (and, with sqlx, two more trips to the connection's thread); and for
+    /// `PRAGMA journal_mode`, which cannot run inside a transaction.
     Autocommit,
 }
 

@@ -305,7 +305,8 @@ pub(crate) struct HeldLock<'a> {
 
 impl Op for HeldLock<'_> {
     type Output = Option<Vec<LiveHold>>;
-    const KIND: TxKind = TxKind::Read;
+    /// One `SELECT`, a consistent read by itself: no `BEGIN` and `COMMIT` around it.
+    const KIND: TxKind = TxKind::Autocommit;
 
     async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
         let acquire = self.acquire;
@@ -368,7 +369,8 @@ pub(crate) struct LiveHolds<'a> {
 
 impl Op for LiveHolds<'_> {
     type Output = Vec<LiveHold>;
-    const KIND: TxKind = TxKind::Read;
+    /// One `SELECT`, a consistent read by itself: no `BEGIN` and `COMMIT` around it.
+    const KIND: TxKind = TxKind::Autocommit;
 
     async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
         if cx.layout != Layout::Current {
@@ -603,7 +605,8 @@ pub(crate) struct Inspect<'a> {
 
 impl Op for Inspect<'_> {
     type Output = Vec<LeaseInfo>;
-    const KIND: TxKind = TxKind::Read;
+    /// One `SELECT`, a consistent read by itself: no `BEGIN` and `COMMIT` around it.
+    const KIND: TxKind = TxKind::Autocommit;
 
     async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
         let now = cx.now();
@@ -620,7 +623,8 @@ pub(crate) struct Peek<'a> {
 
 impl Op for Peek<'_> {
     type Output = Vec<(OwnerToken, u64)>;
-    const KIND: TxKind = TxKind::Read;
+    /// One `SELECT`, a consistent read by itself: no `BEGIN` and `COMMIT` around it.
+    const KIND: TxKind = TxKind::Autocommit;
 
     async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
         let now = cx.now();
@@ -641,7 +645,8 @@ pub(crate) struct List<'a> {
 
 impl Op for List<'_> {
     type Output = Vec<LeaseInfo>;
-    const KIND: TxKind = TxKind::Read;
+    /// One `SELECT`, a consistent read by itself: no `BEGIN` and `COMMIT` around it.
+    const KIND: TxKind = TxKind::Autocommit;
 
     async fn run<S: Statements>(&self, tx: &mut S, cx: &Cx<'_>) -> Result<Self::Output, OpError> {
         let now = cx.now();
