@@ -313,9 +313,9 @@ impl<D: Driver> Engine<D> {
                 if let Some(lease) = self.run(&TakeFreeLock { acquire: &op }).await? {
                     return Ok(Some(lease));
                 }
-                // Most often the lock is held: a read transaction, which takes no write lock
-                // (so it never delays the holder or another writer), tells so, with what a
-                // takeover of a gone holder needs.
+                // Most often the lock is held: a read, which takes no write lock (so it never
+                // delays the holder or another writer), tells so, with what a takeover of a
+                // gone holder needs.
                 if let Some(live) = self.live_lock(&op).await {
                     return match holds {
                         Some(holds) => self.take_over_gone(op, holds, &live).await,

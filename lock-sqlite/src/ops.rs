@@ -291,8 +291,8 @@ impl Op for TakeFreeLock<'_, '_> {
     }
 }
 
-/// Whether a lock (limit 1) that [`TakeFreeLock`] could not take is held, read in a read
-/// transaction, which takes no write lock and so never delays the holder or another writer:
+/// Whether a lock (limit 1) that [`TakeFreeLock`] could not take is held, read by one
+/// `SELECT`, which takes no write lock and so never delays the holder or another writer:
 /// its live lease with the holder's hold stamp when the read-and-decide [`Acquire`] would
 /// find the lock held (every row readable, a live lease of the same limit), else `None`
 /// (the name is new, a row is free but could not be taken by one statement, a row cannot be
@@ -302,6 +302,9 @@ impl Op for TakeFreeLock<'_, '_> {
 pub(crate) struct HeldLock<'a> {
     pub(crate) acquire: &'a Acquire<'a>,
 }
+
+/// Where [`sql::SELECT_LEASES_WITH_HOLDS`] puts the hold stamp: after the lease columns.
+const HOLD_AFTER_LEASE: usize = crate::record::col::EXPIRES + 1;
 
 impl Op for HeldLock<'_> {
     type Output = Option<Vec<LiveHold>>;
@@ -328,9 +331,7 @@ impl Op for HeldLock<'_> {
             if lease.limit != acquire.limit {
                 return Ok(None);
             }
-            let hold = row
-                .get(crate::record::col::EXPIRES + 1)
-                .and_then(Value::as_text);
+            let hold = row.get(HOLD_AFTER_LEASE).and_then(Value::as_text);
             live.push(LiveHold {
                 slot: lease.slot,
                 owner: lease.owner,
