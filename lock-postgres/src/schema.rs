@@ -3,7 +3,8 @@
 //! Connecting first looks (reads only) and refuses, before writing anything, a database whose
 //! lease or counter table is not ours, or whose schema version is newer than this library's.
 //! Only then are missing tables created, in one transaction that holds an advisory lock and
-//! looks again, so concurrent first connections create them exactly once.
+//! looks again, so concurrent first connections create them exactly once; connections that
+//! find that lock taken wait for its holder together (a shared lock) and look again.
 //!
 //! The version is the comment on the lease table (`leaselock leases, schema version 1`).
 //!
@@ -227,30 +228,57 @@ pub(crate) async fn ensure(db: &Db, s: &Statements) -> Result<(), LockError> {
     if found.verdict(&where_, s)? == Verdict::Ready {
         return Ok(());
     }
+    let key = [Param::Text(format!("schema:{}", s.advisory_key("")))];
+    let lock = |function: &str| -> Arc<str> {
+        Arc::from(format!(
+            "SELECT {function}({ADVISORY_CLASS}, hashtext($1::text))"
+        ))
+    };
+    let try_create: Arc<str> = Arc::from(format!(
+        "SELECT 'taken' WHERE pg_try_advisory_xact_lock({ADVISORY_CLASS}, hashtext($1::text))"
+    ));
+    let (wait_for_creator, create) = (
+        lock("pg_advisory_xact_lock_shared"),
+        lock("pg_advisory_xact_lock"),
+    );
     db.run("creating the lease tables", |_| async {
-        let mut tx = db.pool.begin().await?;
-        let key: Arc<str> = Arc::from(format!(
-            "SELECT pg_advisory_xact_lock({ADVISORY_CLASS}, hashtext($1::text))"
-        ));
-        db.fetch_all(
-            &mut *tx,
-            &key,
-            &[Param::Text(format!("schema:{}", s.advisory_key("")))],
-        )
-        .await?;
-        let found = look(db, &mut *tx, s).await?;
-        if found.verdict(&where_, s)? == Verdict::Ready {
+        // Many programs starting at once on an empty database (a fleet's rollout) all find the
+        // tables missing. One of them creates them; the others wait for it together, on a
+        // shared lock granted to all of them at once when its transaction ends, then look in
+        // parallel. Taking the exclusive lock one after another instead made the last of 32
+        // wait for 31 turns through a busy server, past its operation budget.
+        let mut creator_gave_up = false;
+        loop {
+            let mut tx = db.pool.begin().await?;
+            let creating = if creator_gave_up {
+                // It held the lock but did not create them (its role may not, or it was
+                // stopped): create them here, once whoever else is looking has looked.
+                db.fetch_all(&mut *tx, &create, &key).await?;
+                true
+            } else {
+                !db.fetch_all(&mut *tx, &try_create, &key).await?.is_empty()
+            };
+            if !creating {
+                db.fetch_all(&mut *tx, &wait_for_creator, &key).await?;
+            }
+            let found = look(db, &mut *tx, s).await?;
+            if found.verdict(&where_, s)? == Verdict::Ready {
+                return Ok(());
+            }
+            if !creating {
+                creator_gave_up = true;
+                continue;
+            }
+            for statement in s.ddl(!found.schema_exists) {
+                let statement: Arc<str> = Arc::from(statement);
+                if let Err(e) = db.fetch_all(&mut *tx, &statement, &[]).await {
+                    return Err(creation_failed(e, &where_, s, !found.schema_exists));
+                }
+            }
+            tx.commit().await?;
+            tracing::info!(schema = %s.schema, table = %s.table, "created the lease tables");
             return Ok(());
         }
-        for statement in s.ddl(!found.schema_exists) {
-            let statement: Arc<str> = Arc::from(statement);
-            if let Err(e) = db.fetch_all(&mut *tx, &statement, &[]).await {
-                return Err(creation_failed(e, &where_, s, !found.schema_exists));
-            }
-        }
-        tx.commit().await?;
-        tracing::info!(schema = %s.schema, table = %s.table, "created the lease tables");
-        Ok(())
     })
     .await
 }

@@ -6,7 +6,9 @@ mod common;
 use common::{admin, connect, exec, options, server_url};
 use lock_core::{LockBackend, LockError};
 use lock_postgres::PostgresBackend;
-use sqlx::Row;
+use std::time::{Duration, Instant};
+
+use sqlx::{AssertSqlSafe, Row};
 
 fn config_detail(result: Result<PostgresBackend, LockError>) -> String {
     match result {
@@ -38,6 +40,67 @@ async fn concurrent_first_connections_create_the_tables_once() {
     .unwrap();
     let comment: String = row.get(0);
     assert_eq!(comment, "leaselock leases, schema version 1");
+}
+
+/// The key lock-postgres's schema creation locks (`ADVISORY_CLASS`, "LLck", and the hash of
+/// `schema:<schema>.<table>/`).
+fn creation_lock(schema: &str) -> String {
+    format!(
+        "{}, hashtext('schema:{schema}.leaselock_leases/')",
+        0x4c4c_636b
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_connections_wait_for_a_creator_together_and_create_if_it_gives_up() {
+    let url = server_url();
+    let opts = options(&url, "together").with_timeout(Duration::from_secs(60));
+    let admin = admin(&url).await;
+    // Another program is creating the tables: it holds the creation lock.
+    let mut creator = admin.begin().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SELECT pg_advisory_xact_lock({})",
+        creation_lock(&opts.schema)
+    )))
+    .execute(&mut *creator)
+    .await
+    .unwrap();
+    let connecting: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(PostgresBackend::connect_with(opts.clone())))
+        .collect();
+    // All four wait for it at once, on the shared lock (not in a queue for the exclusive one).
+    let waiting = format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+         AND mode = 'ShareLock' AND classid = {} AND objid = hashtext('schema:{}.leaselock_leases/')::oid",
+        0x4c4c_636b, opts.schema
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = sqlx::raw_sql(AssertSqlSafe(waiting.clone()))
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        let n: i64 = row.get(0);
+        if n == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of 4 connections wait on the shared creation lock after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(connecting.iter().all(|c| !c.is_finished()));
+    // It gives up without creating them: one of the waiters creates them, and all connect.
+    creator.rollback().await.unwrap();
+    for backend in connecting {
+        let backend = backend
+            .await
+            .unwrap()
+            .expect("every waiting connection succeeds");
+        let name = lock_core::LockName::new("together").unwrap();
+        assert!(backend.inspect(&name).await.unwrap().is_none());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
