@@ -337,9 +337,7 @@ impl Op for HeldLock<'_> {
                 owner: lease.owner,
                 fence: lease.fence,
                 hold: hold.map(str::to_owned),
-                expires_in: Duration::from_millis(
-                    u64::try_from(lease.expires_boot_ms.saturating_sub(now.boot_ms)).unwrap_or(0),
-                ),
+                expires_in: expires_in(lease.expires_boot_ms, now.boot_ms),
                 host: lease.host,
             });
         }
@@ -402,10 +400,13 @@ fn decode_live_hold(row: &Row, now_boot_ms: i64) -> Option<LiveHold> {
         fence: fence::from_value(Some(fence))?,
         host: host.as_text()?.to_owned(),
         hold: hold.as_text().map(str::to_owned),
-        expires_in: Duration::from_millis(
-            u64::try_from(expires.as_integer()?.saturating_sub(now_boot_ms)).unwrap_or(0),
-        ),
+        expires_in: expires_in(expires.as_integer()?, now_boot_ms),
     })
+}
+
+/// How long until a lease that expires at `expires_boot_ms` does, at `now_boot_ms`.
+fn expires_in(expires_boot_ms: i64, now_boot_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(expires_boot_ms.saturating_sub(now_boot_ms)).unwrap_or(0))
 }
 
 /// Takes over the permit of a holder whose process is gone (see [`LiveHolds`]), if the row
