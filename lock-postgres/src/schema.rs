@@ -21,8 +21,8 @@ use sqlx::Row;
 use crate::BACKEND;
 use crate::exec::{Db, Failure};
 use crate::sql::{
-    ADVISORY_CLASS, FENCE_COLUMNS, LEASE_COLUMNS, Param, SCHEMA_VERSION, Statements,
-    TABLE_COMMENT_PREFIX, ident,
+    FENCE_COLUMNS, LEASE_COLUMNS, Param, SCHEMA_VERSION, Statements, TABLE_COMMENT_PREFIX,
+    advisory, ident,
 };
 
 /// One of our table names as found in `pg_class`.
@@ -229,18 +229,15 @@ pub(crate) async fn ensure(db: &Db, s: &Statements) -> Result<(), LockError> {
         return Ok(());
     }
     let key = [Param::Text(format!("schema:{}", s.advisory_key("")))];
-    let lock = |function: &str| -> Arc<str> {
-        Arc::from(format!(
-            "SELECT {function}({ADVISORY_CLASS}, hashtext($1::text))"
-        ))
-    };
     let try_create: Arc<str> = Arc::from(format!(
-        "SELECT 'taken' WHERE pg_try_advisory_xact_lock({ADVISORY_CLASS}, hashtext($1::text))"
+        "SELECT 'taken' WHERE {}",
+        advisory("pg_try_advisory_xact_lock")
     ));
-    let (wait_for_creator, create) = (
-        lock("pg_advisory_xact_lock_shared"),
-        lock("pg_advisory_xact_lock"),
-    );
+    let wait_for_creator: Arc<str> = Arc::from(format!(
+        "SELECT {}",
+        advisory("pg_advisory_xact_lock_shared")
+    ));
+    let create: Arc<str> = Arc::from(format!("SELECT {}", advisory("pg_advisory_xact_lock")));
     db.run("creating the lease tables", |_| async {
         // Many programs starting at once on an empty database (a fleet's rollout) all find the
         // tables missing. One of them creates them; the others wait for it together, on a

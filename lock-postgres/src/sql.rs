@@ -35,6 +35,12 @@ pub(crate) const FENCE_COLUMNS: &[(&str, &str)] = &[("name", "text"), ("fence", 
 /// one name (the second is a hash of the table and the name): "LLck".
 pub(crate) const ADVISORY_CLASS: i32 = 0x4c4c_636b;
 
+/// A call of one of PostgreSQL's two-key advisory lock functions (`function`) on the key
+/// `$1`: under [`ADVISORY_CLASS`], the hash of the text `$1`.
+pub(crate) fn advisory(function: &str) -> String {
+    format!("{function}({ADVISORY_CLASS}, hashtext($1::text))")
+}
+
 /// A quoted identifier.
 pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -158,8 +164,7 @@ impl Statements {
             clock = micros("clock_timestamp()"),
             expires = micros("i.expires_at"),
         );
-        let serialize =
-            format!("SELECT pg_advisory_xact_lock({ADVISORY_CLASS}, hashtext($1::text))");
+        let serialize = format!("SELECT {}", advisory("pg_advisory_xact_lock"));
         // Under the name's advisory lock: expired rows go, so that later lock grants of the
         // name take the one-statement path again.
         let sweep =

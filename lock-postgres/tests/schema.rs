@@ -6,9 +6,8 @@ mod common;
 use common::{admin, connect, exec, options, server_url};
 use lock_core::{LockBackend, LockError};
 use lock_postgres::PostgresBackend;
-use std::time::{Duration, Instant};
-
 use sqlx::{AssertSqlSafe, Row};
+use std::time::{Duration, Instant};
 
 fn config_detail(result: Result<PostgresBackend, LockError>) -> String {
     match result {
@@ -42,13 +41,13 @@ async fn concurrent_first_connections_create_the_tables_once() {
     assert_eq!(comment, "leaselock leases, schema version 1");
 }
 
-/// The key lock-postgres's schema creation locks (`ADVISORY_CLASS`, "LLck", and the hash of
-/// `schema:<schema>.<table>/`).
-fn creation_lock(schema: &str) -> String {
-    format!(
-        "{}, hashtext('schema:{schema}.leaselock_leases/')",
-        0x4c4c_636b
-    )
+/// lock-postgres's `ADVISORY_CLASS` ("LLck"), the first key of its advisory locks.
+const ADVISORY_CLASS: i32 = 0x4c4c_636b;
+
+/// The second key of the lock that schema creation takes: the hash of
+/// `schema:<schema>.<table>/`.
+fn creation_key(schema: &str) -> String {
+    format!("hashtext('schema:{schema}.leaselock_leases/')")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,8 +58,8 @@ async fn first_connections_wait_for_a_creator_together_and_create_if_it_gives_up
     // Another program is creating the tables: it holds the creation lock.
     let mut creator = admin.begin().await.unwrap();
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "SELECT pg_advisory_xact_lock({})",
-        creation_lock(&opts.schema)
+        "SELECT pg_advisory_xact_lock({ADVISORY_CLASS}, {})",
+        creation_key(&opts.schema)
     )))
     .execute(&mut *creator)
     .await
@@ -71,8 +70,8 @@ async fn first_connections_wait_for_a_creator_together_and_create_if_it_gives_up
     // All four wait for it at once, on the shared lock (not in a queue for the exclusive one).
     let waiting = format!(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-         AND mode = 'ShareLock' AND classid = {} AND objid = hashtext('schema:{}.leaselock_leases/')::oid",
-        0x4c4c_636b, opts.schema
+         AND mode = 'ShareLock' AND classid = {ADVISORY_CLASS} AND objid = {}::oid",
+        creation_key(&opts.schema)
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
