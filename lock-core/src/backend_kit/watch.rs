@@ -141,23 +141,42 @@ mod sys {
         }
 
         pub(super) async fn changed(&mut self) -> io::Result<()> {
-            let mut buf = [0_u8; 4096];
             loop {
                 let mut guard = self.fd().readable().await?;
-                let read = guard.try_io(|fd| {
-                    // SAFETY: reads into a buffer of the length passed.
-                    let n = unsafe {
-                        libc::read(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-                    };
-                    if n < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(())
-                    }
-                });
-                match read {
+                match guard.try_io(|fd| drain(fd.get_ref().as_raw_fd())) {
                     Ok(result) => return result,
                     Err(_would_block) => {}
+                }
+            }
+        }
+    }
+
+    /// Room for one event of the longest name (`struct inotify_event`, `NAME_MAX`, its NUL),
+    /// and more: a watched file's events carry no name (16 bytes each).
+    pub(super) const EVENTS_BUFFER: usize = 512;
+
+    /// Reads the queued events: `Ok` once some were read (until a read does not fill the
+    /// buffer; an event that did not fit is read by the next wait, which then returns at
+    /// once), `WouldBlock` if there were none. The buffer is on this function's
+    /// stack, not in the waiting future: a future that holds it would be over 4 KiB (a large
+    /// allocation each time a waiter waits, and cold memory cleared on its path), and the
+    /// usual wake-up is one or two events.
+    fn drain(fd: std::os::fd::RawFd) -> io::Result<()> {
+        let mut buf = [0_u8; EVENTS_BUFFER];
+        let mut read_some = false;
+        loop {
+            // SAFETY: reads into a buffer of the length passed.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            match usize::try_from(n) {
+                Ok(n) if n < buf.len() => return Ok(()),
+                Ok(_) => read_some = true,
+                Err(_) => {
+                    let error = io::Error::last_os_error();
+                    return match error.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock if read_some => Ok(()),
+                        _ => Err(error),
+                    };
                 }
             }
         }
@@ -237,6 +256,31 @@ mod tests {
         assert!(stays_asleep(&mut watch).await, "the events were drained");
         std::fs::remove_file(&path).unwrap();
         assert!(wakes(&mut watch).await);
+    }
+
+    #[tokio::test]
+    async fn one_wake_drains_more_events_than_one_read_holds() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp_file("many");
+        let mut watch = FileWatch::new().unwrap();
+        watch.changes_of(&path).unwrap();
+        // Alternating writes and mode changes: inotify merges only identical events in a
+        // row, so each of these queues one (16 bytes, no name), 6 buffers' worth in all.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let events = 6 * sys::EVENTS_BUFFER / 16;
+        for i in 0..events / 2 {
+            std::io::Write::write_all(&mut &file, b"x").unwrap();
+            let mode = if i % 2 == 0 { 0o600 } else { 0o640 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        assert!(wakes(&mut watch).await);
+        assert!(
+            stays_asleep(&mut watch).await,
+            "{events} queued events were read by the first wake"
+        );
+        std::fs::write(&path, b"y").unwrap();
+        assert!(wakes(&mut watch).await, "a later change still wakes");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[tokio::test]
