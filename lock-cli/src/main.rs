@@ -17,6 +17,7 @@ use cli::{Cli, Command};
 use error::CliError;
 
 fn main() -> ExitCode {
+    keep_freed_memory_apart();
     let parsed = cli::command()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches));
@@ -53,6 +54,25 @@ fn main() -> ExitCode {
         }
     }))
 }
+
+/// Turns off glibc's fastbins for this process (small freed blocks still go to the
+/// per-thread cache). With fastbins on, every allocation or free of more than about 1 KiB
+/// (the boxed futures of a store call, SQLite's page buffers: several per acquisition)
+/// first merges every small block freed since, and in a process that slept between two
+/// lock operations those blocks are cold: measured on hand-offs between 8 `bench-worker`s
+/// pinned to one CPU (SQLite, three alternating rounds), p50 254-273 µs without fastbins
+/// against 271-313 µs with them. See BENCHMARKS.md.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn keep_freed_memory_apart() {
+    // SAFETY: mallopt only sets an allocator parameter; M_MXFAST may be changed at any time.
+    unsafe {
+        libc::mallopt(libc::M_MXFAST, 0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory_apart() {}
 
 /// lockctl's exit: a subcommand's code, or its error on one line of stderr and the error's
 /// code.
