@@ -648,3 +648,28 @@ async fn a_permit_record_it_did_not_write_is_corrupt() {
     assert!(next.fence > held.fence);
     assert_untouched(&b, &other).await;
 }
+
+/// `inspect` reports the expiry the server set (PEXPIRETIME), the same at every reading of
+/// an untouched lease. It used to report the server's clock plus the key's remaining
+/// milliseconds, which moved by as much as the server's cached clock lagged its real one
+/// when it was busy (12 ms once under CI's parallel second run, so that a bystander's lease
+/// looked renewed); that lag needs a loaded server and is not forced here: this checks
+/// that readings of an idle one agree exactly.
+#[tokio::test]
+async fn inspect_reports_the_same_expiry_at_every_reading() {
+    let url = server().url();
+    let b = backend(&url).await;
+    let n = name("expiry-readings");
+    let lease = b
+        .try_acquire(&n, &Holder::current("still"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = b.inspect(&n).await.unwrap().expect("held").expires_at;
+    for reading in 0..30 {
+        tokio::time::sleep(Duration::from_micros(700)).await;
+        let again = b.inspect(&n).await.unwrap().expect("held").expires_at;
+        assert_eq!(again, first, "reading {reading} of an untouched lease");
+    }
+    assert!(b.release(&lease).await.unwrap());
+}

@@ -42,6 +42,19 @@ local function server_time()
   return math.floor(micros / 1000), micros
 end
 
+-- When the key at `key` expires, in server milliseconds since the epoch, given `now` (the
+-- server's time) and what is left of it (`pttl`). PEXPIRETIME (Redis 7.0+) is the expiry the
+-- server set, the same at every reading; older servers get the clock plus what is left,
+-- which is off by as much as the server's cached clock lags its real one (milliseconds when
+-- it is busy).
+local function expiry_ms(key, now, pttl)
+  local at = redis.pcall('PEXPIRETIME', key)
+  if type(at) == 'number' and at > 0 then
+    return at
+  end
+  return now + pttl
+end
+
 -- A lease record's fields, or nil and what is wrong with it.
 local function parse_record(v)
   local token, limit, pid, ll, hl, nl, at = string.match(v,

@@ -23,7 +23,7 @@ if kind == 'string' then
     if pttl < 0 then
       return {'corrupt', 'the lease ' .. KEYS[1] .. ' has no expiry'}
     end
-    add(record, now + pttl)
+    add(record, expiry_ms(KEYS[1], now, pttl))
   end
 elseif kind == 'hash' then
   if redis.call('HEXISTS', KEYS[1], 'token') == 1 then
@@ -31,7 +31,7 @@ elseif kind == 'hash' then
     if lease == false then
       return {'corrupt', detail}
     end
-    add(lease, now + lease.pttl)
+    add(lease, expiry_ms(KEYS[1], now, lease.pttl))
   else
     local live, detail = read_permits(KEYS[1], now, false)
     if not live then
