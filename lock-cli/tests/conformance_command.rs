@@ -17,8 +17,9 @@ use support::{Sandbox, assert_code, stderr, stdout};
 
 /// Longer than any conformance run, so a bystander's lease cannot expire during one.
 const BYSTANDER_TTL: Duration = Duration::from_secs(600);
-/// Redis reports an expiry as its clock plus the key's remaining milliseconds, so two
-/// inspections of an untouched lease may differ by a millisecond of rounding.
+/// How far two inspections of an untouched lease may disagree on its times: a store that
+/// reports an expiry as its clock plus the remaining milliseconds (Redis before 7.0, which
+/// has no PEXPIRETIME) rounds each reading to a millisecond.
 const ROUNDING: Duration = Duration::from_millis(2);
 
 /// Locks held by someone else in the store the suite runs against.
