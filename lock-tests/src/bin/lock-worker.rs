@@ -10,7 +10,8 @@
 //!   `<last step ns>` when it began the last one, so a test can check that no step ran after
 //!   the loss.
 //! - `lost-in-work <steps> <last step ns>`: the work's own `is_held()` check found the lease
-//!   gone before `with_lock` cancelled it (a fallback the tests expect never to fire).
+//!   gone before `with_lock` cancelled it (when a SIGSTOP lands inside a work step, after
+//!   `with_lock`'s own check of the lease).
 //! - `summary <json>`: `cycles` finished; counts of cycles and errors by kind.
 //! - `leading <fence>`: `lead` won its election's campaign.
 //! - `waiting`: `wait` found the lock held (one `try_lock`, then a 300 ms `lock()`) and is
