@@ -24,6 +24,7 @@ fn a_quick_bench_reports_every_section_for_every_store() {
         "1s",
         "--leases",
         "50",
+        "--handoff-steps",
     ];
     for url in &urls {
         args.extend(["--url", url.as_str()]);
@@ -51,11 +52,35 @@ fn a_quick_bench_reports_every_section_for_every_store() {
         }
         let ratio = num(&["pair", "ratio_p50"]);
         assert!(ratio.is_finite() && ratio > 0.0, "{url}: ratio {ratio}");
+        let mut cut = 0.0;
         for waiters in ["processes_2", "processes_8", "processes_32"] {
             assert!(
                 num(&["handoff", waiters, "count"]) > 0.0,
                 "{url}: {waiters}"
             );
+            // --handoff-steps: the hand-offs whose store calls show every step.
+            let steps = num(&["handoff", waiters, "steps", "count"]);
+            assert!(steps <= num(&["handoff", waiters, "count"]), "{url}");
+            cut += steps;
+            if steps > 0.0 {
+                for step in ["release_call_us", "attempt_us"] {
+                    assert!(
+                        num(&["handoff", waiters, "steps", step]) > 0.0,
+                        "{url} {step}"
+                    );
+                }
+                for step in [
+                    "before_release_us",
+                    "wake_us",
+                    "before_attempt_us",
+                    "after_attempt_us",
+                ] {
+                    assert!(
+                        num(&["handoff", waiters, "steps", step]) >= 0.0,
+                        "{url} {step}"
+                    );
+                }
+            }
             assert!(num(&["handoff", waiters, "p50_us"]) <= num(&["handoff", waiters, "p99_us"]));
             // Every acquisition took at least the attempt that succeeded.
             assert!(
@@ -84,6 +109,7 @@ fn a_quick_bench_reports_every_section_for_every_store() {
                 );
             }
         }
+        assert!(cut > 0.0, "{url}: no hand-off was cut into its steps");
         assert!(
             num(&["throughput", "names_1", "served_least"])
                 <= num(&["throughput", "names_1", "served_most"]),

@@ -10,6 +10,8 @@ use leaselock::{
     async_trait,
 };
 
+use super::steps::{Call, StepLog};
+use super::worker::monotonic_nanos;
 use crate::error::CliError;
 
 /// Forwards to a backend, counting store calls that keep leases alive, and acquire
@@ -23,6 +25,8 @@ pub(crate) struct Counting {
     pub(crate) renewed: AtomicU64,
     /// `try_acquire` and `try_acquire_permit` calls.
     pub(crate) attempts: AtomicU64,
+    /// Where to record when attempts, releases and waits began and ended, if anywhere.
+    pub(crate) steps: Option<Arc<StepLog>>,
 }
 
 impl Counting {
@@ -32,7 +36,19 @@ impl Counting {
             calls: AtomicU64::new(0),
             renewed: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
+            steps: None,
         }
+    }
+
+    /// Runs `call`, recording its begin and end as `kind` when steps are recorded.
+    async fn timed<T>(&self, kind: Call, call: impl Future<Output = T>) -> T {
+        let Some(steps) = &self.steps else {
+            return call.await;
+        };
+        let begin = monotonic_nanos();
+        let out = call.await;
+        steps.record(kind, begin, monotonic_nanos());
+        out
     }
 }
 
@@ -45,7 +61,8 @@ impl LockBackend for Counting {
         ttl: Duration,
     ) -> Result<Option<Lease>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
-        self.inner.try_acquire(name, holder, ttl).await
+        self.timed(Call::Attempt, self.inner.try_acquire(name, holder, ttl))
+            .await
     }
     async fn try_acquire_permit(
         &self,
@@ -55,9 +72,8 @@ impl LockBackend for Counting {
         limit: u32,
     ) -> Result<Option<Lease>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .try_acquire_permit(name, holder, ttl, limit)
-            .await
+        let attempt = self.inner.try_acquire_permit(name, holder, ttl, limit);
+        self.timed(Call::Attempt, attempt).await
     }
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -68,7 +84,7 @@ impl LockBackend for Counting {
         renewed
     }
     async fn release(&self, lease: &Lease) -> Result<bool> {
-        self.inner.release(lease).await
+        self.timed(Call::Release, self.inner.release(lease)).await
     }
     async fn inspect(&self, name: &LockName) -> Result<Option<LeaseInfo>> {
         self.inner.inspect(name).await
@@ -78,6 +94,10 @@ impl LockBackend for Counting {
     }
     async fn wait_for_change(&self, name: &LockName, since: Instant, max: Duration) {
         self.inner.wait_for_change(name, since, max).await;
+        if let Some(steps) = &self.steps {
+            let woke = monotonic_nanos();
+            steps.record(Call::Woke, woke, woke);
+        }
     }
     async fn give_way(&self, name: &LockName, max: Duration) {
         self.inner.give_way(name, max).await;

@@ -8,10 +8,13 @@
 //! 3. contended throughput: 8 processes looping for 1 s without a pause on one name (and
 //!    how evenly they were served while all ran) and on 8 names;
 //! 4. heartbeat cost: many leases held through `Locker` for a while.
+//!
+//! With `--handoff-steps`, each hand-off is also cut into its steps (see [`steps`]).
 
 mod heartbeat;
 mod raw;
 mod stats;
+mod steps;
 mod worker;
 
 use std::ffi::OsStr;
@@ -67,6 +70,12 @@ pub(crate) struct BenchArgs {
     /// Print the results as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+
+    /// Also show where each hand-off's time goes: the release call, the waiter's wake-up,
+    /// its successful attempt and the library's work around them (p50 of each step). The
+    /// workers then record each store call's times, which adds a little to every hand-off.
+    #[arg(long)]
+    handoff_steps: bool,
 }
 
 /// Prints progress on stderr: one line rewritten in place on a terminal, else a line now and
@@ -114,6 +123,8 @@ struct Plan {
     leases: usize,
     hold: Duration,
     heartbeat_ttl: Duration,
+    /// Whether hand-off workers record their store calls (`--handoff-steps`).
+    handoff_steps: bool,
 }
 
 impl Plan {
@@ -136,6 +147,7 @@ impl Plan {
                     leaselock::LockOptions::default().ttl
                 }
             }),
+            handoff_steps: args.handoff_steps,
         }
     }
 }
@@ -198,8 +210,11 @@ async fn bench_store(
         // others are already waiting when it releases, and the releaser cannot take the
         // lock back before a waiter that is 20 ms late.
         let hold_pause = (30_000, 20_000);
+        let library = Worker::Library {
+            steps: plan.handoff_steps,
+        };
         let (events, _) =
-            run_workers(url, waiters, |_| name.clone(), loops, hold_pause, None).await?;
+            run_workers(url, waiters, |_| name.clone(), loops, hold_pause, library).await?;
         let samples = handoff_samples(&events);
         // Every acquisition but each process's first few is a hand-off; count attempts per
         // acquisition (a woken waiter's successful one included).
@@ -221,6 +236,11 @@ async fn bench_store(
             "attempts": attempts,
             "attempts_per_acquisition": per_acquisition,
         });
+        if plan.handoff_steps {
+            let steps = steps::summary(&events, &worker::handoffs(&events));
+            progress.done(&format!("    {}", steps::describe(&steps)));
+            entry["steps"] = steps;
+        }
         if let Some(file) = &raw_flock {
             // The same processes, cycles and holds with a bare blocking `flock` (what
             // `flock(1)` waiters do): the floor this machine puts under a hand-off.
@@ -231,7 +251,7 @@ async fn bench_store(
                 |_| name.clone(),
                 loops,
                 hold_pause,
-                Some(file.path()),
+                Worker::RawFlock(file.path()),
             )
             .await?;
             let raw = handoff_samples(&events);
@@ -266,7 +286,7 @@ async fn bench_store(
                 for_: plan.throughput_for,
             },
             (0, 0),
-            None,
+            Worker::Library { steps: false },
         )
         .await?;
         let total: usize = events.iter().map(|e| e.acquired.len()).sum();
@@ -402,8 +422,8 @@ async fn library_pair(
 /// The hand-off latencies of one measurement.
 fn handoff_samples(events: &[Events]) -> Samples {
     let mut samples = Samples::default();
-    for latency in worker::handoffs(events) {
-        samples.push_nanos(latency);
+    for handoff in worker::handoffs(events) {
+        samples.push_nanos(handoff.latency());
     }
     samples.elapsed = Duration::from_secs(1);
     samples
@@ -417,19 +437,36 @@ struct Loops {
     for_: Duration,
 }
 
+/// What the workers of a measurement take turns on.
+#[derive(Clone, Copy)]
+enum Worker<'a> {
+    /// The library's lock; with `steps`, each worker records its store calls' times.
+    Library { steps: bool },
+    /// A blocking `flock` on this file (the raw hand-off baseline).
+    RawFlock(&'a std::path::Path),
+}
+
+impl<'a> Worker<'a> {
+    /// The `bench-worker` arguments that say so.
+    fn args(self) -> Vec<&'a OsStr> {
+        match self {
+            Self::Library { steps: false } => Vec::new(),
+            Self::Library { steps: true } => vec![OsStr::new("--steps")],
+            Self::RawFlock(path) => vec![OsStr::new("--raw-flock"), path.as_os_str()],
+        }
+    }
+}
+
 /// Runs `count` worker processes (worker `i` on lock `name(i)`), started at once, each
 /// looping as `loops` says, holding `hold_us` and pausing `pause_us` after each release;
 /// returns their events and the time from the first acquisition to the last release.
-///
-/// With `raw_flock`, the workers take turns with a blocking `flock` on that file instead
-/// of the library's lock (the raw hand-off baseline).
 async fn run_workers(
     url: &str,
     count: usize,
     name: impl Fn(usize) -> String,
     loops: Loops,
     (hold_us, pause_us): (u64, u64),
-    raw_flock: Option<&std::path::Path>,
+    worker: Worker<'_>,
 ) -> Result<(Vec<Events>, Duration), CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::io("bench: cannot find lockctl's own executable", e))?;
@@ -446,11 +483,7 @@ async fn run_workers(
                 &hold_us.to_string(),
             ])
             .args(["--pause-us", &pause_us.to_string()])
-            .args(
-                raw_flock
-                    .iter()
-                    .flat_map(|path| [OsStr::new("--raw-flock"), path.as_os_str()]),
-            )
+            .args(worker.args())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -20,6 +20,7 @@ use clap::Args;
 use leaselock::{LockOptions, Locker};
 
 use super::heartbeat::Counting;
+use super::steps::{Call, StepLog};
 use crate::error::CliError;
 
 /// Arguments of the hidden worker subcommand.
@@ -44,13 +45,23 @@ pub(crate) struct WorkerArgs {
     /// Instead of the library, take a blocking `flock` on this file (the raw baseline).
     #[arg(long)]
     raw_flock: Option<std::path::PathBuf>,
+    /// Also record when each store call began and ended (see `bench --handoff-steps`).
+    #[arg(long)]
+    steps: bool,
 }
 
 pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
     if let Some(path) = &args.raw_flock {
         return raw_flock_worker(path, &args).await;
     }
-    let counting = Arc::new(Counting::new(leaselock::connect(&args.url).await?));
+    let mut counting = Counting::new(leaselock::connect(&args.url).await?);
+    let steps = args.steps.then(|| {
+        // Per cycle: a release, a few attempts and wake-ups.
+        let room = usize::try_from(args.cycles.min(RESERVED_CYCLES)).unwrap_or(0) * 8;
+        Arc::new(StepLog::with_room(room))
+    });
+    counting.steps.clone_from(&steps);
+    let counting = Arc::new(counting);
     let locker = Locker::new(counting.clone());
     let opts = LockOptions::default()
         .with_ttl(Duration::from_secs(10))
@@ -76,7 +87,10 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
             tokio::time::sleep(Duration::from_micros(args.pause_us)).await;
         }
     }
-    log.print(counting.attempts.load(Ordering::Relaxed));
+    log.print(
+        counting.attempts.load(Ordering::Relaxed),
+        steps.as_deref().map(StepLog::lines),
+    );
     Ok(0)
 }
 
@@ -113,7 +127,7 @@ async fn raw_flock_worker(path: &std::path::Path, args: &WorkerArgs) -> Result<u
             std::thread::sleep(Duration::from_micros(args.pause_us));
         }
     }
-    log.print(attempts);
+    log.print(attempts, None);
     Ok(0)
 }
 
@@ -145,13 +159,15 @@ impl EventLog {
         self.events.push((kind, monotonic_nanos()));
     }
 
-    /// Prints every event, then `n <attempts>`, in one write.
-    fn print(&self, attempts: u64) {
+    /// Prints every event, then `n <attempts>`, then the store calls' lines if they were
+    /// recorded, in one write.
+    fn print(&self, attempts: u64, calls: Option<String>) {
         let mut out = String::with_capacity(self.events.len() * 24 + 24);
         for (kind, at) in &self.events {
             let _ = writeln!(out, "{kind} {at}");
         }
         let _ = writeln!(out, "n {attempts}");
+        out.push_str(calls.as_deref().unwrap_or_default());
         print!("{out}");
     }
 }
@@ -174,7 +190,7 @@ async fn ready_set_go() -> Result<(), CliError> {
 /// `CLOCK_MONOTONIC` now, in nanoseconds: one clock for every process of the host, so the
 /// workers' times compare. (`Instant` reads the same clock but does not show its value.)
 #[allow(unsafe_code)]
-fn monotonic_nanos() -> u64 {
+pub(crate) fn monotonic_nanos() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -195,20 +211,31 @@ pub(crate) struct Events {
     pub(crate) released: Vec<u64>,
     /// Acquire attempts made (each a store round trip).
     pub(crate) attempts: u64,
+    /// Store calls with their begin and end times, recorded with `--steps` only.
+    pub(crate) calls: Vec<(Call, u64, u64)>,
 }
 
 impl Events {
     pub(crate) fn parse(text: &str) -> Option<Self> {
         let mut events = Self::default();
         for line in text.lines() {
-            let (kind, at) = line.split_once(' ')?;
-            let at = at.parse().ok()?;
-            match kind {
-                "w" => events.waited.push(at),
-                "a" => events.acquired.push(at),
-                "r" => events.released.push(at),
-                "n" => events.attempts = at,
-                _ => return None,
+            let mut fields = line.split(' ');
+            let kind = fields.next()?;
+            let at = fields.next()?.parse().ok()?;
+            if let Some(call) = Call::from_letter(kind) {
+                let end = fields.next()?.parse().ok()?;
+                events.calls.push((call, at, end));
+            } else {
+                match kind {
+                    "w" => events.waited.push(at),
+                    "a" => events.acquired.push(at),
+                    "r" => events.released.push(at),
+                    "n" => events.attempts = at,
+                    _ => return None,
+                }
+            }
+            if fields.next().is_some() {
+                return None;
             }
         }
         Some(events)
@@ -239,10 +266,27 @@ pub(crate) fn served(workers: &[Events]) -> (usize, usize) {
     )
 }
 
-/// Hand-off latencies: for each acquisition by a process that was already waiting when
-/// another process released the lock, the time between the release and the acquisition.
-/// (A process that only asked after the release found the lock free: no hand-off.)
-pub(crate) fn handoffs(workers: &[Events]) -> Vec<u64> {
+/// One hand-off: `waiter`, which was already waiting when `releaser` released the lock
+/// (its "r" at `released`), acquired it (its "a" at `acquired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handoff {
+    pub(crate) releaser: usize,
+    pub(crate) released: u64,
+    pub(crate) waiter: usize,
+    pub(crate) acquired: u64,
+}
+
+impl Handoff {
+    /// From just before the release to just after the acquisition.
+    pub(crate) fn latency(&self) -> u64 {
+        self.acquired.saturating_sub(self.released)
+    }
+}
+
+/// The hand-offs: each acquisition by a process that was already waiting when another
+/// process released the lock. (A process that only asked after the release found the lock
+/// free: no hand-off.)
+pub(crate) fn handoffs(workers: &[Events]) -> Vec<Handoff> {
     // (time, is_acquisition, worker, cycle)
     let mut timeline: Vec<(u64, bool, usize, usize)> = Vec::new();
     for (who, events) in workers.iter().enumerate() {
@@ -257,7 +301,7 @@ pub(crate) fn handoffs(workers: &[Events]) -> Vec<u64> {
     }
     timeline.sort_unstable();
     let mut last_release: Option<(u64, usize)> = None;
-    let mut latencies = Vec::new();
+    let mut found = Vec::new();
     for (at, is_acquire, who, cycle) in timeline {
         if is_acquire {
             if let Some((released, by)) = last_release.take()
@@ -267,13 +311,18 @@ pub(crate) fn handoffs(workers: &[Events]) -> Vec<u64> {
                     .get(cycle)
                     .is_some_and(|&w| w < released)
             {
-                latencies.push(at.saturating_sub(released));
+                found.push(Handoff {
+                    releaser: by,
+                    released,
+                    waiter: who,
+                    acquired: at,
+                });
             }
         } else {
             last_release = Some((at, who));
         }
     }
-    latencies
+    found
 }
 
 #[cfg(test)]
@@ -302,8 +351,20 @@ mod tests {
         let b = Events::parse("w 5\na 35\nr 40\n").unwrap();
         let c = Events::parse("w 45\na 46\nr 50\n").unwrap();
         // a re-took its own release at 21: not a hand-off either.
-        assert_eq!(handoffs(&[a, b, c]), vec![5]);
+        let found = handoffs(&[a, b, c]);
+        assert_eq!(
+            found,
+            vec![Handoff {
+                releaser: 0,
+                released: 30,
+                waiter: 1,
+                acquired: 35
+            }]
+        );
+        assert_eq!(found[0].latency(), 5);
         assert!(Events::parse("x 1").is_none());
+        assert!(Events::parse("a 1 2").is_none(), "one time too many");
+        assert!(Events::parse("L 1").is_none(), "a call without its end");
         assert_eq!(Events::parse("w 1\na 2\nr 3\nn 4\n").unwrap().attempts, 4);
     }
 
