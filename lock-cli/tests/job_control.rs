@@ -130,7 +130,7 @@ fn ctrl_z_stops_the_command_before_lockctl_and_resuming_lockctl_resumes_both() {
     support::signal(lockctl, libc::SIGTSTP);
     wait_for("lockctl to stop", WITHIN, || process::is_stopped(lockctl));
     assert!(
-        process::is_stopped(ticker.command),
+        process::is_stopped_or_stopping(ticker.command),
         "the command stopped before lockctl did"
     );
     let ticks = read(&ticker.tick_file);

@@ -80,6 +80,22 @@ pub fn is_stopped(pid: u32) -> bool {
     stat(pid).is_some_and(|s| s.state == 'T')
 }
 
+/// True while `pid` is stopped, or cannot run any more of its own code before it stops:
+/// SIGSTOP is pending to it (`SigPnd` or `ShdPnd` in `/proc/PID/status`). A shell caught
+/// by a stop between `vfork` and its child's `exec` waits for the stopped child in state
+/// `D` and only shows `T` once the child has run again.
+pub fn is_stopped_or_stopping(pid: u32) -> bool {
+    is_stopped(pid)
+        || std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+            status.lines().any(|line| {
+                line.strip_prefix("SigPnd:")
+                    .or_else(|| line.strip_prefix("ShdPnd:"))
+                    .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                    .is_some_and(|mask| mask & (1 << (libc::SIGSTOP - 1)) != 0)
+            })
+        })
+}
+
 /// A loopback port nothing listens on right now (for a server to bind, or a port where
 /// nothing answers).
 ///
