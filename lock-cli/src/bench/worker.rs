@@ -4,7 +4,9 @@
 //! hundreds of uncontended cycles). Then it prints `w <ns>` as it starts waiting for the
 //! lock, `a <ns>` after each acquisition and `r <ns>` just before each release
 //! (CLOCK_MONOTONIC, comparable between processes), and `n <count>`, the acquire attempts
-//! it made, all at the end so printing does not slow the cycles.
+//! it made, all at the end so printing does not slow the cycles. With `--steps` it also
+//! prints one line per store call, `L`, `T` or `W` with its begin and end (see
+//! [`super::steps`]).
 //!
 //! With `--raw-flock <file>` it takes a blocking `flock` on that file instead of the lock,
 //! as `flock(1)` does: the raw baseline of a hand-off on one host (the kernel wakes the
