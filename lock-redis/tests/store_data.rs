@@ -23,16 +23,25 @@ fn assert_corrupt<T: std::fmt::Debug>(what: &str, result: lock_core::Result<T>) 
     }
 }
 
+/// A lease of `n` for a holder labelled `label`; `n` must be free.
+async fn lease_for(b: &RedisBackend, n: &LockName, label: &str) -> Lease {
+    b.try_acquire(n, &Holder::current(label), LONG)
+        .await
+        .unwrap()
+        .expect("the name is free")
+}
+
+/// A permit of `n` (limit `limit`) for a holder labelled `label`; one must be free.
+async fn permit_for(b: &RedisBackend, n: &LockName, label: &str, limit: u32) -> Lease {
+    b.try_acquire_permit(n, &Holder::current(label), LONG, limit)
+        .await
+        .unwrap()
+        .expect("a permit is free")
+}
+
 /// A live lease on another name, to check that corrupt data next to it leaves it alone.
 async fn bystander(b: &RedisBackend, label: &str) -> Lease {
-    b.try_acquire(
-        &name(&format!("{label}-bystander")),
-        &Holder::current("bystander"),
-        LONG,
-    )
-    .await
-    .unwrap()
-    .unwrap()
+    lease_for(b, &name(&format!("{label}-bystander")), "bystander").await
 }
 
 /// `lease` is still exactly as it was (same holder, same fence), and its holder can still
@@ -56,11 +65,7 @@ async fn check_corrupt_lease(setup: &[&[&str]], label: &str) {
     let n = name(label);
     let (lease_key, _) = b.keys_of(&n);
     let other = bystander(&b, label).await;
-    let held = b
-        .try_acquire(&n, &Holder::current("real"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let held = lease_for(&b, &n, "real").await;
     let mut conn = raw(&url).await;
     redis::cmd("DEL")
         .arg(&lease_key)
@@ -90,11 +95,7 @@ async fn check_corrupt_lease(setup: &[&[&str]], label: &str) {
         !b.force_release(&n).await.unwrap(),
         "clearing corrupt data is not removing a live lease"
     );
-    let next = b
-        .try_acquire(&n, &Holder::current("after"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let next = lease_for(&b, &n, "after").await;
     assert!(next.fence > held.fence, "the fence counter survived");
     assert!(b.release(&next).await.unwrap());
     assert_untouched(&b, &other).await;
@@ -175,11 +176,7 @@ async fn a_lease_stored_under_another_names_key_is_corrupt() {
     let url = server().url();
     let b = backend(&url).await;
     let (a, c) = (name("one"), name("two"));
-    let lease = b
-        .try_acquire(&a, &Holder::current("a"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = lease_for(&b, &a, "a").await;
     let mut conn = raw(&url).await;
     redis::cmd("COPY")
         .arg(b.keys_of(&a).0)
@@ -280,11 +277,7 @@ async fn fences_stop_below_2_pow_53_and_force_release_resets_the_counter() {
     // The last fence a counter gives is 2^53 - 1, exactly; the next would be rounded.
     let n = name("fence-top");
     set_fence_counter(&b, &n, &(FENCE_LIMIT - 2).to_string()).await;
-    let top = b
-        .try_acquire(&n, &Holder::current("top"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let top = lease_for(&b, &n, "top").await;
     assert_eq!(top.fence, FENCE_LIMIT - 1);
     assert!(b.release(&top).await.unwrap());
     let before = server_micros().await;
@@ -315,31 +308,19 @@ async fn fences_stop_below_2_pow_53_and_force_release_resets_the_counter() {
     // counter was set out of range: the reset still gives the next holder a higher fence.
     let n = name("fence-raised");
     set_fence_counter(&b, &n, "8000000000000000").await;
-    let held = b
-        .try_acquire(&n, &Holder::current("raised"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let held = lease_for(&b, &n, "raised").await;
     assert_eq!(held.fence, 8_000_000_000_000_001);
     set_fence_counter(&b, &n, &(FENCE_LIMIT + 1).to_string()).await;
     assert!(
         b.force_release(&n).await.unwrap(),
         "the live lease was removed"
     );
-    let next = b
-        .try_acquire(&n, &Holder::current("next"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let next = lease_for(&b, &n, "next").await;
     assert_eq!(next.fence, held.fence + 1);
     // A counter in range is left as it is: fences go on from it.
     assert!(b.release(&next).await.unwrap());
     assert!(!b.force_release(&n).await.unwrap());
-    let after = b
-        .try_acquire(&n, &Holder::current("after"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let after = lease_for(&b, &n, "after").await;
     assert_eq!(after.fence, next.fence + 1);
 }
 
@@ -350,12 +331,7 @@ async fn list_skips_unreadable_records_but_not_an_unreachable_server() {
     let b = backend(&url).await;
     let mut leases = Vec::new();
     for n in ["jobs/a", "jobs/c", "other"] {
-        leases.push(
-            b.try_acquire(&name(n), &Holder::current("l"), LONG)
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        leases.push(lease_for(&b, &name(n), "l").await);
     }
     let mut conn = raw(&url).await;
     // Foreign data under two names: a string, and a hash that is not a lease.
@@ -430,11 +406,7 @@ async fn an_emptied_script_cache_is_reloaded() {
     let url = server().url();
     let b = backend(&url).await;
     let n = name("noscript");
-    let lease = b
-        .try_acquire(&n, &Holder::current("a"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = lease_for(&b, &n, "a").await;
     let mut conn = raw(&url).await;
     redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -556,11 +528,7 @@ async fn a_lease_held_by_the_previous_version_is_respected_until_it_expires() {
     // force_release clears an old lease at once (an operator's way out).
     write_v1_lease(&b, &n, next.fence + 1, 60_000).await;
     assert!(b.force_release(&n).await.unwrap());
-    let after = b
-        .try_acquire(&n, &Holder::current("new"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let after = lease_for(&b, &n, "new").await;
     assert!(after.fence > next.fence + 1);
 }
 
@@ -572,11 +540,7 @@ async fn each_fence_is_the_larger_of_the_counter_plus_one_and_the_server_clock()
     let n = name("behind");
     set_fence_counter(&b, &n, "5").await;
     let before = server_micros().await;
-    let lease = b
-        .try_acquire(&n, &Holder::current("a"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = lease_for(&b, &n, "a").await;
     assert!(lease.fence >= before, "{} < {before}", lease.fence);
     assert!(lease.fence < FENCE_LIMIT);
     assert!(b.release(&lease).await.unwrap());
@@ -584,17 +548,9 @@ async fn each_fence_is_the_larger_of_the_counter_plus_one_and_the_server_clock()
     // clock that stepped back): the counter decides, one up.
     let ahead = before + 60_000_000_000;
     set_fence_counter(&b, &n, &ahead.to_string()).await;
-    let lease = b
-        .try_acquire_permit(&n, &Holder::current("b"), LONG, 2)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = permit_for(&b, &n, "b", 2).await;
     assert_eq!(lease.fence, ahead + 1);
-    let second = b
-        .try_acquire_permit(&n, &Holder::current("c"), LONG, 2)
-        .await
-        .unwrap()
-        .unwrap();
+    let second = permit_for(&b, &n, "c", 2).await;
     assert_eq!(second.fence, ahead + 2);
     // The counter holds the last fence granted.
     let mut conn = raw(&url).await;
@@ -612,11 +568,7 @@ async fn a_permit_record_it_did_not_write_is_corrupt() {
     let b = backend(&url).await;
     let other = bystander(&b, "permits").await;
     let n = name("bad-permits");
-    let held = b
-        .try_acquire_permit(&n, &Holder::current("real"), LONG, 2)
-        .await
-        .unwrap()
-        .unwrap();
+    let held = permit_for(&b, &n, "real", 2).await;
     let mut conn = raw(&url).await;
     redis::cmd("HSET")
         .arg(b.keys_of(&n).0)
@@ -640,11 +592,7 @@ async fn a_permit_record_it_did_not_write_is_corrupt() {
         !b.force_release(&n).await.unwrap(),
         "clearing corrupt data is not removing a live lease"
     );
-    let next = b
-        .try_acquire_permit(&n, &Holder::current("after"), LONG, 2)
-        .await
-        .unwrap()
-        .unwrap();
+    let next = permit_for(&b, &n, "after", 2).await;
     assert!(next.fence > held.fence);
     assert_untouched(&b, &other).await;
 }
@@ -660,11 +608,7 @@ async fn inspect_reports_the_same_expiry_at_every_reading() {
     let url = server().url();
     let b = backend(&url).await;
     let n = name("expiry-readings");
-    let lease = b
-        .try_acquire(&n, &Holder::current("still"), LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = lease_for(&b, &n, "still").await;
     let first = b.inspect(&n).await.unwrap().expect("held").expires_at;
     for reading in 0..30 {
         tokio::time::sleep(Duration::from_micros(700)).await;
