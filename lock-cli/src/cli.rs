@@ -142,6 +142,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) foreground: bool,
 
+    /// Print nothing of lockctl's own on stderr but errors: no line saying whom lockctl waits
+    /// for when the lock is held
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
     /// The lock name.
     pub(crate) name: String,
 

@@ -156,12 +156,8 @@ fn not_acquired(
     };
     match holder {
         Some(info) => format!(
-            "lock \"{name}\" {how}; held by \"{}\" (pid {} on {}, fence {}, {} left)",
-            info.label,
-            info.pid,
-            info.host,
-            info.fence,
-            crate::status::format_left(info.time_left())
+            "lock \"{name}\" {how}; held by {}",
+            crate::status::describe_holder(info, std::time::SystemTime::now())
         ),
         None => format!("lock \"{name}\" {how}"),
     }

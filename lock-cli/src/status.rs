@@ -73,6 +73,23 @@ pub(crate) fn format_left(left: Duration) -> String {
     humantime::format_duration(rounded).to_string()
 }
 
+/// One holder, for a line of text: `"label" (pid P on HOST, fence F, held for D, L left)`;
+/// the time held is left out when the holder's clock is ahead of `now` (another host).
+pub(crate) fn describe_holder(info: &LeaseInfo, now: SystemTime) -> String {
+    let held = now
+        .duration_since(info.acquired_at)
+        .map(|held| format!("held for {}, ", format_left(held)))
+        .unwrap_or_default();
+    format!(
+        "\"{}\" (pid {} on {}, fence {}, {held}{} left)",
+        info.label.escape_debug(),
+        info.pid,
+        info.host,
+        info.fence,
+        format_left(info.time_left())
+    )
+}
+
 /// What a holder is to its name: "leader" for a lock's one holder (the leader of an
 /// election on that name), "permit" for one of a semaphore's holders.
 fn role(lease: &LeaseInfo) -> &'static str {

@@ -94,6 +94,46 @@ fn not_acquired_within_wait_is_75_after_about_the_wait() {
 }
 
 #[test]
+fn a_waiting_run_says_once_whom_it_waits_for_unless_quiet() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Backend::File);
+    let name = unique_name("held");
+    let holder = hold(&sandbox, &url, &name);
+
+    let output = sandbox.run(&["run", "--url", &url, "--wait", "200ms", &name, "--", "true"]);
+    assert_code(&output, 75);
+    let message = stderr(&output);
+    let lines: Vec<&str> = message.trim().lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the waiting line, then why it gave up: {message}"
+    );
+    let held_by = format!(
+        "lockctl: lock \"{name}\" is held by \"the holder\" (pid {}",
+        holder.id()
+    );
+    assert!(lines[0].starts_with(&held_by), "{message}");
+    assert!(
+        lines[0].ends_with(" left); waiting for it (at most 200ms)"),
+        "{message}"
+    );
+
+    let quiet = sandbox.run(&[
+        "run", "--url", &url, "--wait", "200ms", "--quiet", &name, "--", "true",
+    ]);
+    assert_code(&quiet, 75);
+    let message = stderr(&quiet);
+    assert_eq!(
+        message.trim().lines().count(),
+        1,
+        "only the error: {message}"
+    );
+    assert!(message.contains("--wait 200ms"), "{message}");
+    stop(holder);
+}
+
+#[test]
 fn a_dead_store_is_69_within_seconds() {
     let sandbox = Sandbox::new();
     let dead = format!("redis://127.0.0.1:{}", lock_testkit::process::free_port());

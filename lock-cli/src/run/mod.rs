@@ -24,8 +24,12 @@ mod signal_handlers;
 mod spawn;
 mod supervise;
 mod syscalls;
+mod waiting;
 
-use leaselock::{LockError, LockGuard, LockName, LockOptions, Locker};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use leaselock::{LockBackend, LockError, LockGuard, LockName, LockOptions, Locker};
 
 use crate::cli::RunArgs;
 use crate::error::CliError;
@@ -60,7 +64,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
 
     let (url, backend) = crate::store::open(args.store.url.as_deref()).await?;
     let locker = Locker::new(backend.clone());
-    let acquired = acquire(&locker, &name, &opts, args.no_wait);
+    let acquired = acquire(&locker, &backend, &name, &opts, &args);
     tokio::pin!(acquired);
     let guard = loop {
         tokio::select! {
@@ -128,23 +132,43 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
     }
 }
 
-/// Takes the lock at once if it is free; else, unless `no_wait`, waits for it (saying so
-/// with `-v`).
+/// Takes the lock at once if it is free; else, unless `--no-wait`, waits for it, saying once
+/// on stderr whom it waits for (unless `--quiet`).
 async fn acquire(
     locker: &Locker,
+    backend: &Arc<dyn LockBackend>,
     name: &LockName,
     opts: &LockOptions,
-    no_wait: bool,
+    args: &RunArgs,
 ) -> Result<Option<LockGuard>, LockError> {
     match locker.try_lock(name, opts).await {
         Ok(Some(guard)) => return Ok(Some(guard)),
-        Ok(None) if no_wait => return Ok(None),
-        Ok(None) => tracing::debug!(lock = %name, "the lock is held; waiting for it"),
-        Err(error) if no_wait => return Err(error),
+        Ok(None) if args.no_wait => return Ok(None),
+        Ok(None) if args.quiet => tracing::debug!(lock = %name, "the lock is held; waiting for it"),
+        Ok(None) => {
+            let holders = holders(backend, name).await;
+            let line = waiting::waiting_line(name, &holders, opts.wait, SystemTime::now());
+            eprintln!("lockctl: {line}");
+        }
+        Err(error) if args.no_wait => return Err(error),
         // Waiting retries what is transient and reports the rest.
         Err(error) => tracing::debug!(lock = %name, %error, "first attempt failed; waiting"),
     }
     locker.lock(name, opts).await.map(Some)
+}
+
+/// Who holds `name`, as far as the store says within a second (nobody, if it cannot say:
+/// the line is only informative, and the wait must not be held up for it).
+async fn holders(backend: &Arc<dyn LockBackend>, name: &LockName) -> Vec<leaselock::LeaseInfo> {
+    const PATIENCE: Duration = Duration::from_secs(1);
+    match tokio::time::timeout(PATIENCE, backend.inspect_all(name)).await {
+        Ok(Ok(holders)) => holders,
+        Ok(Err(error)) => {
+            tracing::debug!(lock = %name, %error, "cannot see who holds the lock");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 async fn release(guard: LockGuard, name: &LockName) {
