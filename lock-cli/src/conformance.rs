@@ -31,7 +31,7 @@ pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, CliError> {
     let target = Target::new(shown.as_ref(), first)
         .with_second_client(second)
         .with_prefix(&prefix);
-    println!(
+    outln!(
         "running {} conformance cases against {} under the name prefix {prefix}",
         cases.len(),
         shown
@@ -49,10 +49,10 @@ pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, CliError> {
         .iter()
         .filter_map(|o| o.not_applicable.map(|why| (o.name, why)))
         .collect();
-    println!();
+    outln!();
     for outcome in &failed {
         if let Err(message) = &outcome.result {
-            println!(
+            outln!(
                 "FAILED {}:\n    {}\n",
                 outcome.name,
                 message.replace('\n', "\n    ")
@@ -60,9 +60,9 @@ pub(crate) async fn conformance(args: ConformanceArgs) -> Result<u8, CliError> {
         }
     }
     for (name, why) in &not_applicable {
-        println!("not applicable here: {name}: {why}");
+        outln!("not applicable here: {name}: {why}");
     }
-    println!(
+    outln!(
         "{} passed, {} failed, {} not applicable, in {:.1}s",
         outcomes.len() - failed.len() - not_applicable.len(),
         failed.len(),
@@ -108,7 +108,7 @@ async fn run_all(
             (Ok(()), Some(_)) => "n/a",
             (Ok(()), None) => "ok",
         };
-        println!(
+        outln!(
             "[{:>2}/{total}] {verdict:<6} {:<55} {:>6.2}s",
             outcomes.len(),
             last.name,

@@ -1,5 +1,8 @@
 //! `lockctl`: lease locks from the shell. See `lockctl --help`.
 
+#[macro_use]
+mod say;
+
 mod bench;
 mod cli;
 mod conformance;
@@ -80,7 +83,7 @@ fn finish(result: Result<u8, CliError>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("lockctl: {error}");
+            say!("lockctl: {error}");
             ExitCode::from(error.exit_code())
         }
     }

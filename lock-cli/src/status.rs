@@ -19,14 +19,14 @@ pub(crate) async fn status(args: StatusArgs) -> Result<u8, CliError> {
         None => backend.list("").await?,
     };
     if args.json {
-        println!("{}", to_json(&leases));
+        outln!("{}", to_json(&leases));
     } else if leases.is_empty() {
         match &args.name {
-            Some(name) => println!("lock \"{name}\" is free"),
-            None => println!("no locks are held"),
+            Some(name) => outln!("lock \"{name}\" is free"),
+            None => outln!("no locks are held"),
         }
     } else {
-        print!("{}", to_table(&leases));
+        out!("{}", to_table(&leases));
     }
     Ok(0)
 }
@@ -43,7 +43,7 @@ pub(crate) async fn release(args: ReleaseArgs) -> Result<u8, CliError> {
     let holders = backend.inspect_all(&name).await.unwrap_or_default();
     if backend.force_release(&name).await? {
         match holders.as_slice() {
-            [] => println!("released lock \"{name}\""),
+            [] => outln!("released lock \"{name}\""),
             holders => {
                 let by: Vec<String> = holders
                     .iter()
@@ -54,11 +54,11 @@ pub(crate) async fn release(args: ReleaseArgs) -> Result<u8, CliError> {
                         )
                     })
                     .collect();
-                println!("released lock \"{name}\" (was held by {})", by.join("; "));
+                outln!("released lock \"{name}\" (was held by {})", by.join("; "));
             }
         }
     } else {
-        println!("lock \"{name}\" was not held");
+        outln!("lock \"{name}\" was not held");
     }
     Ok(0)
 }

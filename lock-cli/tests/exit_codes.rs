@@ -134,6 +134,29 @@ fn a_waiting_run_says_once_whom_it_waits_for_unless_quiet() {
 }
 
 #[test]
+fn a_run_whose_stderr_nobody_reads_still_waits_for_the_lock() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Backend::Sqlite);
+    let name = unique_name("held");
+    let holder = hold(&sandbox, &url, &name);
+    // Its waiting line, then its not-acquired error, go into a pipe whose reader is gone
+    // (`2>&1 | head -1` after head exited): lockctl must wait out --wait and report 75, not
+    // die of the first write (Rust's eprintln! panics there: 101).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let start = Instant::now();
+    let status = sandbox
+        .lockctl()
+        .args(["run", "--url", &url, "--wait", "300ms", &name, "--", "true"])
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(75), "{status}");
+    assert!(start.elapsed() >= Duration::from_millis(300), "it waited");
+    stop(holder);
+}
+
+#[test]
 fn a_dead_store_is_69_within_seconds() {
     let sandbox = Sandbox::new();
     let dead = format!("redis://127.0.0.1:{}", lock_testkit::process::free_port());

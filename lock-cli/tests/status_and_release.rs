@@ -186,3 +186,29 @@ fn verbose_turns_on_tracing_output() {
     assert_code(&loud, 0);
     assert!(stderr(&loud).contains("acquired"), "{}", stderr(&loud));
 }
+
+#[test]
+fn status_into_a_pipe_nobody_reads_ends_quietly_with_141() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.url(Backend::File);
+    let name = unique_name("piped");
+    let holder = hold(&sandbox, &url, &name, "piped");
+    // `lockctl status | head -1` once head has exited: the reader is gone before the write.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = sandbox
+        .lockctl()
+        .args(["status", "--url", &url])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(128 + libc::SIGPIPE),
+        "stderr: {}",
+        stderr(&output)
+    );
+    assert_eq!(stderr(&output), "", "no panic, no message");
+    stop(holder);
+}

@@ -166,7 +166,7 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<u8, CliError> {
         results.push(bench_store(url, &plan, &mut progress).await?);
     }
     if args.json {
-        println!("{}", serde_json::Value::Array(results));
+        outln!("{}", serde_json::Value::Array(results));
     } else {
         print_table(&results);
     }
@@ -544,7 +544,7 @@ async fn run_workers(
 }
 
 fn print_table(results: &[serde_json::Value]) {
-    println!(
+    outln!(
         "{:<44} {:>10} {:>10} {:>7} {:>11} {:>9} {:>11} {:>11} {:>9} {:>10} {:>10} {:>9}",
         "store",
         "pair p50",
@@ -561,7 +561,7 @@ fn print_table(results: &[serde_json::Value]) {
     );
     for r in results {
         let url: String = r["url"].as_str().unwrap_or("?").chars().take(44).collect();
-        println!(
+        outln!(
             "{:<44} {:>8.1}us {:>8.1}us {:>6.2}x {:>7.0}us p50 {:>9} {:>7.0}us p50 {:>7.0}us p50 {:>9.2} {:>8.0}/s {:>8.0}/s {:>8.1}%",
             url,
             r["pair"]["library"]["p50_us"].as_f64().unwrap_or(f64::NAN),

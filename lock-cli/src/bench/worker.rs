@@ -170,7 +170,7 @@ impl EventLog {
         }
         let _ = writeln!(out, "n {attempts}");
         out.push_str(calls.as_deref().unwrap_or_default());
-        print!("{out}");
+        out!("{out}");
     }
 }
 

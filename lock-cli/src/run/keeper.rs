@@ -65,7 +65,7 @@ pub(crate) fn keep(args: &KeeperArgs) -> Result<u8, CliError> {
             }
             Err(error) => {
                 // Cannot happen for a valid set; waiting plainly still reports the status.
-                eprintln!("lockctl keeper: cannot wait for signals: {error}");
+                say!("lockctl keeper: cannot wait for signals: {error}");
                 return command.wait().map(exit::for_status).map_err(lost_track);
             }
         }

@@ -148,7 +148,7 @@ async fn acquire(
         Ok(None) => {
             let holders = holders(backend, name).await;
             let line = waiting::waiting_line(name, &holders, opts.wait, SystemTime::now());
-            eprintln!("lockctl: {line}");
+            say!("lockctl: {line}");
         }
         Err(error) if args.no_wait => return Err(error),
         // Waiting retries what is transient and reports the rest.
@@ -174,11 +174,11 @@ async fn holders(backend: &Arc<dyn LockBackend>, name: &LockName) -> Vec<leaselo
 async fn release(guard: LockGuard, name: &LockName) {
     match guard.release().await {
         Ok(true) => tracing::info!(lock = %name, "released"),
-        Ok(false) => eprintln!(
-            "lockctl: the lease on lock \"{name}\" was already gone when the command finished"
-        ),
+        Ok(false) => {
+            say!("lockctl: the lease on lock \"{name}\" was already gone when the command finished")
+        }
         Err(error) => {
-            eprintln!("lockctl: could not release lock \"{name}\" ({error}); its TTL will free it")
+            say!("lockctl: could not release lock \"{name}\" ({error}); its TTL will free it")
         }
     }
 }

@@ -175,9 +175,7 @@ mod tests {
         let _ = shell.wait();
         // Not asserted: how often a stop lands inside a vfork depends on the machine (6 of
         // 200 here on an idle machine; the assertion above failed at the first one before).
-        eprintln!(
-            "{caught_in_vfork} of 200 stops found a process not yet in T, with SIGSTOP pending"
-        );
+        say!("{caught_in_vfork} of 200 stops found a process not yet in T, with SIGSTOP pending");
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Job {
 
     fn send(&self, signal: libc::c_int) {
         if let Err(error) = self.target.send(signal) {
-            eprintln!(
+            say!(
                 "lockctl: could not send {} to the command: {error}",
                 name_of(signal)
             );
@@ -89,11 +89,11 @@ impl Job {
         };
         match stopped {
             Ok(true) => {}
-            Ok(false) => eprintln!(
+            Ok(false) => say!(
                 "lockctl: the command's processes did not all stop within {}; stopping lockctl anyway",
                 humantime::format_duration(STOP_PATIENCE)
             ),
-            Err(error) => eprintln!("lockctl: cannot check that the command stopped: {error}"),
+            Err(error) => say!("lockctl: cannot check that the command stopped: {error}"),
         }
     }
 
@@ -118,7 +118,7 @@ impl Job {
             let live = match process_group::live_members(group) {
                 Ok(live) => live,
                 Err(error) => {
-                    eprintln!(
+                    say!(
                         "lockctl: cannot check that the command's processes are gone ({error}); they were sent SIGKILL"
                     );
                     return;
@@ -132,7 +132,7 @@ impl Job {
                 first = false;
             }
             if !told && start.elapsed() >= MOP_UP_PATIENCE {
-                eprintln!(
+                say!(
                     "lockctl: processes {live:?} left by the command are still exiting after SIGKILL; keeping the lease until they are gone"
                 );
                 told = true;
@@ -188,7 +188,7 @@ pub(crate) async fn supervise(
             biased;
             exited = exits.exited(job.pid) => {
                 if let Err(error) = exited {
-                    eprintln!("lockctl: cannot wait for the command: {error}");
+                    say!("lockctl: cannot wait for the command: {error}");
                 }
                 break;
             }
@@ -248,7 +248,7 @@ impl Supervisor<'_> {
     /// lockctl runs again: so does the job, unless its lease ran out meanwhile.
     fn on_resumed(&self, job: &Job, phase: Phase) -> Phase {
         if phase == Phase::Running && !self.guard.is_held() {
-            eprintln!(
+            say!(
                 "lockctl: the lease on lock \"{}\" ran out while lockctl was stopped; killing the command without resuming it",
                 self.guard.name()
             );
@@ -263,7 +263,7 @@ impl Supervisor<'_> {
         let name = self.guard.name();
         match reason {
             LossReason::Revoked => {
-                eprintln!(
+                say!(
                     "lockctl: lost the lease on lock \"{name}\" (it expired, was taken over or was force-released); stopping the command (SIGTERM, SIGKILL after {})",
                     humantime::format_duration(self.grace)
                 );
@@ -274,7 +274,7 @@ impl Supervisor<'_> {
             }
             // DeadlinePassed (Released cannot happen while lockctl holds the guard).
             _ => {
-                eprintln!(
+                say!(
                     "lockctl: lost the lease on lock \"{name}\" (its deadline passed before the lock store could renew it); killing the command"
                 );
                 job.send(libc::SIGKILL);
@@ -298,7 +298,7 @@ impl Supervisor<'_> {
         if now + self.grace < deadline {
             return Phase::Running; // renewed meanwhile
         }
-        eprintln!(
+        say!(
             "lockctl: the lease on lock \"{}\" could not be renewed and runs out in {}; stopping the command before it does (SIGTERM now, SIGKILL then)",
             self.guard.name(),
             humantime::format_duration(round_to_ms(deadline.saturating_duration_since(now)))
