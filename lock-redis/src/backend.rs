@@ -20,6 +20,7 @@ use crate::BACKEND;
 use crate::address::Endpoint;
 use crate::connection::{self, Conn};
 use crate::errors::{ErrorContext, from_redis, timed_out};
+use crate::functions::Scripting;
 use crate::keys::{FENCE, KeySpace, LEASE, QUEUE};
 use crate::notify::{NodeSource, Notifier, Registration};
 use crate::options::RedisOptions;
@@ -58,6 +59,8 @@ struct Inner {
     opts: RedisOptions,
     errors: ErrorContext,
     notifier: Notifier,
+    /// Whether scripts are called as functions.
+    scripting: Scripting,
 }
 
 /// This backend's entry in the `leaselock` facade's registry: `redis://`, `rediss://`,
@@ -141,6 +144,7 @@ impl RedisBackend {
                 opts,
                 errors,
                 notifier,
+                scripting: Scripting::default(),
             }),
         };
         let weak: Weak<Inner> = Arc::downgrade(&backend.inner);
@@ -212,7 +216,8 @@ impl RedisBackend {
     /// Runs `script`, returning its raw reply.
     async fn eval(&self, operation: &'static str, script: Invocation) -> Result<Value> {
         let mut conn = self.conn();
-        self.run(operation, script.invoke(&mut conn)).await
+        self.run(operation, script.invoke(&mut conn, &self.inner.scripting))
+            .await
     }
 
     /// Runs `script` (a grant or a renewal of `name`), then, when replicas must confirm,
@@ -231,6 +236,7 @@ impl RedisBackend {
         let mut conn = self.conn();
         let wait = conn.invoke_and_wait(
             &script,
+            &self.inner.scripting,
             key.as_bytes(),
             replicas,
             self.inner.opts.replica_timeout,
@@ -662,7 +668,10 @@ impl LockBackend for RedisBackend {
         let sent = monotonic_now();
         let mut conn = self.conn();
         let replies = match self
-            .run("heartbeat_many", script.invoke::<Vec<Value>>(&mut conn))
+            .run(
+                "heartbeat_many",
+                script.invoke::<Vec<Value>>(&mut conn, &self.inner.scripting),
+            )
             .await
         {
             Ok(replies) if replies.len() == leases.len() => replies,

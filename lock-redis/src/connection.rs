@@ -20,6 +20,7 @@ use redis::{
 use crate::BACKEND;
 use crate::address::{Endpoint, SentinelEndpoint};
 use crate::errors::{ErrorContext, from_redis, timed_out};
+use crate::functions::Scripting;
 use crate::options::RedisOptions;
 use crate::scripts::Invocation;
 
@@ -88,6 +89,7 @@ impl Conn {
     pub(crate) async fn invoke_and_wait(
         &mut self,
         script: &Invocation,
+        scripting: &Scripting,
         key: &[u8],
         replicas: usize,
         timeout: Duration,
@@ -97,7 +99,7 @@ impl Conn {
             .max(1);
         if let Self::Cluster(conn) = self {
             // The WAIT must reach the master that ran the script: the one owning its slot.
-            let reply: Value = script.invoke(conn).await?;
+            let reply: Value = script.invoke(conn, scripting).await?;
             let route = Route::with_key(key, SlotAddr::Master);
             let mut wait = redis::cmd("WAIT");
             wait.arg(replicas).arg(timeout_ms);
@@ -117,11 +119,13 @@ impl Conn {
                 .arg(timeout_ms);
             pipe
         };
-        match with_wait(script.command().clone()).query_async(self).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                with_wait(script.eval()).query_async(self).await
-            }
-            other => other,
+        let first = with_wait(script.command(scripting).into_owned());
+        match first.query_async(self).await {
+            Err(error) => match script.instead(&error, self, scripting).await {
+                Some(retry) => with_wait(retry).query_async(self).await,
+                None => Err(error),
+            },
+            done => done,
         }
     }
 }

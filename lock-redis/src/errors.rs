@@ -8,9 +8,9 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use crate::BACKEND;
 
 /// The commands this backend sends: at the top level, and inside its scripts.
-const COMMANDS: &str = "+ping +evalsha +eval +subscribe +scan +cluster|slots +wait +exists \
-    +type +get +set +del +pttl +pexpire +hget +hmget +hset +hdel +hexists +hgetall +zadd \
-    +zpopmin +publish +time";
+const COMMANDS: &str = "+ping +fcall +function|load +evalsha +eval +subscribe +scan \
+    +cluster|slots +wait +exists +type +get +set +del +pttl +pexpire +hget +hmget +hset +hdel \
+    +hexists +hgetall +zadd +zpopmin +publish +time";
 
 /// Redis refuses a command inside a script with an `ERR` whose text says why (not with a
 /// `NOPERM` code), for a command, a key or a channel the ACL user may not use.
@@ -46,7 +46,8 @@ impl ErrorContext {
             BACKEND,
             format!(
                 "the Redis user lacks a permission the lock backend needs ({error}); grant it \
-                 with `ACL SETUSER <user> {}` (or the same rules in the ACL file)",
+                 with `ACL SETUSER <user> {}` (or the same rules in the ACL file; on Redis 6, \
+                 without +fcall +function|load)",
                 self.acl_rule()
             ),
         )

@@ -4,6 +4,7 @@ mod address;
 mod backend;
 mod connection;
 mod errors;
+mod functions;
 mod keys;
 mod notify;
 mod options;

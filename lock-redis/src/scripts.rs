@@ -1,30 +1,73 @@
 //! The Lua scripts behind every mutation, and the parsing of their replies.
 //!
-//! Each operation is one script, so it is one atomic step and one round trip. A script is
-//! sent as `EVALSHA`; when the server answers `NOSCRIPT` (its script cache is empty after a
-//! restart or a `SCRIPT FLUSH`) it is sent again in full with `EVAL`, which also caches it.
-//! `EVAL` goes to the same node as `EVALSHA` (the one owning the keys), and cannot be undone
-//! by a cache flush between two round trips the way `SCRIPT LOAD` + `EVALSHA` can.
+//! Each operation is one script, so it is one atomic step and one round trip. It is called
+//! as a function of this crate's library (`FCALL`, see [`functions`](crate::functions)), or,
+//! where the server or the user cannot run functions, as a script: sent as `EVALSHA`, and
+//! when the server answers `NOSCRIPT` (its script cache is empty after a restart or a
+//! `SCRIPT FLUSH`) again in full with `EVAL`, which also caches it. `EVAL` goes to the same
+//! node as `EVALSHA` (the one owning the keys), and cannot be undone by a cache flush
+//! between two round trips the way `SCRIPT LOAD` + `EVALSHA` can.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use lock_core::{LockError, Result};
 use redis::aio::ConnectionLike;
-use redis::{
-    Arg, Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedisArgs, Value,
-};
+use redis::{Arg, Cmd, FromRedisValue, RedisError, RedisResult, ToRedisArgs, Value};
 
 use crate::BACKEND;
+use crate::functions::{LIBRARY, Retry, Scripting};
 
 /// Where a script wants the shared helpers (`common.lua`): what comes before this line is
 /// its hot path, which runs without defining them. A script without it gets them first.
-const HELPERS_MARKER: &str = "-- @helpers\n";
+pub(crate) const HELPERS_MARKER: &str = "-- @helpers\n";
 
-/// One Lua script: its source and its SHA-1.
+/// The helpers every script shares.
+pub(crate) const COMMON: &str = include_str!("lua/common.lua");
+
+/// One script's source, and what the function library needs to know of it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source {
+    /// Its name (as a function of the library).
+    pub(crate) name: &'static str,
+    /// Its Lua.
+    pub(crate) code: &'static str,
+    /// Whether it only reads: a read-only replica runs it (a function must say so).
+    pub(crate) read_only: bool,
+}
+
+macro_rules! source {
+    ($name:literal) => {
+        source!($name, false)
+    };
+    ($name:literal, $read_only:expr) => {
+        Source {
+            name: $name,
+            code: include_str!(concat!("lua/", $name, ".lua")),
+            read_only: $read_only,
+        }
+    };
+}
+
+/// Every script.
+pub(crate) const SOURCES: [Source; 9] = [
+    source!("acquire"),
+    source!("acquire_permit"),
+    source!("heartbeat"),
+    source!("heartbeat_many"),
+    source!("release"),
+    source!("force_release"),
+    source!("inspect", true),
+    source!("register"),
+    source!("pass_on"),
+];
+
+/// One Lua script: its source and its SHA-1 as a script, and its name as a function.
 #[derive(Debug)]
 pub(crate) struct LockScript {
     code: String,
     hash: String,
+    function: String,
 }
 
 impl LockScript {
@@ -37,15 +80,28 @@ impl LockScript {
         Self {
             hash: redis::Script::new(&code).get_hash().to_owned(),
             code,
+            function: String::new(),
+        }
+    }
+
+    /// The script named `name` in [`SOURCES`].
+    fn named(name: &str) -> Self {
+        let source = SOURCES
+            .iter()
+            .find_map(|s| (s.name == name).then_some(s.code))
+            .unwrap_or_else(|| unreachable!("{name} is not in SOURCES"));
+        Self {
+            function: LIBRARY.function(name),
+            ..Self::new(COMMON, source)
         }
     }
 
     /// A call of this script with `keys` keys: give it the keys, then the arguments, in the
     /// order the script reads them (`KEYS[1..]`, then `ARGV[1..]`).
     pub(crate) fn call(&'static self, keys: usize) -> Invocation {
-        // EVALSHA, the hash, the key count, and typically up to eight keys and arguments.
+        // FCALL, the name, the key count, and typically up to eight keys and arguments.
         let mut cmd = Cmd::with_capacity(11 + keys, 256);
-        cmd.arg("EVALSHA").arg(self.hash.as_str()).arg(keys);
+        cmd.arg("FCALL").arg(self.function.as_str()).arg(keys);
         Invocation { script: self, cmd }
     }
 
@@ -55,7 +111,7 @@ impl LockScript {
     }
 }
 
-/// A script call, encoded once as the `EVALSHA` command that is sent.
+/// A script call, encoded once as the `FCALL` command that is sent.
 #[derive(Debug)]
 pub(crate) struct Invocation {
     script: &'static LockScript,
@@ -82,16 +138,26 @@ impl Invocation {
             .collect()
     }
 
-    /// The command sent: `EVALSHA <sha> <key count> keys... args...`.
-    pub(crate) fn command(&self) -> &Cmd {
-        &self.cmd
+    /// The command to send first: `FCALL <function> <key count> keys... args...`, or the
+    /// same as `EVALSHA` where functions cannot run.
+    pub(crate) fn command(&self, scripting: &Scripting) -> Cow<'_, Cmd> {
+        if scripting.functions() {
+            Cow::Borrowed(&self.cmd)
+        } else {
+            Cow::Owned(self.with_script("EVALSHA", &self.script.hash))
+        }
     }
 
     /// The same call as `EVAL` with the script's source, for a server that lacks it.
     pub(crate) fn eval(&self) -> Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(self.script.code.as_str());
-        // Skip `EVALSHA <hash>`; keep the key count, keys and arguments.
+        self.with_script("EVAL", &self.script.code)
+    }
+
+    /// `command` `script`, then this call's key count, keys and arguments.
+    fn with_script(&self, command: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(script);
+        // Skip `FCALL <function>`; keep the key count, keys and arguments.
         for arg in self.cmd.args_iter().skip(2) {
             if let Arg::Simple(bytes) = arg {
                 cmd.arg(bytes);
@@ -100,40 +166,64 @@ impl Invocation {
         cmd
     }
 
-    /// Runs the script: `EVALSHA`, and `EVAL` if the server does not have it cached.
+    /// What to send after [`command`](Self::command) failed with `error`: the call again
+    /// once the server has what it lacked (the function library, or the script), or `None`
+    /// when the error is the answer.
+    pub(crate) async fn instead(
+        &self,
+        error: &RedisError,
+        conn: &mut impl ConnectionLike,
+        scripting: &Scripting,
+    ) -> Option<Cmd> {
+        match scripting.after(error, conn).await {
+            Retry::No => None,
+            Retry::Fcall => Some(self.cmd.clone()),
+            Retry::Eval => Some(self.eval()),
+        }
+    }
+
+    /// Runs the call: as a function, or as a script where functions cannot run; loading
+    /// what the server lacks and sending the call again.
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         conn: &mut impl ConnectionLike,
+        scripting: &Scripting,
     ) -> RedisResult<T> {
-        match self.cmd.query_async(conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.eval().query_async(conn).await
-            }
-            other => other,
+        match self.command(scripting).query_async(conn).await {
+            // Boxed: the rare path's state (a library load, a second call) would otherwise
+            // make every call's future bigger, and moving it costs on every call.
+            Err(error) => Box::pin(self.retry(error, conn, scripting)).await,
+            done => done,
+        }
+    }
+
+    /// The call again after it failed with `error`, if [`instead`](Self::instead) says so.
+    async fn retry<T: FromRedisValue>(
+        &self,
+        error: RedisError,
+        conn: &mut impl ConnectionLike,
+        scripting: &Scripting,
+    ) -> RedisResult<T> {
+        match self.instead(&error, conn, scripting).await {
+            Some(retry) => retry.query_async(conn).await,
+            None => Err(error),
         }
     }
 }
 
-macro_rules! lock_script {
-    ($file:literal) => {
-        LazyLock::new(|| {
-            LockScript::new(
-                include_str!("lua/common.lua"),
-                include_str!(concat!("lua/", $file)),
-            )
-        })
-    };
-}
-
-pub(crate) static ACQUIRE: LazyLock<LockScript> = lock_script!("acquire.lua");
-pub(crate) static ACQUIRE_PERMIT: LazyLock<LockScript> = lock_script!("acquire_permit.lua");
-pub(crate) static HEARTBEAT: LazyLock<LockScript> = lock_script!("heartbeat.lua");
-pub(crate) static HEARTBEAT_MANY: LazyLock<LockScript> = lock_script!("heartbeat_many.lua");
-pub(crate) static RELEASE: LazyLock<LockScript> = lock_script!("release.lua");
-pub(crate) static FORCE_RELEASE: LazyLock<LockScript> = lock_script!("force_release.lua");
-pub(crate) static INSPECT: LazyLock<LockScript> = lock_script!("inspect.lua");
-pub(crate) static REGISTER: LazyLock<LockScript> = lock_script!("register.lua");
-pub(crate) static PASS_ON: LazyLock<LockScript> = lock_script!("pass_on.lua");
+pub(crate) static ACQUIRE: LazyLock<LockScript> = LazyLock::new(|| LockScript::named("acquire"));
+pub(crate) static ACQUIRE_PERMIT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::named("acquire_permit"));
+pub(crate) static HEARTBEAT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::named("heartbeat"));
+pub(crate) static HEARTBEAT_MANY: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::named("heartbeat_many"));
+pub(crate) static RELEASE: LazyLock<LockScript> = LazyLock::new(|| LockScript::named("release"));
+pub(crate) static FORCE_RELEASE: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::named("force_release"));
+pub(crate) static INSPECT: LazyLock<LockScript> = LazyLock::new(|| LockScript::named("inspect"));
+pub(crate) static REGISTER: LazyLock<LockScript> = LazyLock::new(|| LockScript::named("register"));
+pub(crate) static PASS_ON: LazyLock<LockScript> = LazyLock::new(|| LockScript::named("pass_on"));
 
 /// A script's reply: a status word followed by its fields.
 #[derive(Debug)]
@@ -347,20 +437,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_eval_fallback_carries_the_same_keys_and_arguments() {
-        let mut call = RELEASE.call(1);
-        call.arg("k").arg("t").arg(7_u32);
-        let eval: Vec<Vec<u8>> = call
-            .eval()
-            .args_iter()
+    fn words(cmd: &Cmd) -> Vec<Vec<u8>> {
+        cmd.args_iter()
             .map(|a| match a {
                 Arg::Simple(b) => b.to_vec(),
                 _ => Vec::new(),
             })
-            .collect();
-        let expected: Vec<&[u8]> = vec![b"EVAL", RELEASE.code.as_bytes(), b"1", b"k", b"t", b"7"];
-        assert_eq!(eval, expected);
+            .collect()
+    }
+
+    #[test]
+    fn every_form_of_a_call_carries_the_same_keys_and_arguments() {
+        let mut call = RELEASE.call(1);
+        call.arg("k").arg("t").arg(7_u32);
+        let fcall: Vec<&[u8]> = vec![
+            b"FCALL",
+            RELEASE.function.as_bytes(),
+            b"1",
+            b"k",
+            b"t",
+            b"7",
+        ];
+        assert_eq!(words(&call.command(&Scripting::default())), fcall);
+        assert_eq!(RELEASE.function, LIBRARY.function("release"));
+        let eval: Vec<&[u8]> = vec![b"EVAL", RELEASE.code.as_bytes(), b"1", b"k", b"t", b"7"];
+        assert_eq!(words(&call.eval()), eval);
+        let evalsha: Vec<&[u8]> = vec![b"EVALSHA", RELEASE.hash.as_bytes(), b"1", b"k", b"t", b"7"];
+        assert_eq!(
+            words(&call.command(&Scripting::without_functions())),
+            evalsha
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::raw;
+use common::{command_calls, function_libraries, raw, reset_stats};
 use lock_core::{Holder, LockBackend, LockError, LockName};
 use lock_redis::{RedisBackend, URL_SCHEMES};
 use lock_testkit::process::free_port;
@@ -350,10 +350,14 @@ async fn a_user_missing_acl_permissions_gets_a_config_error_with_the_rule_to_gra
     let holder = Holder::current("acl");
 
     // No script commands at all: refused by the server before any script runs.
-    set_user(&mut admin, &["~*", "&*", "+@all", "-evalsha", "-eval"]).await;
+    set_user(
+        &mut admin,
+        &["~*", "&*", "+@all", "-fcall", "-evalsha", "-eval"],
+    )
+    .await;
     let b = lock_redis::connect(&url).await.unwrap();
     acl_refused(
-        "acquire without EVALSHA",
+        "acquire without FCALL and EVALSHA",
         b.try_acquire(&n, &holder, LONG).await,
     );
     // Not transient: a Locker gives up at once instead of retrying for its whole wait.
@@ -619,4 +623,64 @@ async fn a_read_only_replica_is_unavailable_and_says_to_use_the_primary_or_senti
     assert!(error.to_string().contains("read-only replica"), "{error}");
     // The primary still has the lease, untouched.
     assert!(on_primary.release(&lease).await.unwrap());
+}
+
+/// Takes, renews and releases a lease of `n` on `b`, and checks that a second client waits
+/// for it and is handed it.
+async fn every_operation_works(b: &RedisBackend, waiter: &RedisBackend, n: &LockName) {
+    let holder = Holder::current("ops");
+    let lease = b.try_acquire(n, &holder, LONG).await.unwrap().unwrap();
+    let lease = b.heartbeat(&lease, LONG).await.unwrap();
+    assert!(
+        waiter
+            .try_acquire(n, &holder, LONG)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(b.inspect(n).await.unwrap().unwrap().fence, lease.fence);
+    assert!(b.release(&lease).await.unwrap());
+    let handed = waiter.try_acquire(n, &holder, LONG).await.unwrap().unwrap();
+    assert!(handed.fence > lease.fence);
+    assert!(waiter.force_release(n).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_user_who_may_not_run_functions_gets_the_same_locks_from_scripts() {
+    let server = RedisServer::start();
+    let mut admin = raw(&server.url()).await;
+    let url = format!("redis://limited:pw@127.0.0.1:{}/", server.port());
+    let n = LockName::new("no-functions").unwrap();
+
+    // A user who may not load the library, on a server that lacks it; then one who may not
+    // call functions at all: the scripts do everything, and nothing is loaded.
+    for refused in ["-function", "-fcall"] {
+        set_user(&mut admin, &["~*", "&*", "+@all", refused]).await;
+        let b = lock_redis::connect(&url).await.unwrap();
+        let waiter = lock_redis::connect(&url).await.unwrap();
+        reset_stats(&mut admin).await;
+        every_operation_works(&b, &waiter, &n).await;
+        let scripts =
+            command_calls(&mut admin, "evalsha").await + command_calls(&mut admin, "eval").await;
+        // At least one per operation: four by the holder, three by the waiter.
+        assert!(scripts >= 7, "{refused}: {scripts} script calls");
+        // At most each client's first call, which finds no function (or is refused).
+        let fcalls = command_calls(&mut admin, "fcall").await;
+        assert!(fcalls <= 2, "{refused}: {fcalls} FCALLs");
+        assert!(function_libraries(&mut admin).await.is_empty(), "{refused}");
+    }
+
+    // Once the library is there (loaded by another client), a user who may call functions
+    // but not load them calls them.
+    let loader = lock_redis::connect(&server.url()).await.unwrap();
+    let waiter = lock_redis::connect(&server.url()).await.unwrap();
+    every_operation_works(&loader, &waiter, &n).await;
+    assert_eq!(function_libraries(&mut admin).await.len(), 1);
+    set_user(&mut admin, &["~*", "&*", "+@all", "-function"]).await;
+    let b = lock_redis::connect(&url).await.unwrap();
+    reset_stats(&mut admin).await;
+    every_operation_works(&b, &waiter, &n).await;
+    assert!(command_calls(&mut admin, "fcall").await >= 7);
+    assert_eq!(command_calls(&mut admin, "evalsha").await, 0);
+    assert_eq!(command_calls(&mut admin, "eval").await, 0);
 }

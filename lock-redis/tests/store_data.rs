@@ -1,10 +1,14 @@
-//! What the backend does with data it did not write, batches, and an emptied script cache.
+//! What the backend does with data it did not write, batches, and an emptied function
+//! library or script cache.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{FAIL_FAST, assert_unavailable_within, backend, raw};
+use common::{
+    FAIL_FAST, assert_unavailable_within, backend, command_calls, function_libraries, raw,
+    reset_stats,
+};
 use lock_core::{Holder, Lease, LockBackend, LockError, LockName};
 use lock_redis::RedisBackend;
 use lock_testkit::redis::{RedisServer, shared as server};
@@ -401,25 +405,43 @@ async fn heartbeat_many_is_one_call_with_per_lease_results() {
     );
 }
 
+/// `FUNCTION FLUSH` and `SCRIPT FLUSH` on the server at `conn`.
+async fn flush_functions_and_scripts(conn: &mut redis::aio::MultiplexedConnection) {
+    for command in ["FUNCTION", "SCRIPT"] {
+        redis::cmd(command)
+            .arg("FLUSH")
+            .exec_async(conn)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_emptied_script_cache_is_reloaded() {
-    let url = server().url();
-    let b = backend(&url).await;
+async fn an_emptied_function_library_or_script_cache_is_loaded_again() {
+    // A server of its own: a flush between another test's load and its call would fail it.
+    let server = RedisServer::start();
+    let b = backend(&server.url()).await;
+    let mut conn = raw(&server.url()).await;
     let n = name("noscript");
+    reset_stats(&mut conn).await;
     let lease = lease_for(&b, &n, "a").await;
-    let mut conn = raw(&url).await;
-    redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .exec_async(&mut conn)
-        .await
-        .unwrap();
+    let loaded = function_libraries(&mut conn).await;
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert!(loaded[0].starts_with("leaselock_"), "{loaded:?}");
+
+    flush_functions_and_scripts(&mut conn).await;
     let renewed = b.heartbeat(&lease, LONG).await.unwrap();
-    redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .exec_async(&mut conn)
-        .await
-        .unwrap();
+    assert_eq!(function_libraries(&mut conn).await, loaded, "loaded again");
+    flush_functions_and_scripts(&mut conn).await;
     assert!(b.release(&renewed).await.unwrap());
+    flush_functions_and_scripts(&mut conn).await;
+    let again = lease_for(&b, &n, "b").await;
+    assert!(again.fence > lease.fence);
+    assert!(b.release(&again).await.unwrap());
+    // Every call went out as a function: none as a script.
+    assert!(command_calls(&mut conn, "fcall").await >= 4);
+    assert_eq!(command_calls(&mut conn, "evalsha").await, 0);
+    assert_eq!(command_calls(&mut conn, "eval").await, 0);
 }
 
 /// `words` as a command, with the placeholder `KEY` replaced by `key`.

@@ -136,3 +136,49 @@ impl LockBackend for Spy {
         self.inner.capabilities()
     }
 }
+
+/// The function libraries the server at `conn` has loaded, by name (`FUNCTION LIST`).
+pub async fn function_libraries(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let listed: Vec<redis::Value> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .unwrap();
+    listed
+        .into_iter()
+        .map(|library| {
+            // RESP2: a flat array of field names and values.
+            let fields: Vec<redis::Value> = redis::from_redis_value(library).unwrap();
+            let at = fields
+                .iter()
+                .position(|f| {
+                    redis::from_redis_value_ref::<String>(f).is_ok_and(|f| f == "library_name")
+                })
+                .expect("a library_name field");
+            redis::from_redis_value_ref(&fields[at + 1]).unwrap()
+        })
+        .collect()
+}
+
+/// How many calls of `command` the server at `conn` ran since its statistics were last
+/// reset (`INFO commandstats`; refused calls are not counted).
+pub async fn command_calls(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let line = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// Resets the server's command statistics (`CONFIG RESETSTAT`).
+pub async fn reset_stats(conn: &mut redis::aio::MultiplexedConnection) {
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec_async(conn)
+        .await
+        .unwrap();
+}
