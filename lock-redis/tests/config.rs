@@ -684,3 +684,24 @@ async fn a_user_who_may_not_run_functions_gets_the_same_locks_from_scripts() {
     assert_eq!(command_calls(&mut admin, "evalsha").await, 0);
     assert_eq!(command_calls(&mut admin, "eval").await, 0);
 }
+
+#[tokio::test]
+async fn a_server_without_functions_gets_the_same_locks_from_scripts() {
+    // Redis before 7.0 has neither command: it answers "unknown command", as here.
+    let server = RedisServer::start_with(&[
+        "--rename-command",
+        "FCALL",
+        "",
+        "--rename-command",
+        "FUNCTION",
+        "",
+    ]);
+    let mut admin = raw(&server.url()).await;
+    let b = lock_redis::connect(&server.url()).await.unwrap();
+    let waiter = lock_redis::connect(&server.url()).await.unwrap();
+    reset_stats(&mut admin).await;
+    every_operation_works(&b, &waiter, &LockName::new("old-server").unwrap()).await;
+    let scripts =
+        command_calls(&mut admin, "evalsha").await + command_calls(&mut admin, "eval").await;
+    assert!(scripts >= 7, "{scripts} script calls");
+}
