@@ -214,10 +214,9 @@ impl RedisBackend {
     }
 
     /// Runs `script`, returning its raw reply.
-    async fn eval(&self, operation: &'static str, script: Invocation) -> Result<Value> {
+    async fn eval(&self, operation: &'static str, script: Invocation<'_>) -> Result<Value> {
         let mut conn = self.conn();
-        self.run(operation, script.invoke(&mut conn, &self.inner.scripting))
-            .await
+        self.run(operation, script.invoke(&mut conn)).await
     }
 
     /// Runs `script` (a grant or a renewal of `name`), then, when replicas must confirm,
@@ -226,7 +225,7 @@ impl RedisBackend {
         &self,
         operation: &'static str,
         name: &LockName,
-        script: Invocation,
+        script: Invocation<'_>,
     ) -> Result<(Value, Option<usize>)> {
         let replicas = self.inner.opts.replicas;
         if replicas == 0 {
@@ -236,7 +235,6 @@ impl RedisBackend {
         let mut conn = self.conn();
         let wait = conn.invoke_and_wait(
             &script,
-            &self.inner.scripting,
             key.as_bytes(),
             replicas,
             self.inner.opts.replica_timeout,
@@ -265,7 +263,7 @@ impl RedisBackend {
         key: &str,
         expected: Option<&LockName>,
     ) -> Result<Vec<LeaseInfo>> {
-        let mut script = INSPECT.call(1);
+        let mut script = INSPECT.call(1, &self.inner.scripting);
         script.arg(key);
         let reply = Reply::parse("inspect", self.eval("inspect", script).await?)?;
         if reply.status() != "ok" {
@@ -331,9 +329,9 @@ impl RedisBackend {
         validate_ttl(ttl)?;
         let how = self.inner.notifier.registration(name);
         let mut script = if limit == 1 {
-            ACQUIRE.call(3)
+            ACQUIRE.call(3, &self.inner.scripting)
         } else {
-            ACQUIRE_PERMIT.call(3)
+            ACQUIRE_PERMIT.call(3, &self.inner.scripting)
         };
         self.inner
             .keys
@@ -408,7 +406,7 @@ impl RedisBackend {
 
     /// Registers this client as waiting for `name`; `None` when the name can be taken now.
     async fn register(&self, name: &LockName) -> Result<Option<Duration>> {
-        let mut script = REGISTER.call(2);
+        let mut script = REGISTER.call(2, &self.inner.scripting);
         self.inner
             .keys
             .push_keys(&mut script, name, &[LEASE, QUEUE]);
@@ -428,7 +426,7 @@ impl RedisBackend {
         let Ok(name) = LockName::new(name) else {
             return;
         };
-        let mut script = PASS_ON.call(2);
+        let mut script = PASS_ON.call(2, &self.inner.scripting);
         self.inner
             .keys
             .push_keys(&mut script, &name, &[LEASE, QUEUE]);
@@ -525,7 +523,7 @@ impl LockBackend for RedisBackend {
     #[tracing::instrument(name = "heartbeat", level = "debug", skip_all, fields(lock = %lease.name))]
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         validate_ttl(ttl)?;
-        let mut script = HEARTBEAT.call(1);
+        let mut script = HEARTBEAT.call(1, &self.inner.scripting);
         self.inner
             .keys
             .push_keys(&mut script, &lease.name, &[LEASE]);
@@ -548,7 +546,7 @@ impl LockBackend for RedisBackend {
 
     #[tracing::instrument(name = "release", level = "debug", skip_all, fields(lock = %lease.name))]
     async fn release(&self, lease: &Lease) -> Result<bool> {
-        let mut script = RELEASE.call(2);
+        let mut script = RELEASE.call(2, &self.inner.scripting);
         self.inner
             .keys
             .push_keys(&mut script, &lease.name, &[LEASE, QUEUE]);
@@ -573,7 +571,7 @@ impl LockBackend for RedisBackend {
 
     #[tracing::instrument(name = "force_release", skip_all, fields(lock = %name))]
     async fn force_release(&self, name: &LockName) -> Result<bool> {
-        let mut script = FORCE_RELEASE.call(3);
+        let mut script = FORCE_RELEASE.call(3, &self.inner.scripting);
         self.inner
             .keys
             .push_keys(&mut script, name, &[LEASE, FENCE, QUEUE]);
@@ -655,7 +653,7 @@ impl LockBackend for RedisBackend {
             // replicas to confirm, each renewal is confirmed on its own.)
             return join_all(leases.iter().map(|lease| self.heartbeat(lease, ttl))).await;
         }
-        let mut script = HEARTBEAT_MANY.call(leases.len());
+        let mut script = HEARTBEAT_MANY.call(leases.len(), &self.inner.scripting);
         for lease in leases {
             self.inner
                 .keys
@@ -668,10 +666,7 @@ impl LockBackend for RedisBackend {
         let sent = monotonic_now();
         let mut conn = self.conn();
         let replies = match self
-            .run(
-                "heartbeat_many",
-                script.invoke::<Vec<Value>>(&mut conn, &self.inner.scripting),
-            )
+            .run("heartbeat_many", script.invoke::<Vec<Value>>(&mut conn))
             .await
         {
             Ok(replies) if replies.len() == leases.len() => replies,

@@ -20,7 +20,6 @@ use redis::{
 use crate::BACKEND;
 use crate::address::{Endpoint, SentinelEndpoint};
 use crate::errors::{ErrorContext, from_redis, timed_out};
-use crate::functions::Scripting;
 use crate::options::RedisOptions;
 use crate::scripts::Invocation;
 
@@ -88,8 +87,7 @@ impl Conn {
     /// `key` is one of the script's keys, to find the node on a cluster.
     pub(crate) async fn invoke_and_wait(
         &mut self,
-        script: &Invocation,
-        scripting: &Scripting,
+        script: &Invocation<'_>,
         key: &[u8],
         replicas: usize,
         timeout: Duration,
@@ -99,7 +97,7 @@ impl Conn {
             .max(1);
         if let Self::Cluster(conn) = self {
             // The WAIT must reach the master that ran the script: the one owning its slot.
-            let reply: Value = script.invoke(conn, scripting).await?;
+            let reply: Value = script.invoke(conn).await?;
             let route = Route::with_key(key, SlotAddr::Master);
             let mut wait = redis::cmd("WAIT");
             wait.arg(replicas).arg(timeout_ms);
@@ -119,9 +117,9 @@ impl Conn {
                 .arg(timeout_ms);
             pipe
         };
-        let first = with_wait(script.command(scripting).into_owned());
+        let first = with_wait(script.command().clone());
         match first.query_async(self).await {
-            Err(error) => match script.instead(&error, self, scripting).await {
+            Err(error) => match script.instead(&error, self).await {
                 Some(retry) => with_wait(retry).query_async(self).await,
                 None => Err(error),
             },

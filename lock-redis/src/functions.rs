@@ -4,9 +4,10 @@
 //! (`FUNCTION LOAD`) and called with `FCALL`. A call then costs the server about 3,000
 //! fewer instructions than `EVALSHA` (measured with empty scripts), and the shared helpers
 //! are defined once, at load, instead of on every call that needs them: about 4% of the
-//! server's instructions per acquire + release pair (BENCHMARKS.md). The library is named after a hash of its source
-//! (`leaselock_<16 hex digits>`, its functions `leaselock_<hash>_<script>`), so versions of
-//! this crate never call each other's code and a deployment can run several at once.
+//! server's instructions per acquire + release pair (BENCHMARKS.md). The library is named
+//! after a hash of its source (`leaselock_<16 hex digits>`, its functions
+//! `leaselock_<hash>_<script>`), so versions of this crate never call each other's code
+//! and a deployment can run several at once.
 //!
 //! A server that lacks the library (it restarted without persistence, or someone ran
 //! `FUNCTION FLUSH`) answers `Function not found`: the library is loaded and the call sent
@@ -44,7 +45,7 @@ impl Library {
         let mut code = format!("#!lua name={name}\n{common}\n");
         for script in scripts {
             // Each script's body runs as the function; its hot path no longer needs to come
-            // before the helpers, which are the library's, compiled once.
+            // before the helpers, which the library defines once, at load.
             let body = script.code.replace(HELPERS_MARKER, "");
             let flags = if script.read_only { "'no-writes'" } else { "" };
             code.push_str(&format!(

@@ -61,7 +61,12 @@ impl KeySpace {
 
     /// Adds `name`'s keys with `suffixes` ([`LEASE`], [`FENCE`], [`QUEUE`]) to
     /// `script`, in that order, encoding the name once into one buffer.
-    pub(crate) fn push_keys(&self, script: &mut Invocation, name: &LockName, suffixes: &[&str]) {
+    pub(crate) fn push_keys(
+        &self,
+        script: &mut Invocation<'_>,
+        name: &LockName,
+        suffixes: &[&str],
+    ) {
         // Bytes, not a String: the hex is written two digits at a time from a table.
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let bytes = name.as_str().as_bytes();
@@ -179,7 +184,8 @@ mod tests {
         let n = name("a{b}:c");
         assert_eq!(keys.lease_key(&n), "app:{617b627d3a63}:lease");
         assert_eq!(keys.fence_key(&n), "app:{617b627d3a63}:fence");
-        let mut script = crate::scripts::INSPECT.call(3);
+        let scripting = crate::functions::Scripting::default();
+        let mut script = crate::scripts::INSPECT.call(3, &scripting);
         keys.push_keys(&mut script, &n, &[LEASE, FENCE, QUEUE]);
         assert_eq!(
             script.args(),

@@ -8,7 +8,6 @@
 //! node as `EVALSHA` (the one owning the keys), and cannot be undone by a cache flush
 //! between two round trips the way `SCRIPT LOAD` + `EVALSHA` can.
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use lock_core::{LockError, Result};
@@ -96,13 +95,24 @@ impl LockScript {
         }
     }
 
-    /// A call of this script with `keys` keys: give it the keys, then the arguments, in the
+    /// A call of this script with `keys` keys, made the way `scripting` says (`FCALL`, or
+    /// `EVALSHA` where functions cannot run): give it the keys, then the arguments, in the
     /// order the script reads them (`KEYS[1..]`, then `ARGV[1..]`).
-    pub(crate) fn call(&'static self, keys: usize) -> Invocation {
-        // FCALL, the name, the key count, and typically up to eight keys and arguments.
+    pub(crate) fn call<'a>(&'static self, keys: usize, scripting: &'a Scripting) -> Invocation<'a> {
+        // The command, the name or hash, the key count, and typically up to eight keys and
+        // arguments.
         let mut cmd = Cmd::with_capacity(11 + keys, 256);
-        cmd.arg("FCALL").arg(self.function.as_str()).arg(keys);
-        Invocation { script: self, cmd }
+        if scripting.functions() {
+            cmd.arg("FCALL").arg(self.function.as_str());
+        } else {
+            cmd.arg("EVALSHA").arg(self.hash.as_str());
+        }
+        cmd.arg(keys);
+        Invocation {
+            script: self,
+            cmd,
+            scripting,
+        }
     }
 
     #[cfg(test)]
@@ -111,14 +121,16 @@ impl LockScript {
     }
 }
 
-/// A script call, encoded once as the `FCALL` command that is sent.
+/// A script call, encoded once as the command that is sent first (`FCALL` or `EVALSHA`).
 #[derive(Debug)]
-pub(crate) struct Invocation {
+pub(crate) struct Invocation<'a> {
     script: &'static LockScript,
     cmd: Cmd,
+    /// Whether the backend calls functions, and what to do when a call fails.
+    scripting: &'a Scripting,
 }
 
-impl Invocation {
+impl Invocation<'_> {
     /// Adds the next key or argument.
     pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
         self.cmd.arg(arg);
@@ -138,14 +150,10 @@ impl Invocation {
             .collect()
     }
 
-    /// The command to send first: `FCALL <function> <key count> keys... args...`, or the
-    /// same as `EVALSHA` where functions cannot run.
-    pub(crate) fn command(&self, scripting: &Scripting) -> Cow<'_, Cmd> {
-        if scripting.functions() {
-            Cow::Borrowed(&self.cmd)
-        } else {
-            Cow::Owned(self.with_script("EVALSHA", &self.script.hash))
-        }
+    /// The command sent first: `FCALL <function>` or `EVALSHA <sha>`, then the key count,
+    /// keys and arguments.
+    pub(crate) fn command(&self) -> &Cmd {
+        &self.cmd
     }
 
     /// The same call as `EVAL` with the script's source, for a server that lacks it.
@@ -157,7 +165,7 @@ impl Invocation {
     fn with_script(&self, command: &str, script: &str) -> Cmd {
         let mut cmd = redis::cmd(command);
         cmd.arg(script);
-        // Skip `FCALL <function>`; keep the key count, keys and arguments.
+        // Skip `FCALL <function>` or `EVALSHA <sha>`; keep the key count, keys and arguments.
         for arg in self.cmd.args_iter().skip(2) {
             if let Arg::Simple(bytes) = arg {
                 cmd.arg(bytes);
@@ -173,11 +181,10 @@ impl Invocation {
         &self,
         error: &RedisError,
         conn: &mut impl ConnectionLike,
-        scripting: &Scripting,
     ) -> Option<Cmd> {
-        match scripting.after(error, conn).await {
+        match self.scripting.after(error, conn).await {
             Retry::No => None,
-            Retry::Fcall => Some(self.cmd.clone()),
+            Retry::Fcall => Some(self.with_script("FCALL", &self.script.function)),
             Retry::Eval => Some(self.eval()),
         }
     }
@@ -187,12 +194,11 @@ impl Invocation {
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         conn: &mut impl ConnectionLike,
-        scripting: &Scripting,
     ) -> RedisResult<T> {
-        match self.command(scripting).query_async(conn).await {
+        match self.cmd.query_async(conn).await {
             // Boxed: the rare path's state (a library load, a second call) would otherwise
             // make every call's future bigger, and moving it costs on every call.
-            Err(error) => Box::pin(self.retry(error, conn, scripting)).await,
+            Err(error) => Box::pin(self.retry(error, conn)).await,
             done => done,
         }
     }
@@ -202,9 +208,8 @@ impl Invocation {
         &self,
         error: RedisError,
         conn: &mut impl ConnectionLike,
-        scripting: &Scripting,
     ) -> RedisResult<T> {
-        match self.instead(&error, conn, scripting).await {
+        match self.instead(&error, conn).await {
             Some(retry) => retry.query_async(conn).await,
             None => Err(error),
         }
@@ -448,25 +453,31 @@ mod tests {
 
     #[test]
     fn every_form_of_a_call_carries_the_same_keys_and_arguments() {
-        let mut call = RELEASE.call(1);
-        call.arg("k").arg("t").arg(7_u32);
-        let fcall: Vec<&[u8]> = vec![
-            b"FCALL",
-            RELEASE.function.as_bytes(),
-            b"1",
-            b"k",
-            b"t",
-            b"7",
-        ];
-        assert_eq!(words(&call.command(&Scripting::default())), fcall);
-        assert_eq!(RELEASE.function, LIBRARY.function("release"));
-        let eval: Vec<&[u8]> = vec![b"EVAL", RELEASE.code.as_bytes(), b"1", b"k", b"t", b"7"];
-        assert_eq!(words(&call.eval()), eval);
-        let evalsha: Vec<&[u8]> = vec![b"EVALSHA", RELEASE.hash.as_bytes(), b"1", b"k", b"t", b"7"];
-        assert_eq!(
-            words(&call.command(&Scripting::without_functions())),
-            evalsha
+        let with = |command: &[u8], script: &str| -> Vec<Vec<u8>> {
+            [command, script.as_bytes(), b"1", b"k", b"t", b"7"]
+                .map(<[u8]>::to_vec)
+                .to_vec()
+        };
+        let (fcall, evalsha) = (
+            with(b"FCALL", &RELEASE.function),
+            with(b"EVALSHA", &RELEASE.hash),
         );
+        let eval = with(b"EVAL", &RELEASE.code);
+        assert_eq!(RELEASE.function, LIBRARY.function("release"));
+
+        let functions = Scripting::default();
+        let mut call = RELEASE.call(1, &functions);
+        call.arg("k").arg("t").arg(7_u32);
+        assert_eq!(words(call.command()), fcall);
+        assert_eq!(words(&call.eval()), eval);
+        assert_eq!(words(&call.with_script("FCALL", &RELEASE.function)), fcall);
+
+        let scripts = Scripting::without_functions();
+        let mut call = RELEASE.call(1, &scripts);
+        call.arg("k").arg("t").arg(7_u32);
+        assert_eq!(words(call.command()), evalsha);
+        assert_eq!(words(&call.eval()), eval);
+        assert_eq!(words(&call.with_script("FCALL", &RELEASE.function)), fcall);
     }
 
     #[test]
