@@ -1,7 +1,9 @@
 //! `lock-bench`: the Redis backend's uncontended acquire + release pair, next to the least a
-//! correct lease needs from Redis (`SET NX PX`, then an `EVALSHA` compare-and-delete) and
-//! next to rslock's `lock` + `unlock`, measured interleaved in one run so that machine noise
-//! hits all three alike. Prints each side's latencies and the ratios.
+//! correct lease needs from Redis (`SET NX PX`, then an `EVALSHA` compare-and-delete), next
+//! to rslock's `lock` + `unlock`, and next to the least a *fenced* lease needs (`fenced`:
+//! a grant that reads the server's time and moves a fence counter, in one script), measured
+//! interleaved in one run so that machine noise hits all four alike. Prints each side's
+//! latencies and the ratios.
 //!
 //! ```sh
 //! cargo build --release -p lock-bench
@@ -16,6 +18,7 @@
 //! pins both.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -58,6 +61,12 @@ enum Side {
     Raw,
     /// rslock 0.10: `LockManager::lock` + `unlock` (one server).
     Rslock,
+    /// The least a fenced lease needs from Redis: one script that reads the server's time,
+    /// moves the fence counter (`SET ... GET`) and sets the lease with its fence
+    /// (`SET NX PX`); then a compare-and-delete script that also looks for waiters
+    /// (`EXISTS`). No holder fields, no corrupt-data checks, no hand-off: a floor for the
+    /// library's pair, not a lock to use.
+    Fenced,
 }
 
 impl fmt::Display for Side {
@@ -66,11 +75,35 @@ impl fmt::Display for Side {
             Self::Library => "library",
             Self::Raw => "raw",
             Self::Rslock => "rslock",
+            Self::Fenced => "fenced",
         })
     }
 }
 
-const SIDES: [Side; 3] = [Side::Library, Side::Raw, Side::Rslock];
+const SIDES: [Side; 4] = [Side::Library, Side::Raw, Side::Rslock, Side::Fenced];
+
+/// The fenced floor's grant: fence = max(counter + 1, server time in µs), in one script.
+const FENCED_ACQUIRE: &str = "\
+local t = redis.call('TIME')
+local micros = t[1] * 1000000 + t[2]
+local fence = micros
+local old = tonumber(redis.call('SET', KEYS[2], string.format('%d', micros), 'GET'))
+if old and old >= micros then
+  fence = old + 1
+  redis.call('SET', KEYS[2], string.format('%d', fence))
+end
+if redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%d', fence), 'NX', 'PX', ARGV[2]) then
+  return fence
+end
+return -1";
+
+/// The fenced floor's release: compare-and-delete by token, unless someone waits.
+const FENCED_RELEASE: &str = "\
+local v = redis.call('GET', KEYS[1])
+if v and string.find(v, ARGV[1], 1, true) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
 
 /// One connected client per side.
 struct Clients {
@@ -82,6 +115,10 @@ struct Clients {
     raw_release: redis::Script,
     rslock: rslock::LockManager,
     rslock_key: String,
+    /// The fenced floor's keys: lease, fence counter, queue (never written).
+    fenced_keys: [String; 3],
+    fenced_acquire: redis::Script,
+    fenced_release: redis::Script,
 }
 
 impl Clients {
@@ -108,6 +145,9 @@ impl Clients {
             ),
             rslock: rslock::LockManager::new(vec![url.to_owned()]),
             rslock_key: format!("bench-rslock:{run}"),
+            fenced_keys: ["", ":fence", ":queue"].map(|k| format!("bench-fenced:{{{run}}}{k}")),
+            fenced_acquire: redis::Script::new(FENCED_ACQUIRE),
+            fenced_release: redis::Script::new(FENCED_RELEASE),
         })
     }
 
@@ -161,6 +201,33 @@ impl Clients {
                     .map_err(|e| format!("rslock lock: {e:?}"))?;
                 self.rslock.unlock(&lock).await;
             }
+            Side::Fenced => {
+                let token = format!("{:032x}", rand::random::<u128>());
+                let [lease, fence, queue] = &self.fenced_keys;
+                let fence: i64 = self
+                    .fenced_acquire
+                    .key(lease)
+                    .key(fence)
+                    .arg(&token)
+                    .arg(u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX))
+                    .invoke_async(&mut self.raw)
+                    .await
+                    .map_err(|e| format!("fenced grant: {e}"))?;
+                if fence < 0 {
+                    return Err("the fenced key was held".into());
+                }
+                let freed: i64 = self
+                    .fenced_release
+                    .key(lease)
+                    .key(queue)
+                    .arg(&token)
+                    .invoke_async(&mut self.raw)
+                    .await
+                    .map_err(|e| format!("fenced release: {e}"))?;
+                if freed != 1 {
+                    return Err("the fenced release deleted nothing".into());
+                }
+            }
         }
         Ok(())
     }
@@ -195,6 +262,7 @@ async fn measure(
 ) -> Result<Vec<Samples>, String> {
     let mut samples: Vec<Samples> = sides.iter().map(|_| Samples::default()).collect();
     let per_block = args.pairs.div_ceil(args.blocks.max(1));
+    let tty = std::io::stderr().is_terminal();
     for &side in sides {
         for _ in 0..per_block.min(200) {
             clients.pair(side).await?;
@@ -211,9 +279,16 @@ async fn measure(
                 into.push(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
         }
-        eprint!("\rblock {}/{}", block + 1, args.blocks);
+        // On a terminal, one line counts up; in a log, one line per block.
+        if tty {
+            eprint!("\rblock {}/{}", block + 1, args.blocks);
+        } else {
+            eprintln!("block {}/{}", block + 1, args.blocks);
+        }
     }
-    eprintln!();
+    if tty {
+        eprintln!();
+    }
     Ok(samples)
 }
 
@@ -247,7 +322,9 @@ async fn server_stats(
             else {
                 continue;
             };
-            if name == "config" || name == "info" {
+            // The measurement's own commands (`config|resetstat`, `info`) are not the side's.
+            let command = name.split('|').next().unwrap_or(name);
+            if command == "config" || command == "info" {
                 continue;
             }
             let field = |key: &str| -> f64 {
@@ -315,6 +392,8 @@ fn main() -> Result<(), String> {
             "library_over_raw": p50(Side::Library) / p50(Side::Raw),
             "library_over_rslock": p50(Side::Library) / p50(Side::Rslock),
             "rslock_over_raw": p50(Side::Rslock) / p50(Side::Raw),
+            "library_over_fenced": p50(Side::Library) / p50(Side::Fenced),
+            "fenced_over_raw": p50(Side::Fenced) / p50(Side::Raw),
         });
         report.insert("ratios_p50".into(), ratios.clone());
         if args.server_stats {
@@ -349,9 +428,17 @@ fn main() -> Result<(), String> {
                 ratios["library_over_rslock"].as_f64().unwrap_or(f64::NAN),
                 ratios["rslock_over_raw"].as_f64().unwrap_or(f64::NAN),
             );
+            println!(
+                "             library/fenced {:.3}, fenced/raw {:.3}",
+                ratios["library_over_fenced"].as_f64().unwrap_or(f64::NAN),
+                ratios["fenced_over_raw"].as_f64().unwrap_or(f64::NAN),
+            );
         }
         if let Some(stats) = report.get("server_stats") {
-            println!("server time per pair (INFO commandstats, each side alone):");
+            println!(
+                "server time per pair (INFO commandstats, each side alone; a script's \
+                 time includes the commands it calls, which are also counted on their own):"
+            );
             for side in SIDES {
                 let Some(commands) = stats[side.to_string()].as_object() else {
                     continue;
