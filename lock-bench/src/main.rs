@@ -26,8 +26,10 @@ use lock_core::{Holder, LockBackend, LockName};
 use lock_redis::RedisBackend;
 use serde_json::json;
 
+/// The lease TTL of every side, in milliseconds as the raw and fenced sides send it.
+const TTL_MS: u64 = 10_000;
 /// The lease TTL of every side.
-const TTL: Duration = Duration::from_secs(10);
+const TTL: Duration = Duration::from_millis(TTL_MS);
 
 #[derive(Debug, Parser)]
 #[command(about = "Redis lock pair: this library vs raw SET NX PX vs rslock")]
@@ -177,21 +179,14 @@ impl Clients {
                     .arg(&token)
                     .arg("NX")
                     .arg("PX")
-                    .arg(u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX))
+                    .arg(TTL_MS)
                     .query_async(&mut self.raw)
                     .await
                     .map_err(|e| format!("SET NX PX: {e}"))?;
                 set.ok_or("the raw key was held")?;
-                let freed: i64 = self
-                    .raw_release
-                    .key(&self.raw_key)
-                    .arg(&token)
-                    .invoke_async(&mut self.raw)
-                    .await
-                    .map_err(|e| format!("compare-and-delete: {e}"))?;
-                if freed != 1 {
-                    return Err("the raw compare-and-delete deleted nothing".into());
-                }
+                let mut release = self.raw_release.key(&self.raw_key);
+                release.arg(&token);
+                deletes_one(release, &mut self.raw, "the raw compare-and-delete").await?;
             }
             Side::Rslock => {
                 let lock = self
@@ -209,28 +204,37 @@ impl Clients {
                     .key(lease)
                     .key(fence)
                     .arg(&token)
-                    .arg(u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX))
+                    .arg(TTL_MS)
                     .invoke_async(&mut self.raw)
                     .await
                     .map_err(|e| format!("fenced grant: {e}"))?;
                 if fence < 0 {
                     return Err("the fenced key was held".into());
                 }
-                let freed: i64 = self
-                    .fenced_release
-                    .key(lease)
-                    .key(queue)
-                    .arg(&token)
-                    .invoke_async(&mut self.raw)
-                    .await
-                    .map_err(|e| format!("fenced release: {e}"))?;
-                if freed != 1 {
-                    return Err("the fenced release deleted nothing".into());
-                }
+                let mut release = self.fenced_release.key(lease);
+                release.key(queue).arg(&token);
+                deletes_one(release, &mut self.raw, "the fenced release").await?;
             }
         }
         Ok(())
     }
+}
+
+/// Runs a release script (`what`, for errors) that answers how many keys it deleted: an
+/// error unless it deleted the one it was given.
+async fn deletes_one(
+    release: redis::ScriptInvocation<'_>,
+    conn: &mut redis::aio::MultiplexedConnection,
+    what: &str,
+) -> Result<(), String> {
+    let freed: i64 = release
+        .invoke_async(conn)
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    if freed != 1 {
+        return Err(format!("{what} deleted nothing"));
+    }
+    Ok(())
 }
 
 /// Latencies of one side.
