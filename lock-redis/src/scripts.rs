@@ -465,19 +465,18 @@ mod tests {
         let eval = with(b"EVAL", &RELEASE.code);
         assert_eq!(RELEASE.function, LIBRARY.function("release"));
 
-        let functions = Scripting::default();
-        let mut call = RELEASE.call(1, &functions);
-        call.arg("k").arg("t").arg(7_u32);
-        assert_eq!(words(call.command()), fcall);
-        assert_eq!(words(&call.eval()), eval);
-        assert_eq!(words(&call.with_script("FCALL", &RELEASE.function)), fcall);
-
-        let scripts = Scripting::without_functions();
-        let mut call = RELEASE.call(1, &scripts);
-        call.arg("k").arg("t").arg(7_u32);
-        assert_eq!(words(call.command()), evalsha);
-        assert_eq!(words(&call.eval()), eval);
-        assert_eq!(words(&call.with_script("FCALL", &RELEASE.function)), fcall);
+        // Each mode sends its own command first; both fall back to the same EVAL and reload
+        // to the same FCALL.
+        for (scripting, first) in [
+            (Scripting::default(), &fcall),
+            (Scripting::without_functions(), &evalsha),
+        ] {
+            let mut call = RELEASE.call(1, &scripting);
+            call.arg("k").arg("t").arg(7_u32);
+            assert_eq!(&words(call.command()), first);
+            assert_eq!(words(&call.eval()), eval);
+            assert_eq!(words(&call.with_script("FCALL", &RELEASE.function)), fcall);
+        }
     }
 
     #[test]
