@@ -204,8 +204,7 @@ impl<D: Driver> Engine<D> {
     /// makes sure the database file is still the one this engine opened. Every operation
     /// of every driver goes through here.
     async fn run_within<O: Op>(&self, op: &O, budget: Duration) -> Result<O::Output> {
-        // A file found lost before is refused at once: no write into it, nor (through a
-        // pool's new connection) into the database now at the path.
+        // A file found lost before is refused at once: no more writes into it.
         self.file.refuse_if_lost(&self.db)?;
         let queued = tokio::time::Instant::now();
         let _turn = if O::KIND == TxKind::Write && !O::FOR_A_HOLDER {
@@ -234,10 +233,9 @@ impl<D: Driver> Engine<D> {
         // operation (the next heartbeat fails), as for any lease lost in the store.
         //
         // The first operation after a replacement has already run when it is refused: in
-        // the lost file, where nobody sees it, or (sqlx only, on a connection the pool opened
-        // after the replacement) in the new database, where it was a correct operation whose
-        // answer is lost, as with a timeout. A second `stat` before every transaction would
-        // spare that one operation; it is not worth doubling the cost of every operation.
+        // the lost file, where nobody sees it (each driver keeps the one connection it
+        // opened). A second `stat` before every transaction would spare that one operation;
+        // it is not worth doubling the cost of every operation.
         //
         // Only operations that grant or renew a lease (and the first operation, which
         // records the file) pay for the `stat`: a release, a look or a waiter's poll

@@ -15,6 +15,8 @@ mod schema;
 mod setup;
 mod sql;
 #[cfg(feature = "sqlx")]
+mod sqlx_direct;
+#[cfg(feature = "sqlx")]
 mod sqlx_driver;
 mod value;
 mod wake;

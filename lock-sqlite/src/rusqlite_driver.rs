@@ -1,6 +1,8 @@
-//! [`SqliteBackend`]: the rusqlite driver (the default).
+//! [`SqliteBackend`]: the rusqlite driver (the default). Its transactions also run the sqlx
+//! driver's statements, on the connection that driver takes from its pool.
 
 use std::fmt;
+use std::ops::DerefMut;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,9 +160,17 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, D
     // No SQLITE_OPEN_URI: the path is a plain file name, whatever characters it contains.
     let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(db_error)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// Sets up a connection this crate runs its statements on: `busy_timeout` 0, so SQLite
+/// never sleeps on a runtime thread (the engine retries a busy database), and room in the
+/// statement cache for every statement an operation runs.
+pub(crate) fn configure(conn: &Connection) -> Result<(), DbError> {
     conn.busy_timeout(Duration::ZERO).map_err(db_error)?;
     conn.set_prepared_statement_cache_capacity(32);
-    Ok(conn)
+    Ok(())
 }
 
 /// The driver: one connection, used by one transaction at a time.
@@ -168,28 +178,35 @@ pub(crate) struct RusqliteDriver {
     conn: Mutex<Connection>,
 }
 
-/// An open transaction: the connection, held until commit or drop.
-pub(crate) struct RusqliteTx<'a> {
-    conn: MutexGuard<'a, Connection>,
+/// An open transaction on a connection held (`C`: a mutex guard) until commit or drop.
+pub(crate) struct RusqliteTx<C: DerefMut<Target = Connection>> {
+    conn: C,
 }
 
 impl SqlDriver for RusqliteDriver {
-    type Tx<'a> = RusqliteTx<'a>;
+    type Tx<'a> = RusqliteTx<MutexGuard<'a, Connection>>;
 
-    async fn begin(&self, kind: TxKind) -> Result<RusqliteTx<'_>, DbError> {
-        let conn = self.conn.lock().await;
-        let tx = RusqliteTx { conn };
-        let begin = match kind {
-            TxKind::Read => "BEGIN",
-            TxKind::Write => "BEGIN IMMEDIATE",
-            TxKind::Autocommit => return Ok(tx),
-        };
-        run_cached(&tx.conn, begin)?;
-        Ok(tx)
+    async fn begin(&self, kind: TxKind) -> Result<Self::Tx<'_>, DbError> {
+        begin(self.conn.lock().await, kind)
     }
 }
 
-impl Drop for RusqliteTx<'_> {
+/// Opens a transaction of `kind` on `conn`, which the transaction holds until it ends.
+pub(crate) fn begin<C: DerefMut<Target = Connection>>(
+    conn: C,
+    kind: TxKind,
+) -> Result<RusqliteTx<C>, DbError> {
+    let tx = RusqliteTx { conn };
+    let begin = match kind {
+        TxKind::Read => "BEGIN",
+        TxKind::Write => "BEGIN IMMEDIATE",
+        TxKind::Autocommit => return Ok(tx),
+    };
+    run_cached(&tx.conn, begin)?;
+    Ok(tx)
+}
+
+impl<C: DerefMut<Target = Connection>> Drop for RusqliteTx<C> {
     /// Rolls back whatever was not committed (an error, a busy commit, a dropped future).
     fn drop(&mut self) {
         if !self.conn.is_autocommit() {
@@ -198,7 +215,7 @@ impl Drop for RusqliteTx<'_> {
     }
 }
 
-impl Statements for RusqliteTx<'_> {
+impl<C: DerefMut<Target = Connection> + Send> Statements for RusqliteTx<C> {
     async fn query(&mut self, sql: &'static str, params: &[Value]) -> Result<Vec<Row>, DbError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(db_error)?;
         let columns = stmt.column_count();
@@ -267,7 +284,7 @@ fn read_value(value: ValueRef<'_>) -> Value {
     }
 }
 
-fn db_error(e: rusqlite::Error) -> DbError {
+pub(crate) fn db_error(e: rusqlite::Error) -> DbError {
     match &e {
         rusqlite::Error::SqliteFailure(failure, _) => DbError::sqlite(failure.extended_code, e),
         _ => DbError::other(e),

@@ -7,46 +7,49 @@ use std::time::Duration;
 use lock_core::Result;
 use lock_core::backend_kit::Driver;
 use lock_core::backend_kit::clock::{self, HostClock};
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row as _, Sqlite, Transaction, TypeInfo as _, ValueRef as _};
+use rusqlite::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, OnceCell};
 
 use crate::BACKEND;
-use crate::driver::{DbError, Driver as SqlDriver, Statements, TxKind};
+use crate::driver::{DbError, Driver as SqlDriver, TxKind};
 use crate::engine::{Engine, Journal, forward_lock_backend};
 use crate::file_identity::Expect;
 use crate::location::check_path;
 use crate::options::{DEFAULT_BUSY_TIMEOUT, SQLX_URL_SCHEMES, SqliteOptions, Synchronous};
-use crate::value::{Row, Value};
+use crate::rusqlite_driver::{RusqliteTx, begin};
+use crate::sqlx_direct::DirectConnection;
 
 /// Lease locks in the database of an existing [`sqlx::SqlitePool`], so an application keeps
 /// its locks next to its data (tables `lock_leases` and `lock_meta`).
 ///
-/// Cloning is cheap; clones share the pool.
+/// Cloning is cheap; clones share the backend's connection.
 ///
 /// # Execution model
 ///
-/// Each operation is one short transaction on a connection borrowed from the pool
-/// (`BEGIN IMMEDIATE` for changes, so it cannot fail half-way for a busy database). When the
-/// database is busy past the connection's own `busy_timeout` (sqlx's default is 5 s, slept
-/// on sqlx's worker thread, not on a runtime thread), the task sleeps on the Tokio timer
-/// with jittered backoff and tries again, for at most the busy budget
-/// ([`SqliteOptions::busy_timeout`], default 30 s); starting the transaction is also cut
-/// short at the end of the budget. Only then does the caller see
-/// [`LockError::Unavailable`](lock_core::LockError::Unavailable).
+/// The backend takes one connection from the pool at its first operation and keeps it:
+/// the connection is detached from the pool (closing the pool does not wait for it, and the
+/// pool may open another in its place) and its database handle is taken from sqlx's worker
+/// thread ([`SqliteConnection::lock_handle`](sqlx::sqlite::SqliteConnection::lock_handle)),
+/// so each operation runs on the calling task, as with the rusqlite driver
+/// ([`SqliteBackend`](crate::SqliteBackend)), instead of as a trip to a thread and back per
+/// statement. Clones share the connection; operations take turns on it. Each is one short
+/// transaction (`BEGIN IMMEDIATE` for changes, so it cannot fail half-way for a busy
+/// database). The connection's `busy_timeout` is set to 0, so SQLite never sleeps on a
+/// runtime thread: when another connection holds the write lock, the task retries with
+/// jittered backoff on the Tokio timer (after brief waits for a release or heartbeat), for at
+/// most the busy budget ([`SqliteOptions::busy_timeout`], default 30 s). Only then does the
+/// caller see [`LockError::Unavailable`](lock_core::LockError::Unavailable).
 ///
-/// Every operation needs a free connection of the pool and the database's write lock: a
-/// task that holds the pool's last connection, or a write transaction on another connection,
-/// while it takes a lock waits for itself until the busy budget ends
-/// ([`Unavailable`](lock_core::LockError::Unavailable)), so take locks outside your own
+/// A write transaction of the application on another connection delays every lock
+/// operation until it ends, or until the busy budget does
+/// ([`Unavailable`](lock_core::LockError::Unavailable)): take locks outside your own
 /// transactions.
 ///
-/// The pool's settings are the application's: this backend never changes them, and does not
-/// touch `PRAGMA user_version`. WAL mode (`SqliteConnectOptions::journal_mode(Wal)`) is
-/// recommended, and a warning is logged when the database is not in WAL mode.
+/// The pool's settings are the application's: this backend never changes them (only its
+/// own connection's `busy_timeout`), and does not touch `PRAGMA user_version`. WAL mode
+/// (`SqliteConnectOptions::journal_mode(Wal)`) is recommended, and a warning is logged when
+/// the database is not in WAL mode.
 /// [`connect`](Self::connect) builds its own pool and does switch it to WAL.
 #[derive(Clone)]
 pub struct SqlxSqliteBackend {
@@ -164,14 +167,15 @@ impl SqlxSqliteBackend {
         clock: Arc<dyn HostClock>,
     ) -> Result<Self> {
         let db = pool.connect_options().get_filename().display().to_string();
-        let engine = Engine::new(SqlxDriver { pool }, db, busy_timeout, expect, clock);
+        let engine = Engine::new(SqlxDriver::new(pool), db, busy_timeout, expect, clock);
         engine.prepare(read_only, journal).await?;
         Ok(Self {
             engine: Arc::new(engine),
         })
     }
 
-    /// The pool this backend uses.
+    /// The pool this backend took its connection from (the application's, or the one
+    /// [`connect`](Self::connect) built).
     pub fn pool(&self) -> &SqlitePool {
         &self.engine.driver().pool
     }
@@ -188,120 +192,32 @@ pub const SQLX_DRIVER: Driver = Driver {
     },
 };
 
-/// The driver: transactions on connections of a pool.
+/// The driver: one connection detached from the pool, driven directly (see `sqlx_direct`),
+/// taken by the first operation.
 pub(crate) struct SqlxDriver {
     pool: SqlitePool,
+    direct: OnceCell<Mutex<DirectConnection>>,
 }
 
-/// A transaction, or a bare connection for [`TxKind::Autocommit`].
-pub(crate) enum SqlxTx {
-    Tx(Transaction<'static, Sqlite>),
-    Conn(PoolConnection<Sqlite>),
-}
-
-impl SqlxTx {
-    fn connection(&mut self) -> &mut SqliteConnection {
-        match self {
-            Self::Tx(tx) => tx,
-            Self::Conn(conn) => conn,
+impl SqlxDriver {
+    fn new(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            direct: OnceCell::new(),
         }
     }
 }
 
 impl SqlDriver for SqlxDriver {
-    type Tx<'a> = SqlxTx;
+    type Tx<'a> = RusqliteTx<MappedMutexGuard<'a, Connection>>;
 
-    async fn begin(&self, kind: TxKind) -> Result<SqlxTx, DbError> {
-        let tx = match kind {
-            TxKind::Read => SqlxTx::Tx(self.pool.begin().await.map_err(db_error)?),
-            TxKind::Write => SqlxTx::Tx(
-                self.pool
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(db_error)?,
-            ),
-            TxKind::Autocommit => SqlxTx::Conn(self.pool.acquire().await.map_err(db_error)?),
-        };
-        Ok(tx)
-    }
-}
-
-fn bind(
-    sql: &'static str,
-    params: &[Value],
-) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
-    let mut query = sqlx::query(sql);
-    for value in params {
-        query = match value {
-            Value::Null => query.bind(None::<i64>),
-            Value::Integer(i) => query.bind(*i),
-            Value::Real(r) => query.bind(*r),
-            Value::Text(s) => query.bind(s.clone()),
-            Value::Blob(b) => query.bind(b.clone()),
-        };
-    }
-    query
-}
-
-impl Statements for SqlxTx {
-    async fn query(&mut self, sql: &'static str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        let rows = bind(sql, params)
-            .fetch_all(self.connection())
-            .await
-            .map_err(db_error)?;
-        rows.iter().map(read_row).collect()
-    }
-
-    async fn execute(&mut self, sql: &'static str, params: &[Value]) -> Result<u64, DbError> {
-        let done = bind(sql, params)
-            .execute(self.connection())
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn commit(self) -> Result<(), DbError> {
-        match self {
-            Self::Tx(tx) => tx.commit().await.map_err(db_error),
-            Self::Conn(_) => Ok(()),
-        }
-    }
-}
-
-/// Reads every column with its actual storage class (not the declared type).
-fn read_row(row: &SqliteRow) -> Result<Row, DbError> {
-    (0..row.len())
-        .map(|i| {
-            let raw = row.try_get_raw(i).map_err(db_error)?;
-            if raw.is_null() {
-                return Ok(Value::Null);
-            }
-            let kind = raw.type_info().name().to_owned();
-            drop(raw);
-            let value = match kind.as_str() {
-                "INTEGER" => Value::Integer(row.try_get_unchecked(i).map_err(db_error)?),
-                "REAL" => Value::Real(row.try_get_unchecked(i).map_err(db_error)?),
-                "TEXT" => match row.try_get_unchecked::<String, _>(i) {
-                    Ok(s) => Value::Text(s),
-                    Err(_) => Value::Blob(row.try_get_unchecked(i).map_err(db_error)?),
-                },
-                _ => Value::Blob(row.try_get_unchecked(i).map_err(db_error)?),
-            };
-            Ok(value)
-        })
-        .collect()
-}
-
-fn db_error(e: sqlx::Error) -> DbError {
-    let code = match &e {
-        sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
-        _ => None,
-    };
-    match code {
-        Some(code) => DbError::sqlite(code, e),
-        None if matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
-            DbError::transient(e)
-        }
-        None => DbError::other(e),
+    async fn begin(&self, kind: TxKind) -> Result<Self::Tx<'_>, DbError> {
+        // Taking the connection may meet a busy database (a new connection reads the schema):
+        // the error goes to the retry loop like any other, and the next operation tries again.
+        let direct = self
+            .direct
+            .get_or_try_init(|| async { DirectConnection::take(&self.pool).await.map(Mutex::new) })
+            .await?;
+        begin(MutexGuard::map(direct.lock().await, |d| &mut **d), kind)
     }
 }

@@ -285,6 +285,115 @@ async fn sqlx_connect_applies_its_url_options_to_the_pool() {
     assert_eq!(pragma("PRAGMA busy_timeout").await, 0);
 }
 
+/// The sqlx driver runs on one connection it detaches from the application's pool: an
+/// application holding every connection of its pool still takes locks (before, each lock
+/// operation waited for a pool connection, so a task holding the last one waited for itself
+/// until the busy budget ran out), and closing the pool does not wait for the backend.
+#[cfg(feature = "sqlx")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_backend_runs_on_a_connection_of_its_own_outside_the_pool() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let b =
+        lock_sqlite::SqlxSqliteBackend::new_with_busy_timeout(pool.clone(), Duration::from_secs(3))
+            .await
+            .unwrap();
+    // The application takes the pool's one connection and keeps it.
+    let mut app = pool.acquire().await.unwrap();
+    let one: i64 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut *app)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    let name = LockName::new("app-job").unwrap();
+    let lease = tokio::time::timeout(
+        Duration::from_secs(2),
+        b.try_acquire(&name, &holder("app"), LONG),
+    )
+    .await
+    .expect("a lock operation waits for no connection of the pool")
+    .unwrap()
+    .expect("the lock is free");
+    assert_eq!(b.inspect(&name).await.unwrap().unwrap().fence, lease.fence);
+    // The lease is in the application's database, where its own connection sees it.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM lock_leases")
+        .fetch_one(&mut *app)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    drop(app);
+    tokio::time::timeout(Duration::from_secs(2), pool.close())
+        .await
+        .expect("closing the pool does not wait for the backend's connection");
+    // The backend's connection is its own: it outlives the pool.
+    assert!(b.release(&lease).await.unwrap());
+    assert!(b.inspect(&name).await.unwrap().is_none());
+}
+
+/// The connection the sqlx driver takes out of the pool is closed when the last clone of
+/// the backend goes: backends opened and dropped again and again leave no database file
+/// open (nor a worker thread waiting for the handle, which owns the connection).
+#[cfg(all(feature = "sqlx", target_os = "linux"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_backend_closes_its_connection_when_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dropped.db");
+    let real_dir = dir.path().canonicalize().unwrap();
+    // Descriptors of the database, its -wal and its -shm file.
+    let open_files = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| {
+                target.parent() == Some(real_dir.as_path())
+                    && target
+                        .file_name()
+                        .and_then(|f| f.to_str())
+                        .is_some_and(|f| f.starts_with("dropped.db"))
+            })
+            .count()
+    };
+    let name = LockName::new("job").unwrap();
+    for round in 0..20 {
+        let b =
+            lock_sqlite::SqlxSqliteBackend::connect(&format!("sqlite+sqlx://{}", path.display()))
+                .await
+                .unwrap();
+        let lease = b
+            .try_acquire(&name, &holder("dropped"), LONG)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("round {round}: the lock was left held"));
+        assert!(b.release(&lease).await.unwrap());
+        assert!(
+            open_files() > 0,
+            "round {round}: the backend has the file open"
+        );
+        drop(b);
+    }
+    // sqlx's worker thread closes the database once the backend lets go of the handle.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_files() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors of the database are still open 10 s after every backend was dropped",
+            open_files()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// `path` relative to the current directory (`..` up to the root, then down).
 fn relative_to_cwd(path: &Path) -> PathBuf {
     let cwd = std::env::current_dir().unwrap();
