@@ -17,7 +17,6 @@
 // handle to rusqlite. Each block says why it is sound.
 #![allow(unsafe_code)]
 
-use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
@@ -30,19 +29,22 @@ use crate::driver::DbError;
 use crate::rusqlite_driver::{configure, db_error as rusqlite_error};
 
 /// A connection detached from an sqlx pool whose handle this process drives directly.
+///
+/// Its fields drop in the order they are declared, which is the order they must go in.
 pub(crate) struct DirectConnection {
-    /// rusqlite's view of the handle; finalizes its cached statements when dropped, so it
-    /// goes first.
-    conn: ManuallyDrop<Connection>,
+    /// rusqlite's view of the handle; finalizes its cached statements when dropped, while
+    /// the handle is still open.
+    conn: Connection,
     /// sqlx's lock on the handle: while it is held, the connection's worker thread waits
-    /// for it and makes no call on the handle. Released second.
-    handle: ManuallyDrop<LockedSqliteHandle<'static>>,
-    /// The connection, closed last (its worker thread closes the database once the lock is
-    /// released).
-    owner: ManuallyDrop<Owner>,
+    /// for it and makes no call on the handle. The last borrow of the connection.
+    _handle: LockedSqliteHandle<'static>,
+    /// The connection, only held, to be closed last (its worker thread closes the database
+    /// once the lock is released).
+    _owner: Owner,
 }
 
-/// A boxed connection, leaked while `LockedSqliteHandle<'static>` borrows it.
+/// A boxed connection, leaked while a `LockedSqliteHandle<'static>` borrows it, and
+/// dropped with its owner: also when the future that takes it is cancelled.
 struct Owner(NonNull<SqliteConnection>);
 
 // SAFETY: `Owner` is the only owner of a boxed `SqliteConnection`, which is `Send`; the
@@ -58,60 +60,50 @@ impl Owner {
     ///
     /// # Safety
     ///
-    /// The borrow (and whatever borrows from it) must end before [`reclaim`](Self::reclaim),
-    /// and no other borrow may be made meanwhile.
+    /// The borrow (and whatever borrows from it) must end before `self` is dropped, and no
+    /// other borrow may be made meanwhile.
     unsafe fn borrow<'a>(&self) -> &'a mut SqliteConnection {
-        // SAFETY: the pointer came from `Box::leak` and is live until `reclaim`; the caller
+        // SAFETY: the pointer came from `Box::leak` and is live until `drop`; the caller
         // keeps the borrow unique and ends it before then.
         unsafe { &mut *self.0.as_ptr() }
     }
+}
 
-    /// Drops the connection.
-    ///
-    /// # Safety
-    ///
-    /// Every borrow made by [`borrow`](Self::borrow) has ended.
-    unsafe fn reclaim(self) {
-        // SAFETY: the pointer came from `Box::leak`, and `self` is consumed: reclaimed once.
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::leak`, every borrow of it has ended (see
+        // `borrow`), and this runs once.
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }
 
 impl DirectConnection {
     /// Takes a connection from `pool`, detaches it, and locks its handle for good.
+    ///
+    /// Cancel-safe: locals drop in the reverse order of their declaration (the pending
+    /// `lock_handle` first, then `owner`), so no borrow outlives the connection, and nothing
+    /// is left open.
     pub(crate) async fn take(pool: &SqlitePool) -> Result<Self, DbError> {
         let pooled: PoolConnection<Sqlite> = pool.acquire().await.map_err(sqlx_error)?;
         let owner = Owner::new(pooled.detach());
-        // SAFETY: the only borrow of the connection; it ends with `handle`, which is dropped
-        // before `owner` is reclaimed, here on failure or in `Drop`.
-        let handle = unsafe { owner.borrow() }.lock_handle().await;
-        let mut handle = match handle {
-            Ok(handle) => handle,
-            Err(e) => {
-                // SAFETY: the failed call's borrow has ended.
-                unsafe { owner.reclaim() };
-                return Err(sqlx_error(e));
-            }
-        };
+        // SAFETY: the only borrow of the connection; it ends with `handle` (or with the
+        // `lock_handle` future, if this one is cancelled), which is declared after `owner`
+        // and so dropped before it, here or as a field of `DirectConnection`.
+        let mut handle = unsafe { owner.borrow() }
+            .lock_handle()
+            .await
+            .map_err(sqlx_error)?;
         let raw = handle.as_raw_handle();
         // SAFETY: the handle stays open and untouched by sqlx for as long as `handle` is
-        // held, and `conn` is dropped before it (see `Drop`); rusqlite does not close a
+        // held, and `conn` is dropped before it (field order); rusqlite does not close a
         // handle it does not own. The connection was opened by sqlx in SQLite's
         // multi-thread mode, where a handle may move between threads but not be used by two
         // at once: `&mut self` ensures that.
-        let conn = match unsafe { Connection::from_handle(raw.as_ptr()) } {
-            Ok(conn) => conn,
-            Err(e) => {
-                drop(handle);
-                // SAFETY: `handle`, the only borrow of the connection, is gone.
-                unsafe { owner.reclaim() };
-                return Err(rusqlite_error(e));
-            }
-        };
+        let conn = unsafe { Connection::from_handle(raw.as_ptr()) }.map_err(rusqlite_error)?;
         let direct = Self {
-            conn: ManuallyDrop::new(conn),
-            handle: ManuallyDrop::new(handle),
-            owner: ManuallyDrop::new(owner),
+            conn,
+            _handle: handle,
+            _owner: owner,
         };
         // The connection is now this crate's alone: no other code of the application
         // waits on its busy handler.
@@ -131,19 +123,6 @@ impl Deref for DirectConnection {
 impl DerefMut for DirectConnection {
     fn deref_mut(&mut self) -> &mut Connection {
         &mut self.conn
-    }
-}
-
-impl Drop for DirectConnection {
-    fn drop(&mut self) {
-        // SAFETY: each field is dropped once, in this order: rusqlite's view of the handle
-        // (finalizing its statements while the handle is open), then sqlx's lock on it (the
-        // last borrow of the connection), then the connection itself.
-        unsafe {
-            ManuallyDrop::drop(&mut self.conn);
-            ManuallyDrop::drop(&mut self.handle);
-            ManuallyDrop::take(&mut self.owner).reclaim();
-        }
     }
 }
 

@@ -341,6 +341,39 @@ async fn sqlx_backend_runs_on_a_connection_of_its_own_outside_the_pool() {
     assert!(b.inspect(&name).await.unwrap().is_none());
 }
 
+/// How many descriptors of this process are open on `db`, its -wal or its -shm file.
+#[cfg(all(feature = "sqlx", target_os = "linux"))]
+fn descriptors_of(db: &Path) -> usize {
+    let dir = db.parent().unwrap().canonicalize().unwrap();
+    let name = db.file_name().unwrap().to_str().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| {
+            target.parent() == Some(dir.as_path())
+                && target
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(name))
+        })
+        .count()
+}
+
+/// Waits (at most 10 s) until no descriptor of `db` is open: sqlx's worker thread closes a
+/// connection after the backend lets go of it.
+#[cfg(all(feature = "sqlx", target_os = "linux"))]
+async fn all_closed(db: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while descriptors_of(db) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors of the database are still open 10 s after {what}",
+            descriptors_of(db)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The connection the sqlx driver takes out of the pool is closed when the last clone of
 /// the backend goes: backends opened and dropped again and again leave no database file
 /// open (nor a worker thread waiting for the handle, which owns the connection).
@@ -349,21 +382,7 @@ async fn sqlx_backend_runs_on_a_connection_of_its_own_outside_the_pool() {
 async fn sqlx_backend_closes_its_connection_when_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dropped.db");
-    let real_dir = dir.path().canonicalize().unwrap();
-    // Descriptors of the database, its -wal and its -shm file.
-    let open_files = || {
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-            .filter(|target| {
-                target.parent() == Some(real_dir.as_path())
-                    && target
-                        .file_name()
-                        .and_then(|f| f.to_str())
-                        .is_some_and(|f| f.starts_with("dropped.db"))
-            })
-            .count()
-    };
+    let open_files = || descriptors_of(&path);
     let name = LockName::new("job").unwrap();
     for round in 0..20 {
         let b =
@@ -382,16 +401,35 @@ async fn sqlx_backend_closes_its_connection_when_dropped() {
         );
         drop(b);
     }
-    // sqlx's worker thread closes the database once the backend lets go of the handle.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_files() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} descriptors of the database are still open 10 s after every backend was dropped",
-            open_files()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    all_closed(&path, "every backend was dropped").await;
+}
+
+/// Opening an sqlx backend (which takes its connection from the pool) cancelled at any
+/// point leaves no connection open.
+#[cfg(all(feature = "sqlx", target_os = "linux"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_backend_opening_cancelled_anywhere_leaves_no_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cancelled.db");
+    let url = format!("sqlite+sqlx://{}", path.display());
+    // Made once, so that later opens only take a connection and check the schema.
+    drop(lock_sqlite::SqlxSqliteBackend::connect(&url).await.unwrap());
+    let (mut cancelled, mut opened) = (0, 0);
+    for step in 0..400u64 {
+        let open = lock_sqlite::SqlxSqliteBackend::connect(&url);
+        match tokio::time::timeout(Duration::from_micros(step * 5), open).await {
+            Ok(backend) => {
+                drop(backend.unwrap());
+                opened += 1;
+            }
+            Err(_) => cancelled += 1,
+        }
     }
+    assert!(
+        cancelled > 0 && opened > 0,
+        "{cancelled} cancelled, {opened} opened"
+    );
+    all_closed(&path, "every open was cancelled or dropped").await;
 }
 
 /// `path` relative to the current directory (`..` up to the root, then down).
