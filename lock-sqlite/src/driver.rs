@@ -21,8 +21,8 @@ pub(crate) enum TxKind {
     /// No transaction: each statement commits by itself. For an operation of one
     /// statement, which is atomic (a write) or a consistent read (a `SELECT`, in WAL mode
     /// without blocking the writer) by itself, so `BEGIN` and `COMMIT` would only cost two
-    /// more statements (and, with sqlx, two more trips to the connection's thread); and for
-    /// `PRAGMA journal_mode`, which cannot run inside a transaction.
+    /// more statements; and for `PRAGMA journal_mode`, which cannot run inside a
+    /// transaction.
     Autocommit,
 }
 

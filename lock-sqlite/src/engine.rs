@@ -76,8 +76,8 @@ pub(crate) struct Engine<D> {
     /// Taken by every write of a non-holder (an acquisition, a force-release) on this
     /// database in this process, whichever backend value makes it, so that contenders queue
     /// here, woken in turn, instead of all asking SQLite for the write lock at once and
-    /// sleeping through busy backoff (a pool has several connections, and an application
-    /// may open several backends). Heartbeats and releases do not queue: a holder is never
+    /// sleeping through busy backoff (an application may open several backends, each with
+    /// a connection of its own). Heartbeats and releases do not queue: a holder is never
     /// kept waiting behind contenders.
     contenders: Arc<tokio::sync::Mutex<()>>,
     /// This process's hold on the database (`<db>-holds/`), taken at the first acquisition:
