@@ -4,7 +4,7 @@
 //! sqlx runs every SQLite connection on a worker thread of its own and sends it each
 //! statement: on a cold hand-off between processes those trips were most of the sqlx
 //! driver's time (its release and its waiter's attempt each took about twice the rusqlite
-//! driver's), and an acquire + release pair cost 2.9x a raw one. sqlx's own escape hatch,
+//! driver's), and an acquire + release pair cost 2.9-3.6x a raw one. sqlx's own escape hatch,
 //! [`SqliteConnection::lock_handle`], takes the database handle away from the worker thread
 //! (which then waits for it); this module keeps it taken for the connection's life, and
 //! gives the handle to a non-owning [`rusqlite::Connection`].

@@ -138,12 +138,10 @@ impl SqlxSqliteBackend {
             .read_only(options.read_only)
             .busy_timeout(Duration::ZERO)
             .synchronous(synchronous);
-        // Lazy: connections are opened inside the retry loop, so a database busy while a
-        // connection sets itself up is waited for like any other busy answer.
-        // No ping before each use: sqlx already pings a connection when it goes back to the
-        // pool, and a SQLite connection has no network to drop in between, so a second ping
-        // would only add a trip to the connection's worker thread to every operation (one of
-        // two on the path of a hand-off).
+        // Lazy: the backend's connection is opened inside the retry loop, so a database busy
+        // while it sets itself up is waited for like any other busy answer. No ping before
+        // use: a SQLite connection has no network to drop (what the application takes from
+        // `pool()` is its own business).
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .connect_lazy_with(connect);
