@@ -341,6 +341,47 @@ async fn sqlx_backend_runs_on_a_connection_of_its_own_outside_the_pool() {
     assert!(b.inspect(&name).await.unwrap().is_none());
 }
 
+/// An application's in-memory pool (one database shared by the pool's connections): each
+/// backend takes a connection of its own to that same database, so two backends on one pool
+/// still keep each other out, and the application sees their leases.
+#[cfg(feature = "sqlx")]
+#[tokio::test(flavor = "current_thread")]
+async fn sqlx_backends_share_an_in_memory_application_database() {
+    let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+    let first = lock_sqlite::SqlxSqliteBackend::new(pool.clone())
+        .await
+        .unwrap();
+    let second = lock_sqlite::SqlxSqliteBackend::new(pool.clone())
+        .await
+        .unwrap();
+    let name = LockName::new("in-memory").unwrap();
+    let lease = first
+        .try_acquire(&name, &holder("first"), LONG)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        second
+            .try_acquire(&name, &holder("second"), LONG)
+            .await
+            .unwrap()
+            .is_none(),
+        "a second backend on the same in-memory database must see the lease"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM lock_leases")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    assert!(first.release(&lease).await.unwrap());
+    let next = second
+        .try_acquire(&name, &holder("second"), LONG)
+        .await
+        .unwrap()
+        .expect("free after the release");
+    assert!(next.fence > lease.fence);
+}
+
 /// How many descriptors of this process are open on `db`, its -wal or its -shm file.
 #[cfg(all(feature = "sqlx", target_os = "linux"))]
 fn descriptors_of(db: &Path) -> usize {
