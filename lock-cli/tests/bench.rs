@@ -102,10 +102,21 @@ fn a_quick_bench_reports_every_section_for_every_store() {
                 );
                 let ratio = num(&["handoff", waiters, "ratio_p50"]);
                 assert!(ratio.is_finite() && ratio > 0.0, "{url}: {ratio}");
+                // ... and with each turn's lease written to the store the raw way.
+                assert!(
+                    num(&["handoff", waiters, "raw_store", "count"]) > 0.0,
+                    "{url}"
+                );
+                assert!(
+                    num(&["handoff", waiters, "raw_store", "p50_us"])
+                        <= num(&["handoff", waiters, "raw_store", "p99_us"])
+                );
+                let ratio = num(&["handoff", waiters, "ratio_store_p50"]);
+                assert!(ratio.is_finite() && ratio > 0.0, "{url}: {ratio}");
             } else {
                 assert!(
-                    raw.is_null(),
-                    "{url}: no raw flock baseline for a network store"
+                    raw.is_null() && result["handoff"][waiters]["raw_store"].is_null(),
+                    "{url}: no raw flock or raw store hand-off baseline for a network store"
                 );
             }
         }
@@ -134,17 +145,22 @@ fn a_quick_bench_reports_every_section_for_every_store() {
         assert!(num(&["heartbeat", "cpu_percent_of_one_core"]) >= 0.0);
     }
     let left = flock_files(sandbox.path());
-    assert!(left.is_empty(), "the raw hand-off baseline left {left:?}");
+    assert!(left.is_empty(), "the raw hand-off baselines left {left:?}");
 }
 
-/// The raw hand-off baseline's files below `dir`.
+/// The raw baselines' files below `dir` (`flock` files, raw lease files).
 fn flock_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         if path.is_dir() {
             found.extend(flock_files(&path));
-        } else if path.extension().is_some_and(|ext| ext == "flock") {
+        } else if path.extension().is_some_and(|ext| ext == "flock")
+            || entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("bench-raw-")
+        {
             found.push(path);
         }
     }

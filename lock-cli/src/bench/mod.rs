@@ -4,7 +4,9 @@
 //!    interleaved in blocks with the raw baseline so machine noise hits both alike;
 //! 2. hand-off latency between processes (2, 8 and 32 contending `lockctl bench-worker`s),
 //!    and the acquire attempts they made per acquisition; on a single-host store, next to
-//!    the same processes taking turns with a bare `flock` (what `flock(1)` waiters do);
+//!    the same processes taking turns with a bare `flock` (what `flock(1)` waiters do), and
+//!    with a bare `flock` and each turn's lease taken and freed in the store the raw way (the
+//!    floor of a hand-off that records its lease in that store);
 //! 3. contended throughput: 8 processes looping for 1 s without a pause on one name (and
 //!    how evenly they were served while all ran) and on 8 names;
 //! 4. heartbeat cost: many leases held through `Locker` for a while.
@@ -268,11 +270,42 @@ async fn bench_store(
                 "p99_us": raw.quantile_us(0.99),
             });
             entry["ratio_p50"] = json!(ratio);
+            // And with each turn's lease written to the store the raw way: the floor of a
+            // hand-off that records its lease in this store.
+            progress.update(&format!("handoff: {waiters} processes, raw store"));
+            let (events, _) = run_workers(
+                url,
+                waiters,
+                |_| name.clone(),
+                loops,
+                hold_pause,
+                Worker::RawStore(file.path()),
+            )
+            .await?;
+            let raw = handoff_samples(&events);
+            let ratio = samples.quantile_us(0.5) / raw.quantile_us(0.5);
+            progress.done(&format!(
+                "  raw store hand-off with {waiters} processes: p50 {:.0} us, p99 {:.0} us; \
+                 library / raw store p50 {ratio:.2}",
+                raw.quantile_us(0.5),
+                raw.quantile_us(0.99),
+            ));
+            entry["raw_store"] = json!({
+                "count": raw.len(),
+                "p50_us": raw.quantile_us(0.5),
+                "p99_us": raw.quantile_us(0.99),
+            });
+            entry["ratio_store_p50"] = json!(ratio);
         }
         handoff.insert(format!("processes_{waiters}"), entry);
     }
 
-    drop(raw_flock);
+    if let Some(file) = raw_flock {
+        RawPair::connect_to(url, &file.record())
+            .await?
+            .cleanup()
+            .await;
+    }
 
     let mut throughput = serde_json::Map::new();
     for names in [1_usize, 8] {
@@ -444,6 +477,9 @@ enum Worker<'a> {
     Library { steps: bool },
     /// A blocking `flock` on this file (the raw hand-off baseline).
     RawFlock(&'a std::path::Path),
+    /// The same, and each turn's lease written to the store the raw way (the raw baseline
+    /// of a hand-off through the store).
+    RawStore(&'a std::path::Path),
 }
 
 impl<'a> Worker<'a> {
@@ -453,6 +489,11 @@ impl<'a> Worker<'a> {
             Self::Library { steps: false } => Vec::new(),
             Self::Library { steps: true } => vec![OsStr::new("--steps")],
             Self::RawFlock(path) => vec![OsStr::new("--raw-flock"), path.as_os_str()],
+            Self::RawStore(path) => vec![
+                OsStr::new("--raw-flock"),
+                path.as_os_str(),
+                OsStr::new("--raw-store"),
+            ],
         }
     }
 }
@@ -545,13 +586,14 @@ async fn run_workers(
 
 fn print_table(results: &[serde_json::Value]) {
     outln!(
-        "{:<44} {:>10} {:>10} {:>7} {:>11} {:>9} {:>11} {:>11} {:>9} {:>10} {:>10} {:>9}",
+        "{:<44} {:>10} {:>10} {:>7} {:>11} {:>9} {:>9} {:>11} {:>11} {:>9} {:>10} {:>10} {:>9}",
         "store",
         "pair p50",
         "raw p50",
         "ratio",
         "handoff2",
         "vs flock",
+        "vs store",
         "handoff8",
         "handoff32",
         "tries/acq",
@@ -562,7 +604,7 @@ fn print_table(results: &[serde_json::Value]) {
     for r in results {
         let url: String = r["url"].as_str().unwrap_or("?").chars().take(44).collect();
         outln!(
-            "{:<44} {:>8.1}us {:>8.1}us {:>6.2}x {:>7.0}us p50 {:>9} {:>7.0}us p50 {:>7.0}us p50 {:>9.2} {:>8.0}/s {:>8.0}/s {:>8.1}%",
+            "{:<44} {:>8.1}us {:>8.1}us {:>6.2}x {:>7.0}us p50 {:>9} {:>9} {:>7.0}us p50 {:>7.0}us p50 {:>9.2} {:>8.0}/s {:>8.0}/s {:>8.1}%",
             url,
             r["pair"]["library"]["p50_us"].as_f64().unwrap_or(f64::NAN),
             r["pair"]["raw"]["p50_us"].as_f64().unwrap_or(f64::NAN),
@@ -570,8 +612,11 @@ fn print_table(results: &[serde_json::Value]) {
             r["handoff"]["processes_2"]["p50_us"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
-            // Only single-host stores have the raw flock baseline.
+            // Only single-host stores have the raw flock and raw store baselines.
             r["handoff"]["processes_2"]["ratio_p50"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x")),
+            r["handoff"]["processes_2"]["ratio_store_p50"]
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x")),
             r["handoff"]["processes_8"]["p50_us"]

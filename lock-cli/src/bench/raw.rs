@@ -35,6 +35,7 @@ pub(crate) enum RawPair {
     Sqlite {
         conn: rusqlite::Connection,
         path: PathBuf,
+        record: String,
     },
     /// open + flock + read + write in place (+ fsync) + close, and the same to free it.
     File { path: PathBuf, sync: bool },
@@ -51,8 +52,14 @@ pub(crate) enum RawPair {
 }
 
 impl RawPair {
-    /// The raw baseline for the store at `url`.
+    /// The raw baseline for the store at `url`, on a record of its own.
     pub(crate) async fn connect(url: &str) -> Result<Self, CliError> {
+        Self::connect_to(url, &format!("{:08x}", rand::random::<u32>())).await
+    }
+
+    /// The raw baseline for the store at `url`, on the record named `record` (hex or ASCII
+    /// letters): processes that connect with the same record take turns on one lease.
+    pub(crate) async fn connect_to(url: &str, record: &str) -> Result<Self, CliError> {
         // The store's own options type reads the URL, so the baseline uses exactly the
         // server, file and settings the library does.
         if leaselock::redis::DRIVER.serves(url) {
@@ -69,7 +76,7 @@ impl RawPair {
                 .get_multiplexed_async_connection()
                 .await
                 .map_err(|e| failed("redis connect", e))?;
-            let key = format!("lockctl-bench-raw:{:08x}", rand::random::<u32>());
+            let key = format!("lockctl-bench-raw:{record}");
             let release = redis::Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then \
                  return redis.call('DEL', KEYS[1]) else return 0 end",
@@ -91,6 +98,7 @@ impl RawPair {
             Ok(Self::Sqlite {
                 conn,
                 path: opts.path,
+                record: record.to_owned(),
             })
         } else if leaselock::postgres::DRIVER.serves(url) {
             let opts: leaselock::postgres::PostgresOptions = url.parse()?;
@@ -113,14 +121,12 @@ impl RawPair {
             Ok(Self::Postgres {
                 pool,
                 table,
-                name: format!("raw-{:08x}", rand::random::<u32>()),
+                name: format!("raw-{record}"),
                 prepared: opts.prepared_statements(),
             })
         } else if leaselock::file::DRIVER.serves(url) {
             let opts: leaselock::file::FileOptions = url.parse()?;
-            let path = opts
-                .dir
-                .join(format!("bench-raw-{:08x}.lease", rand::random::<u32>()));
+            let path = opts.dir.join(format!("bench-raw-{record}.lease"));
             Ok(Self::File {
                 path,
                 sync: opts.sync_writes,
@@ -136,9 +142,16 @@ impl RawPair {
 
     /// One acquire + release; panics never, errors are typed.
     pub(crate) async fn pair(&mut self, ttl: Duration) -> Result<(), CliError> {
+        let token = self.acquire(ttl).await?;
+        self.release(&token).await
+    }
+
+    /// Takes the lease for `ttl` (an error if it is held), and returns the token that frees
+    /// it.
+    pub(crate) async fn acquire(&mut self, ttl: Duration) -> Result<String, CliError> {
         let token = format!("{:032x}", rand::random::<u128>());
-        match self {
-            Self::Redis { conn, release, key } => {
+        let taken = match self {
+            Self::Redis { conn, key, .. } => {
                 let set: Option<String> = redis::cmd("SET")
                     .arg(&*key)
                     .arg(&token)
@@ -148,21 +161,9 @@ impl RawPair {
                     .query_async(conn)
                     .await
                     .map_err(|e| failed("SET NX PX", e))?;
-                if set.is_none() {
-                    return Err(failed("SET NX PX", "the raw key was held"));
-                }
-                let freed: i64 = release
-                    .key(&*key)
-                    .arg(&token)
-                    .invoke_async(conn)
-                    .await
-                    .map_err(|e| failed("compare-and-delete", e))?;
-                if freed != 1 {
-                    return Err(failed("compare-and-delete", "nothing deleted"));
-                }
-                Ok(())
+                set.is_some()
             }
-            Self::Sqlite { conn, .. } => {
+            Self::Sqlite { conn, record, .. } => {
                 let now = now_ms();
                 let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
                 let tx = conn
@@ -170,28 +171,15 @@ impl RawPair {
                     .map_err(|e| failed("BEGIN IMMEDIATE", e))?;
                 let taken = tx
                     .prepare_cached(
-                        "INSERT INTO bench_raw_leases (name, owner, expires_at_ms) VALUES ('raw', ?1, ?2) \
+                        "INSERT INTO bench_raw_leases (name, owner, expires_at_ms) VALUES (?4, ?1, ?2) \
                          ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
                          expires_at_ms = excluded.expires_at_ms \
                          WHERE bench_raw_leases.expires_at_ms <= ?3 RETURNING 1",
                     )
-                    .and_then(|mut s| s.exists(rusqlite::params![token, now + ttl_ms, now]))
+                    .and_then(|mut s| s.exists(rusqlite::params![token, now + ttl_ms, now, &*record]))
                     .map_err(|e| failed("upsert", e))?;
                 tx.commit().map_err(|e| failed("COMMIT", e))?;
-                if !taken {
-                    return Err(failed("upsert", "the raw row was held"));
-                }
-                let freed = conn
-                    .prepare_cached(
-                        "UPDATE bench_raw_leases SET expires_at_ms = 0 \
-                         WHERE name = 'raw' AND owner = ?1 AND expires_at_ms > ?2",
-                    )
-                    .and_then(|mut s| s.execute(rusqlite::params![token, now]))
-                    .map_err(|e| failed("compare-and-free", e))?;
-                if freed != 1 {
-                    return Err(failed("compare-and-free", "nothing freed"));
-                }
-                Ok(())
+                taken
             }
             Self::Postgres {
                 pool,
@@ -206,56 +194,91 @@ impl RawPair {
                      UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at \
                      WHERE t.expires_at <= clock_timestamp() RETURNING 1"
                 );
-                let delete = format!("DELETE FROM {table} WHERE name = $1 AND owner = $2");
-                let (taken, freed) = if *prepared {
-                    let taken = sqlx::query(sqlx::AssertSqlSafe(upsert))
+                if *prepared {
+                    sqlx::query(sqlx::AssertSqlSafe(upsert))
                         .bind(&*name)
                         .bind(&token)
                         .bind(micros)
                         .fetch_optional(&*pool)
                         .await
                         .map_err(|e| failed("upsert", e))?
-                        .is_some();
-                    let freed = sqlx::query(sqlx::AssertSqlSafe(delete))
-                        .bind(&*name)
-                        .bind(&token)
-                        .execute(&*pool)
-                        .await
-                        .map_err(|e| failed("compare-and-delete", e))?
-                        .rows_affected();
-                    (taken, freed)
+                        .is_some()
                 } else {
-                    // Names and tokens here are hex and ASCII: plain literals are safe.
-                    let inline = |sql: &str| {
-                        sql.replace("$1", &format!("'{name}'"))
-                            .replace("$2", &format!("'{token}'"))
-                            .replace("$3", &micros.to_string())
-                    };
-                    let taken = !sqlx::raw_sql(sqlx::AssertSqlSafe(inline(&upsert)))
+                    let sql = inline(&upsert, name, &token).replace("$3", &micros.to_string());
+                    !sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                         .fetch_all(&*pool)
                         .await
                         .map_err(|e| failed("upsert", e))?
-                        .is_empty();
-                    let freed = sqlx::raw_sql(sqlx::AssertSqlSafe(inline(&delete)))
-                        .execute(&*pool)
-                        .await
-                        .map_err(|e| failed("compare-and-delete", e))?
-                        .rows_affected();
-                    (taken, freed)
-                };
-                if !taken {
-                    return Err(failed("upsert", "the raw row was held"));
+                        .is_empty()
                 }
-                if freed != 1 {
-                    return Err(failed("compare-and-delete", "nothing deleted"));
-                }
-                Ok(())
             }
             Self::File { path, sync } => {
                 let expires = now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
                 write_locked(path, format!("{token} {expires}\n").as_bytes(), *sync)?;
-                write_locked(path, b"free\n", *sync)
+                true
             }
+        };
+        if taken {
+            Ok(token)
+        } else {
+            Err(failed("acquire", "the raw lease was held"))
+        }
+    }
+
+    /// Frees the lease `token` holds (compare-and-free); an error if it held none.
+    pub(crate) async fn release(&mut self, token: &str) -> Result<(), CliError> {
+        let freed = match self {
+            Self::Redis { conn, release, key } => {
+                let freed: i64 = release
+                    .key(&*key)
+                    .arg(token)
+                    .invoke_async(conn)
+                    .await
+                    .map_err(|e| failed("compare-and-delete", e))?;
+                freed == 1
+            }
+            Self::Sqlite { conn, record, .. } => {
+                let freed = conn
+                    .prepare_cached(
+                        "UPDATE bench_raw_leases SET expires_at_ms = 0 \
+                         WHERE name = ?3 AND owner = ?1 AND expires_at_ms > ?2",
+                    )
+                    .and_then(|mut s| s.execute(rusqlite::params![token, now_ms(), &*record]))
+                    .map_err(|e| failed("compare-and-free", e))?;
+                freed == 1
+            }
+            Self::Postgres {
+                pool,
+                table,
+                name,
+                prepared,
+            } => {
+                let delete = format!("DELETE FROM {table} WHERE name = $1 AND owner = $2");
+                let freed = if *prepared {
+                    sqlx::query(sqlx::AssertSqlSafe(delete))
+                        .bind(&*name)
+                        .bind(token)
+                        .execute(&*pool)
+                        .await
+                } else {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(inline(&delete, name, token)))
+                        .execute(&*pool)
+                        .await
+                };
+                freed
+                    .map_err(|e| failed("compare-and-delete", e))?
+                    .rows_affected()
+                    == 1
+            }
+            Self::File { path, sync } => {
+                write_locked(path, b"free\n", *sync)?;
+                true
+            }
+        };
+        if freed {
+            Ok(())
+        } else {
+            Err(failed("release", "nothing freed"))
         }
     }
 
@@ -265,7 +288,7 @@ impl RawPair {
             Self::Redis { mut conn, key, .. } => {
                 let _: Result<(), _> = redis::cmd("DEL").arg(key).query_async(&mut conn).await;
             }
-            Self::Sqlite { conn, path } => {
+            Self::Sqlite { conn, path, .. } => {
                 let _ = conn.execute_batch("DROP TABLE IF EXISTS bench_raw_leases");
                 tracing::debug!(db = %path.display(), "dropped the raw baseline table");
             }
@@ -280,6 +303,13 @@ impl RawPair {
             }
         }
     }
+}
+
+/// `sql` with the name and token inlined as literals, for a connection without prepared
+/// statements. Names and tokens here are hex and ASCII: plain literals are safe.
+fn inline(sql: &str, name: &str, token: &str) -> String {
+    sql.replace("$1", &format!("'{name}'"))
+        .replace("$2", &format!("'{token}'"))
 }
 
 /// For a store whose processes all run on one host (SQLite, a lock directory), a fresh file
@@ -313,6 +343,19 @@ pub(crate) struct FlockFile(PathBuf);
 impl FlockFile {
     pub(crate) fn path(&self) -> &std::path::Path {
         &self.0
+    }
+
+    /// The raw store hand-off's record (see `bench-worker --raw-store`).
+    pub(crate) fn record(&self) -> String {
+        Self::record_of(&self.0)
+    }
+
+    /// The record of the raw store hand-off whose `flock` file is `path`: its stem.
+    pub(crate) fn record_of(path: &std::path::Path) -> String {
+        path.file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
     }
 }
 

@@ -10,7 +10,10 @@
 //!
 //! With `--raw-flock <file>` it takes a blocking `flock` on that file instead of the lock,
 //! as `flock(1)` does: the raw baseline of a hand-off on one host (the kernel wakes the
-//! waiter; nothing else happens).
+//! waiter; nothing else happens). With `--raw-store` as well, each turn also takes and frees
+//! a lease in the store the raw way ([`RawPair`]) while it holds the `flock`: the raw
+//! baseline of a hand-off that records its lease in that store (the kernel wakes the waiter,
+//! which then writes the store; nothing else happens).
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -22,6 +25,7 @@ use clap::Args;
 use leaselock::{LockOptions, Locker};
 
 use super::heartbeat::Counting;
+use super::raw::RawPair;
 use super::steps::{Call, StepLog};
 use crate::error::CliError;
 
@@ -47,6 +51,10 @@ pub(crate) struct WorkerArgs {
     /// Instead of the library, take a blocking `flock` on this file (the raw baseline).
     #[arg(long)]
     raw_flock: Option<std::path::PathBuf>,
+    /// With `--raw-flock`: also take and free a lease in the store the raw way in each
+    /// turn (the raw baseline of a hand-off through the store).
+    #[arg(long, requires = "raw_flock")]
+    raw_store: bool,
     /// Also record when each store call began and ended (see `bench --handoff-steps`).
     #[arg(long)]
     steps: bool,
@@ -101,6 +109,14 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8, CliError> {
 async fn raw_flock_worker(path: &std::path::Path, args: &WorkerArgs) -> Result<u8, CliError> {
     let file = super::raw::open_lock_file(path)
         .map_err(|e| CliError::io("bench worker: cannot open the raw flock file", e))?;
+    // Every worker of a measurement takes turns on one raw lease, named after the file.
+    let mut store = match args.raw_store {
+        true => {
+            let record = super::raw::FlockFile::record_of(path);
+            Some(RawPair::connect_to(&args.url, &record).await?)
+        }
+        false => None,
+    };
     ready_set_go().await?;
     let mut log = EventLog::with_cycles(args.cycles);
     let started = std::time::Instant::now();
@@ -119,11 +135,18 @@ async fn raw_flock_worker(path: &std::path::Path, args: &WorkerArgs) -> Result<u
                 Err(e) => return Err(CliError::io("bench worker: flock failed", e)),
             }
         }
+        let token = match &mut store {
+            Some(raw) => Some(raw.acquire(RAW_STORE_TTL).await?),
+            None => None,
+        };
         log.now('a');
         if args.hold_us > 0 {
             std::thread::sleep(Duration::from_micros(args.hold_us));
         }
         log.now('r');
+        if let (Some(raw), Some(token)) = (&mut store, &token) {
+            raw.release(token).await?;
+        }
         fs4::FileExt::unlock(&file).map_err(|e| CliError::io("bench worker: unlock failed", e))?;
         if args.pause_us > 0 {
             std::thread::sleep(Duration::from_micros(args.pause_us));
@@ -132,6 +155,10 @@ async fn raw_flock_worker(path: &std::path::Path, args: &WorkerArgs) -> Result<u
     log.print(attempts, None);
     Ok(0)
 }
+
+/// The TTL of the raw baseline's leases, as the library workers' (the `flock` decides who
+/// holds; the TTL only has to outlast a turn).
+const RAW_STORE_TTL: Duration = Duration::from_secs(10);
 
 /// Cycles whose events are reserved room for up front (1.5 MiB): far more than any hand-off
 /// measurement runs.
