@@ -43,7 +43,9 @@ pub(crate) struct BenchArgs {
     /// Stores to measure (repeatable). Default: the lockctl default store. Bench locks use
     /// a random name prefix; SQLite gets a `bench_raw_leases` table for the baseline, dropped
     /// at the end; single-host stores get a `lockctl-bench-*.flock` file next to them for
-    /// the hand-off baseline, removed at the end.
+    /// the hand-off baselines (a bare `flock`, and a bare `flock` with the raw baseline's
+    /// lease written on each side), removed at the end, as is a lock directory's
+    /// `bench-raw-*.lease` record.
     #[arg(long = "url", value_name = "URL")]
     urls: Vec<String>,
 
