@@ -246,57 +246,26 @@ async fn bench_store(
             entry["steps"] = steps;
         }
         if let Some(file) = &raw_flock {
-            // The same processes, cycles and holds with a bare blocking `flock` (what
-            // `flock(1)` waiters do): the floor this machine puts under a hand-off.
-            progress.update(&format!("handoff: {waiters} processes, raw flock"));
-            let (events, _) = run_workers(
+            let turns = Turns {
                 url,
                 waiters,
-                |_| name.clone(),
+                name: &name,
                 loops,
                 hold_pause,
-                Worker::RawFlock(file.path()),
-            )
-            .await?;
-            let raw = handoff_samples(&events);
-            let ratio = samples.quantile_us(0.5) / raw.quantile_us(0.5);
-            progress.done(&format!(
-                "  raw flock hand-off with {waiters} processes: p50 {:.0} us, p99 {:.0} us; \
-                 library / raw p50 {ratio:.2}",
-                raw.quantile_us(0.5),
-                raw.quantile_us(0.99),
-            ));
-            entry["raw_flock"] = json!({
-                "count": raw.len(),
-                "p50_us": raw.quantile_us(0.5),
-                "p99_us": raw.quantile_us(0.99),
-            });
+            };
+            // The same processes, cycles and holds with a bare blocking `flock` (what
+            // `flock(1)` waiters do): the floor this machine puts under a hand-off.
+            let flock = Worker::RawFlock(file.path());
+            let (floor, ratio) =
+                handoff_floor(&turns, flock, "raw flock", &samples, progress).await?;
+            entry["raw_flock"] = floor;
             entry["ratio_p50"] = json!(ratio);
             // And with each turn's lease written to the store the raw way: the floor of a
             // hand-off that records its lease in this store.
-            progress.update(&format!("handoff: {waiters} processes, raw store"));
-            let (events, _) = run_workers(
-                url,
-                waiters,
-                |_| name.clone(),
-                loops,
-                hold_pause,
-                Worker::RawStore(file.path()),
-            )
-            .await?;
-            let raw = handoff_samples(&events);
-            let ratio = samples.quantile_us(0.5) / raw.quantile_us(0.5);
-            progress.done(&format!(
-                "  raw store hand-off with {waiters} processes: p50 {:.0} us, p99 {:.0} us; \
-                 library / raw store p50 {ratio:.2}",
-                raw.quantile_us(0.5),
-                raw.quantile_us(0.99),
-            ));
-            entry["raw_store"] = json!({
-                "count": raw.len(),
-                "p50_us": raw.quantile_us(0.5),
-                "p99_us": raw.quantile_us(0.99),
-            });
+            let store = Worker::RawStore(file.path());
+            let (floor, ratio) =
+                handoff_floor(&turns, store, "raw store", &samples, progress).await?;
+            entry["raw_store"] = floor;
             entry["ratio_store_p50"] = json!(ratio);
         }
         handoff.insert(format!("processes_{waiters}"), entry);
@@ -452,6 +421,53 @@ async fn library_pair(
         })?;
     backend.release(&lease).await?;
     Ok(())
+}
+
+/// The turns of one hand-off measurement: `waiters` processes on lock `name`, each looping
+/// as `loops` says, holding and pausing as `hold_pause` says (in µs).
+struct Turns<'a> {
+    url: &'a str,
+    waiters: usize,
+    name: &'a str,
+    loops: Loops,
+    hold_pause: (u64, u64),
+}
+
+/// The same `turns` taken by `floor` workers (a raw baseline) instead of the library's:
+/// reported as `what`, next to the library's hand-offs `library`. Their JSON summary and
+/// the library's p50 as a ratio of theirs.
+async fn handoff_floor(
+    turns: &Turns<'_>,
+    floor: Worker<'_>,
+    what: &str,
+    library: &Samples,
+    progress: &mut Progress,
+) -> Result<(serde_json::Value, f64), CliError> {
+    let waiters = turns.waiters;
+    progress.update(&format!("handoff: {waiters} processes, {what}"));
+    let (events, _) = run_workers(
+        turns.url,
+        waiters,
+        |_| turns.name.to_owned(),
+        turns.loops,
+        turns.hold_pause,
+        floor,
+    )
+    .await?;
+    let raw = handoff_samples(&events);
+    let ratio = library.quantile_us(0.5) / raw.quantile_us(0.5);
+    progress.done(&format!(
+        "  {what} hand-off with {waiters} processes: p50 {:.0} us, p99 {:.0} us; \
+         library / {what} p50 {ratio:.2}",
+        raw.quantile_us(0.5),
+        raw.quantile_us(0.99),
+    ));
+    let summary = json!({
+        "count": raw.len(),
+        "p50_us": raw.quantile_us(0.5),
+        "p99_us": raw.quantile_us(0.99),
+    });
+    Ok((summary, ratio))
 }
 
 /// The hand-off latencies of one measurement.
