@@ -57,8 +57,9 @@ impl RawPair {
         Self::connect_to(url, &format!("{:08x}", rand::random::<u32>())).await
     }
 
-    /// The raw baseline for the store at `url`, on the record named `record` (hex or ASCII
-    /// letters): processes that connect with the same record take turns on one lease.
+    /// The raw baseline for the store at `url`, on the record named `record` (ASCII letters,
+    /// digits and `-`: it goes into keys, file names and SQL literals as it is): processes
+    /// that connect with the same record take turns on one lease.
     pub(crate) async fn connect_to(url: &str, record: &str) -> Result<Self, CliError> {
         // The store's own options type reads the URL, so the baseline uses exactly the
         // server, file and settings the library does.
@@ -306,7 +307,8 @@ impl RawPair {
 }
 
 /// `sql` with the name and token inlined as literals, for a connection without prepared
-/// statements. Names and tokens here are hex and ASCII: plain literals are safe.
+/// statements. Names and tokens here are ASCII letters, digits and `-`: plain literals are
+/// safe.
 fn inline(sql: &str, name: &str, token: &str) -> String {
     sql.replace("$1", &format!("'{name}'"))
         .replace("$2", &format!("'{token}'"))

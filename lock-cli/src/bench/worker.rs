@@ -110,12 +110,11 @@ async fn raw_flock_worker(path: &std::path::Path, args: &WorkerArgs) -> Result<u
     let file = super::raw::open_lock_file(path)
         .map_err(|e| CliError::io("bench worker: cannot open the raw flock file", e))?;
     // Every worker of a measurement takes turns on one raw lease, named after the file.
-    let mut store = match args.raw_store {
-        true => {
-            let record = super::raw::FlockFile::record_of(path);
-            Some(RawPair::connect_to(&args.url, &record).await?)
-        }
-        false => None,
+    let mut store = if args.raw_store {
+        let record = super::raw::FlockFile::record_of(path);
+        Some(RawPair::connect_to(&args.url, &record).await?)
+    } else {
+        None
     };
     ready_set_go().await?;
     let mut log = EventLog::with_cycles(args.cycles);
